@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make demo   # set up .venv, then synth -> train -> encode -> eval on a local Ray cluster (CPU)
+#   make test   # set up .venv, then run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE := disabled
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package metadata changed; torch/torchvision come from the machine's wheel cache.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/c3dhash demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/flake8 cluster distributed model loaders eval tests bench
+
+bench: $(STAMP)
+	$(VENV)/bin/c3dhash bench --help
+
+clean:
+	rm -rf $(VENV) runs data/synth

@@ -1,0 +1,31 @@
+"""Data configuration (owned by loaders/, composed into the job config by cluster/)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEED_MEAN = (0.434, 0.405, 0.378)
+SEED_STD = (0.152, 0.149, 0.157)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synth"  # ucf101 | hmdb51 | jhmdb | synth
+    root: str = "data/synth"  # folder holding the videos (and, for synth/ucf101, ucfTrainTestlist/)
+    split: int = 1  # official split number 1..3
+    manifest_dir: str = ""  # "" = <root>/manifests/split<split>
+    val_per_class: int = 2  # validation videos carved from train, per class (deterministic)
+    num_frames: int = 16
+    stride: int = 1  # frame step inside a clip
+    resize: tuple[int, int] = (128, 171)  # H, W before cropping
+    crop: tuple[int, int] = (112, 112)
+    clips_per_video: int = 1  # eval: clips spread uniformly over each video
+    batch_size: int = 16  # clips per rank per step (sampler: random)
+    sampler: str = "pk"  # random | pk
+    pk_classes: int = 8  # P: classes per global batch (sampler: pk)
+    pk_samples: int = 4  # K: clips per class per global batch (sampler: pk)
+    flip: bool = True
+    mean: tuple[float, float, float] = SEED_MEAN
+    std: tuple[float, float, float] = SEED_STD
+    num_threads: int = 2  # DALI CPU threads per pipeline
+    device: str = "auto"  # auto | cpu | gpu (auto = NVDEC when CUDA is present)
+    seed: int = 0

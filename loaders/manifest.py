@@ -1,0 +1,53 @@
+"""Split manifests: one record per video (path relative to the dataset root, integer label, class name).
+
+On disk a manifest is a TSV with a header line `path<TAB>label<TAB>class_name`; `<manifest_dir>/<split>.tsv`
+for split in train, val, test (and any extra split a dataset defines).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = ("path", "label", "class_name")
+
+
+class DataError(ValueError):
+    """A dataset/manifest problem; the message names the file (and line) and what to do."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    path: str  # relative to the dataset root, '/'-separated
+    label: int  # 0-based class index
+    class_name: str
+
+
+def write_manifest(path: str | Path, records: list[VideoRecord]) -> Path:
+    """Write atomically (tmp + rename) so a crash never leaves half a manifest."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(HEADER)
+        for r in records:
+            w.writerow((r.path, r.label, r.class_name))
+    tmp.replace(p)
+    return p
+
+
+def read_manifest(path: str | Path) -> list[VideoRecord]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: manifest not found; run `c3dhash splits --dataset ... --root ...` first")
+    with p.open(newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or tuple(rows[0]) != HEADER:
+        raise DataError(f"{p}:1: expected header {'<TAB>'.join(HEADER)}; regenerate it with `c3dhash splits`")
+    out = []
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != 3 or not row[1].lstrip("-").isdigit():
+            raise DataError(f"{p}:{i}: expected path<TAB>label<TAB>class_name, got {row!r}")
+        out.append(VideoRecord(row[0], int(row[1]), row[2]))
+    return out

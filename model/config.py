@@ -1,0 +1,13 @@
+"""Model configuration (owned by model/, composed into the job config by cluster/)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    bits: int = 48
+    backbone: str = "r3d_18"
+    # Local torchvision r3d_18 Kinetics-400 state dict; "kinetics400" = torchvision's cache; None = random init.
+    weights: str | None = None
+    channels_last: bool = False  # channels_last_3d memory format (pays on GPU)
