@@ -1,0 +1,79 @@
+"""Config system: YAML + --set overrides into frozen typed dataclasses; bad keys and types are rejected."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from cluster.config import ConfigError, JobConfig, config_from_dict, load_config, save_config
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    cfg = load_config(path)
+    saved = save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(saved) == cfg
+
+
+def test_defaults_are_frozen():
+    cfg = load_config(None)
+    assert cfg == JobConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_overrides_are_typed():
+    cfg = load_config(CONFIGS[0], ["train.lr=0.01", "data.crop=[24, 24]", "model.weights=null",
+                                   "cluster.use_gpu=true", "train.epochs=3"])
+    assert cfg.train.lr == 0.01 and cfg.train.epochs == 3 and cfg.cluster.use_gpu is True
+    assert cfg.data.crop == (24, 24) and cfg.model.weights is None
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert config_from_dict({"loss": {"margin": 20}}).loss.margin == 20.0
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int"):
+        config_from_dict({"train": {"epochs": 2.5}})
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.learning_rate=0.1"])
+    msg = str(err.value)
+    assert "learning_rate" in msg and "valid keys" in msg and "lr" in msg and "momentum" in msg
+
+
+def test_unknown_section_lists_sections():
+    with pytest.raises(ConfigError, match="valid sections: data, model, loss, train, eval, cluster"):
+        config_from_dict({"optim": {}})
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("train.sync_bn=yes please", r"train\.sync_bn: expected bool"),
+    ("data.crop=[1, 2, 3]", r"data\.crop: expected 2 values"),
+    ("data.mean=abc", r"data\.mean: expected a list"),
+    ("model.bits=0", r"model\.bits must be >= 1"),
+    ("train.optimizer=adam", r"choose one of sgd, adamw"),
+    ("data.crop=[200, 200]", r"larger than data\.resize"),
+    ("lr=0.1", r"expected section\.key=value"),
+])
+def test_bad_values_name_the_key(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])
+
+
+def test_pk_batch_must_split_evenly_over_workers():
+    with pytest.raises(ConfigError, match="divisible by cluster.num_workers"):
+        load_config(None, ["data.pk_classes=3", "data.pk_samples=3", "cluster.num_workers=2"])
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 0.1\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+ malformed YAML"):
+        load_config(bad)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
