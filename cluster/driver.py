@@ -1,0 +1,103 @@
+"""The Ray driver: preflight checks, then TorchTrainer(train_loop_per_worker).fit().
+
+    c3dhash train --config configs/synth-cpu.yaml                 # local Ray (the embedded default)
+    c3dhash train --config configs/ucf101-64bit.yaml --address ray://head:10001
+    RAY_ADDRESS=http://head:8265 ray job submit --working-dir . -- c3dhash train --config configs/ucf101-64bit.yaml
+
+A run lives in `<storage_path>/<name>/`: Ray checkpoints (checkpoint_*), best.pt, config.yaml, metrics.jsonl and
+tensorboard/. Starting a run whose folder already holds checkpoints resumes it (Ray Train V2 restores by name).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchTrainer
+
+from cluster.config import ConfigError, JobConfig, config_to_dict, save_config
+from distributed.worker import WorkerSpec, train_loop_per_worker
+from loaders.manifest import DataError
+from loaders.splits import build_splits, manifest_path
+
+
+class MetricsLog(UserCallback):
+    """Runs on the Train controller: appends rank 0's metrics of every report to metrics.jsonl."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"time": time.time(), **metrics[0]}) + "\n")
+
+
+def run_dir(cfg: JobConfig) -> Path:
+    return Path(cfg.cluster.storage_path).expanduser().resolve() / cfg.cluster.name
+
+
+def preflight(cfg: JobConfig) -> None:
+    """Fail before any worker starts: missing data, manifests or weights get one clear message."""
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise DataError(f"data.root={cfg.data.root}: dataset folder not found; prepare it (README: Datasets) or "
+                        f"set --set data.root=DIR (for the demo: c3dhash synth --out {cfg.data.root})")
+    if not manifest_path(cfg.data, "train").is_file():
+        print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "
+              f"split files (c3dhash splits)", flush=True)
+        build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
+                     manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
+    weights = cfg.model.weights
+    if weights and weights != "kinetics400" and not Path(weights).is_file():
+        raise ConfigError(f"model.weights={weights}: file not found; download torchvision's r3d_18 Kinetics-400 "
+                          f"weights (https://download.pytorch.org/models/r3d_18-b3b3357e.pth) there, or set "
+                          f"--set model.weights=null to train from scratch")
+
+
+def connect(address: str | None, cfg: JobConfig) -> None:
+    """Join ADDR / RAY_ADDRESS when given, else start a local Ray sized for the job."""
+    if ray.is_initialized():
+        return
+    address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address)
+    else:
+        need = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
+        ray.init(num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False)
+
+
+def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
+    c, out = cfg.cluster, run_dir(cfg)
+    spec = WorkerSpec(data=cfg.data, model=cfg.model, loss=cfg.loss, train=cfg.train, eval=cfg.eval,
+                      run_dir=str(out), resolved=config_to_dict(cfg), threads=c.cpus_per_worker, fail_at=fail_at)
+    resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=c.name, storage_path=str(out.parent),
+                             failure_config=FailureConfig(max_failures=c.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
+                             callbacks=[MetricsLog(str(out / "metrics.jsonl"))]),
+    )
+
+
+def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Result:
+    preflight(cfg)
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    connect(address, cfg)
+    t0 = time.time()
+    print(f"training {cfg.cluster.name}: {cfg.cluster.num_workers} workers "
+          f"({'GPU' if cfg.cluster.use_gpu else 'CPU'}), run folder {out}", flush=True)
+    result = build_trainer(cfg, fail_at=os.environ.get("C3DHASH_FAIL_AT", "")).fit()
+    m = result.metrics or {}
+    print(f"done in {(time.time() - t0) / 60:.1f} min: epoch {m.get('epoch', -1) + 1}/{cfg.train.epochs}, "
+          f"best val mAP {m.get('best_val_map', float('nan')):.4f}; best model {out / 'best.pt'}", flush=True)
+    return result

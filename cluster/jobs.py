@@ -1,0 +1,65 @@
+"""Ray job helpers (submit, wait, logs, stop) over the Jobs API; what the README and k8s use.
+
+    c3dhash job submit --address http://127.0.0.1:8265 -- c3dhash train --config configs/synth-cpu.yaml
+    c3dhash job wait --address http://127.0.0.1:8265 JOB_ID
+    c3dhash job logs --address http://127.0.0.1:8265 JOB_ID
+    c3dhash job stop --address http://127.0.0.1:8265 JOB_ID
+
+With token auth on (every cluster the k8s manifests create), export RAY_AUTH_TOKEN first; Ray's client sends it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+
+
+class JobError(RuntimeError):
+    """A Ray job that failed, was stopped or did not finish in time; the message carries its log tail."""
+
+
+def client(address: str) -> JobSubmissionClient:
+    return JobSubmissionClient(address)
+
+
+def submit(address: str, entrypoint: str, *, working_dir: str | None = ".",
+           env: dict[str, str] | None = None, pip: list[str] | None = None) -> str:
+    """Submit `entrypoint` (a shell command) with this folder as the job's working dir; returns the job id."""
+    runtime_env: dict[str, Any] = {}
+    if working_dir:
+        runtime_env["working_dir"] = working_dir
+        runtime_env["excludes"] = [".venv", "runs", "data", ".git", "**/__pycache__"]
+    if env:
+        runtime_env["env_vars"] = env
+    if pip:
+        runtime_env["pip"] = pip
+    return client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None)
+
+
+def wait(address: str, job_id: str, *, timeout_s: float = 3600, poll_s: float = 2.0) -> JobStatus:
+    """Block until the job reaches a terminal state; raise JobError with the log tail unless it SUCCEEDED."""
+    c = client(address)
+    deadline = time.time() + timeout_s
+    while True:
+        status = c.get_job_status(job_id)
+        if status in TERMINAL:
+            break
+        if time.time() > deadline:
+            raise JobError(f"job {job_id} still {status} after {timeout_s:.0f}s; "
+                           f"see `c3dhash job logs {job_id}` or stop it with `c3dhash job stop {job_id}`")
+        time.sleep(poll_s)
+    if status != JobStatus.SUCCEEDED:
+        tail = "\n".join(c.get_job_logs(job_id).splitlines()[-30:])
+        raise JobError(f"job {job_id} ended {status}:\n{tail}")
+    return status
+
+
+def logs(address: str, job_id: str) -> str:
+    return client(address).get_job_logs(job_id)
+
+
+def stop(address: str, job_id: str) -> bool:
+    return client(address).stop_job(job_id)

@@ -1,0 +1,64 @@
+"""Encode a split: the model over the eval loader, one code per video (the mean of its clips' outputs).
+
+    c3dhash encode --config configs/synth-cpu.yaml --checkpoint best --split test --out runs/test.npz
+
+In training, each rank encodes its own shard (every video exactly once across ranks) and the trainer
+gathers the per-video outputs; `c3dhash encode` runs the same function as a single process over the whole split.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eval.codes import Codes, pack_bits
+from loaders.manifest import VideoRecord
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPU (amp auto/bf16); full precision on CPU unless bf16 is asked for."""
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def encode_loader(model: torch.nn.Module, loader: Iterable, *, device: torch.device, amp: str = "auto",
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Run `model` over (clips, labels, video_index) batches; return (video_index [n], mean outputs [n, bits]).
+
+    Outputs are averaged per video over its clips, in float32 whatever the autocast dtype.
+    """
+    was_training = model.training
+    model.eval()
+    sums: dict[int, torch.Tensor] = {}
+    counts: dict[int, int] = {}
+    try:
+        for clips, _labels, index in tqdm(loader, desc="encode", disable=not progress, leave=False):
+            with autocast(device, amp):
+                out = model(clips.to(device, non_blocking=True)).float().cpu()
+            for row, v in zip(out, index.tolist()):
+                sums[v] = sums[v] + row if v in sums else row.clone()
+                counts[v] = counts.get(v, 0) + 1
+    finally:
+        model.train(was_training)
+    order = sorted(sums)
+    if not order:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    means = torch.stack([sums[v] / counts[v] for v in order]).numpy().astype(np.float32)
+    return np.asarray(order, dtype=np.int64), means
+
+
+def to_codes(index: np.ndarray, outputs: np.ndarray, records: list[VideoRecord], bits: int) -> Codes:
+    """Per-video outputs of a whole split -> a Codes table in manifest order; every video exactly once."""
+    n = len(records)
+    if len(index) != n or not np.array_equal(np.sort(index), np.arange(n)):
+        missing = sorted(set(range(n)) - set(index.tolist()))[:5]
+        raise ValueError(f"encoded {len(index)} outputs for a split of {n} videos (missing e.g. {missing}); "
+                         f"every video must be encoded exactly once")
+    order = np.argsort(index, kind="stable")
+    return Codes(codes=pack_bits(outputs[order]), bits=bits,
+                 labels=np.asarray([r.label for r in records], dtype=np.int64),
+                 ids=np.asarray([r.path for r in records]))
