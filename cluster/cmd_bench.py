@@ -1,8 +1,33 @@
-"""Subcommands registered by this module (filled in by the issue that owns them)."""
+"""Subcommand `bench`: run one of the benchmarks under bench/ (each prints ratios against a reference
+measured in the same run).
+
+    c3dhash bench loss                    # shipped all-triplet loss vs a naive B^3 version
+    c3dhash bench loader                  # DALI CPU vs a PyAV + DataLoader baseline
+    c3dhash bench hamming -- --n 100000   # popcount search / exact mAP vs FAISS IndexBinaryFlat
+"""
 from __future__ import annotations
 
 import argparse
+import runpy
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+BENCHES = ("loss", "loader", "hamming")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    script = BENCH_DIR / f"bench_{args.name}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script}: benchmark not found; run from a source checkout of c3dhash")
+    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
+    sys.argv = [str(script), *extra]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to `c3dhash`."""
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming)")
+    p.add_argument("name", choices=BENCHES)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="-- arguments for the benchmark script")
+    p.set_defaults(func=cmd_bench)
