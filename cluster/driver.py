@@ -34,7 +34,8 @@ class MetricsLog(UserCallback):
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps({"time": time.time(), **metrics[0]}) + "\n")
+            nodes = [m.get("node") for m in metrics]  # where each rank ran
+            f.write(json.dumps({"time": time.time(), **metrics[0], "nodes": nodes}) + "\n")
 
 
 def run_dir(cfg: JobConfig) -> Path:

@@ -189,7 +189,8 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
 def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, device) -> None:
     last = st.epoch == spec.train.epochs - 1
     every = spec.train.eval_every
-    metrics: dict[str, Any] = {"epoch": st.epoch, "global_step": st.step, **stats}
+    metrics: dict[str, Any] = {"epoch": st.epoch, "global_step": st.step, **stats,
+                               "node": ray.get_runtime_context().get_node_id()}
     if last or (every > 0 and (st.epoch + 1) % every == 0):
         res = validate(model, train_recs, val_recs, spec, device)
         if res is not None:
