@@ -21,8 +21,9 @@ import torch
 from distributed import checkpoint as ckpt
 from distributed.collect import broadcast_from_zero, gather_outputs
 from distributed.config import LossConfig, TrainConfig
-from distributed.env import convert_sync_bn, get_rank, get_world_size
+from distributed.env import get_rank, get_world_size
 from distributed.optim import build_optimizer, build_scheduler
+from distributed.syncbn import convert_sync_bn
 from distributed.tensorboard import RankZeroWriter
 from distributed.triplet import gathered_triplet_loss
 from eval.config import EvalConfig
