@@ -1,0 +1,9 @@
+"""model/: the r3d_18 trunk + hash head (no ray, no torch.distributed: imports only torch/torchvision)."""
+from model.backbone import (KINETICS_MEAN, KINETICS_STD, BACKBONES, ModelError, WeightsError, build_backbone,
+                            kinetics_norm, resolve_weights)
+from model.config import ModelConfig
+from model.hashnet import HashNet, build_from_config, build_hash_net, quantize, video_codes
+
+__all__ = ["BACKBONES", "KINETICS_MEAN", "KINETICS_STD", "HashNet", "ModelConfig", "ModelError", "WeightsError",
+           "build_backbone", "build_from_config", "build_hash_net", "kinetics_norm", "quantize",
+           "resolve_weights", "video_codes"]

@@ -1,0 +1,155 @@
+"""The all-triplets ranking loss, exact, in O(B^2 log B) time and O(B^2) memory; and its cross-rank form.
+
+    loss = all_triplet_loss(h, labels, margin=14.0)                          # one process
+    loss, stats = gathered_triplet_loss(h_local, labels_local, 14.0, return_stats=True)   # every DDP rank
+
+Definition. Valid ordered triplets (a, p, n): a != p, y_a == y_p, y_n != y_a, each counted once (both
+directions of a positive pair are separate triplets). With d = squared Euclidean distance,
+    loss = sum_{valid} relu(margin + d_ap - d_an) / #valid            (reduction="all", the seed's mean)
+    loss = the same sum / #{valid with a positive term}               (reduction="active")
+    + quant_weight * mean((|h| - 1)^2)
+No valid triplet gives loss 0 with zero gradients, connected to the graph. `margin` is in squared-L2 units:
+for +-1 codes d = 4 x Hamming distance, so margin 14 at 48 bits asks for ~3.5 bits of separation.
+
+How it avoids B^3. For a fixed (a, p) with t = margin + d_ap, sum_n relu(t - d_an) = c_ap*t - sum_{d_an<t} d_an
+where c_ap = #{n : d_an < t}. Regrouping by pair, the whole sum is sum_ab w_ab d_ab + margin * #active with
+integer weights w_ap = c_ap (positives) and w_an = -k_an, k_an = #{p : t_ap > d_an} (negatives). c and k come
+from sorting each anchor's negative distances / thresholds and `searchsorted`. Holding w constant, autograd
+through d gives the exact gradient, and strict `<` reproduces torch.relu at the kink (relu(0) = 0, relu'(0) = 0).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from distributed.env import get_rank, get_world_size
+from distributed.gather import all_gather_rows, all_gather_sizes
+
+REDUCTIONS = ("all", "active")
+# Anchor rows per chunk when counting: bounds the sort/searchsorted temporaries to ~CHUNK_ELEMS per matrix.
+CHUNK_ELEMS = 1 << 22
+
+
+class LossError(ValueError):
+    """Bad loss input (shapes, reduction); the message says what was expected."""
+
+
+def _check(h: torch.Tensor, labels: torch.Tensor, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise LossError(f"loss.reduction={reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    if h.dim() != 2 or labels.dim() != 1 or labels.shape[0] != h.shape[0]:
+        raise LossError(f"expected h of shape B x bits and labels of shape B, got {tuple(h.shape)} and "
+                        f"{tuple(labels.shape)}")
+
+
+def sq_distances(anchors: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """A x B squared Euclidean distances, via norms + one matmul (never the A x B x dim difference tensor)."""
+    return (anchors.pow(2).sum(1, keepdim=True) + points.pow(2).sum(1).unsqueeze(0)
+            - 2.0 * anchors @ points.T)
+
+
+@torch.no_grad()
+def pair_weights(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer pair weights w (in d.dtype) and the active count (int64) such that
+    sum over valid triplets of relu(margin + d_ap - d_an) == sum(w * d) + margin * active."""
+    w = torch.zeros_like(d)
+    active = torch.zeros((), dtype=torch.int64, device=d.device)
+    rows = max(1, CHUNK_ELEMS // max(1, d.shape[1]))
+    for lo in range(0, d.shape[0], rows):
+        dc, pc, nc = d[lo:lo + rows], pos[lo:lo + rows], neg[lo:lo + rows]
+        neg_sorted = torch.where(nc, dc, torch.inf).sort(dim=1).values
+        thresh = torch.where(pc, dc + margin, -torch.inf)
+        # c_ap = #negatives strictly closer than margin + d_ap (a tie is relu(0) = 0: not active, no gradient)
+        c = torch.searchsorted(neg_sorted, thresh, side="left")
+        # k_an = #positives whose threshold exceeds d_an = all thresholds minus those <= d_an
+        k = torch.where(nc, d.shape[1] - torch.searchsorted(thresh.sort(dim=1).values, dc, side="right"), 0)
+        active += c.sum()  # c is 0 where thresh = -inf (not a positive pair)
+        # Entries are counts <= B, exact in float32 (< 2^24).
+        w[lo:lo + rows] = (c - k).to(d.dtype)
+    return w, active
+
+
+def _triplet_sum(anchors: torch.Tensor, points: torch.Tensor, anchor_labels: torch.Tensor,
+                 labels: torch.Tensor, offset: int, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over triplets whose anchor is one of `anchors` = rows offset.. of `points`, active count)."""
+    d = sq_distances(anchors, points)
+    same = anchor_labels.unsqueeze(1) == labels.unsqueeze(0)
+    rows = torch.arange(anchors.shape[0], device=d.device) + offset
+    not_self = rows.unsqueeze(1) != torch.arange(points.shape[0], device=d.device).unsqueeze(0)
+    w, active = pair_weights(d.detach(), same & not_self, ~same, margin)
+    return (w * d).sum() + margin * active.to(d.dtype), active
+
+
+def num_valid_triplets(labels: torch.Tensor) -> torch.Tensor:
+    """sum over classes of n_c (n_c - 1) (B - n_c): every anchor, positive, negative choice (int64)."""
+    _, n = torch.unique(labels, return_counts=True)
+    return (n * (n - 1) * (labels.numel() - n)).sum()
+
+
+def _quant_sum(h: torch.Tensor) -> torch.Tensor:
+    return (h.abs() - 1.0).pow(2).sum()
+
+
+def _prepare(h: torch.Tensor) -> torch.Tensor:
+    # Counts must be exact and relu kinks decided in >= float32; bf16 would round counts above 256.
+    return h.float() if h.dtype in (torch.float16, torch.bfloat16) else h
+
+
+def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, reduction: str = "all",
+                     quant_weight: float = 0.0, return_stats: bool = False) -> Any:
+    """Single-process loss over every valid triplet of the batch (see the module docstring).
+
+    Returns the 0-dim loss, or (loss, {"num_valid", "num_active"}) with 0-dim int64 tensors (no GPU sync).
+    """
+    _check(h, labels, reduction)
+    with torch.autocast(h.device.type, enabled=False):
+        h = _prepare(h)
+        total, active = _triplet_sum(h, h, labels, labels, 0, margin)
+        valid = num_valid_triplets(labels)
+        denom = valid if reduction == "all" else active
+        loss = total / denom.clamp_min(1).to(h.dtype)
+        if quant_weight:
+            loss = loss + quant_weight * _quant_sum(h) / max(1, h.numel())
+    return (loss, {"num_valid": valid, "num_active": active}) if return_stats else loss
+
+
+def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, margin: float, *,
+                          reduction: str = "all", quant_weight: float = 0.0, return_stats: bool = False) -> Any:
+    """The loss of the GLOBAL batch (all ranks' rows), computed for this rank's anchors; call on every rank.
+
+    Gradient: this rank's term is world * (sum over its anchors' triplets) / (global count), plus
+    world * quant_weight * (its rows' quant sum) / (global elements). The all-gather's backward sums every
+    rank's gradient into the owner of each row and DDP divides by world, so each parameter gets exactly the
+    gradient of the single-process loss on the concatenated batch (tests/test_gather.py).
+    Value: one all-reduce of the detached per-rank sums gives the global loss; we return
+    `global + (local - local.detach())`, whose value is the global loss on every rank (for logging) and whose
+    gradient is the local term's. Unequal local batch sizes are fine. Without a process group this is
+    all_triplet_loss.
+    """
+    world = get_world_size()
+    if world == 1:
+        return all_triplet_loss(h_local, labels_local, margin, reduction=reduction, quant_weight=quant_weight,
+                                return_stats=return_stats)
+    _check(h_local, labels_local, reduction)
+    with torch.autocast(h_local.device.type, enabled=False):
+        h_local = _prepare(h_local)
+        sizes = all_gather_sizes(h_local.shape[0], device=h_local.device)
+        h_all, _ = all_gather_rows(h_local, sizes=sizes)
+        labels_all, _ = all_gather_rows(labels_local, sizes=sizes)
+        lo = sum(sizes[:get_rank()])
+        # Anchors are this rank's rows of the gathered tensor; their gradient reaches h_local via the gather.
+        total, active = _triplet_sum(h_all[lo:lo + h_local.shape[0]], h_all, labels_local, labels_all, lo, margin)
+        quant = _quant_sum(h_local)
+        sums = torch.stack([total.detach().double(), quant.detach().double(), active.double()])
+        dist.all_reduce(sums)
+        valid = num_valid_triplets(labels_all)
+        active_all = sums[2].round().to(torch.int64)
+        denom = (valid if reduction == "all" else active_all).clamp_min(1).to(h_local.dtype)
+        numel = max(1, h_all.numel())
+        local = world * (total / denom + quant_weight * quant / numel)
+        global_value = (sums[0].to(h_local.dtype) / denom + quant_weight * sums[1].to(h_local.dtype) / numel)
+        loss = global_value + (local - local.detach())
+    return (loss, {"num_valid": valid, "num_active": active_all}) if return_stats else loss

@@ -1,0 +1,100 @@
+"""The video trunk: torchvision's r3d_18 with the classifier removed, giving one 512-d feature per clip.
+
+    trunk = build_backbone(name="r3d_18", weights="/data/weights/r3d_18-b3b3357e.pth")
+    feats = trunk(clips)                       # clips N x 3 x T x H x W  ->  N x 512
+
+Kinetics-400 weights are read from a LOCAL file only (we never download: cluster pods may have no egress):
+a path to torchvision's state dict, or "kinetics400" for torchvision's own cache
+(`torch.hub.get_dir()/checkpoints/r3d_18-b3b3357e.pth`). Fetch the file once with
+`curl -LO https://download.pytorch.org/models/r3d_18-b3b3357e.pth` and pass `--set model.weights=/path`.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.models import video
+
+WEIGHTS_URL = "https://download.pytorch.org/models/{file}"
+KINETICS_ALIAS = "kinetics400"
+# Statistics torchvision's Kinetics-400 video models were trained with (R3D_18_Weights.KINETICS400_V1).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+class ModelError(ValueError):
+    """A model configuration problem; the message says what to change."""
+
+
+class WeightsError(ModelError):
+    """Pretrained weights missing or unreadable; the message names the file and where to get it."""
+
+
+# name -> (constructor, torchvision weight file name, feature width). One row per supported trunk.
+BACKBONES: dict[str, tuple[Callable[..., nn.Module], str, int]] = {
+    "r3d_18": (video.r3d_18, "r3d_18-b3b3357e.pth", 512),
+}
+
+
+def kinetics_norm() -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) per RGB channel for inputs in [0, 1]; use these in the loaders when Kinetics weights load."""
+    return KINETICS_MEAN, KINETICS_STD
+
+
+def _spec(name: str) -> tuple[Callable[..., nn.Module], str, int]:
+    if name not in BACKBONES:
+        raise ModelError(f"model.backbone={name!r} is not supported; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def feature_dim(name: str = "r3d_18") -> int:
+    return _spec(name)[2]
+
+
+def resolve_weights(weights: str | None, *, name: str = "r3d_18") -> Path | None:
+    """Map the `model.weights` setting to a local file (None = random init); raise if it is not there."""
+    if not weights:
+        return None
+    file = _spec(name)[1]
+    how = (f"download it with `curl -L -o {file} {WEIGHTS_URL.format(file=file)}` and pass "
+           f"`--set model.weights=/path/to/{file}`")
+    if weights == KINETICS_ALIAS:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / file
+        if not path.is_file():
+            raise WeightsError(f"model.weights=kinetics400: {path} not found (torchvision's cache); {how}, "
+                               f"or copy it to {path}")
+        return path
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"model.weights: {path} not found; {how}")
+    return path
+
+
+def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read torchvision's state dict (weights_only: a weight file must not run code) minus the classifier."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise WeightsError(f"{path}: not a readable torch state dict ({exc}); re-download the file") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: expected a torchvision state dict (name -> tensor), got {type(state).__name__}")
+    # The 400-way Kinetics classifier is replaced by our hash head.
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def build_backbone(*, name: str = "r3d_18", weights: str | None = None) -> nn.Module:
+    """The trunk with `fc` replaced by Identity, so forward returns the pooled N x feature_dim(name) feature."""
+    ctor, _, _ = _spec(name)
+    path = resolve_weights(weights, name=name)
+    trunk = ctor(weights=None)  # weights=None: torchvision must never try to download
+    trunk.fc = nn.Identity()
+    if path is not None:
+        state = load_trunk_state(path)
+        missing, unexpected = trunk.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise WeightsError(f"{path}: not a {name} state dict (missing {sorted(missing)[:3]}..., "
+                               f"unexpected {sorted(unexpected)[:3]}...); pass torchvision's {_spec(name)[1]}")
+    return trunk
