@@ -1,0 +1,157 @@
+"""Which clips go into which batch, on which rank: pure Python/NumPy, no DALI, so every rule is unit-tested.
+
+    sampler = PKSampler(labels, p=8, k=4, seed=0)            # one GLOBAL batch = P classes x K clips
+    for step, batch in enumerate(sampler.batches(epoch)):     # record indices, class-major
+        clips = train_clips(batch, seed=0, epoch=epoch, step=step, flip=True)
+        mine = shard_batch(clips, rank=r, world_size=w)       # rank r's even slice
+    eval_clips(eval_shard(len(records), rank=r, world_size=w), clips_per_video=1, batch_size=16)
+
+The pipelines (loaders/pipelines.py) only decode what this module decides. Everything random is drawn from
+NumPy generators seeded by (seed, epoch[, step]) for the GLOBAL batch and then sliced by rank, so the union of
+the ranks' batches at a step equals the single-process batch: distributed == single process, bit for bit.
+
+Temporal rule shared by train and eval: a clip is `num_frames` frames at `stride`, spanning
+span = (num_frames - 1) * stride + 1 frames; its first frame is
+    start = min(floor(position * (L + 1)), L),  L = max(0, n_frames - span)
+with position ~ U[0, 1) at train time (random jitter) and position = (j + 0.5) / clips at eval time (the
+centres of `clips` equal segments of the valid start range; clips=1 is the centre clip). Eval therefore uses
+the SAME stride as training: the model learns motion, so the temporal sampling rate must not change.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from loaders.manifest import DataError
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip to decode: a record (index into the loader's record list) plus where/how to cut it."""
+    index: int
+    position: float  # temporal position in [0, 1], see `start_frame`
+    crop_x: float = 0.5  # crop window position in [0, 1] (DALI crop_pos_x/y); 0.5 = centre
+    crop_y: float = 0.5
+    flip: bool = False
+
+
+def clip_span(num_frames: int, stride: int) -> int:
+    return (num_frames - 1) * stride + 1
+
+
+def start_frame(position: float, *, n_frames: int, span: int) -> int:
+    """First frame of a clip; a video shorter than the span starts at 0 and is padded by the decoder."""
+    last = max(0, n_frames - span)
+    return min(int(math.floor(position * (last + 1))), last)
+
+
+def eval_positions(clips: int) -> list[float]:
+    return [(j + 0.5) / clips for j in range(clips)]
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in key])
+
+
+class PKSampler:
+    """Global batches of P classes x K clips, reshuffled every epoch.
+
+    Each class keeps a shuffled queue of its videos and is drawn from in turn, so every video is seen once
+    per epoch as far as P x K batches allow; the P classes of a batch are those with the most videos left
+    this epoch (ties broken at random), which spreads classes evenly over the epoch. A class with fewer than
+    K videos repeats videos inside a batch (unavoidable); otherwise a batch never holds a video twice.
+    """
+
+    def __init__(self, labels: Sequence[int], *, p: int, k: int, seed: int = 0, steps: int = 0):
+        labels = np.asarray(labels, dtype=np.int64)
+        self.classes = np.unique(labels)
+        if p < 1 or k < 1:
+            raise DataError(f"P x K sampler: P={p} and K={k} must both be >= 1 (data.pk_classes, data.pk_samples)")
+        if p > len(self.classes):
+            raise DataError(f"P x K sampler: data.pk_classes={p} but the split has only {len(self.classes)} "
+                            f"classes; lower data.pk_classes to <= {len(self.classes)}")
+        self.p, self.k, self.seed = p, k, seed
+        self.members = {int(c): np.flatnonzero(labels == c) for c in self.classes}
+        self.steps = steps or math.ceil(len(labels) / (p * k))
+
+    def __len__(self) -> int:
+        return self.steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.p * self.k
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        rng = _rng(self.seed, epoch)
+        queues = {c: list(rng.permutation(m)) for c, m in self.members.items()}
+        left = {c: len(m) for c, m in self.members.items()}  # videos not yet seen this epoch
+        out = []
+        for _ in range(self.steps):
+            order = rng.permutation(self.classes)
+            chosen = sorted(order, key=lambda c: -left[int(c)])[: self.p]  # stable sort keeps the random ties
+            batch = []
+            for c in map(int, chosen):
+                batch += self._take(c, queues, rng)
+                left[c] = max(0, left[c] - self.k)
+            out.append(np.asarray(batch, dtype=np.int64))
+        return out
+
+    def _take(self, c: int, queues: dict[int, list[int]], rng: np.random.Generator) -> list[int]:
+        """K videos of class c from its queue; a refilled queue puts videos already in this batch last."""
+        taken: list[int] = []
+        while len(taken) < self.k:
+            if not queues[c]:
+                fresh = list(rng.permutation(self.members[c]))
+                queues[c] = [v for v in fresh if v not in taken] + [v for v in fresh if v in taken]
+            taken.append(int(queues[c].pop(0)))
+        return taken
+
+
+class RandomSampler:
+    """Global batches of `batch_size` records from one permutation per epoch; the last batch wraps around
+    into a second permutation so every batch is full (equal batch counts on every rank)."""
+
+    def __init__(self, n: int, *, batch_size: int, seed: int = 0, steps: int = 0):
+        if n < 1:
+            raise DataError("random sampler: the split is empty; check the manifest and skip.tsv")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.steps = steps or math.ceil(n / batch_size)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        rng = _rng(self.seed, epoch)
+        need = self.steps * self.batch_size
+        order = np.concatenate([rng.permutation(self.n) for _ in range(math.ceil(need / self.n))])[:need]
+        return list(order.reshape(self.steps, self.batch_size))
+
+
+def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Clip]:
+    """Rank r's contiguous, even slice of a global batch (callers check divisibility up front)."""
+    per = len(batch) // world_size
+    return list(batch[rank * per:(rank + 1) * per])
+
+
+def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool) -> list[Clip]:
+    """Random temporal position, crop window and flip for every clip of a GLOBAL batch (slice it by rank
+    afterwards, so the draw does not depend on the number of ranks)."""
+    rng = _rng(seed, epoch, step, 1)  # a stream of its own: changing P/K does not reseed augmentation
+    n = len(batch)
+    pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
+    flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    return [Clip(int(i), float(p), float(x), float(y), bool(f)) for i, p, x, y, f in zip(batch, pos, cx, cy, flips)]
+
+
+def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
+    """Videos of rank r: r, r + W, r + 2W, ... Every video exactly once over all ranks, no padding."""
+    return list(range(rank, n, world_size))
+
+
+def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int) -> list[list[Clip]]:
+    """Centre-crop, unflipped clips of each video, chunked into batches; the last batch may be smaller."""
+    flat = [Clip(v, p) for v in videos for p in eval_positions(clips_per_video)]
+    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
