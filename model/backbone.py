@@ -78,7 +78,10 @@ def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise WeightsError(f"{path}: not a readable torch state dict ({exc}); re-download the file") from exc
+        # torch's own message suggests weights_only=False, which we never do: keep ours to one line.
+        raise WeightsError(f"{path}: torch.load(weights_only=True) cannot read it ({type(exc).__name__}: corrupt, "
+                           f"or pickled objects other than tensors); pass torchvision's state-dict file "
+                           f"(re-download it if it is damaged)") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a torchvision state dict (name -> tensor), got {type(state).__name__}")
     # The 400-way Kinetics classifier is replaced by our hash head.
