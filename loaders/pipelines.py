@@ -1,0 +1,288 @@
+"""DALI video clip loaders, sharded by world rank: file bytes in, normalised N x C x T x H x W clips out.
+
+    train = build_train_loader(records, root, cfg.data, rank=r, world_size=w, device_id=dev)
+    for epoch in range(epochs):
+        train.set_epoch(epoch)                  # reshuffles and redraws every clip position/crop/flip
+        for clips, labels in train: ...        # float32 [B, 3, T, H, W], int64 [B]; len(train) on every rank
+    for clips, labels, video_index in build_eval_loader(records, root, cfg.data, rank=r, world_size=w,
+                                                        device_id=dev): ...
+
+Design: our own sampler (loaders/sampler.py) decides every clip (record, temporal position, crop, flip) and a
+DALI `fn.external_source` callback feeds the encoded file bytes plus those per-sample parameters into
+`fn.decoders.video` (start_frame/sequence_length/stride; pad_mode="edge": short videos repeat the last frame)
+-> `fn.resize` -> `fn.crop_mirror_normalize` (crop window, flip, mean/std on the [0, 1] scale, layout CFHW).
+DALI's file readers shard and shuffle by themselves, which allows neither P x K batches nor exact-once
+evaluation; here the same pipeline code serves both, and only the decoder backend changes: "mixed" (NVDEC)
+when CUDA is usable and data.device is auto/gpu, "cpu" (VP8/VP9/MJPEG) otherwise.
+
+Sharding uses the WORLD rank and world size (shard_id = rank, num_shards = world_size), never the local rank:
+DALI's own multi-GPU examples pass local_rank as shard_id, which on several nodes makes every node read the
+same shards. Train: each rank takes an even slice of every global batch, so all ranks run len(loader) steps
+(unequal step counts hang DDP). Eval: rank r takes videos r, r + W, ... (each video exactly once, no padding);
+ranks may therefore yield different batch counts, and `video_index` (position in `records` as passed) tells
+which video each clip belongs to so clip outputs can be averaged per video.
+
+Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front; a file that
+still fails at decode time is found by decoding the in-flight files one by one, reported (DataWarning) and
+replaced by another video of the same class (train) or left out (eval, listed in `loader.skipped`).
+"""
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from loaders.config import DataConfig
+from loaders.manifest import DataError, VideoRecord
+from loaders.probe import (DataWarning, dali_decode_errors, decode_device, filter_records, unsupported_codec,
+                           video_info)
+from loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
+                             start_frame, train_clips)
+
+
+def manifest_dir_for(cfg: DataConfig, root: str | Path) -> Path:
+    """Where the split manifests (and skip.tsv) live: data.manifest_dir, or <root>/manifests/split<N>."""
+    return Path(cfg.manifest_dir) if cfg.manifest_dir else Path(root) / "manifests" / f"split{cfg.split}"
+
+
+def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
+                   static: bool):
+    from nvidia.dali import fn, pipeline_def, types  # local: importing DALI is slow; the sampler needs none
+
+    @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed, prefetch_queue_depth=2,
+                  device_id=device_id if device == "mixed" else None)
+    def clips():
+        encoded, start, crop_x, crop_y, flip = fn.external_source(
+            source=source, num_outputs=5, batch=True,
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
+        frames = fn.decoders.video(encoded, device=device, start_frame=start,
+                                   sequence_length=1 if static else cfg.num_frames,
+                                   stride=cfg.stride, pad_mode="edge")
+        frames = fn.resize(frames, resize_y=cfg.resize[0], resize_x=cfg.resize[1])
+        if static:  # the "no motion" baseline: the clip's first frame repeated T times
+            frames = fn.sequence_rearrange(frames, new_order=[0] * cfg.num_frames)
+        return fn.crop_mirror_normalize(
+            frames, crop=cfg.crop, crop_pos_x=crop_x, crop_pos_y=crop_y, mirror=flip,
+            mean=[255.0 * m for m in cfg.mean], std=[255.0 * s for s in cfg.std],
+            dtype=types.FLOAT, output_layout="CFHW")
+
+    pipe = clips()
+    pipe.build()
+    return pipe
+
+
+class ClipDecoder:
+    """Runs planned batches of clips through one DALI pipeline and returns torch tensors.
+
+    Keeps a per-record frame count (demuxed from the bytes it already read) to turn clip positions into start
+    frames, and recovers from files that fail to decode (see the module docstring).
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, batch_size: int,
+                 device_id: int | None, static: bool, replace: bool):
+        self.records, self.root, self.cfg = list(records), Path(root), cfg
+        self.batch_size, self.static, self.replace = batch_size, static, replace
+        self.device = decode_device(cfg.device, device_id)
+        self.device_id = device_id
+        self.torch_device = torch.device("cuda", device_id) if self.device == "mixed" else torch.device("cpu")
+        self.span = clip_span(cfg.num_frames, cfg.stride)
+        self.frames: dict[int, int] = {}
+        self.bad: dict[str, str] = {}  # path -> reason, found at decode time
+
+    def run(self, batches: Iterable[list[Clip]]) -> Iterator[tuple[list[Clip], torch.Tensor]]:
+        todo = iter(batches)
+        while True:
+            pending: deque[list[Clip]] = deque()  # fed to DALI, not yet returned (FIFO == output order)
+            pipe = _clip_pipeline(self._source(todo, pending), cfg=self.cfg, batch_size=self.batch_size,
+                                  device=self.device, device_id=self.device_id, static=self.static)
+            try:
+                while True:
+                    try:
+                        (out,) = pipe.run()
+                    except StopIteration:
+                        return
+                    yield pending.popleft(), self._to_torch(out)
+            except RuntimeError as exc:  # DALI failed on some file in flight: skip it, rebuild, go on
+                self._skip_failed(pending, exc)
+                todo = itertools.chain(list(pending), todo)
+
+    def _source(self, todo: Iterator[list[Clip]], pending: deque) -> Callable:
+        def next_batch():
+            while True:
+                clips, feed = self._prepare(next(todo))  # StopIteration here ends the epoch for DALI
+                if clips:
+                    pending.append(clips)
+                    return feed
+        return next_batch
+
+    def _prepare(self, clips: list[Clip]) -> tuple[list[Clip], tuple[list, ...]]:
+        kept, data, starts = [], [], []
+        for clip in clips:
+            while clip is not None:
+                blob, n = self._read(clip.index)
+                if blob is not None:
+                    break
+                clip = self._substitute(clip)
+            if clip is None:
+                continue
+            kept.append(clip)
+            data.append(np.frombuffer(blob, dtype=np.uint8))
+            starts.append(np.int32(start_frame(clip.position, n_frames=n, span=self.span)))
+        feed = (data, starts, [np.float32(c.crop_x) for c in kept], [np.float32(c.crop_y) for c in kept],
+                [np.int32(c.flip) for c in kept])
+        return kept, feed
+
+    def _read(self, index: int) -> tuple[bytes | None, int]:
+        path = self.records[index].path
+        if path in self.bad:
+            return None, 0
+        try:
+            blob = (self.root / path).read_bytes()
+        except OSError as exc:  # vanished or unreadable since the manifest was written
+            self._mark_bad(path, f"cannot read: {exc.strerror or exc}")
+            return None, 0
+        if index not in self.frames:
+            try:
+                n, codec = video_info(blob)
+            except Exception as exc:  # any demux failure means "skip this file", never "stop training"
+                self._mark_bad(path, f"cannot open with PyAV: {exc}")
+                return None, 0
+            if reason := unsupported_codec(codec, self.device):  # a setup problem, not one bad file
+                raise DataError(f"{self.root / path}: {reason}")
+            if n == 0:
+                self._mark_bad(path, "no video frames")
+                return None, 0
+            self.frames[index] = n
+        return blob, self.frames[index]
+
+    def _substitute(self, clip: Clip) -> Clip | None:
+        """Train: another good video of the same class (any class if none is left); eval: nothing."""
+        if not self.replace:
+            return None
+        label = self.records[clip.index].label
+        good = [i for i, r in enumerate(self.records) if r.path not in self.bad]
+        if not good:
+            raise DataError(f"{self.root}: every video of the split failed to decode; "
+                            f"run `c3dhash check-data`")
+        same = [i for i in good if self.records[i].label == label] or good
+        return Clip(same[clip.index % len(same)], clip.position, clip.crop_x, clip.crop_y, clip.flip)
+
+    def _mark_bad(self, path: str, reason: str) -> None:
+        self.bad[path] = reason
+        warnings.warn(f"{self.root / path}: {reason}; skipping it (run `c3dhash check-data` to find such "
+                      f"files before training)", DataWarning, stacklevel=3)
+
+    def _skip_failed(self, pending: deque, exc: RuntimeError) -> None:
+        paths = list(dict.fromkeys(self.root / self.records[c.index].path for b in pending for c in b))
+        errors = dali_decode_errors(paths, device=self.device, num_threads=self.cfg.num_threads)
+        if not errors:
+            raise DataError(f"DALI failed on a batch but each of its files decodes alone: "
+                            f"{', '.join(map(str, paths))}: {exc}") from exc
+        for path, reason in errors.items():
+            self._mark_bad(Path(path).relative_to(self.root).as_posix(), reason)
+
+    def _to_torch(self, out) -> torch.Tensor:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dense = out.as_tensor()
+        x = torch.empty(dense.shape(), dtype=torch.float32, device=self.torch_device)
+        stream = torch.cuda.current_stream(self.torch_device) if x.is_cuda else None
+        feed_ndarray(dense, x, cuda_stream=stream)
+        return x
+
+
+def _kept(records: Sequence[VideoRecord], root: str | Path,
+          cfg: DataConfig) -> tuple[list[VideoRecord], list[int]]:
+    """Records minus skip.tsv, and each kept record's position in `records` as passed."""
+    kept = {r.path for r in filter_records(records, manifest_dir_for(cfg, root))}
+    origin = [i for i, r in enumerate(records) if r.path in kept]
+    return [records[i] for i in origin], origin
+
+
+class TrainLoader:
+    """Iterable over (clips, labels); len() = steps per epoch, identical on every rank."""
+
+    def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                 world_size: int, device_id: int | None, epoch: int = 0, static: bool = False,
+                 steps: int = 0):
+        self.records, self.origin = _kept(records, root, cfg)
+        self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
+        if cfg.sampler == "pk":
+            self.sampler: PKSampler | RandomSampler = PKSampler(
+                [r.label for r in self.records], p=cfg.pk_classes, k=cfg.pk_samples, seed=cfg.seed,
+                steps=steps)
+        else:
+            self.sampler = RandomSampler(len(self.records), batch_size=cfg.batch_size * world_size,
+                                         seed=cfg.seed, steps=steps)
+        if self.sampler.batch_size % world_size:
+            raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} must be "
+                            f"divisible by the world size {world_size} (one global batch is split evenly "
+                            f"across ranks)")
+        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=self.sampler.batch_size // world_size,
+                                   device_id=device_id, static=static, replace=True)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return dict(self.decoder.bad)
+
+    def plan(self, epoch: int) -> list[list[Clip]]:
+        """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
+        return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip),
+                            rank=self.rank, world_size=self.world_size)
+                for s, b in enumerate(self.sampler.batches(epoch))]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for clips, x in self.decoder.run(self.plan(self.epoch)):
+            labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
+            yield x, labels.to(x.device)
+
+
+class EvalLoader:
+    """Iterable over (clips, labels, video_index): this rank's videos r::world, clips_per_video clips each."""
+
+    def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                 world_size: int, device_id: int | None, static: bool = False):
+        self.records, self.origin = _kept(records, root, cfg)
+        self.videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
+        self.batches = eval_clips(self.videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
+        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
+                                   static=static, replace=False)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return dict(self.decoder.bad)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for clips, x in self.decoder.run(self.batches):
+            labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
+            index = torch.tensor([self.origin[c.index] for c in clips], dtype=torch.int64)
+            yield x, labels.to(x.device), index.to(x.device)
+
+
+def build_train_loader(records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                       world_size: int, device_id: int | None, epoch: int = 0, static: bool = False,
+                       steps: int = 0) -> TrainLoader:
+    """Training clips for one rank; `steps` = 0 means one pass (pk: ceil(len(records) / (P*K)))."""
+    return TrainLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id, epoch=epoch,
+                       static=static, steps=steps)
+
+
+def build_eval_loader(records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                      world_size: int, device_id: int | None, static: bool = False) -> EvalLoader:
+    """Deterministic evaluation clips for one rank; over all ranks every video exactly once."""
+    return EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id,
+                      static=static)

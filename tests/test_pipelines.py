@@ -1,0 +1,222 @@
+"""DALI clip loaders on CPU (VP9 and MJPEG): exact frames, normalisation, sharding, P x K, padding, bad files.
+
+Run: RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_pipelines.py
+Exactness tests use resize == crop == the video size, so DALI's output must equal the PyAV-decoded frames
+(normalised with mean/std) at the frame indices our temporal rule picks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+
+from loaders import pipelines
+from loaders.config import DataConfig
+from loaders.manifest import DataError
+from loaders.probe import DataWarning, write_skip_list
+from loaders.sampler import clip_span, eval_positions, start_frame
+from tests.videos import decode_rgb, make_dataset
+
+SIZE = (32, 48)
+SHORT = "Class1/v_Class1_g00"  # 3 frames: shorter than a 4-frame clip at stride 2
+BASE = DataConfig(num_frames=4, stride=2, resize=SIZE, crop=SIZE, pk_classes=2, pk_samples=2, batch_size=3,
+                  clips_per_video=1, num_threads=1, seed=0)
+
+
+@pytest.fixture(scope="module", params=["vp9", "mjpeg"])
+def dataset(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    ext = ".webm" if request.param == "vp9" else ".avi"
+    records = make_dataset(root, classes=3, per_class=4, frames=8, size=SIZE, codec=request.param,
+                           frames_of={SHORT + ext: 3})
+    return root, records
+
+
+def expected_clip(path, position: float, cfg: DataConfig, flip: bool = False) -> torch.Tensor:
+    """The reference clip: PyAV frames at our start/stride, edge-padded, normalised, C x T x H x W."""
+    frames = decode_rgb(path)
+    n = len(frames)
+    start = start_frame(position, n_frames=n, span=clip_span(cfg.num_frames, cfg.stride))
+    idx = [min(start + t * cfg.stride, n - 1) for t in range(cfg.num_frames)]
+    x = torch.from_numpy(frames[idx]).float() / 255.0  # T H W C
+    x = (x - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    x = x.permute(3, 0, 1, 2)
+    return x.flip(-1) if flip else x
+
+
+def assert_frames_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    # DALI and PyAV convert YUV -> RGB with slightly different rounding: allow 3 levels of 255.
+    torch.testing.assert_close(actual, expected, atol=3 / 255 / min(BASE.std), rtol=0)
+
+
+def test_eval_clips_are_the_centre_clip_at_train_stride(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, clips_per_video=2)
+    loader = pipelines.build_eval_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    seen = []
+    for clips, labels, index in loader:
+        assert clips.dtype == torch.float32 and labels.dtype == index.dtype == torch.int64
+        assert clips.shape[1:] == (3, cfg.num_frames, *cfg.crop)
+        for x, label, v in zip(clips, labels.tolist(), index.tolist()):
+            j = sum(1 for s in seen if s == v)
+            assert label == records[v].label
+            assert_frames_close(x, expected_clip(root / records[v].path, eval_positions(2)[j], cfg))
+            seen.append(v)
+    assert sorted(seen) == sorted(list(range(len(records))) * 2)
+
+
+def test_train_batches_match_the_plan_including_flip_and_short_video_padding(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, pk_classes=3, pk_samples=4)
+    loader = pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None, epoch=1)
+    plan = loader.plan(1)
+    assert any(c.flip for b in plan for c in b) and any(not c.flip for b in plan for c in b)
+    assert any(records[c.index].path.startswith(SHORT) for b in plan for c in b)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 1
+    for (clips, labels), planned in zip(batches, plan):
+        assert labels.tolist() == [records[c.index].label for c in planned]
+        for x, c in zip(clips, planned):
+            assert_frames_close(x, expected_clip(root / records[c.index].path, c.position, cfg, c.flip))
+
+
+def test_values_are_normalised_with_mean_and_std_on_the_unit_scale(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, resize=(24, 36), crop=(16, 16))
+    loader = pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    clips, _ = next(iter(loader))
+    assert clips.shape == (4, 3, 4, 16, 16)
+    lo = (0 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    hi = (1 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    per_channel = clips.transpose(0, 1).reshape(3, -1)
+    assert (per_channel.min(1).values >= lo - 1e-5).all() and (per_channel.max(1).values <= hi + 1e-5).all()
+    # the dark background (16/255) dominates every clip
+    background = (16 / 255 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    torch.testing.assert_close(per_channel.median(1).values, background, atol=4 / 255 / min(cfg.std), rtol=0)
+
+
+def test_random_crop_and_flip_are_seeded_by_seed_and_epoch(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, resize=(32, 48), crop=(16, 16))
+
+    def first(epoch: int, seed: int = 0) -> torch.Tensor:
+        loader = pipelines.build_train_loader(records, root, dataclasses.replace(cfg, seed=seed), rank=0,
+                                              world_size=1, device_id=None)
+        loader.set_epoch(epoch)
+        return next(iter(loader))[0]
+
+    a = first(2)
+    assert torch.equal(a, first(2))
+    assert not torch.equal(a, first(3))
+    assert not torch.equal(a, first(2, seed=1))
+
+
+def test_two_ranks_together_equal_one_process_and_run_equal_steps(dataset):
+    root, records = dataset
+    one = list(pipelines.build_train_loader(records, root, BASE, rank=0, world_size=1, device_id=None))
+    ranks = [pipelines.build_train_loader(records, root, BASE, rank=r, world_size=2, device_id=None)
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one) == 3  # ceil(12 / (2 * 2))
+    per_rank = [list(loader) for loader in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == 3
+    for (x, y), (x0, y0), (x1, y1) in zip(one, *per_rank):
+        assert x0.shape[0] == x1.shape[0] == 2
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+        assert sorted(Counter(y.tolist()).values()) == [2, 2]  # P=2 classes x K=2 clips
+
+
+def test_random_sampler_gives_batch_size_clips_per_rank(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, sampler="random", batch_size=2)
+    loaders = [pipelines.build_train_loader(records, root, cfg, rank=r, world_size=2, device_id=None)
+               for r in range(2)]
+    assert len(loaders[0]) == len(loaders[1]) == 3
+    assert [[x.shape[0] for x, _ in loader] for loader in loaders] == [[2, 2, 2], [2, 2, 2]]
+
+
+def test_eval_shards_are_disjoint_and_cover_the_split(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, batch_size=4)
+    got = []
+    for rank in range(2):
+        loader = pipelines.build_eval_loader(records, root, cfg, rank=rank, world_size=2, device_id=None)
+        for clips, labels, index in loader:
+            assert labels.tolist() == [records[i].label for i in index.tolist()]
+            got += index.tolist()
+    assert sorted(got) == list(range(len(records)))
+
+
+def test_static_repeats_the_first_frame_of_the_same_clip(dataset):
+    root, records = dataset
+
+    def first(static: bool) -> torch.Tensor:
+        loader = pipelines.build_train_loader(records, root, BASE, rank=0, world_size=1, device_id=None,
+                                              static=static)
+        return next(iter(loader))[0]
+
+    moving, static = first(False), first(True)
+    assert not torch.equal(moving, moving[:, :, :1].expand_as(moving))
+    assert torch.equal(static, static[:, :, :1].expand_as(static))
+    torch.testing.assert_close(static[:, :, 0], moving[:, :, 0])
+
+
+def test_skip_list_drops_records_and_video_index_keeps_manifest_positions(dataset, tmp_path):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, manifest_dir=str(tmp_path), batch_size=16)
+    write_skip_list(tmp_path, [(records[1].path, "broken"), (records[5].path, "broken")])
+    with pytest.warns(DataWarning, match=r"skipping 2 video\(s\) listed in .*skip.tsv"):
+        loader = pipelines.build_eval_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    index = torch.cat([v for _, _, v in loader]).tolist()
+    assert index == [i for i in range(len(records)) if i not in (1, 5)]
+
+
+def test_corrupt_file_at_decode_time_is_reported_and_replaced(dataset, tmp_path):
+    root, records = dataset
+    bad = records[4]  # class 1
+    (tmp_path / bad.path).parent.mkdir(parents=True)
+    for r in records:  # a private copy of the dataset with one garbage file
+        (tmp_path / r.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / r.path).write_bytes((root / r.path).read_bytes() if r is not bad else b"\x1a\x45" * 500)
+    loader = pipelines.build_train_loader(records, tmp_path, BASE, rank=0, world_size=1, device_id=None)
+    with pytest.warns(DataWarning, match=bad.path.split("/")[-1]):
+        batches = list(loader)
+    assert len(batches) == len(loader) and all(x.shape[0] == 4 for x, _ in batches)
+    assert list(loader.skipped) == [bad.path]
+    for (_, labels), planned in zip(batches, loader.plan(0)):  # the stand-in has the same class
+        assert labels.tolist() == [records[c.index].label for c in planned]
+
+
+def test_file_that_only_dali_rejects_is_found_and_skipped(dataset, tmp_path, monkeypatch):
+    """Simulate a file PyAV accepts but DALI cannot decode: the in-flight files are decoded one by one."""
+    root, records = dataset
+    for r in records:
+        (tmp_path / r.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / r.path).write_bytes((root / r.path).read_bytes())
+    (tmp_path / records[7].path).write_bytes(b"\x00" * 2000)
+    real = pipelines.video_info
+    monkeypatch.setattr(pipelines, "video_info",
+                        lambda blob: (8, "vp9") if blob == b"\x00" * 2000 else real(blob))
+    cfg = dataclasses.replace(BASE, batch_size=5)
+    loader = pipelines.build_eval_loader(records, tmp_path, cfg, rank=0, world_size=1, device_id=None)
+    with pytest.warns(DataWarning, match="DALI cannot decode it"):
+        index = torch.cat([v for _, _, v in loader]).tolist()
+    assert index == [i for i in range(len(records)) if i != 7]
+    assert list(loader.skipped) == [records[7].path]
+
+
+def test_gpu_requested_without_cuda_is_a_clear_error(dataset):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    root, records = dataset
+    with pytest.raises(DataError, match="data.device=gpu but no CUDA device"):
+        pipelines.build_train_loader(records, root, dataclasses.replace(BASE, device="gpu"), rank=0,
+                                     world_size=1, device_id=0)
+
+
+def test_pk_batch_not_divisible_by_world_size_is_rejected(dataset):
+    root, records = dataset
+    with warnings.catch_warnings(), pytest.raises(DataError, match="divisible by the world size 3"):
+        pipelines.build_train_loader(records, root, BASE, rank=0, world_size=3, device_id=None)
