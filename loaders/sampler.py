@@ -69,7 +69,8 @@ class PKSampler:
         labels = np.asarray(labels, dtype=np.int64)
         self.classes = np.unique(labels)
         if p < 1 or k < 1:
-            raise DataError(f"P x K sampler: P={p} and K={k} must both be >= 1 (data.pk_classes, data.pk_samples)")
+            raise DataError(f"P x K sampler: P={p} and K={k} must both be >= 1 "
+                            f"(data.pk_classes, data.pk_samples)")
         if p > len(self.classes):
             raise DataError(f"P x K sampler: data.pk_classes={p} but the split has only {len(self.classes)} "
                             f"classes; lower data.pk_classes to <= {len(self.classes)}")
@@ -143,7 +144,8 @@ def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bo
     n = len(batch)
     pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
     flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-    return [Clip(int(i), float(p), float(x), float(y), bool(f)) for i, p, x, y, f in zip(batch, pos, cx, cy, flips)]
+    return [Clip(int(i), float(p), float(x), float(y), bool(f))
+            for i, p, x, y, f in zip(batch, pos, cx, cy, flips)]
 
 
 def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
