@@ -1,0 +1,341 @@
+"""The Kubernetes manifests (k8s/) and the image (Dockerfile), checked offline: strict schemas, KubeRay's
+operator-only rules, and consistency with the configs, setup.cfg and each other. Security: test_k8s_security.py.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_k8s.py tests/test_k8s_security.py
+"""
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from cluster.config import load_config
+from k8s_helpers import (K8S, REPO, RenderError, containers, cpus, dockerfile_instructions, dockerignore_excludes,
+                         gpus, kustomizations, mounts_by_path, parse_commands, pod_templates, ray_cluster_specs,
+                         read_dockerignore, render, schema_checksum_problems, schema_dir, schema_errors,
+                         setup_cfg_packages, setup_cfg_pins)
+
+DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+RAY_PIN = setup_cfg_pins()["ray"]
+# Ray's "-gpu" image tag is an alias of its default CUDA platform, cu12.1.1 (ray ci/ray_ci/docker_container.py
+# GPU_PLATFORM); an explicit -cuXY tag names the CUDA version itself.
+RAY_GPU_ALIAS_CUDA_MAJOR = 12
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {str(d.relative_to(REPO)): render(d) for d in kustomizations()}
+
+
+@pytest.fixture(scope="module")
+def base(rendered) -> list[dict]:
+    return rendered["k8s"]
+
+
+@pytest.fixture(scope="module")
+def every(rendered) -> list[dict]:
+    return [doc for docs in rendered.values() for doc in docs]
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+# --------------------------------------------------------------------------- rendering and schemas
+def test_kustomizations_render_the_expected_resources(rendered):
+    kinds = {k: sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs) for k, docs in rendered.items()}
+    assert set(kinds) == {"k8s", "k8s/eval", "k8s/interactive", "k8s/data"}
+    assert kinds["k8s/eval"] == ["RayJob/c3dhash-eval"]
+    assert kinds["k8s/interactive"] == ["RayCluster/c3dhash-interactive"]
+    for expected in ("Namespace/c3dhash", "ServiceAccount/c3dhash", "ConfigMap/c3dhash-configs",
+                     "PersistentVolumeClaim/c3dhash-datasets", "PersistentVolumeClaim/c3dhash-results",
+                     "RayJob/c3dhash-train", "Deployment/c3dhash-tensorboard", "Service/c3dhash-tensorboard"):
+        assert expected in kinds["k8s"]
+    # the base never starts the evaluation (it needs a trained checkpoint) nor an idle GPU cluster
+    assert "RayJob/c3dhash-eval" not in kinds["k8s"] and not any(k.startswith("RayCluster/") for k in kinds["k8s"])
+
+
+def test_vendored_schemas_are_intact():
+    assert schema_checksum_problems(Path(__file__).parent / "k8s_schemas") == []
+    assert schema_dir().is_dir()
+
+
+def test_every_document_validates_strictly(every):
+    errors = [e for doc in every for e in schema_errors(doc)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("kind,name", [("RayJob", "c3dhash-train"), ("Deployment", "c3dhash-tensorboard"),
+                                       ("RayCluster", "c3dhash-interactive")])
+def test_validator_rejects_a_misspelt_field_and_a_wrong_type(every, kind, name):
+    doc = copy.deepcopy(one(every, kind, name))
+    pod = (doc["spec"]["template"] if kind == "Deployment" else
+           (doc["spec"].get("rayClusterSpec") or doc["spec"])["workerGroupSpecs"][0]["template"])
+    pod["spec"]["containers"][0]["imagePullPolicyy"] = "IfNotPresent"
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = ["4"]
+    errors = schema_errors(doc)
+    assert any("'imagePullPolicyy' was unexpected" in e for e in errors), errors
+    assert any("resources.limits.cpu" in e for e in errors), errors
+    doc = copy.deepcopy(one(every, kind, name))
+    doc["spec"]["replicaz" if kind == "Deployment" else "suspendd"] = 1
+    doc["metadata"]["labels"]["app.kubernetes.io/part-of"] = 3
+    errors = schema_errors(doc)
+    assert len(errors) == 2 and "was unexpected" in errors[0] + errors[1] and "not of type" in errors[0] + errors[1]
+
+
+def test_renderer_refuses_what_it_does_not_implement(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: [a.yaml]\npatches: [{path: p.yaml}]\n")
+    with pytest.raises(RenderError, match="patches not implemented"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("configMapGenerator: [{name: c, files: [../x.yaml], "
+                                                 "options: {disableNameSuffixHash: true}}]\n")
+    with pytest.raises(RenderError, match="load restrictor"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("configMapGenerator: [{name: c, files: [x.yaml]}]\n")
+    with pytest.raises(RenderError, match="hash suffix"):
+        render(tmp_path)
+
+
+def test_renderer_rewrites_images_inside_custom_resources(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        "namespace: ns\nresources: [r.yaml]\nimages: [{name: app, newName: reg/app, newTag: '2'}]\n")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "t"},
+                                                     "spec": {"a": {"containers": [{"image": "app:1"},
+                                                                                   {"image": "other:1"}]}}}))
+    (doc,) = render(tmp_path)
+    assert [c["image"] for c in doc["spec"]["a"]["containers"]] == ["reg/app:2", "other:1"]
+    assert doc["metadata"]["namespace"] == "ns"
+
+
+# --------------------------------------------------------------------------- KubeRay operator-only rules
+def operator_problems(doc: dict) -> list[str]:
+    """Checks KubeRay makes in its controller (validation.go) that no schema expresses."""
+    name, kind, out = doc["metadata"]["name"], doc["kind"], []
+    limit = {"RayJob": 47, "RayCluster": 53}[kind]
+    if len(name) > limit or not DNS1035.match(name):
+        out.append(f"{kind}/{name}: name must be a DNS-1035 label of at most {limit} characters")
+    if kind == "RayJob":
+        spec = doc["spec"]
+        if spec.get("ttlSecondsAfterFinished", 0) < 0 or (
+                spec.get("ttlSecondsAfterFinished", 0) > 0 and not spec.get("shutdownAfterJobFinishes")):
+            out.append(f"{name}: ttlSecondsAfterFinished needs shutdownAfterJobFinishes and must be >= 0")
+    for where, spec in ray_cluster_specs([doc]):
+        if spec.get("authOptions", {}).get("mode") == "token" and tuple(
+                map(int, spec.get("rayVersion", "0").split("."))) < (2, 52, 0):
+            out.append(f"{where}: token auth needs rayVersion >= 2.52.0")
+        groups = [spec["headGroupSpec"]] + spec.get("workerGroupSpecs", [])
+        if len({g.get("groupName") for g in groups[1:]}) != len(groups) - 1:
+            out.append(f"{where}: worker groupNames must be unique")
+        for g in groups:
+            params = g.get("rayStartParams", {})
+            if g.get("resources") and any(k in params for k in ("num-cpus", "num-gpus", "memory", "resources")):
+                out.append(f"{where}: resources set both in rayStartParams and the group's resources")
+            if not g["template"]["spec"].get("containers"):
+                out.append(f"{where}: every group needs a container")
+        for g in groups[1:]:
+            if not g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"]:
+                out.append(f"{where}/{g['groupName']}: need minReplicas <= replicas <= maxReplicas")
+    for where, _, template in pod_templates([doc]):
+        for c in containers(template):
+            res = c.get("resources", {})
+            if (res.get("requests") or {}).get("nvidia.com/gpu") != (res.get("limits") or {}).get("nvidia.com/gpu"):
+                out.append(f"{where}/{c['name']}: nvidia.com/gpu requests must equal limits")
+    return out
+
+
+def test_ray_resources_follow_the_operator_rules(every):
+    ray = [d for d in every if d["apiVersion"] == "ray.io/v1"]
+    assert {d["kind"] for d in ray} == {"RayJob", "RayCluster"}
+    assert [p for d in ray for p in operator_problems(d)] == []
+
+
+def test_operator_rule_checks_catch_violations(base):
+    job = one(base, "RayJob", "c3dhash-train")
+    bad = copy.deepcopy(job)
+    bad["metadata"]["name"] = "c3dhash-train-" + "x" * 40
+    group = bad["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    group["minReplicas"] = group["replicas"] + 1
+    group["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "1"
+    bad["spec"]["rayClusterSpec"]["rayVersion"] = "2.51.0"
+    assert len(operator_problems(bad)) == 4
+
+
+def test_heads_take_no_work_and_gpu_workers_tolerate_the_gpu_taint(every):
+    specs = list(ray_cluster_specs(every))
+    assert len(specs) == 3
+    for where, spec in specs:
+        assert spec["rayVersion"] == RAY_PIN, where
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", where
+        assert not any(gpus(c) for c in containers(spec["headGroupSpec"]["template"])), where
+        for g in spec["workerGroupSpecs"]:
+            assert all(k in g for k in ("replicas", "minReplicas", "maxReplicas")), where
+            assert any(gpus(c) for c in containers(g["template"])), where
+            tol = g["template"]["spec"].get("tolerations", [])
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tol, where
+
+
+def test_jobs_clean_up_after_themselves(every):
+    for job in (d for d in every if d["kind"] == "RayJob"):
+        assert job["spec"]["shutdownAfterJobFinishes"] is True
+        assert 0 <= job["spec"]["ttlSecondsAfterFinished"] <= 3600
+
+
+# --------------------------------------------------------------------------- consistency across files
+def test_configmap_copies_are_byte_identical_to_configs(base):
+    data = one(base, "ConfigMap", "c3dhash-configs")["data"]
+    for key, text in data.items():
+        assert text == (REPO / "configs" / key).read_text(), f"k8s/configs/{key} drifted: cp configs/{key} k8s/configs/"
+    gpu_configs = {p.name for p in (REPO / "configs").glob("*.yaml") if load_config(p).cluster.use_gpu}
+    assert gpu_configs <= set(data), f"GPU configs missing from k8s/configs/: {sorted(gpu_configs - set(data))}"
+
+
+def ray_mounts(docs: list[dict]) -> dict[str, str]:
+    """mountPath of each volume source (claim or ConfigMap name) in the Ray pods, asserted equal in all of them."""
+    found: dict[str, set[str]] = {}
+    for _, role, template in pod_templates(docs):
+        if role in ("head", "worker"):
+            for path, (_, vol) in mounts_by_path(template, template["spec"]["containers"][0]).items():
+                source = (vol.get("persistentVolumeClaim") or {}).get("claimName") or (vol.get("configMap") or {}).get("name")
+                if source:
+                    found.setdefault(source, set()).add(path)
+    assert all(len(paths) == 1 for paths in found.values()), found
+    return {source: paths.pop() for source, paths in found.items()}
+
+
+def job_commands(job: dict, mounts: dict[str, str], configmap: dict) -> list[tuple[str, dict, object]]:
+    """(subcommand, options, effective JobConfig) for each `c3dhash` command of a RayJob entrypoint."""
+    out = []
+    for cmd, opts in parse_commands(job["spec"]["entrypoint"]):
+        cfg = None
+        if "--config" in opts:
+            (path,) = map(PurePosixPath, opts["--config"])
+            assert path.parent == PurePosixPath(mounts["c3dhash-configs"]) and path.name in configmap["data"], path
+            cfg = load_config(K8S / "configs" / path.name, opts.get("--set", []))
+        out.append((cmd, opts, cfg))
+    return out
+
+
+def test_training_entrypoint_names_a_valid_config_sized_for_the_cluster(base):
+    job, mounts = one(base, "RayJob", "c3dhash-train"), ray_mounts(base)
+    ((cmd, opts, cfg),) = job_commands(job, mounts, one(base, "ConfigMap", "c3dhash-configs"))
+    assert cmd == "train" and cfg.cluster.use_gpu
+    assert cfg.cluster.storage_path == mounts["c3dhash-results"]
+    for path in (cfg.data.root, cfg.model.weights):
+        assert PurePosixPath(path).is_relative_to(mounts["c3dhash-datasets"]), path
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    per_pod = [(g["replicas"], gpus(g["template"]["spec"]["containers"][0]),
+                cpus(g["template"]["spec"]["containers"][0])) for g in workers]
+    assert cfg.cluster.num_workers == sum(n * g for n, g, _ in per_pod), "one Ray Train worker per GPU"
+    assert all(g * cfg.cluster.cpus_per_worker <= c for _, g, c in per_pod), "workers' CPUs must fit in a pod"
+
+
+def test_eval_job_evaluates_what_training_wrote(base, rendered):
+    mounts, configmap = ray_mounts(base), one(base, "ConfigMap", "c3dhash-configs")
+    train = job_commands(one(base, "RayJob", "c3dhash-train"), mounts, configmap)
+    job = one(rendered["k8s/eval"], "RayJob", "c3dhash-eval")
+    cmds = job_commands(job, mounts, configmap)
+    assert [c for c, _, _ in cmds] == ["encode", "encode", "eval"]
+    cfg = cmds[0][2]
+    assert cmds[1][2] == cfg and cfg == train[0][2], "eval must use the training job's config"
+    run_dir = PurePosixPath(cfg.cluster.storage_path) / cfg.cluster.name
+    outs = {}
+    for _, opts, _ in cmds[:2]:
+        assert opts["--checkpoint"] == ["best"]
+        (split,), (out,) = opts["--split"], opts["--out"]
+        assert PurePosixPath(out).is_relative_to(run_dir), out
+        outs[split] = out
+    evals = cmds[2][1]
+    assert set(outs) == {"test", "train"} and evals["--query"] == [outs["test"]] and evals["--db"] == [outs["train"]]
+    assert PurePosixPath(evals["--json"][0]).is_relative_to(run_dir)
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    # each eval shard is a Ray task taking one CPU beside the entrypoint's reservation
+    assert 1 <= int(evals["--shards"][0]) <= cpus(worker) - job["spec"].get("entrypointNumCpus", 0)
+    assert job["spec"].get("entrypointNumGpus", 0) <= gpus(worker)
+
+
+def test_volumes_claims_and_configmaps_resolve(base, every):
+    claims = {d["metadata"]["name"] for d in base if d["kind"] == "PersistentVolumeClaim"}
+    maps = {d["metadata"]["name"] for d in base if d["kind"] == "ConfigMap"}
+    for where, _, template in pod_templates(every):
+        volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+        for v in volumes.values():
+            claim, cmap = (v.get("persistentVolumeClaim") or {}).get("claimName"), (v.get("configMap") or {}).get("name")
+            assert claim in claims | {None} and cmap in maps | {None}, f"{where}: volume {v['name']}"
+        for c in containers(template):
+            assert {m["name"] for m in c.get("volumeMounts", [])} <= set(volumes), f"{where}/{c['name']}"
+    for d in base:
+        if d["kind"] == "PersistentVolumeClaim":
+            assert d["spec"]["accessModes"] == ["ReadWriteMany"], d["metadata"]["name"]
+    assert ray_mounts(every) == {"c3dhash-configs": "/config", "c3dhash-datasets": "/data", "c3dhash-results": "/results"}
+
+
+def test_ray_pods_have_a_memory_backed_dev_shm(every):
+    for where, role, template in pod_templates(every):
+        if role in ("head", "worker"):
+            _, vol = mounts_by_path(template, template["spec"]["containers"][0])["/dev/shm"]
+            assert vol["emptyDir"]["medium"] == "Memory" and vol["emptyDir"]["sizeLimit"], where
+
+
+def test_tensorboard_reads_the_directory_training_writes(base):
+    dep = one(base, "Deployment", "c3dhash-tensorboard")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    logdir = PurePosixPath(args[args.index("--logdir") + 1])
+    _, vol = mounts_by_path(dep["spec"]["template"], container)[str(logdir)]
+    assert vol["persistentVolumeClaim"]["claimName"] == "c3dhash-results"
+    assert ray_mounts(base)["c3dhash-results"] == str(logdir)
+    for key in one(base, "ConfigMap", "c3dhash-configs")["data"]:
+        cfg = load_config(K8S / "configs" / key)
+        assert (PurePosixPath(cfg.cluster.storage_path) / cfg.cluster.name / "tensorboard").is_relative_to(logdir)
+
+
+def test_every_resource_lands_in_the_namespace(rendered, base):
+    (ns,) = [d["metadata"]["name"] for d in base if d["kind"] == "Namespace"]
+    for where, docs in rendered.items():
+        assert yaml.safe_load((REPO / where / "kustomization.yaml").read_text())["namespace"] == ns
+        for d in docs:
+            if d["kind"] != "Namespace":
+                assert d["metadata"]["namespace"] == ns, f"{where}: {d['kind']}/{d['metadata']['name']}"
+
+
+def test_manifests_run_the_image_built_for_the_pinned_ray(every):
+    component = yaml.safe_load((K8S / "image" / "kustomization.yaml").read_text())
+    (img,) = component["images"]
+    assert f"ray{RAY_PIN}" in img["newTag"], "bump the image tag with the Ray pin"
+    images = {c["image"] for _, _, t in pod_templates(every) for c in containers(t)}
+    assert images == {f"{img['newName']}:{img['newTag']}"}
+
+
+# --------------------------------------------------------------------------- Dockerfile
+def test_dockerfile_base_image_matches_the_pins():
+    froms = [args for instr, args in dockerfile_instructions(REPO / "Dockerfile") if instr == "FROM"]
+    assert len(froms) == 1
+    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-(gpu|cu(\d\d)\d*)", froms[0])
+    assert m, froms[0]
+    assert m.group(1) == RAY_PIN
+    assert (int(m.group(2)), int(m.group(3))) == sys.version_info[:2], "image Python = the tested Python"
+    cuda = RAY_GPU_ALIAS_CUDA_MAJOR if m.group(4) == "gpu" else int(m.group(5))
+    (dali,) = [p for p in setup_cfg_pins() if p.startswith("nvidia-dali-cuda")]
+    assert int(dali.removeprefix("nvidia-dali-cuda")[:-1]) == cuda, f"{dali} vs CUDA {cuda} image"
+
+
+def test_dockerfile_installs_the_project_with_its_pins_as_non_root():
+    steps = dockerfile_instructions(REPO / "Dockerfile")
+    runs = " ".join(a for i, a in steps if i == "RUN")
+    copied = [a.split()[-2].rstrip("/") for i, a in steps if i == "COPY"]
+    assert "install_requires" in runs and "pip install --no-cache-dir -r" in runs
+    assert re.search(r"pip install [^&]*--no-deps \.(\s|$)", runs)
+    assert set(setup_cfg_packages()) <= set(copied), "every package of setup.cfg is copied"
+    users = [a for i, a in steps if i == "USER"]
+    assert users and users[-1].split(":")[0] == "1000"
+    ignore = read_dockerignore(REPO / ".dockerignore")
+    sources = [s for i, a in steps if i == "COPY" for s in a.split()[:-1] if not s.startswith("--")]
+    paths = [s.rstrip("/") + ("/x.py" if s.endswith("/") else "") for s in sources]
+    assert "setup.cfg" in paths and not [p for p in paths if dockerignore_excludes(ignore, p)]
+    for junk in (".venv/lib/x.py", ".git/HEAD", "data/synth/a.webm", "runs/x/ckpt.pt", "cluster/__pycache__/a.pyc"):
+        assert dockerignore_excludes(ignore, junk), junk
