@@ -6,46 +6,58 @@ Why: with per-rank BatchNorm each rank normalises by its own few clips, so a 2 x
 computation as one process on 16 clips, and the exact cross-rank triplet loss (distributed/triplet.py) loses its
 meaning. SyncBN makes the train-mode statistics global: the DDP step then equals the single-process step on the
 concatenated batch (tests/test_gather.py checks this on r3d_18). The cost is one small collective per BN layer
-per forward and one per backward (r3d_18 has 19 BN layers), which is latency-bound, not bandwidth-bound.
-Turn it off (`--set train.sync_bn=false`) when the per-rank batch is large and the step time matters more.
+in the forward and one in the backward (r3d_18 has 19 BN layers): latency-bound, not bandwidth-bound. Turn it
+off (`--set train.sync_bn=false`) when the per-rank batch is large and step time matters more than exactness.
 
-torch's nn.SyncBatchNorm refuses CPU tensors; on CUDA we use its fused kernels (super().forward), on CPU we
-gather (count, mean, M2) per rank with the autograd all-gather and combine them with the parallel-variance
-formula, which autograd differentiates exactly.
+Why not nn.SyncBatchNorm: it refuses CPU tensors, and DDP refuses it in CPU modules. This layer runs torch's
+fused SyncBN kernel on CUDA and, on CPU, gathers (count, mean, M2) per rank with the autograd all-gather and
+combines them with the parallel-variance formula, which autograd differentiates exactly. Outside training, or
+with world size 1, it is plain BatchNorm.
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from distributed.gather import all_gather_rows
 
 
-class GatherSyncBatchNorm(nn.SyncBatchNorm):
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if not self.training or world == 1 or input.device.type != "cpu":
-            return super().forward(input)
-        self._check_input_dim(input)
-        momentum = self.momentum
+class GatherSyncBatchNorm(_BatchNorm):
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (N x C x ...), got {input.dim()}D")
+
+    def _momentum(self) -> float:
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            if momentum is None:  # cumulative moving average, as in nn.BatchNorm
-                momentum = 1.0 / float(self.num_batches_tracked)
-        mean, var, unbiased = self._global_stats(input)
+            if self.momentum is None:  # cumulative moving average, as in nn.BatchNorm
+                return 1.0 / float(self.num_batches_tracked)
+        return self.momentum or 0.0
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if not self.training or world == 1:
+            return super().forward(input)
+        self._check_input_dim(input)
+        momentum = self._momentum()
+        running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+        if input.device.type == "cuda":
+            return _TorchSyncBN.apply(input, self.weight, self.bias, *running, self.eps, momentum,
+                                      dist.group.WORLD, world)
+        mean, var, unbiased = self._global_stats(input, world)
         if self.track_running_stats:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+        # Written out (not F.batch_norm in eval form): autograd must see mean and var as functions of input.
         shape = (1, -1) + (1,) * (input.dim() - 2)
         out = (input - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
 
-    def _global_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _global_stats(self, x: torch.Tensor, world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean and biased variance over every rank's batch (differentiable) + unbiased variance (detached)."""
         dims = [0] + list(range(2, x.dim()))
         n = x.numel() // x.shape[1]
@@ -53,7 +65,6 @@ class GatherSyncBatchNorm(nn.SyncBatchNorm):
         local_m2 = (x - local_mean.view((1, -1) + (1,) * (x.dim() - 2))).pow(2).sum(dims)
         count = x.new_full((1,), float(n))
         # One row per rank, so the sizes are known: skip all_gather_rows' size exchange.
-        world = dist.get_world_size()
         rows, _ = all_gather_rows(torch.cat([count, local_mean, local_m2])[None], sizes=[1] * world)
         c = x.shape[1]
         counts, means, m2s = rows[:, :1], rows[:, 1:c + 1], rows[:, c + 1:]
@@ -65,8 +76,8 @@ class GatherSyncBatchNorm(nn.SyncBatchNorm):
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:
-    """Replace every BatchNorm*d in `model` by GatherSyncBatchNorm, keeping weights and running stats."""
-    if isinstance(model, _BatchNorm) and not isinstance(model, nn.SyncBatchNorm):
+    """Replace every BatchNorm*d in `model` by GatherSyncBatchNorm, sharing its weights and running stats."""
+    if isinstance(model, _BatchNorm) and not isinstance(model, (GatherSyncBatchNorm, nn.SyncBatchNorm)):
         out = GatherSyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine,
                                   model.track_running_stats)
         if model.affine:
