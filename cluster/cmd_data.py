@@ -1,8 +1,96 @@
-"""Subcommands registered by this module (filled in by the issue that owns them)."""
+"""Data subcommands: `synth`, `splits`, `transcode` (thin: parse, call loaders/, print).
+
+    c3dhash synth --out data/synth --classes 8 --per-class 30 --frames 32 --size 48x64 --codec vp9 --seed 0
+    c3dhash splits --dataset ucf101 --root data/ucf101 --split 1 [--out DIR] [--val-per-class 2]
+    c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --workers 8
+"""
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+
+from loaders.splits import DATASETS, build_splits, split_stats
+from loaders.synth import MOTIONS, make_synth_dataset
+from loaders.transcode import transcode_tree
+from loaders.videoio import CODECS
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'48x64' -> (48, 64): height x width."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HEIGHTxWIDTH, e.g. 48x64")
+    return int(parts[0]), int(parts[1])
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    summary = make_synth_dataset(args.out, classes=args.classes, per_class=args.per_class, frames=args.frames,
+                                 size=args.size, codec=args.codec, seed=args.seed, fps=args.fps,
+                                 workers=args.workers)
+    print(summary.format_summary())
+    print(f"next: c3dhash splits --dataset synth --root {args.out}")
+    return 0
+
+
+def cmd_splits(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = build_splits(dataset=args.dataset, root=args.root, split=args.split, manifest_dir=args.out,
+                               val_per_class=args.val_per_class, check_files=not args.no_check_files,
+                               lists=args.lists)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    target = args.out or f"{args.root}/manifests/split{args.split}"
+    print(f"{args.dataset} split {args.split} -> {target}/{{train,val,test}}.tsv")
+    for name, recs in records.items():
+        n, classes, lo, hi = split_stats(recs)
+        print(f"  {name:5s} {n:6d} videos  {classes:4d} classes  per class min {lo} max {hi}")
+    return 0
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    summary = transcode_tree(args.src, args.out, codec=args.codec, size=args.size, workers=args.workers)
+    if summary.size != tuple(args.size):
+        print(f"note: size {args.size[0]}x{args.size[1]} rounded to even {summary.size[0]}x{summary.size[1]} "
+              f"(4:2:0 video needs even sizes)", file=sys.stderr)
+    print(summary.format_summary())
+    return 1 if summary.failed else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to `c3dhash`."""
+    """Add `synth`, `splits` and `transcode` to `c3dhash`."""
+    p = sub.add_parser("synth", help="write a synthetic action dataset (UCF101 layout, real video files)",
+                       description="Motion-defined classes: " + ", ".join(MOTIONS))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--classes", type=int, default=8, help=f"number of motion classes (1..{len(MOTIONS)})")
+    p.add_argument("--per-class", type=int, default=30, help="videos per class")
+    p.add_argument("--frames", type=int, default=32, help="frames per video")
+    p.add_argument("--size", type=parse_size, default=(48, 64), help="HxW, even numbers (default 48x64)")
+    p.add_argument("--codec", choices=tuple(CODECS), default="vp9",
+                   help="vp9 (.webm) and mjpeg (.avi) decode with DALI on CPU; h264 (.mp4) needs a GPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("splits", help="official split files -> train/val/test manifests")
+    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--root", required=True, help="folder with the class folders (and the split lists)")
+    p.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
+    p.add_argument("--out", default=None, help="manifest folder (default <root>/manifests/split<N>)")
+    p.add_argument("--val-per-class", type=int, default=2,
+                   help="validation videos per class, carved from train")
+    p.add_argument("--lists", default=None,
+                   help="folder with the official list files (default: under --root)")
+    p.add_argument("--no-check-files", action="store_true", help="do not look the videos up on disk")
+    p.set_defaults(func=cmd_splits)
+
+    p = sub.add_parser("transcode",
+                       help="re-encode raw dataset videos (CFR, short GOP, fixed size), resumable")
+    p.add_argument("--src", required=True, help="unpacked dataset folder (e.g. UCF101/ with class folders)")
+    p.add_argument("--out", required=True, help="output folder (mirrors --src)")
+    p.add_argument("--codec", choices=tuple(CODECS), default="h264")
+    p.add_argument("--size", type=parse_size, default=(128, 171), help="HxW (odd sizes round up to even)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=cmd_transcode)

@@ -4,16 +4,16 @@
     c3dhash splits --dataset synth --root data/synth
 
     from loaders.splits import build_splits, manifest_path
-    records = build_splits(dataset="hmdb51", root="data/hmdb51", split=1)   # {"train": [...], "val": ..., "test": ...}
+    records = build_splits(dataset="hmdb51", root="data/hmdb51", split=1)  # {"train": [..], "val", "test"}
     read_manifest(manifest_path(cfg.data, "train"))
 
 Where the official lists live (`lists=` overrides the folder):
   ucf101, synth  <root>/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt   label = classInd index - 1
   hmdb51         <root>/testTrainMulti_7030_splits/<class>_test_splitN.txt      tag 1 train, 2 test, 0 unused
   jhmdb          <root>/splits/<class>_test_splitN.txt                          tag 1 train, 2 test
-HMDB-51/JHMDB labels are the classes in sorted order. Videos are <root>/<class>/<video>; a listed name is found
-with its own extension or, failing that, any of VIDEO_EXTS (so `c3dhash transcode` output, which swaps .avi
-for .mp4/.webm, needs no other step); manifests record the file actually found.
+HMDB-51/JHMDB labels are the classes in sorted order. Videos are <root>/<class>/<video>; a listed name is
+found with its own extension or, failing that, any of VIDEO_EXTS (so `c3dhash transcode` output, which
+swaps .avi for .mp4/.webm, needs no other step); manifests record the file actually found.
 
 Validation rule (deterministic, per class, never touching test): UCF101/synth names carry a group (`_gXX_`,
 clips of one group share actor and scene), so val takes WHOLE train groups, highest group number first, until
@@ -36,8 +36,8 @@ from loaders.manifest import DataError, VideoRecord, write_manifest
 from loaders.videoio import VIDEO_EXTS
 
 DATASETS = ("ucf101", "hmdb51", "jhmdb", "synth")
-LIST_DIRS = {"ucf101": "ucfTrainTestlist", "synth": "ucfTrainTestlist", "hmdb51": "testTrainMulti_7030_splits",
-             "jhmdb": "splits"}
+LIST_DIRS = {"ucf101": "ucfTrainTestlist", "synth": "ucfTrainTestlist",
+             "hmdb51": "testTrainMulti_7030_splits", "jhmdb": "splits"}
 WHERE_TO_GET = {
     "ucf101": "unzip UCF101TrainTestSplits-RecognitionTask.zip (crcv.ucf.edu/data/UCF101) into the root",
     "synth": "run `c3dhash synth --out <root>` first",
@@ -106,12 +106,15 @@ def parse_ucf101(lists: Path, split: int) -> tuple[list[str], dict[str, list[Lis
                                 f"use the classInd.txt that came with these lists")
             out[split_name].append(Listed(parts[0], cls, where))
         if not out[split_name]:
-            raise DataError(f"{path}: no videos listed; the file is empty or truncated, re-download the split files")
+            raise DataError(f"{path}: no videos listed; the file is empty or truncated, "
+                            f"re-download the split files")
     return names, out
 
 
 def parse_tagged(lists: Path, split: int) -> tuple[list[str], dict[str, list[Listed]]]:
-    """HMDB-51 / JHMDB: one '<class>_test_splitN.txt' per class, lines '<video> <tag>' (1 train, 2 test, 0 unused)."""
+    """HMDB-51 / JHMDB: one '<class>_test_splitN.txt' per class, lines '<video> <tag>'.
+
+    Tags: 1 train, 2 test, 0 unused (dropped)."""
     suffix = f"_test_split{split}.txt"
     files = sorted(p for p in lists.glob(f"*{suffix}") if p.is_file())
     if not files:
@@ -123,20 +126,23 @@ def parse_tagged(lists: Path, split: int) -> tuple[list[str], dict[str, list[Lis
         for n, line in _lines(path):
             parts, where = line.split(), f"{path}:{n}"
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise DataError(f"{where}: expected '<video> <tag>' with tag 0 (unused), 1 (train) or 2 (test), "
+                raise DataError(f"{where}: expected '<video> <tag>' with tag 0 (unused), 1 (train) or "
+                                f"2 (test), "
                                 f"got {line.strip()!r}")
             if parts[1] != "0":
                 out["train" if parts[1] == "1" else "test"].append(Listed(f"{cls}/{parts[0]}", cls, where))
         for k in out:
             if len(out[k]) == before[k]:
                 tag = 1 if k == "train" else 2
-                raise DataError(f"{path}: class {cls} has no {k} videos (tag {tag}); the file is truncated or "
-                                f"from another split set, re-download the split files")
+                raise DataError(f"{path}: class {cls} has no {k} videos (tag {tag}); the file is truncated "
+                                f"or from another split set, re-download the split files")
     return names, out
 
 
 class _Finder:
-    """Finds '<class>/<video>' under root with its own or any known video extension; one listing per folder."""
+    """Finds '<class>/<video>' under root with its own or any known video extension.
+
+    Lists each folder once (13k stat calls on a network volume are slow)."""
 
     def __init__(self, root: Path):
         self.root, self.listing = root, {}
@@ -210,9 +216,9 @@ def _check_official(dataset: str, split: int, names: list[str], listed: dict[str
     expect = OFFICIAL_COUNTS.get((dataset, split))
     got = (len(listed["train"]), len(listed["test"]))
     if expect and len(names) == FULL_CLASSES[dataset] and got != expect:
-        warnings.warn(f"{dataset} split {split}: the lists give {got[0]} train / {got[1]} test videos, the official "
-                      f"split has {expect[0]} / {expect[1]}; the list files look incomplete or edited, "
-                      f"re-download them", DataWarning, stacklevel=3)
+        warnings.warn(f"{dataset} split {split}: the lists give {got[0]} train / {got[1]} test videos, the "
+                      f"official split has {expect[0]} / {expect[1]}; the list files look incomplete or "
+                      f"edited, re-download them", DataWarning, stacklevel=3)
 
 
 def build_splits(*, dataset: str, root: str | Path, split: int = 1, manifest_dir: str | Path | None = None,

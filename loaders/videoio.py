@@ -60,13 +60,14 @@ def open_writer(path: str | Path, *, codec: str, width: int, height: int, fps: i
     codec_ext(codec)  # validates the name
     encoder, fmt, _, pix_fmt, options = CODECS[codec]
     if width % 2 or height % 2:
-        raise VideoError(f"{path}: frame size {height}x{width} must be even in both dimensions (4:2:0 chroma)")
+        raise VideoError(f"{path}: frame size {height}x{width} must be even in both dimensions "
+                         f"(4:2:0 chroma)")
     container = av.open(str(path), "w", format=fmt, container_options={"fflags": "+bitexact"})
     stream = container.add_stream(encoder, rate=fps, options=dict(options))
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.codec_context.gop_size = GOP
     stream.codec_context.flags |= av.codec.context.Flags.bitexact
-    stream.thread_count = 1  # one encoder thread: pools parallelise over files, and output stays deterministic
+    stream.thread_count = 1  # pools parallelise over files; one thread keeps the output deterministic
     if codec == "mjpeg":
         stream.codec_context.qscale = 2  # near-lossless JPEG; the default quality smears thin textures
     return container, stream
@@ -75,7 +76,8 @@ def open_writer(path: str | Path, *, codec: str, width: int, height: int, fps: i
 def write_video(path: str | Path, frames: np.ndarray, *, codec: str = "vp9", fps: int = 25) -> Path:
     """Encode uint8 RGB frames [T, H, W, 3] to `path` (its extension should match `codec_ext(codec)`)."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise VideoError(f"{path}: expected non-empty uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}")
+        raise VideoError(f"{path}: expected non-empty uint8 frames [T, H, W, 3], "
+                         f"got {frames.dtype} {frames.shape}")
     container, stream = open_writer(path, codec=codec, width=frames.shape[2], height=frames.shape[1], fps=fps)
     with container:
         for frame in frames:

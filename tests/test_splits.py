@@ -114,7 +114,8 @@ def test_incomplete_full_lists_warn(tmp_path):
     lists.mkdir()
     names = [f"C{i:03d}" for i in range(101)]
     (lists / "classInd.txt").write_text("".join(f"{i} {n}\n" for i, n in enumerate(names, 1)))
-    (lists / "trainlist01.txt").write_text("".join(f"{n}/v_{n}_g08_c01.avi {i}\n" for i, n in enumerate(names, 1)))
+    train = [f"{n}/v_{n}_g08_c01.avi {i}\n" for i, n in enumerate(names, 1)]
+    (lists / "trainlist01.txt").write_text("".join(train))
     (lists / "testlist01.txt").write_text("".join(f"{n}/v_{n}_g01_c01.avi\n" for n in names))
     with pytest.warns(DataWarning, match="101 train / 101 test.*9537 / 3783.*incomplete"):
         build_splits(dataset="ucf101", root=tmp_path, check_files=False)
@@ -131,8 +132,10 @@ def _edit(path: Path, line: int, text: str | None) -> None:
 
 
 BAD_UCF = [  # (file, line, new text, expected message pattern)
-    ("trainlist01.txt", 3, "Archery/v_Archery_g02_c01.avi 1", r"trainlist01.txt:3: class 'Archery' is not in"),
-    ("trainlist01.txt", 2, "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c02.avi 2", r"trainlist01.txt:2: label 2 but"),
+    ("trainlist01.txt", 3, "Archery/v_Archery_g02_c01.avi 1",
+     r"trainlist01.txt:3: class 'Archery' is not in"),
+    ("trainlist01.txt", 2, "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c02.avi 2",
+     r"trainlist01.txt:2: label 2 but"),
     ("trainlist01.txt", 4, "ApplyEyeMakeup/v_ApplyEyeMakeup_g03_c02.avi", r"trainlist01.txt:4: expected"),
     ("testlist01.txt", 5, "Basketball", r"testlist01.txt:5: expected '<Class>/<video>'"),
     ("testlist01.txt", 6, "Basketball/v_Basketball_g01_c01.avi", r"testlist01.txt:6: .* listed twice .*:3"),
@@ -156,7 +159,8 @@ def test_missing_things_and_empty_split(tmp_path):
         build_splits(dataset="hmdb51", root=tmp_path)
     root = make_root(tmp_path, "ucf101")
     (root / "Basketball" / "v_Basketball_g03_c02.avi").unlink()
-    with pytest.raises(DataError, match=r"trainlist01.txt:10: video Basketball/v_Basketball_g03_c02.avi not found"):
+    with pytest.raises(DataError,
+                       match=r"trainlist01.txt:10: video Basketball/v_Basketball_g03_c02.avi not found"):
         build_splits(dataset="ucf101", root=root)
     (root / UCF_LISTS / "testlist01.txt").write_text("\r\n")
     with pytest.raises(DataError, match=r"testlist01.txt: no videos listed"):
