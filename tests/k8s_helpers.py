@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 SCHEMAS_ENV = "C3DHASH_K8S_SCHEMAS"
 CORE_VERSION = "v1.31.0-local-strict"
-OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+OBJECT_META = ("https://kubernetes.io/api/_definitions.json"
+               "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass",
                   "CustomResourceDefinition", "PriorityClass"}
 _KUSTOMIZATION_KEYS = {"apiVersion", "kind", "namespace", "resources", "components", "images",
@@ -52,7 +53,8 @@ def _read_kustomization(kdir: Path, kind: str) -> dict[str, Any]:
         raise RenderError(f"{path}: kind {k.get('kind')!r}, expected {kind}")
     unknown = sorted(set(k) - _KUSTOMIZATION_KEYS)
     if unknown:
-        raise RenderError(f"{path}: {', '.join(unknown)} not implemented by tests/k8s_helpers.py; add it there")
+        raise RenderError(f"{path}: {', '.join(unknown)} not implemented by tests/k8s_helpers.py; "
+                          f"add it there")
     return k
 
 
@@ -60,7 +62,8 @@ def _inside(kdir: Path, entry: str) -> Path:
     """Kustomize's default load restrictor: files must lie under the kustomization root."""
     target = (kdir / entry).resolve()
     if not target.is_relative_to(kdir.resolve()):
-        raise RenderError(f"{kdir}/kustomization.yaml: {entry} is outside the kustomization root (load restrictor)")
+        raise RenderError(f"{kdir}/kustomization.yaml: {entry} is outside the kustomization root "
+                          f"(load restrictor)")
     return target
 
 
@@ -72,7 +75,8 @@ def _config_map(kdir: Path, gen: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(gen) - {"name", "files", "options"})
     if unknown or not (gen.get("options") or {}).get("disableNameSuffixHash"):
         raise RenderError(f"{kdir}: configMapGenerator {gen.get('name')}: only `files` with "
-                          f"options.disableNameSuffixHash: true are implemented (got {unknown or 'a hash suffix'})")
+                          f"options.disableNameSuffixHash: true are implemented "
+                          f"(got {unknown or 'a hash suffix'})")
     data = {}
     for entry in gen["files"]:
         key, _, rel = entry.rpartition("=") if "=" in entry else (Path(entry).name, "", entry)
@@ -104,7 +108,8 @@ def _set_images(node: Any, images: list[dict[str, str]]) -> None:
                 for img in images:
                     if img["name"] == name:
                         tag = f":{img['newTag']}" if "newTag" in img else rest
-                        c["image"] = img.get("newName", name) + (f"@{img['digest']}" if "digest" in img else tag)
+                        suffix = f"@{img['digest']}" if "digest" in img else tag
+                        c["image"] = img.get("newName", name) + suffix
         _set_images(value, images)
 
 
@@ -173,7 +178,7 @@ def _core() -> tuple[Registry, dict[tuple[str, str], dict[str, Any]]]:
 
 
 def strict(schema: Any) -> Any:
-    """What kubectl --validate=strict enforces and a plain JSON-Schema validator does not: unknown fields fail."""
+    """Make unknown fields errors, as `kubectl --validate=strict` does and plain JSON Schema does not."""
     if isinstance(schema, dict):
         if ("properties" in schema and "additionalProperties" not in schema
                 and not schema.get("x-kubernetes-preserve-unknown-fields")):
@@ -227,7 +232,7 @@ def ray_cluster_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[st
 
 
 def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(where, role, pod template) for every pod any manifest creates; role: head|worker|submitter|deployment."""
+    """(where, role, template) of every pod the manifests create; role: head|worker|submitter|deployment."""
     for d in docs:
         if d["kind"] == "Deployment":
             yield f"Deployment/{d['metadata']['name']}", "deployment", d["spec"]["template"]
@@ -273,7 +278,8 @@ def parse_commands(entrypoint: str) -> list[tuple[str, dict[str, list[str]]]]:
             chunks[-1].append(tok)
     for argv in chunks:
         if len(argv) < 2 or argv[0] != "c3dhash" or len(argv[2:]) % 2:
-            raise AssertionError(f"entrypoint part {' '.join(argv)!r}: expected `c3dhash CMD --opt value ...`")
+            raise AssertionError(f"entrypoint part {' '.join(argv)!r}: "
+                                 f"expected `c3dhash CMD --opt value ...`")
         opts: dict[str, list[str]] = {}
         for flag, value in zip(argv[2::2], argv[3::2]):
             opts.setdefault(flag, []).append(value)
@@ -289,7 +295,8 @@ def selector_matches(sel: dict[str, Any] | None, labels: dict[str, str]) -> bool
         return False
     for e in sel.get("matchExpressions") or []:
         has, value = e["key"] in labels, labels.get(e["key"])
-        ok = {"In": has and value in e.get("values", []), "NotIn": not has or value not in e.get("values", []),
+        values = e.get("values", [])
+        ok = {"In": has and value in values, "NotIn": not has or value not in values,
               "Exists": has, "DoesNotExist": not has}[e["operator"]]
         if not ok:
             return False
@@ -299,8 +306,10 @@ def selector_matches(sel: dict[str, Any] | None, labels: dict[str, str]) -> bool
 def _peer_matches(peer: dict[str, Any], policy_ns: str, src: dict[str, Any]) -> bool:
     if "ipBlock" in peer:
         return False  # pod-to-pod traffic is judged by selectors; ipBlock peers are reported by the tests
-    ns_ok = (selector_matches(peer["namespaceSelector"], src["namespace_labels"]) if "namespaceSelector" in peer
-             else src["namespace"] == policy_ns)
+    if "namespaceSelector" in peer:
+        ns_ok = selector_matches(peer["namespaceSelector"], src["namespace_labels"])
+    else:
+        ns_ok = src["namespace"] == policy_ns
     pod_ok = selector_matches(peer["podSelector"], src["labels"]) if "podSelector" in peer else True
     return ns_ok and pod_ok
 
@@ -316,7 +325,8 @@ def ingress_allowed(policies: list[dict[str, Any]], *, dst_ns: str, dst_labels: 
     for p in selecting:
         for rule in p["spec"].get("ingress") or []:
             ports = rule.get("ports")
-            if ports and not any(pp.get("port") == port and pp.get("protocol", "TCP") == "TCP" for pp in ports):
+            if ports and not any(pp.get("port") == port and pp.get("protocol", "TCP") == "TCP"
+                                 for pp in ports):
                 continue
             peers = rule.get("from")
             if not peers or any(_peer_matches(peer, p["metadata"]["namespace"], src) for peer in peers):
@@ -344,13 +354,14 @@ def setup_cfg_packages() -> list[str]:
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with comments dropped and `\\` continuations joined."""
-    text = re.sub(r"\\\n", "", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", "", "\n".join(lines))
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
             for line in text.splitlines() if line.strip()]
 
 
 def dockerignore_excludes(patterns: list[str], path: str) -> bool:
-    """Docker's rule: the last matching pattern wins; a pattern matching a parent directory matches inside it."""
+    """Docker's rules: the last matching pattern wins; a pattern matching a directory matches inside it."""
     excluded = False
     for pattern in patterns:
         negate = pattern.startswith("!")
@@ -375,4 +386,5 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def read_dockerignore(path: Path) -> list[str]:
-    return [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]

@@ -1,5 +1,6 @@
 """The Kubernetes manifests (k8s/) and the image (Dockerfile), checked offline: strict schemas, KubeRay's
-operator-only rules, and consistency with the configs, setup.cfg and each other. Security: test_k8s_security.py.
+operator-only rules, and consistency with the configs, setup.cfg and each other (security properties:
+tests/test_k8s_security.py).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_k8s.py tests/test_k8s_security.py
 """
@@ -14,10 +15,11 @@ import pytest
 import yaml
 
 from cluster.config import load_config
-from k8s_helpers import (K8S, REPO, RenderError, containers, cpus, dockerfile_instructions, dockerignore_excludes,
-                         gpus, kustomizations, mounts_by_path, parse_commands, pod_templates, ray_cluster_specs,
-                         read_dockerignore, render, schema_checksum_problems, schema_dir, schema_errors,
-                         setup_cfg_packages, setup_cfg_pins)
+from k8s_helpers import (K8S, REPO, RenderError, containers, cpus, dockerfile_instructions,
+                         dockerignore_excludes, gpus, kustomizations, mounts_by_path, parse_commands,
+                         pod_templates, ray_cluster_specs, read_dockerignore, render,
+                         schema_checksum_problems, schema_dir, schema_errors, setup_cfg_packages,
+                         setup_cfg_pins)
 
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 RAY_PIN = setup_cfg_pins()["ray"]
@@ -57,7 +59,8 @@ def test_kustomizations_render_the_expected_resources(rendered):
                      "RayJob/c3dhash-train", "Deployment/c3dhash-tensorboard", "Service/c3dhash-tensorboard"):
         assert expected in kinds["k8s"]
     # the base never starts the evaluation (it needs a trained checkpoint) nor an idle GPU cluster
-    assert "RayJob/c3dhash-eval" not in kinds["k8s"] and not any(k.startswith("RayCluster/") for k in kinds["k8s"])
+    assert "RayJob/c3dhash-eval" not in kinds["k8s"]
+    assert not [k for k in kinds["k8s"] if k.startswith("RayCluster/")]
 
 
 def test_vendored_schemas_are_intact():
@@ -85,7 +88,8 @@ def test_validator_rejects_a_misspelt_field_and_a_wrong_type(every, kind, name):
     doc["spec"]["replicaz" if kind == "Deployment" else "suspendd"] = 1
     doc["metadata"]["labels"]["app.kubernetes.io/part-of"] = 3
     errors = schema_errors(doc)
-    assert len(errors) == 2 and "was unexpected" in errors[0] + errors[1] and "not of type" in errors[0] + errors[1]
+    assert len(errors) == 2, errors
+    assert "was unexpected" in " ".join(errors) and "not of type" in " ".join(errors)
 
 
 def test_renderer_refuses_what_it_does_not_implement(tmp_path):
@@ -104,9 +108,9 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path):
 def test_renderer_rewrites_images_inside_custom_resources(tmp_path):
     (tmp_path / "kustomization.yaml").write_text(
         "namespace: ns\nresources: [r.yaml]\nimages: [{name: app, newName: reg/app, newTag: '2'}]\n")
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "t"},
-                                                     "spec": {"a": {"containers": [{"image": "app:1"},
-                                                                                   {"image": "other:1"}]}}}))
+    pods = {"containers": [{"image": "app:1"}, {"image": "other:1"}]}
+    thing = {"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "t"}, "spec": {"a": pods}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(thing))
     (doc,) = render(tmp_path)
     assert [c["image"] for c in doc["spec"]["a"]["containers"]] == ["reg/app:2", "other:1"]
     assert doc["metadata"]["namespace"] == "ns"
@@ -133,7 +137,7 @@ def operator_problems(doc: dict) -> list[str]:
             out.append(f"{where}: worker groupNames must be unique")
         for g in groups:
             params = g.get("rayStartParams", {})
-            if g.get("resources") and any(k in params for k in ("num-cpus", "num-gpus", "memory", "resources")):
+            if g.get("resources") and set(params) & {"num-cpus", "num-gpus", "memory", "resources"}:
                 out.append(f"{where}: resources set both in rayStartParams and the group's resources")
             if not g["template"]["spec"].get("containers"):
                 out.append(f"{where}: every group needs a container")
@@ -143,7 +147,8 @@ def operator_problems(doc: dict) -> list[str]:
     for where, _, template in pod_templates([doc]):
         for c in containers(template):
             res = c.get("resources", {})
-            if (res.get("requests") or {}).get("nvidia.com/gpu") != (res.get("limits") or {}).get("nvidia.com/gpu"):
+            requests, limits = res.get("requests") or {}, res.get("limits") or {}
+            if requests.get("nvidia.com/gpu") != limits.get("nvidia.com/gpu"):
                 out.append(f"{where}/{c['name']}: nvidia.com/gpu requests must equal limits")
     return out
 
@@ -189,18 +194,21 @@ def test_jobs_clean_up_after_themselves(every):
 def test_configmap_copies_are_byte_identical_to_configs(base):
     data = one(base, "ConfigMap", "c3dhash-configs")["data"]
     for key, text in data.items():
-        assert text == (REPO / "configs" / key).read_text(), f"k8s/configs/{key} drifted: cp configs/{key} k8s/configs/"
+        assert text == (REPO / "configs" / key).read_text(), \
+            f"k8s/configs/{key} drifted from configs/{key}: cp configs/{key} k8s/configs/"
     gpu_configs = {p.name for p in (REPO / "configs").glob("*.yaml") if load_config(p).cluster.use_gpu}
-    assert gpu_configs <= set(data), f"GPU configs missing from k8s/configs/: {sorted(gpu_configs - set(data))}"
+    missing = sorted(gpu_configs - set(data))
+    assert not missing, f"GPU configs missing from k8s/configs/ and k8s/kustomization.yaml: {missing}"
 
 
 def ray_mounts(docs: list[dict]) -> dict[str, str]:
-    """mountPath of each volume source (claim or ConfigMap name) in the Ray pods, asserted equal in all of them."""
+    """mountPath of each volume source (claim or ConfigMap name) in the Ray pods, asserted equal in all."""
     found: dict[str, set[str]] = {}
     for _, role, template in pod_templates(docs):
         if role in ("head", "worker"):
             for path, (_, vol) in mounts_by_path(template, template["spec"]["containers"][0]).items():
-                source = (vol.get("persistentVolumeClaim") or {}).get("claimName") or (vol.get("configMap") or {}).get("name")
+                source = ((vol.get("persistentVolumeClaim") or {}).get("claimName")
+                          or (vol.get("configMap") or {}).get("name"))
                 if source:
                     found.setdefault(source, set()).add(path)
     assert all(len(paths) == 1 for paths in found.values()), found
@@ -214,7 +222,8 @@ def job_commands(job: dict, mounts: dict[str, str], configmap: dict) -> list[tup
         cfg = None
         if "--config" in opts:
             (path,) = map(PurePosixPath, opts["--config"])
-            assert path.parent == PurePosixPath(mounts["c3dhash-configs"]) and path.name in configmap["data"], path
+            assert path.parent == PurePosixPath(mounts["c3dhash-configs"]), path
+            assert path.name in configmap["data"], f"{path} is not in the ConfigMap"
             cfg = load_config(K8S / "configs" / path.name, opts.get("--set", []))
         out.append((cmd, opts, cfg))
     return out
@@ -250,7 +259,8 @@ def test_eval_job_evaluates_what_training_wrote(base, rendered):
         assert PurePosixPath(out).is_relative_to(run_dir), out
         outs[split] = out
     evals = cmds[2][1]
-    assert set(outs) == {"test", "train"} and evals["--query"] == [outs["test"]] and evals["--db"] == [outs["train"]]
+    assert set(outs) == {"test", "train"}
+    assert evals["--query"] == [outs["test"]] and evals["--db"] == [outs["train"]]
     assert PurePosixPath(evals["--json"][0]).is_relative_to(run_dir)
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     # each eval shard is a Ray task taking one CPU beside the entrypoint's reservation
@@ -264,14 +274,16 @@ def test_volumes_claims_and_configmaps_resolve(base, every):
     for where, _, template in pod_templates(every):
         volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
         for v in volumes.values():
-            claim, cmap = (v.get("persistentVolumeClaim") or {}).get("claimName"), (v.get("configMap") or {}).get("name")
+            claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+            cmap = (v.get("configMap") or {}).get("name")
             assert claim in claims | {None} and cmap in maps | {None}, f"{where}: volume {v['name']}"
         for c in containers(template):
             assert {m["name"] for m in c.get("volumeMounts", [])} <= set(volumes), f"{where}/{c['name']}"
     for d in base:
         if d["kind"] == "PersistentVolumeClaim":
             assert d["spec"]["accessModes"] == ["ReadWriteMany"], d["metadata"]["name"]
-    assert ray_mounts(every) == {"c3dhash-configs": "/config", "c3dhash-datasets": "/data", "c3dhash-results": "/results"}
+    assert ray_mounts(every) == {"c3dhash-configs": "/config", "c3dhash-datasets": "/data",
+                                 "c3dhash-results": "/results"}
 
 
 def test_ray_pods_have_a_memory_backed_dev_shm(every):
@@ -291,7 +303,8 @@ def test_tensorboard_reads_the_directory_training_writes(base):
     assert ray_mounts(base)["c3dhash-results"] == str(logdir)
     for key in one(base, "ConfigMap", "c3dhash-configs")["data"]:
         cfg = load_config(K8S / "configs" / key)
-        assert (PurePosixPath(cfg.cluster.storage_path) / cfg.cluster.name / "tensorboard").is_relative_to(logdir)
+        events = PurePosixPath(cfg.cluster.storage_path) / cfg.cluster.name / "tensorboard"
+        assert events.is_relative_to(logdir), f"{key}: TensorBoard would not see {events}"
 
 
 def test_every_resource_lands_in_the_namespace(rendered, base):
@@ -337,5 +350,6 @@ def test_dockerfile_installs_the_project_with_its_pins_as_non_root():
     sources = [s for i, a in steps if i == "COPY" for s in a.split()[:-1] if not s.startswith("--")]
     paths = [s.rstrip("/") + ("/x.py" if s.endswith("/") else "") for s in sources]
     assert "setup.cfg" in paths and not [p for p in paths if dockerignore_excludes(ignore, p)]
-    for junk in (".venv/lib/x.py", ".git/HEAD", "data/synth/a.webm", "runs/x/ckpt.pt", "cluster/__pycache__/a.pyc"):
-        assert dockerignore_excludes(ignore, junk), junk
+    junk = (".venv/lib/x.py", ".git/HEAD", "data/synth/a.webm", "runs/x/ckpt.pt", "cluster/__pycache__/a.pyc")
+    for path in junk:
+        assert dockerignore_excludes(ignore, path), path
