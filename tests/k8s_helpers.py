@@ -264,19 +264,23 @@ def cpus(container: dict[str, Any]) -> float:
     return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
-def parse_commands(entrypoint: str) -> list[tuple[str, dict[str, list[str]]]]:
-    """`c3dhash A --x 1 --set k=v && c3dhash B ...` -> [("A", {"--x": ["1"], "--set": ["k=v"]}), ...]."""
-    out = []
-    tokens = shlex.split(entrypoint)
+def command_argvs(entrypoint: str) -> list[list[str]]:
+    """`c3dhash A ... && c3dhash B ...` -> [["c3dhash", "A", ...], ["c3dhash", "B", ...]]."""
     chunks: list[list[str]] = [[]]
-    for tok in tokens:
+    for tok in shlex.split(entrypoint):
         if tok in (";", "|", "||", "&"):
             raise AssertionError(f"entrypoint {entrypoint!r}: only `&&` chains are expected")
         if tok == "&&":
             chunks.append([])
         else:
             chunks[-1].append(tok)
-    for argv in chunks:
+    return chunks
+
+
+def parse_commands(entrypoint: str) -> list[tuple[str, dict[str, list[str]]]]:
+    """`c3dhash A --x 1 --set k=v && c3dhash B ...` -> [("A", {"--x": ["1"], "--set": ["k=v"]}), ...]."""
+    out = []
+    for argv in command_argvs(entrypoint):
         if len(argv) < 2 or argv[0] != "c3dhash" or len(argv[2:]) % 2:
             raise AssertionError(f"entrypoint part {' '.join(argv)!r}: "
                                  f"expected `c3dhash CMD --opt value ...`")

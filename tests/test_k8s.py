@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cluster.config import load_config
-from k8s_helpers import (K8S, REPO, RenderError, containers, cpus, dockerfile_instructions,
+from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, dockerfile_instructions,
                          dockerignore_excludes, gpus, kustomizations, mounts_by_path, parse_commands,
                          pod_templates, ray_cluster_specs, read_dockerignore, render,
                          schema_checksum_problems, schema_dir, schema_errors, setup_cfg_packages,
@@ -227,6 +227,21 @@ def job_commands(job: dict, mounts: dict[str, str], configmap: dict) -> list[tup
             cfg = load_config(K8S / "configs" / path.name, opts.get("--set", []))
         out.append((cmd, opts, cfg))
     return out
+
+
+def test_entrypoints_are_accepted_by_the_c3dhash_cli(every):
+    from cluster.cli import build_parser
+
+    parser = build_parser()
+    jobs = [d for d in every if d["kind"] == "RayJob"]
+    assert len(jobs) == 2
+    for job in jobs:
+        for argv in command_argvs(job["spec"]["entrypoint"]):
+            try:
+                args = parser.parse_args(argv[1:])
+            except SystemExit:
+                pytest.fail(f"RayJob/{job['metadata']['name']}: the c3dhash CLI rejects `{' '.join(argv)}`")
+            assert args.command == argv[1] and callable(args.func)
 
 
 def test_training_entrypoint_names_a_valid_config_sized_for_the_cluster(base):
