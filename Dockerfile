@@ -17,17 +17,20 @@ WORKDIR /home/ray/c3dhash
 ENV PYTHONUNBUFFERED=1
 
 # Dependencies first, from setup.cfg's pins alone: editing the code does not re-download torch and DALI.
+# NVIDIA's index is DALI's home (PyPI mirrors it); the CUDA 12 libraries DALI links come from the base image.
 COPY --chown=1000:100 setup.cfg pyproject.toml README.md ./
 RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
 print(c['options']['install_requires'])" > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt \
+ && pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# The packages (see setup.cfg [options.packages.find]) and the shipped configs; dependencies are in place.
+# The packages (see setup.cfg [options.packages.find]), the shipped configs and the benchmarks. Editable
+# install: `c3dhash bench` finds bench/ beside the packages, as in a source checkout.
+COPY --chown=1000:100 bench/ bench/
 COPY --chown=1000:100 cluster/ cluster/
 COPY --chown=1000:100 distributed/ distributed/
 COPY --chown=1000:100 eval/ eval/
 COPY --chown=1000:100 loaders/ loaders/
 COPY --chown=1000:100 model/ model/
 COPY --chown=1000:100 configs/ configs/
-RUN pip install --no-cache-dir --no-deps . && c3dhash --help > /dev/null
+RUN pip install --no-cache-dir --no-deps -e . && c3dhash --help > /dev/null
