@@ -68,6 +68,12 @@ def test_vendored_schemas_are_intact():
     assert schema_dir().is_dir()
 
 
+def test_missing_schemas_fail_rather_than_skip(monkeypatch, tmp_path):
+    monkeypatch.setenv("C3DHASH_K8S_SCHEMAS", str(tmp_path / "nowhere"))
+    with pytest.raises(pytest.fail.Exception, match="k8s schemas not found"):
+        schema_dir()
+
+
 def test_every_document_validates_strictly(every):
     errors = [e for doc in every for e in schema_errors(doc)]
     assert errors == []
