@@ -5,17 +5,19 @@
 
 Definition. Valid ordered triplets (a, p, n): a != p, y_a == y_p, y_n != y_a, each counted once (both
 directions of a positive pair are separate triplets). With d = squared Euclidean distance,
-    loss = sum_{valid} relu(margin + d_ap - d_an) / #valid            (reduction="all", the seed's mean)
+    loss = sum_{valid} relu(margin + d_ap - d_an) / #valid            (reduction="all"; inactive ones count)
     loss = the same sum / #{valid with a positive term}               (reduction="active")
     + quant_weight * mean((|h| - 1)^2)
 No valid triplet gives loss 0 with zero gradients, connected to the graph. `margin` is in squared-L2 units:
 for +-1 codes d = 4 x Hamming distance, so margin 14 at 48 bits asks for ~3.5 bits of separation.
 
-How it avoids B^3. For a fixed (a, p) with t = margin + d_ap, sum_n relu(t - d_an) = c_ap*t - sum_{d_an<t} d_an
+How it avoids B^3. For a fixed (a, p) with t = margin + d_ap,
+    sum_n relu(t - d_an) = c_ap * t - sum_{n: d_an < t} d_an,
 where c_ap = #{n : d_an < t}. Regrouping by pair, the whole sum is sum_ab w_ab d_ab + margin * #active with
-integer weights w_ap = c_ap (positives) and w_an = -k_an, k_an = #{p : t_ap > d_an} (negatives). c and k come
-from sorting each anchor's negative distances / thresholds and `searchsorted`. Holding w constant, autograd
-through d gives the exact gradient, and strict `<` reproduces torch.relu at the kink (relu(0) = 0, relu'(0) = 0).
+integer weights w_ap = c_ap (positives) and w_an = -k_an, k_an = #{p : t_ap > d_an} (negatives). c comes from
+sorting each anchor's negative distances and `searchsorted`; k from a histogram of c (see pair_weights).
+Holding w constant, autograd through d gives the exact gradient; strict `<` reproduces torch.relu at the kink
+(relu(0) = 0, relu'(0) = 0).
 """
 from __future__ import annotations
 
@@ -55,18 +57,24 @@ def pair_weights(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                  margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer pair weights w (in d.dtype) and the active count (int64) such that
     sum over valid triplets of relu(margin + d_ap - d_an) == sum(w * d) + margin * active."""
-    w = torch.zeros_like(d)
+    w = torch.empty_like(d)
     active = torch.zeros((), dtype=torch.int64, device=d.device)
     rows = max(1, CHUNK_ELEMS // max(1, d.shape[1]))
     for lo in range(0, d.shape[0], rows):
         dc, pc, nc = d[lo:lo + rows], pos[lo:lo + rows], neg[lo:lo + rows]
-        neg_sorted = torch.where(nc, dc, torch.inf).sort(dim=1).values
+        # Non-negatives sort to the end as +inf; no threshold is above them, so they get k = 0 below.
+        neg_sorted, order = torch.where(nc, dc, torch.inf).sort(dim=1)
         thresh = torch.where(pc, dc + margin, -torch.inf)
-        # c_ap = #negatives strictly closer than margin + d_ap (a tie is relu(0) = 0: not active, no gradient)
+        # c_ap = #negatives strictly closer than margin + d_ap (a tie is relu(0) = 0: not active, no
+        # gradient); 0 for non-positives, whose threshold is -inf.
         c = torch.searchsorted(neg_sorted, thresh, side="left")
-        # k_an = #positives whose threshold exceeds d_an = all thresholds minus those <= d_an
-        k = torch.where(nc, d.shape[1] - torch.searchsorted(thresh.sort(dim=1).values, dc, side="right"), 0)
-        active += c.sum()  # c is 0 where thresh = -inf (not a positive pair)
+        active += c.sum()
+        # The negative at sorted position j is active for p iff c_ap > j, so k at position j is
+        # #{p : c_ap > j} = #positives - #{p : c_ap <= j}: a cumulative histogram of c. No second sort.
+        hist = torch.zeros(c.shape[0], c.shape[1] + 1, dtype=torch.int64, device=d.device)
+        hist.scatter_add_(1, c, pc.to(torch.int64))
+        k_sorted = pc.sum(1, keepdim=True) - hist.cumsum(1)[:, :-1]
+        k = torch.empty_like(k_sorted).scatter_(1, order, k_sorted)  # back to column order
         # Entries are counts <= B, exact in float32 (< 2^24).
         w[lo:lo + rows] = (c - k).to(d.dtype)
     return w, active
@@ -117,7 +125,8 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
 
 
 def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, margin: float, *,
-                          reduction: str = "all", quant_weight: float = 0.0, return_stats: bool = False) -> Any:
+                          reduction: str = "all", quant_weight: float = 0.0,
+                          return_stats: bool = False) -> Any:
     """The loss of the GLOBAL batch (all ranks' rows), computed for this rank's anchors; call on every rank.
 
     Gradient: this rank's term is world * (sum over its anchors' triplets) / (global count), plus
@@ -141,7 +150,8 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
         labels_all, _ = all_gather_rows(labels_local, sizes=sizes)
         lo = sum(sizes[:get_rank()])
         # Anchors are this rank's rows of the gathered tensor; their gradient reaches h_local via the gather.
-        total, active = _triplet_sum(h_all[lo:lo + h_local.shape[0]], h_all, labels_local, labels_all, lo, margin)
+        anchors = h_all[lo:lo + h_local.shape[0]]
+        total, active = _triplet_sum(anchors, h_all, labels_local, labels_all, lo, margin)
         quant = _quant_sum(h_local)
         sums = torch.stack([total.detach().double(), quant.detach().double(), active.double()])
         dist.all_reduce(sums)
