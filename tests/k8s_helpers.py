@@ -264,16 +264,39 @@ def cpus(container: dict[str, Any]) -> float:
     return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
+def shell_words(text: str) -> list[str]:
+    """bash-like words; operators (&&, ;, |, ...) come out as their own tokens even without spaces."""
+    lex = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    return list(lex)
+
+
+def submitted_argv(entrypoint: str) -> list[str]:
+    """What `ray job submit -- ...` receives. KubeRay's submitter pastes the entrypoint unquoted into a bash
+    line (`ray job submit ... -- <entrypoint> ; ...`), so a bare `a && b` would run `b` in the submitter pod."""
+    words = shell_words(entrypoint)
+    operators = [w for w in words if w and set(w) <= set("&|;<>()")]
+    if operators:
+        raise AssertionError(f"entrypoint {entrypoint!r}: the submitter's shell would act on {operators}; "
+                             f"wrap a chain as bash -c '... && ...'")
+    return words
+
+
 def command_argvs(entrypoint: str) -> list[list[str]]:
-    """`c3dhash A ... && c3dhash B ...` -> [["c3dhash", "A", ...], ["c3dhash", "B", ...]]."""
+    """`bash -c 'c3dhash A ... && c3dhash B ...'` or `c3dhash A ...` -> [["c3dhash", "A", ...], ...]."""
+    argv = submitted_argv(entrypoint)
+    if argv[:2] != ["bash", "-c"]:
+        return [argv]
+    if len(argv) != 3:
+        raise AssertionError(f"entrypoint {entrypoint!r}: bash -c takes exactly one quoted script")
     chunks: list[list[str]] = [[]]
-    for tok in shlex.split(entrypoint):
-        if tok in (";", "|", "||", "&"):
-            raise AssertionError(f"entrypoint {entrypoint!r}: only `&&` chains are expected")
-        if tok == "&&":
+    for word in shell_words(argv[2]):
+        if word == "&&":
             chunks.append([])
+        elif set(word) <= set("&|;<>()"):
+            raise AssertionError(f"entrypoint {entrypoint!r}: only `&&` chains are expected, not {word!r}")
         else:
-            chunks[-1].append(tok)
+            chunks[-1].append(word)
     return chunks
 
 

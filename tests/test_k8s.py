@@ -250,6 +250,15 @@ def test_entrypoints_are_accepted_by_the_c3dhash_cli(every):
             assert args.command == argv[1] and callable(args.func)
 
 
+def test_entrypoint_chains_cannot_leak_into_the_submitter_shell():
+    with pytest.raises(AssertionError, match="submitter's shell"):
+        command_argvs("c3dhash encode --split test --out a.npz && c3dhash eval --query a.npz")
+    with pytest.raises(AssertionError, match="submitter's shell"):
+        command_argvs("c3dhash train --config c.yaml; rm -rf /results")
+    assert command_argvs("bash -c 'c3dhash a --x 1 && c3dhash b --y \"2 3\"'") == [
+        ["c3dhash", "a", "--x", "1"], ["c3dhash", "b", "--y", "2 3"]]
+
+
 def test_training_entrypoint_names_a_valid_config_sized_for_the_cluster(base):
     job, mounts = one(base, "RayJob", "c3dhash-train"), ray_mounts(base)
     ((cmd, opts, cfg),) = job_commands(job, mounts, one(base, "ConfigMap", "c3dhash-configs"))
