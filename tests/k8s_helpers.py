@@ -272,8 +272,8 @@ def shell_words(text: str) -> list[str]:
 
 
 def submitted_argv(entrypoint: str) -> list[str]:
-    """What `ray job submit -- ...` receives. KubeRay's submitter pastes the entrypoint unquoted into a bash
-    line (`ray job submit ... -- <entrypoint> ; ...`), so a bare `a && b` would run `b` in the submitter pod."""
+    """What `ray job submit -- ...` receives. KubeRay's submitter pastes the entrypoint unquoted into a
+    bash line (`ray job submit ... -- <entrypoint> ; ...`): a bare `a && b` runs `b` in the submitter pod."""
     words = shell_words(entrypoint)
     operators = [w for w in words if w and set(w) <= set("&|;<>()")]
     if operators:
