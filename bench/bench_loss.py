@@ -83,7 +83,7 @@ def measure(method: str, b: int, *, dim: int, classes: int, margin: float, repea
 def _run_child(method: str, b: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--sizes", str(b), "--dim", str(args.dim),
            "--classes", str(args.classes), "--margin", str(args.margin), "--repeats", str(args.repeats),
-           "--device", args.device]
+           "--device", args.device, "--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -130,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", choices=("cpu", "cuda"),
                    default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--naive-max-gib", type=float, default=6.0, help="skip the naive loss above this estimate")
     p.add_argument("--child", choices=("shipped", "naive"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         res = measure(args.child, args.sizes[0], dim=args.dim, classes=args.classes, margin=args.margin,
                       repeats=args.repeats, device=args.device)
