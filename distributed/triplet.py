@@ -113,6 +113,7 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
     Returns the 0-dim loss, or (loss, {"num_valid", "num_active"}) with 0-dim int64 tensors (no GPU sync).
     """
     _check(h, labels, reduction)
+    labels = labels.to(h.device)
     with torch.autocast(h.device.type, enabled=False):
         h = _prepare(h)
         total, active = _triplet_sum(h, h, labels, labels, 0, margin)
@@ -143,6 +144,7 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
         return all_triplet_loss(h_local, labels_local, margin, reduction=reduction, quant_weight=quant_weight,
                                 return_stats=return_stats)
     _check(h_local, labels_local, reduction)
+    labels_local = labels_local.to(h_local.device)  # NCCL gathers device tensors only
     with torch.autocast(h_local.device.type, enabled=False):
         h_local = _prepare(h_local)
         sizes = all_gather_sizes(h_local.shape[0], device=h_local.device)
