@@ -1,4 +1,4 @@
-"""distributed/: rank helpers, the autograd all-gather, SyncBN, the all-triplets loss (and the training loop)."""
+"""distributed/: rank helpers, autograd all-gather, SyncBN, the all-triplets loss (and the training loop)."""
 from distributed.env import (barrier, convert_sync_bn, get_device, get_local_rank, get_rank, get_world_size,
                              is_dist, is_main)
 from distributed.gather import all_gather_rows, all_gather_sizes

@@ -45,7 +45,7 @@ def all_gather_rows(x: torch.Tensor, *, sizes: list[int] | None = None) -> tuple
     if sizes is None:
         sizes = all_gather_sizes(x.shape[0], device=x.device)
     if len(sizes) != world or sizes[dist.get_rank()] != x.shape[0]:
-        raise ValueError(f"all_gather_rows: sizes {sizes} do not match world {world} / local rows {x.shape[0]}")
+        raise ValueError(f"all_gather_rows: sizes {sizes} do not match world {world} / rows {x.shape[0]}")
     longest = max(sizes)
     if x.shape[0] < longest:
         # all_gather_single needs equal shapes: pad with zeros, trim after; the padding gets no gradient.
@@ -55,5 +55,6 @@ def all_gather_rows(x: torch.Tensor, *, sizes: list[int] | None = None) -> tuple
     gathered = fc.wait_tensor(gathered)
     if all(s == longest for s in sizes):
         return gathered, sizes
-    keep = torch.cat([torch.arange(r * longest, r * longest + s, device=x.device) for r, s in enumerate(sizes)])
+    keep = torch.cat([torch.arange(r * longest, r * longest + s, device=x.device)
+                      for r, s in enumerate(sizes)])
     return gathered.index_select(0, keep), sizes

@@ -2,12 +2,13 @@
 
     net = convert_sync_bn(net)      # before DDP wraps it; every BatchNorm*d -> GatherSyncBatchNorm
 
-Why: with per-rank BatchNorm each rank normalises by its own few clips, so a 2 x 8 run is NOT the same
-computation as one process on 16 clips, and the exact cross-rank triplet loss (distributed/triplet.py) loses its
-meaning. SyncBN makes the train-mode statistics global: the DDP step then equals the single-process step on the
-concatenated batch (tests/test_gather.py checks this on r3d_18). The cost is one small collective per BN layer
-in the forward and one in the backward (r3d_18 has 19 BN layers): latency-bound, not bandwidth-bound. Turn it
-off (`--set train.sync_bn=false`) when the per-rank batch is large and step time matters more than exactness.
+Why: with per-rank BatchNorm each rank normalises by its own few clips, so a 2 x 8 run is NOT the
+same computation as one process on 16 clips, and the exact cross-rank triplet loss (distributed/triplet.py)
+loses its meaning. SyncBN makes the train-mode statistics global: the DDP step then equals the single-process
+step on the concatenated batch (tests/test_gather.py checks this on r3d_18). The cost is one small collective
+per BN layer in the forward and one in the backward (r3d_18 has 20 BN layers): latency-bound, not
+bandwidth-bound. Turn it off (`--set train.sync_bn=false`) when the per-rank batch is large and step time
+matters more than exactness.
 
 Why not nn.SyncBatchNorm: it refuses CPU tensors, and DDP refuses it in CPU modules. This layer runs torch's
 fused SyncBN kernel on CUDA and, on CPU, gathers (count, mean, M2) per rank with the autograd all-gather and
@@ -58,7 +59,7 @@ class GatherSyncBatchNorm(_BatchNorm):
         return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
 
     def _global_stats(self, x: torch.Tensor, world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean and biased variance over every rank's batch (differentiable) + unbiased variance (detached)."""
+        """Mean and biased variance over all ranks' batches (differentiable), unbiased variance (detached)."""
         dims = [0] + list(range(2, x.dim()))
         n = x.numel() // x.shape[1]
         local_mean = x.sum(dims) / max(n, 1)  # an empty local batch contributes count 0

@@ -4,6 +4,6 @@ from model.backbone import (KINETICS_MEAN, KINETICS_STD, BACKBONES, ModelError, 
 from model.config import ModelConfig
 from model.hashnet import HashNet, build_from_config, build_hash_net, quantize, video_codes
 
-__all__ = ["BACKBONES", "KINETICS_MEAN", "KINETICS_STD", "HashNet", "ModelConfig", "ModelError", "WeightsError",
-           "build_backbone", "build_from_config", "build_hash_net", "kinetics_norm", "quantize",
-           "resolve_weights", "video_codes"]
+__all__ = ["BACKBONES", "KINETICS_MEAN", "KINETICS_STD", "HashNet", "ModelConfig", "ModelError",
+           "WeightsError", "build_backbone", "build_from_config", "build_hash_net", "kinetics_norm",
+           "quantize", "resolve_weights", "video_codes"]

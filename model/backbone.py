@@ -40,7 +40,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], str, int]] = {
 
 
 def kinetics_norm() -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(mean, std) per RGB channel for inputs in [0, 1]; use these in the loaders when Kinetics weights load."""
+    """(mean, std) per RGB channel for inputs in [0, 1]; loaders use these when Kinetics weights load."""
     return KINETICS_MEAN, KINETICS_STD
 
 
@@ -79,17 +79,18 @@ def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         # torch's own message suggests weights_only=False, which we never do: keep ours to one line.
-        raise WeightsError(f"{path}: torch.load(weights_only=True) cannot read it ({type(exc).__name__}: corrupt, "
-                           f"or pickled objects other than tensors); pass torchvision's state-dict file "
-                           f"(re-download it if it is damaged)") from exc
+        raise WeightsError(f"{path}: torch.load(weights_only=True) cannot read it ({type(exc).__name__}: "
+                           f"corrupt, or pickled objects other than tensors); pass torchvision's "
+                           f"state-dict file (re-download it if it is damaged)") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: expected a torchvision state dict (name -> tensor), got {type(state).__name__}")
+        raise WeightsError(f"{path}: expected a torchvision state dict (name -> tensor), "
+                           f"got {type(state).__name__}")
     # The 400-way Kinetics classifier is replaced by our hash head.
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
 def build_backbone(*, name: str = "r3d_18", weights: str | None = None) -> nn.Module:
-    """The trunk with `fc` replaced by Identity, so forward returns the pooled N x feature_dim(name) feature."""
+    """The trunk with `fc` replaced by Identity: forward returns the pooled N x feature_dim(name) feature."""
     ctor, _, _ = _spec(name)
     path = resolve_weights(weights, name=name)
     trunk = ctor(weights=None)  # weights=None: torchvision must never try to download
@@ -99,5 +100,6 @@ def build_backbone(*, name: str = "r3d_18", weights: str | None = None) -> nn.Mo
         missing, unexpected = trunk.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise WeightsError(f"{path}: not a {name} state dict (missing {sorted(missing)[:3]}..., "
-                               f"unexpected {sorted(unexpected)[:3]}...); pass torchvision's {_spec(name)[1]}")
+                               f"unexpected {sorted(unexpected)[:3]}...); "
+                               f"pass torchvision's {_spec(name)[1]}")
     return trunk

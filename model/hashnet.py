@@ -26,7 +26,8 @@ class HashNet(nn.Module):
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != 3 or not x.is_floating_point():
-            raise ModelError(f"HashNet expects float clips N x 3 x T x H x W, got {tuple(x.shape)} {x.dtype}; "
+            raise ModelError(f"HashNet expects float clips N x 3 x T x H x W, got {tuple(x.shape)} "
+                             f"{x.dtype}; "
                              f"DALI's N x T x H x W x C output needs x.permute(0, 4, 1, 2, 3)")
         # channels_last_3d only pays when the weights use it too (set by build_hash_net).
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
@@ -41,7 +42,7 @@ class HashNet(nn.Module):
 
 def build_hash_net(*, bits: int, backbone: str = "r3d_18", weights: str | None = None,
                    channels_last: bool = False) -> HashNet:
-    """Build the net; `weights` = local torchvision state-dict path, "kinetics400" (torchvision cache) or None."""
+    """Build the net; weights = a local torchvision state-dict path, "kinetics400" (its cache) or None."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
         raise ModelError(f"model.bits must be a positive integer, got {bits!r}")
     trunk = build_backbone(name=backbone, weights=weights)

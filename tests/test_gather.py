@@ -14,8 +14,8 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
 
-from distributed import (all_gather_rows, all_triplet_loss, barrier, convert_sync_bn, get_local_rank, get_rank,
-                         get_world_size, gathered_triplet_loss, is_main)
+from distributed import (all_gather_rows, all_triplet_loss, barrier, convert_sync_bn, gathered_triplet_loss,
+                         get_local_rank, get_rank, get_world_size, is_main)
 from model import build_hash_net
 
 WORLD = 2
@@ -40,7 +40,8 @@ def loss_batch(name):
 
 def ddp_batch():
     g = torch.Generator().manual_seed(7)
-    return torch.randn(sum(DDP_SIZES), 3, 4, 32, 32, generator=g, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1])
+    clips = torch.randn(sum(DDP_SIZES), 3, 4, 32, 32, generator=g, dtype=torch.float64)
+    return clips, torch.tensor([0, 1, 0, 1, 1])
 
 
 def new_net():

@@ -33,7 +33,8 @@ def naive_loss(h, labels, margin, reduction="all", quant_weight=0.0):
 def _case(name):
     g = torch.Generator().manual_seed(CASES.index(name))
     if name == "random":
-        return torch.randn(11, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (11,), generator=g), 2.0
+        h = torch.randn(11, 6, generator=g, dtype=torch.float64)
+        return h, torch.randint(0, 3, (11,), generator=g), 2.0
     if name == "one_class":
         return torch.randn(6, 4, generator=g, dtype=torch.float64), torch.full((6,), 7), 2.0
     if name == "all_distinct":
