@@ -51,7 +51,7 @@ def all_gather_rows(x: torch.Tensor, *, sizes: list[int] | None = None) -> tuple
         # all_gather_single needs equal shapes: pad with zeros, trim after; the padding gets no gradient.
         pad = x.new_zeros((longest - x.shape[0], *x.shape[1:]))
         x = torch.cat([x, pad])
-    gathered = fc.all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)
+    gathered = fc.all_gather_single_autograd(x.contiguous(), 0, dist.group.WORLD)  # type: ignore[arg-type]
     gathered = fc.wait_tensor(gathered)
     if all(s == longest for s in sizes):
         return gathered, sizes

@@ -32,7 +32,7 @@ class GatherSyncBatchNorm(_BatchNorm):
             raise ValueError(f"expected at least 2D input (N x C x ...), got {input.dim()}D")
 
     def _momentum(self) -> float:
-        if self.track_running_stats:
+        if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as in nn.BatchNorm
                 return 1.0 / float(self.num_batches_tracked)
@@ -49,7 +49,7 @@ class GatherSyncBatchNorm(_BatchNorm):
             return _TorchSyncBN.apply(input, self.weight, self.bias, *running, self.eps, momentum,
                                       dist.group.WORLD, world)
         mean, var, unbiased = self._global_stats(input, world)
-        if self.track_running_stats:
+        if self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
