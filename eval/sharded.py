@@ -1,0 +1,109 @@
+"""Ray-sharded evaluation: exact, bit-identical to `evaluate`, spread over Ray tasks (and nodes).
+
+    c3dhash eval --query test.npz --db train.npz --shards 4                 # local Ray with 4 CPUs
+    c3dhash eval --query test.npz --db train.npz --shards 16 --address auto  # an existing cluster
+
+    from eval.sharded import evaluate_sharded
+    m = evaluate_sharded(query, db, shards=4)   # the same dict as evaluate(query, db), float for float
+
+The prepared database (word-major codes + label index) is put in the object store once; every task reads
+it zero-copy (numpy arrays backed by shared memory on its node). Queries are split into `shards` contiguous
+blocks, one task each: per-query values do not depend on which other queries share a task, and the driver
+concatenates them in query order and runs the same `reduce_metrics` as the in-process path, so floats are
+identical (==). A failed task (exception or dead worker) is retried up to `max_retries` times.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from eval.codes import Codes
+from eval.metrics import (PreparedDb, all_ks, check_query_db, concat_stats, per_query_stats, prepare_db,
+                          reduce_metrics)
+
+_REMOTE: Any = None
+
+
+def _stats_task(pdb: PreparedDb, q_codes: np.ndarray, q_labels: np.ndarray, ks: np.ndarray,
+                expected_ties: bool, threads: int, fault_file: str | None) -> dict[str, np.ndarray]:
+    if fault_file:
+        _inject_fault(fault_file)
+    import numba
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # = the task's CPUs
+    return per_query_stats(q_codes, q_labels, pdb, ks, expected_ties)
+
+
+def _inject_fault(path: str) -> None:
+    """Testing hook: the first task to claim `path` fails once ("raise": an exception, "exit": the worker
+    process dies), so tests can check that Ray's retry gives the same result."""
+    try:
+        mode = open(path).read().strip()
+        os.remove(path)  # only one task wins the removal
+    except FileNotFoundError:
+        return
+    if mode == "exit":
+        os._exit(1)
+    raise RuntimeError(f"injected fault ({path})")
+
+
+def _remote():
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+        _REMOTE = ray.remote(_stats_task)
+    return _REMOTE
+
+
+def query_blocks(num_queries: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous, non-empty [start, end) blocks in query order (fewer than `shards` if queries are few)."""
+    edges = np.linspace(0, num_queries, min(shards, num_queries) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _connect(address: str | None, shards: int) -> bool:
+    """Connect to `address` (or an already running driver's Ray), else start a local one; True if started."""
+    import ray
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=shards, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | None = None,
+                     max_retries: int = 3, threads_per_shard: int = 1, map_at_k_rel: Sequence[int] = (100,),
+                     map_at_k: Sequence[int] = (5, 10, 20, 40, 60, 80, 100),
+                     precision_at_k: Sequence[int] = (10, 50, 100), expected_ties: bool = False,
+                     progress: bool = False, fault_file: str | None = None) -> dict[str, Any]:
+    """`evaluate` over `shards` Ray tasks of `threads_per_shard` CPUs each; see the module docstring."""
+    import ray
+    check_query_db(query, db)
+    ks = all_ks(map_at_k_rel, map_at_k, precision_at_k)
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    pdb = prepare_db(db)
+    started = _connect(address, shards * threads_per_shard)
+    try:
+        pdb_ref = ray.put(pdb)
+        task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)
+        blocks = query_blocks(len(query), shards)
+        refs = [task.remote(pdb_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
+                            threads_per_shard, fault_file) for a, b in blocks]
+        done: dict[Any, dict[str, np.ndarray]] = {}
+        pending = list(refs)
+        with tqdm(total=len(refs), desc=f"eval x{len(refs)} shards", disable=not progress) as bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done[ready[0]] = ray.get(ready[0])
+                bar.update(1)
+        stats = concat_stats([done[r] for r in refs])  # query order, whatever the completion order
+    finally:
+        if started:
+            ray.shutdown()
+    return reduce_metrics(stats, ks=ks, num_db=pdb.num_db, bits=pdb.bits, map_at_k_rel=map_at_k_rel,
+                          map_at_k=map_at_k, precision_at_k=precision_at_k, expected_ties=expected_ties)
