@@ -171,7 +171,7 @@ def make_synth_dataset(out: str | Path, *, classes: int = 8, per_class: int = 30
                        workers: int | None = None, progress: bool = True) -> SynthSummary:
     """Write `classes` x `per_class` videos plus UCF101-format lists under `out`; deterministic in `seed`.
 
-    workers: processes (None = all cores, 1 = in this process). Existing files of the same names are replaced.
+    workers: processes (None = all cores, or 1 below 32 videos). Files of the same names are replaced.
     """
     size = (int(size[0]), int(size[1]))
     _check_args(classes, per_class, frames, size, codec)
@@ -190,7 +190,9 @@ def make_synth_dataset(out: str | Path, *, classes: int = 8, per_class: int = 30
                 test.append(rel)
             else:
                 train.append((rel, c + 1))
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers is None:  # starting a process pool costs ~1 s: below ~32 small videos one process wins
+        workers = (os.cpu_count() or 1) if len(tasks) >= 32 else 1
+    workers = min(workers, len(tasks))
     bar = tqdm(total=len(tasks), desc="synth", unit="video", disable=not progress)
     if workers <= 1:
         for task in tasks:
