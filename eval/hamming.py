@@ -281,3 +281,16 @@ def _cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def search(query, db, k: int, *, backend: str = "numba") -> dict:
+    """JSON-ready top-k results of Codes `query` against Codes `db`: per query its index, id, label and
+    the ranked [db_index, db_id, distance] list."""
+    from eval.metrics import check_query_db
+    check_query_db(query, db)
+    idx, dist = topk(query.codes, db.codes, k, backend=backend)
+    ids = db.ids
+    queries = [{"query": i, "id": str(query.ids[i]), "label": int(query.labels[i]),
+                "results": [[int(j), str(ids[j]), int(d)] for j, d in zip(idx[i], dist[i])]}
+               for i in range(len(query))]
+    return {"k": int(idx.shape[1]), "bits": int(db.bits), "num_db": len(db), "queries": queries}

@@ -24,6 +24,7 @@ per-query values in query order reduces to bit-identical floats (eval/sharded.py
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 from tqdm import tqdm
 
-from eval.codes import Codes, CodesError
+from eval.codes import Codes, CodesError, atomic_write
 from eval.hamming import QBLOCK, block_distances, word_major
 
 NSUB = 8  # sub-histograms per query (see _histogram); the unrolled loop there assumes 8
@@ -292,3 +293,10 @@ def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = (100,),
     return reduce_metrics(concat_stats(parts), ks=ks, num_db=pdb.num_db, bits=pdb.bits,
                           map_at_k_rel=map_at_k_rel, map_at_k=map_at_k, precision_at_k=precision_at_k,
                           expected_ties=expected_ties)
+
+
+def write_json(path: str, obj: Any) -> str:
+    """Atomic JSON (temp file + rename): a crash never leaves a partial metrics file."""
+    text = json.dumps(obj, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return str(path)

@@ -1,0 +1,101 @@
+"""Hamming search: distances and top-K against a brute-force stable-argsort reference, with heavy ties.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_hamming.py
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.codes import Codes, CodesError, pack_bits
+from eval.hamming import hamming_distances, search, topk
+
+
+def tied_bits(n: int, bits: int, rng: np.random.Generator, prototypes: int = 6) -> np.ndarray:
+    """Codes drawn around a few prototypes: many duplicates and equal distances."""
+    base = rng.integers(0, 2, (prototypes, bits)).astype(bool)
+    return base[rng.integers(0, prototypes, n)] ^ (rng.random((n, bits)) < 0.05)
+
+
+def reference_distances(qb: np.ndarray, dbb: np.ndarray) -> np.ndarray:
+    return (qb[:, None, :] != dbb[None, :, :]).sum(-1)
+
+
+# 8 bits: heavy ties; 65..320 bits exercise the 2-, 3-, 4- and 5-word kernels.
+@pytest.mark.parametrize("bits", [8, 65, 128, 192, 256, 320])
+def test_distances_match_bit_counting(bits):
+    rng = np.random.default_rng(bits)
+    qb, dbb = tied_bits(13, bits, rng), tied_bits(300, bits, rng)
+    d = hamming_distances(pack_bits(qb), pack_bits(dbb))
+    assert d.dtype == np.uint16
+    np.testing.assert_array_equal(d, reference_distances(qb, dbb))
+
+
+# N = 2600 spans several 1024-item chunks and 256-item sub-blocks, with a partial last one.
+@pytest.mark.parametrize("bits, n", [(8, 2600), (8, 37), (64, 2600), (128, 1500), (256, 2600), (320, 700)])
+def test_topk_is_the_stable_ranking(bits, n):
+    rng = np.random.default_rng(n + bits)
+    qb, dbb = tied_bits(21, bits, rng), tied_bits(n, bits, rng)
+    dbb[5:40] = dbb[4]  # exact duplicates: pure index-order ties
+    qb[3] = dbb[4]
+    ref_d = reference_distances(qb, dbb)
+    order = np.argsort(ref_d, axis=1, kind="stable")
+    q, db = pack_bits(qb), pack_bits(dbb)
+    for k in (1, 10, 100, n - 1, n, n + 7):
+        idx, dist = topk(q, db, k)
+        kk = min(k, n)
+        assert idx.shape == dist.shape == (21, kk) and idx.dtype == np.int64
+        np.testing.assert_array_equal(idx, order[:, :kk])
+        np.testing.assert_array_equal(dist, np.take_along_axis(ref_d, order[:, :kk], 1))
+
+
+@pytest.mark.parametrize("bits", [8, 130, 256])
+def test_torch_path_equals_numba(bits):
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    q, db = pack_bits(tied_bits(17, bits, rng)), pack_bits(tied_bits(900, bits, rng))
+    for k in (1, 50, 900, 1000):
+        i_nb, d_nb = topk(q, db, k, backend="numba")
+        i_t, d_t = topk(q, db, k, backend="torch")
+        np.testing.assert_array_equal(i_t, i_nb)
+        np.testing.assert_array_equal(d_t, d_nb)
+
+
+def test_torch_path_handles_high_bit_words():
+    """Words with bit 63 set are negative as int64: the SWAR popcount must still count 64 bits."""
+    pytest.importorskip("torch")
+    q = np.array([[0xFFFFFFFFFFFFFFFF], [0x8000000000000001]], np.uint64)
+    db = np.array([[0], [0xFFFFFFFFFFFFFFFF], [0x8000000000000000]], np.uint64)
+    expected = reference_distances(np.unpackbits(q.view(np.uint8), axis=1),
+                                   np.unpackbits(db.view(np.uint8), axis=1))
+    _, d = topk(q, db, 3, backend="torch")
+    np.testing.assert_array_equal(np.sort(d, axis=1), np.sort(expected, axis=1))
+    np.testing.assert_array_equal(hamming_distances(q, db), expected)
+
+
+def test_bad_inputs_raise_codes_errors():
+    q, db = np.zeros((2, 1), np.uint64), np.zeros((5, 2), np.uint64)
+    with pytest.raises(CodesError, match="1 words per code but the database has 2"):
+        topk(q, db, 3)
+    with pytest.raises(CodesError, match="database is empty"):
+        topk(q, np.zeros((0, 1), np.uint64), 3)
+    with pytest.raises(CodesError, match="k must be a positive integer"):
+        topk(q, q, 0)
+    with pytest.raises(CodesError, match="uint64"):
+        hamming_distances(q.astype(np.int64), q)
+    with pytest.raises(CodesError, match="backend"):
+        topk(q, q, 1, backend="faiss")
+
+
+def test_search_returns_ids_and_distances():
+    rng = np.random.default_rng(3)
+    dbb = tied_bits(50, 16, rng)
+    db = Codes(pack_bits(dbb), 16, rng.integers(0, 3, 50), [f"v{i}" for i in range(50)])
+    q = Codes(pack_bits(dbb[[7, 9]]), 16, [1, 2], ["qa", "qb"])
+    res = search(q, db, 60)
+    assert res["k"] == 50 and res["num_db"] == 50 and len(res["queries"]) == 2
+    first = res["queries"][0]
+    assert first["id"] == "qa" and first["label"] == 1
+    ref = reference_distances(dbb[[7]], dbb)[0]
+    order = np.argsort(ref, kind="stable")
+    assert first["results"] == [[int(j), f"v{j}", int(ref[j])] for j in order]

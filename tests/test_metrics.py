@@ -1,0 +1,192 @@
+"""Retrieval metrics against an independent brute-force reference (numpy stable argsort) on codes with heavy
+ties, K beyond the database, queries without relevant items; the expected-AP-over-ties variant against an
+enumeration of every tie order; the `c3dhash eval` command and its bad-input errors.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_metrics.py
+"""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from cluster.cli import main
+from eval.codes import Codes, CodesError, pack_bits, save_codes
+from eval.metrics import evaluate
+
+KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
+
+
+def reference_metrics(qb, ql, dbb, dl, ks=KS):
+    """Textbook definitions over the stable ranking, one query at a time."""
+    dist = (qb[:, None, :] != dbb[None, :, :]).sum(-1)
+    order = np.argsort(dist, axis=1, kind="stable")
+    n, bits = dbb.shape
+    out = {"ap": [], "k_rel": {k: [] for k in ks}, "k_div": {k: [] for k in ks}, "p": {k: [] for k in ks},
+           "prec_r": [], "rec_r": []}
+    for i in range(len(qb)):
+        rel = (dl[order[i]] == ql[i]).astype(float)
+        hits = np.cumsum(rel)
+        prec = hits / np.arange(1, n + 1)
+        out["ap"].append((prec * rel).sum() / rel.sum() if rel.sum() else 0.0)
+        for k in ks:
+            kk = min(k, n)
+            s = (prec[:kk] * rel[:kk]).sum()
+            out["k_rel"][k].append(s / rel[:kk].sum() if rel[:kk].sum() else 0.0)
+            out["k_div"][k].append(s / kk)
+            out["p"][k].append(rel[:kk].sum() / kk)
+        d_sorted = dist[i, order[i]]
+        retrieved = np.array([(d_sorted <= r).sum() for r in range(bits + 1)])
+        rel_retrieved = np.array([rel[d_sorted <= r].sum() for r in range(bits + 1)])
+        out["prec_r"].append(np.where(retrieved > 0, rel_retrieved / np.maximum(retrieved, 1), 0.0))
+        out["rec_r"].append(rel_retrieved / rel.sum() if rel.sum() else np.zeros(bits + 1))
+    return out
+
+
+def tied_codes(n, bits, labels, rng, prototypes=5, flip=0.08):
+    base = rng.integers(0, 2, (prototypes, bits)).astype(bool)
+    which = rng.integers(0, prototypes, n)
+    return base[which] ^ (rng.random((n, bits)) < flip), labels[which] if labels is not None else which
+
+
+def as_codes(b, labels):
+    return Codes(pack_bits(b), b.shape[1], labels, [f"x{i}" for i in range(len(b))])
+
+
+# (bits, N): 8 bits = heavy ties; N = 2500 crosses the kernel's 1024-item chunks; 100 bits = 2 words.
+@pytest.mark.parametrize("bits, n", [(8, 60), (8, 2500), (16, 700), (100, 400)])
+def test_metrics_match_bruteforce(bits, n):
+    rng = np.random.default_rng(bits * n)
+    dbb, _ = tied_codes(n, bits, None, rng)
+    dl = rng.integers(0, 6, n)
+    dbb[10:30] = dbb[9]  # duplicates: pure index-order ties
+    qb, _ = tied_codes(40, bits, None, rng)
+    ql = rng.integers(0, 8, 40)  # labels 6 and 7 have no relevant item in the database
+    qb[0] = dbb[9]
+    assert (~np.isin(ql, dl)).any()
+    m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS)
+    ref = reference_metrics(qb, ql, dbb, dl)
+    close = dict(rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m["map_all"], np.mean(ref["ap"]), **close)
+    for k in KS:
+        np.testing.assert_allclose(m["map_at_k_rel"][k], np.mean(ref["k_rel"][k]), **close)
+        np.testing.assert_allclose(m["map_at_k"][k], np.mean(ref["k_div"][k]), **close)
+        np.testing.assert_allclose(m["precision_at_k"][k], np.mean(ref["p"][k]), **close)
+    assert m["pr_curve"]["radius"] == list(range(bits + 1))
+    np.testing.assert_allclose(m["pr_curve"]["precision"], np.mean(ref["prec_r"], axis=0), **close)
+    np.testing.assert_allclose(m["pr_curve"]["recall"], np.mean(ref["rec_r"], axis=0), **close)
+    assert (m["num_queries"], m["num_db"], m["bits"]) == (40, n, bits)
+    assert "map_all_expected" not in m
+
+
+def test_map_all_of_a_known_ranking():
+    """One query, distances [1, 0, 1, 0], relevant = items 0 and 1: ranking 1, 3, 0, 2 (ties by index);
+    relevant at ranks 1 and 3 -> AP = (1/1 + 2/3) / 2."""
+    db = np.array([[1, 0], [0, 0], [0, 1], [0, 0]], bool)
+    m = evaluate(as_codes(np.array([[0, 0]], bool), np.array([0])), as_codes(db, np.array([0, 0, 1, 1])),
+                 map_at_k_rel=(2,), map_at_k=(2,), precision_at_k=(2,))
+    assert m["map_all"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-15)
+    assert m["map_at_k_rel"][2] == 1.0 and m["map_at_k"][2] == 0.5 and m["precision_at_k"][2] == 0.5
+    assert m["pr_curve"]["precision"] == [0.5, 0.5, 0.5] and m["pr_curve"]["recall"] == [0.5, 1.0, 1.0]
+
+
+def expected_ap_by_enumeration(dist, rel):
+    """Mean AP over every order of tied items (each distance bucket permuted independently)."""
+    buckets = [np.flatnonzero(dist == d) for d in np.unique(dist)]
+    aps = []
+    for perms in itertools.product(*[itertools.permutations(b) for b in buckets]):
+        r = rel[np.concatenate(perms)].astype(float)
+        aps.append((np.cumsum(r) / np.arange(1, len(r) + 1) * r).sum() / r.sum())
+    return np.mean(aps)
+
+
+def test_expected_ties_matches_enumeration():
+    rng = np.random.default_rng(5)
+    dbb = rng.integers(0, 2, (8, 3)).astype(bool)  # 3 bits, 8 items: buckets of up to ~4 tied items
+    dl = rng.integers(0, 2, 8)
+    qb = rng.integers(0, 2, (4, 3)).astype(bool)
+    ql = np.array([0, 1, 0, 1])
+    m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
+    dist = (qb[:, None, :] != dbb[None]).sum(-1)
+    ref = [expected_ap_by_enumeration(dist[i], dl == ql[i]) if (dl == ql[i]).any() else 0.0 for i in range(4)]
+    np.testing.assert_allclose(m["map_all_expected"], np.mean(ref), rtol=1e-12)
+
+
+def expected_ap_direct(dist, rel):
+    """McSherry & Najork's per-position formula, summed term by term (no harmonic-number shortcuts)."""
+    total, r_tot = 0.0, rel.sum()
+    before = rel_before = 0
+    for d in np.unique(dist):
+        n, r = int((dist == d).sum()), int(rel[dist == d].sum())
+        for i in range(before + 1, before + n + 1):
+            slope = (r - 1) / (n - 1) if n > 1 else 0.0
+            total += (r / n) * (rel_before + 1 + (i - before - 1) * slope) / i
+        before, rel_before = before + n, rel_before + r
+    return total / r_tot
+
+
+def test_expected_ties_large_buckets():
+    """Buckets of hundreds of items take the closed-form harmonic branches of the kernel."""
+    rng = np.random.default_rng(11)
+    dbb = rng.integers(0, 2, (3000, 4)).astype(bool)  # 4 bits: 5 buckets of ~200-1100 items
+    dl = rng.integers(0, 3, 3000)
+    qb, ql = dbb[:3], np.array([0, 1, 2])
+    m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
+    dist = (qb[:, None, :] != dbb[None]).sum(-1)
+    ref = [expected_ap_direct(dist[i], dl == ql[i]) for i in range(3)]
+    np.testing.assert_allclose(m["map_all_expected"], np.mean(ref), rtol=1e-11)
+    assert m["map_all_expected"] != m["map_all"]  # ties by index differ from the average over tie orders
+
+
+def test_bad_inputs():
+    rng = np.random.default_rng(0)
+    q = as_codes(rng.integers(0, 2, (3, 48)).astype(bool), np.zeros(3, int))
+    db64 = as_codes(rng.integers(0, 2, (5, 64)).astype(bool), np.zeros(5, int))
+    with pytest.raises(CodesError, match="48-bit codes but .* 64-bit codes"):
+        evaluate(q, db64)
+    empty = Codes(np.zeros((0, 1), np.uint64), 48, np.zeros(0, int), np.zeros(0, str))
+    with pytest.raises(CodesError, match="database is empty"):
+        evaluate(q, empty)
+    with pytest.raises(CodesError, match="K must be >= 1"):
+        evaluate(q, q, map_at_k=(0,))
+    with pytest.raises(CodesError, match=r"'labels' must be integers \[N=3\]"):
+        Codes(q.codes, 48, np.zeros(2, int), ["a", "b", "c"])
+
+
+def test_cli_eval_writes_json(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    qb, ql = tied_codes(30, 48, np.arange(5), rng)
+    dbb, dl = tied_codes(400, 48, np.arange(5), rng)
+    save_codes(tmp_path / "q.npz", as_codes(qb, ql))
+    save_codes(tmp_path / "d.npz", as_codes(dbb, dl))
+    out = tmp_path / "m" / "metrics.json"
+    assert main(["eval", "--query", str(tmp_path / "q.npz"), "--db", str(tmp_path / "d.npz"),
+                 "--map-at-k-rel", "70", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mAP@all" in text and "mAP@70 / relevant in top 70 (CSQ)" in text
+    got = json.loads(out.read_text())
+    ref = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=(70,))
+    assert got["map_all"] == ref["map_all"] and got["map_at_k_rel"] == {"70": ref["map_at_k_rel"][70]}
+    assert len(got["pr_curve"]["precision"]) == 49
+    assert main(["search", "--index", str(tmp_path / "d.npz"), "--query", str(tmp_path / "q.npz"),
+                 "--top", "5", "--json", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert len(res["queries"]) == 30 and len(res["queries"][0]["results"]) == 5
+
+
+def test_cli_bad_input_exits_2_without_output(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    save_codes(tmp_path / "q.npz", as_codes(rng.integers(0, 2, (3, 48)).astype(bool), np.zeros(3, int)))
+    save_codes(tmp_path / "d64.npz", as_codes(rng.integers(0, 2, (4, 64)).astype(bool), np.zeros(4, int)))
+    (tmp_path / "corrupt.npz").write_bytes(b"\x00" * 100)
+    out = tmp_path / "metrics.json"
+    for db, message in (("d64.npz", "48-bit codes but"), ("corrupt.npz", "corrupt"), ("missing.npz", "not found")):
+        assert main(["eval", "--query", str(tmp_path / "q.npz"), "--db", str(tmp_path / db),
+                     "--json", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("c3dhash eval: error: ") and message in err and "Traceback" not in err
+        assert str(tmp_path / db) in err
+    assert main(["search", "--index", str(tmp_path / "d64.npz"), "--query", str(tmp_path / "q.npz")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "d64.npz", "q.npz"]
