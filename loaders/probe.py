@@ -120,24 +120,20 @@ def _dali_decode_all(paths: Sequence[Path], *, device: str, num_threads: int) ->
 def probe_videos(records: Sequence[VideoRecord], root: str | Path, *, workers: int = 2, device: str = "cpu",
                  decode: bool = True) -> list[tuple[str, str]]:
     """Probe each distinct file once; [(relative path, reason)] for the bad ones, in record order."""
-    root = Path(root)
+    root, step = Path(root), max(1, workers)
     paths = list(dict.fromkeys(r.path for r in records))
-    bad: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(paths) * (2 if decode else 1), desc="check-data", unit="file") as bar:
-        for rel, reason in zip(paths, pool.map(lambda r: _missing(root / r) or _pyav_reason(root / r, device),
-                                               paths)):
-            bar.update(1)
-            if reason:
-                bad[rel] = reason
-        if decode:
-            good = [rel for rel in paths if rel not in bad]
-            bar.update(len(paths) - len(good))
-            for i in range(0, len(good), max(1, workers)):
-                chunk = good[i:i + max(1, workers)]
-                for path, reason in dali_decode_errors([root / r for r in chunk], device=device,
-                                                       num_threads=max(1, workers)).items():
-                    bad[Path(path).relative_to(root).as_posix()] = reason
+    with ThreadPoolExecutor(max_workers=step) as pool:
+        reasons = pool.map(lambda rel: _missing(root / rel) or _pyav_reason(root / rel, device), paths)
+        bad = {rel: why for rel, why in zip(paths, tqdm(reasons, total=len(paths), desc="open", unit="video"))
+               if why}
+    if decode:
+        good = [rel for rel in paths if rel not in bad]
+        with tqdm(total=len(good), desc=f"decode (DALI {device})", unit="video") as bar:
+            for i in range(0, len(good), step):
+                chunk = good[i:i + step]
+                for path, why in dali_decode_errors([root / r for r in chunk], device=device,
+                                                    num_threads=step).items():
+                    bad[Path(path).relative_to(root).as_posix()] = why
                 bar.update(len(chunk))
     return [(rel, bad[rel]) for rel in paths if rel in bad]
 

@@ -55,16 +55,7 @@ def test_dali_decode_check_catches_what_pyav_misses(messy, monkeypatch):
 
 
 def test_cpu_probe_flags_codecs_dali_cannot_decode_on_cpu(tmp_path):
-    import av
-
-    with av.open(str(tmp_path / "a.mp4"), "w") as out:  # MPEG-4 part 2: in FFmpeg, not in DALI's CPU decoder
-        s = out.add_stream("mpeg4", rate=25)
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        for _ in range(3):
-            for pkt in s.encode(av.VideoFrame(32, 32, "yuv420p")):
-                out.mux(pkt)
-        for pkt in s.encode():
-            out.mux(pkt)
+    write_video(tmp_path / "a.mp4", frames=3, codec="mpeg4")
     (reason,) = [r for _, r in probe_videos([VideoRecord("a.mp4", 0, "A")], tmp_path, decode=False)]
     assert "codec mpeg4 is not decodable by DALI on CPU" in reason and "c3dhash transcode" in reason
 

@@ -15,10 +15,10 @@ import torch
 
 from loaders import pipelines
 from loaders.config import DataConfig
-from loaders.manifest import DataError
+from loaders.manifest import DataError, VideoRecord
 from loaders.probe import DataWarning, write_skip_list
 from loaders.sampler import clip_span, eval_positions, start_frame
-from tests.videos import decode_rgb, make_dataset
+from tests.videos import decode_rgb, make_dataset, write_video
 
 SIZE = (32, 48)
 SHORT = "Class1/v_Class1_g00"  # 3 frames: shorter than a 4-frame clip at stride 2
@@ -214,6 +214,14 @@ def test_gpu_requested_without_cuda_is_a_clear_error(dataset):
     with pytest.raises(DataError, match="data.device=gpu but no CUDA device"):
         pipelines.build_train_loader(records, root, dataclasses.replace(BASE, device="gpu"), rank=0,
                                      world_size=1, device_id=0)
+
+
+def test_codec_dali_cannot_decode_on_cpu_stops_with_the_fix(tmp_path):
+    write_video(tmp_path / "a.mp4", frames=4, size=SIZE, codec="mpeg4")
+    records = [VideoRecord("a.mp4", 0, "A")]
+    loader = pipelines.build_eval_loader(records, tmp_path, BASE, rank=0, world_size=1, device_id=None)
+    with pytest.raises(DataError, match=r"a.mp4: codec mpeg4 is not decodable by DALI on CPU.*transcode"):
+        list(loader)
 
 
 def test_pk_batch_not_divisible_by_world_size_is_rejected(dataset):

@@ -2,6 +2,7 @@
 
     write_video(path, frames=8, size=(32, 48), codec="vp9")   # .webm, libvpx-vp9
     write_video(path, frames=8, size=(32, 48), codec="mjpeg") # .avi, mjpeg yuvj420p
+    write_video(path, frames=8, size=(32, 48), codec="mpeg4") # .mp4 (DALI cannot decode it on CPU)
     make_dataset(root, classes=3, per_class=4) -> list[VideoRecord]
 
 Frame t has a square at x = 2 + 3t, so consecutive frames differ (tests of `static=True` rely on that).
@@ -16,7 +17,9 @@ import numpy as np
 
 from loaders.manifest import VideoRecord
 
-_CODECS = {"vp9": ("libvpx-vp9", "yuv420p", ".webm"), "mjpeg": ("mjpeg", "yuvj420p", ".avi")}
+# mpeg4 (part 2) is in FFmpeg but not in DALI's CPU decoder: the "needs transcoding" case
+_CODECS = {"vp9": ("libvpx-vp9", "yuv420p", ".webm"), "mjpeg": ("mjpeg", "yuvj420p", ".avi"),
+           "mpeg4": ("mpeg4", "yuv420p", ".mp4")}
 
 
 def frame_image(t: int, size: tuple[int, int], level: int = 255) -> np.ndarray:
