@@ -254,8 +254,9 @@ class EvalLoader:
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
         self.records, self.origin = _kept(records, root, cfg)
-        self.videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
-        self.batches = eval_clips(self.videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
+        videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
+        self.video_indices = [self.origin[v] for v in videos]  # this rank's videos, as positions in `records`
+        self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
         self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
                                    static=static, replace=False)
 

@@ -143,9 +143,12 @@ def test_eval_shards_are_disjoint_and_cover_the_split(dataset):
     got = []
     for rank in range(2):
         loader = pipelines.build_eval_loader(records, root, cfg, rank=rank, world_size=2, device_id=None)
+        mine = []
         for clips, labels, index in loader:
             assert labels.tolist() == [records[i].label for i in index.tolist()]
-            got += index.tolist()
+            mine += index.tolist()
+        assert mine == loader.video_indices
+        got += mine
     assert sorted(got) == list(range(len(records)))
 
 
