@@ -78,39 +78,46 @@ def _timed(batches, warmup: int = 1) -> tuple[int, float]:
     return clips, time.perf_counter() - (t0 or time.perf_counter())
 
 
+def measure(records: list[VideoRecord], root: Path, cfg: DataConfig, epochs: int) -> dict[str, list[float]]:
+    """clips/s of each side per epoch; epochs alternate sides so both see the same machine load."""
+    dali = build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    rates: dict[str, list[float]] = {"DALI cpu": [], "PyAV+DataLoader": []}
+    for epoch in range(-1, epochs):  # epoch -1 warms up: DALI's per-file frame counts, the OS file cache
+        dali.set_epoch(max(epoch, 0))
+        flat = [c for batch in dali.plan(max(epoch, 0)) for c in batch]
+        base = DataLoader(PyAVClips(flat, records, root, cfg), batch_size=cfg.batch_size,
+                          num_workers=cfg.num_threads, worker_init_fn=lambda _: torch.set_num_threads(1))
+        # lazily: iter(DataLoader) starts workers that would prefetch while DALI is being timed
+        sides = (("DALI cpu", lambda: (x for x, _ in dali)), ("PyAV+DataLoader", lambda: iter(base)))
+        for name, batches in sides:
+            n, s = _timed(batches())
+            if epoch >= 0:
+                rates[name].append(n / s)
+    return rates
+
+
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)  # the measured work is the loaders', not intra-op threads of the main process
+    cfg = DataConfig(num_frames=args.clip_frames, stride=args.stride, resize=tuple(args.resize),
+                     crop=tuple(args.crop), sampler="random", batch_size=args.batch, num_threads=args.workers,
+                     device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         summary = make_synth_dataset(root, classes=args.classes, per_class=args.per_class, frames=args.frames,
                                      size=tuple(args.size), codec="vp9", workers=args.workers, progress=False)
         label = {name: i for i, name in enumerate(summary.classes)}
         records = [VideoRecord(p, label[p.split("/")[0]], p.split("/")[0]) for p in summary.files]
-        cfg = DataConfig(num_frames=args.clip_frames, stride=args.stride, resize=tuple(args.resize),
-                         crop=tuple(args.crop), sampler="random", batch_size=args.batch,
-                         num_threads=args.workers, device="cpu")
-        dali = build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
-        totals = {"DALI cpu": [0, 0.0], "PyAV+DataLoader": [0, 0.0]}
-        for epoch in range(-1, args.epochs):  # interleaved, so both sides see the same machine load
-            dali.set_epoch(max(epoch, 0))
-            flat = [c for batch in dali.plan(max(epoch, 0)) for c in batch]
-            base = DataLoader(PyAVClips(flat, records, root, cfg), batch_size=args.batch,
-                              num_workers=args.workers, worker_init_fn=lambda _: torch.set_num_threads(1))
-            # lazily: iter(DataLoader) starts workers that would prefetch while DALI is being timed
-            sides = (("DALI cpu", lambda: (x for x, _ in dali)), ("PyAV+DataLoader", lambda: iter(base)))
-            for name, batches in sides:
-                n, s = _timed(batches())
-                if epoch >= 0:  # epoch -1 warms up: DALI's per-file frame counts, the OS file cache
-                    totals[name][0] += n
-                    totals[name][1] += s
+        rates = measure(records, root, cfg, args.epochs)
     print(f"data: {len(records)} VP9 videos, {args.frames} frames of {args.size[0]}x{args.size[1]}; clips of "
           f"{cfg.num_frames} frames at stride {cfg.stride}, resize {cfg.resize}, crop {cfg.crop}, batch "
-          f"{cfg.batch_size}, {args.workers} workers, {args.epochs} epochs")
-    rate = {name: n / s for name, (n, s) in totals.items()}
-    for name, (n, s) in totals.items():
-        print(f"{name:>16}: {rate[name]:8.1f} clips/s {rate[name] * cfg.num_frames:9.1f} frames/s  "
-              f"({n} clips, {s:.2f} s)")
-    print(f"ratio DALI / PyAV+DataLoader: {rate['DALI cpu'] / rate['PyAV+DataLoader']:.2f}x")
+          f"{cfg.batch_size}, {args.workers} workers, {args.epochs} timed epochs per side")
+    for name, r in rates.items():
+        med = float(np.median(r))
+        print(f"{name:>16}: {med:8.1f} clips/s {med * cfg.num_frames:9.1f} frames/s  (median of epochs; "
+              f"range {min(r):.1f}-{max(r):.1f} clips/s)")
+    ratios = [d / b for d, b in zip(rates["DALI cpu"], rates["PyAV+DataLoader"])]
+    print(f"ratio DALI / PyAV+DataLoader: {float(np.median(ratios)):.2f}x median of per-epoch ratios "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 def main() -> None:
@@ -125,7 +132,7 @@ def main() -> None:
     p.add_argument("--crop", type=int, nargs=2, default=(56, 56), metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=6)
     run(p.parse_args())
 
 
