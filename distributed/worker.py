@@ -117,18 +117,12 @@ def train_step(model, opt, sched, clips, labels, spec: WorkerSpec, device) -> tu
     return float(loss.detach()), active, h.detach()
 
 
-def steps_per_epoch(loader, cfg: TrainConfig) -> int:
-    return min(len(loader), cfg.steps_per_epoch) if cfg.steps_per_epoch > 0 else len(loader)
-
-
 def run_epoch(model, opt, sched, loader, spec: WorkerSpec, st: State, tb: RankZeroWriter,
               device, t_run: float, steps_done_at_start: int) -> dict[str, float]:
-    n_steps, world = steps_per_epoch(loader, spec.train), get_world_size()
+    n_steps, world = len(loader), get_world_size()
     total_steps = spec.train.epochs * n_steps
     t0, clips_seen, loss_sum, active_sum, last_print = time.time(), 0, 0.0, 0.0, time.time()
     for i, (clips, labels) in enumerate(loader):
-        if i == n_steps:
-            break
         maybe_fail(spec, st.epoch, i)
         loss, active, h = train_step(model, opt, sched, clips.to(device), labels.to(device), spec, device)
         st.step += 1
@@ -218,9 +212,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_recs, val_recs = load_split(spec.data, "train"), load_split(spec.data, "val")
     model = build_model(spec, device)
     loader = build_train_loader(train_recs, spec.data.root, spec.data, rank=get_rank(),
-                                world_size=get_world_size(), device_id=device.index if device.type == "cuda" else None)
+                                world_size=get_world_size(), device_id=device.index if device.type == "cuda" else None,
+                                steps=spec.train.steps_per_epoch)
     opt = build_optimizer(model.parameters(), spec.train)
-    sched = build_scheduler(opt, spec.train, steps_per_epoch(loader, spec.train))
+    sched = build_scheduler(opt, spec.train, len(loader))
     st = restore(model, opt, sched, device)
     tb = RankZeroWriter(Path(spec.run_dir) / "tensorboard", rank=get_rank(), purge_step=st.step)
     t_run, start_step = time.time(), st.step

@@ -8,6 +8,7 @@ gathers the per-video outputs; `c3dhash encode` runs the same function as a sing
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -52,13 +53,21 @@ def encode_loader(model: torch.nn.Module, loader: Iterable, *, device: torch.dev
 
 
 def to_codes(index: np.ndarray, outputs: np.ndarray, records: list[VideoRecord], bits: int) -> Codes:
-    """Per-video outputs of a whole split -> a Codes table in manifest order; every video exactly once."""
+    """Per-video outputs of a split -> a Codes table in manifest order.
+
+    Every video must appear at most once; a video the loader could not decode (reported by the loader) is left
+    out with a warning rather than failing the whole evaluation.
+    """
     n = len(records)
-    if len(index) != n or not np.array_equal(np.sort(index), np.arange(n)):
-        missing = sorted(set(range(n)) - set(index.tolist()))[:5]
-        raise ValueError(f"encoded {len(index)} outputs for a split of {n} videos (missing e.g. {missing}); "
-                         f"every video must be encoded exactly once")
+    if len(np.unique(index)) != len(index) or (len(index) and (index.min() < 0 or index.max() >= n)):
+        raise ValueError(f"encoded outputs for {len(index)} videos of a split of {n} hold duplicates or indices "
+                         f"out of range; every video must be encoded exactly once")
+    if len(index) < n:
+        missing = sorted(set(range(n)) - set(index.tolist()))
+        warnings.warn(f"{len(missing)} of {n} videos were not encoded (undecodable; e.g. "
+                      f"{[records[i].path for i in missing[:3]]}); they are left out of the codes", stacklevel=2)
     order = np.argsort(index, kind="stable")
+    kept = index[order]
     return Codes(codes=pack_bits(outputs[order]), bits=bits,
-                 labels=np.asarray([r.label for r in records], dtype=np.int64),
-                 ids=np.asarray([r.path for r in records]))
+                 labels=np.asarray([records[i].label for i in kept], dtype=np.int64),
+                 ids=np.asarray([records[i].path for i in kept]))
