@@ -23,9 +23,11 @@ def format_metrics(m: dict[str, Any]) -> str:
     rows += [(f"precision@{k}", v) for k, v in m["precision_at_k"].items()]
     pr = m["pr_curve"]
     r = min(2, m["bits"])
-    rows += [(f"precision within radius {r}", pr["precision"][r]), (f"recall within radius {r}", pr["recall"][r])]
+    rows += [(f"precision within radius {r}", pr["precision"][r]),
+             (f"recall within radius {r}", pr["recall"][r])]
     width = max(len(name) for name, _ in rows)
-    head = f"{m['num_queries']} queries x {m['num_db']} database items, {m['bits']} bits, ties by database index"
+    head = (f"{m['num_queries']} queries x {m['num_db']} database items, {m['bits']} bits, "
+            f"ties by database index")
     return "\n".join([head] + [f"  {name:<{width}}  {value:.4f}" for name, value in rows])
 
 
@@ -73,7 +75,7 @@ def _positive(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `eval` and `search` to `c3dhash`."""
     d = EvalConfig()
-    p = sub.add_parser("eval", help="retrieval metrics of query codes against a database (exact, ties by index)",
+    p = sub.add_parser("eval", help="retrieval metrics of query codes against a database (exact)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--query", required=True, help="query codes .npz (c3dhash encode), e.g. the test split")
     p.add_argument("--db", required=True, help="database codes .npz, e.g. the train split")
@@ -101,5 +103,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--show", type=int, default=3, help="queries to print (the JSON has all)")
     s.add_argument("--backend", choices=("auto", "numba", "torch"), default="numba",
                    help="numba: CPU kernels; torch: CUDA when available; auto: torch if CUDA is available")
-    s.add_argument("--json", help="write every query's ranked [db_index, id, distance] list here (atomically)")
+    s.add_argument("--json", help="write every query's ranked [db_index, id, distance] list (atomically)")
     s.set_defaults(func=cmd_search)

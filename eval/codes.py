@@ -65,7 +65,7 @@ def _to_bits(x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def pack_bits(x: Any, *, kind: str = "auto") -> np.ndarray:
-    """Pack [N, bits] (or [bits]) values into uint64 [N, ceil(bits / 64)] words, bit i -> word i // 64, bit i % 64.
+    """Pack [N, bits] (or [bits]) values into uint64 [N, ceil(bits/64)] words: bit i -> word i//64, bit i%64.
 
     kind="sign":   bit = x >= 0 (tanh outputs, +-1 floats or ints).
     kind="binary": values all in {0, 1} or all in {-1, +1} (bool, integer or float dtype); bit = x > 0.
@@ -97,7 +97,7 @@ def unpack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
 
 @dataclass(eq=False)
 class Codes:
-    """Packed codes with their labels and ids; `source` (the file it came from) only improves error messages."""
+    """Packed codes with labels and ids; `source` (the file they came from) only improves error messages."""
     codes: np.ndarray
     bits: int
     labels: np.ndarray
@@ -168,7 +168,8 @@ def load_codes(path: str | Path) -> Codes:
             missing = [k for k in ("codes", "bits", "labels", "ids") if k not in z.files]
             if missing:
                 raise CodesError(f"{p}: not a codes file, missing {', '.join(missing)} "
-                                 f"(has {', '.join(z.files) or 'nothing'}); re-create it with `c3dhash encode`")
+                                 f"(has {', '.join(z.files) or 'nothing'}); re-create it with "
+                                 f"`c3dhash encode`")
             arrays = {k: z[k] for k in ("codes", "bits", "labels", "ids")}
     except CodesError:
         raise

@@ -5,14 +5,15 @@
     m["map_all"], m["map_at_k_rel"][100], m["map_at_k"][5], m["pr_curve"]["precision"]
 
 Relevance = same label. Ranking = database sorted by (distance, index). With K' = min(K, N):
-  map_all        mean AP over the whole ranked database (the seed's metric); AP = (1/R) sum over relevant items
-                 of (relevant rank / overall rank). A query with no relevant item (R = 0) has AP 0 and counts.
+  map_all        mean AP over the whole ranked database (the seed's metric); AP = (1/R) sum over relevant
+                 items of (relevant rank / overall rank). A query with no relevant item (R = 0) has AP 0
+                 and counts in the mean (as in CSQ's code; the seed's data always had R > 0).
   map_at_k_rel   CSQ's mAP@K: sum_{i<=K'} P(i) rel(i) / (relevant items in the top K'), 0 when there are none.
   map_at_k       SSVH family's mAP@K: sum_{i<=K'} P(i) rel(i) / K'.
   precision_at_k relevant items in the top K' / K'.
   pr_curve       at each radius r = 0..bits the items with distance <= r are retrieved: precision = mean over
-                 queries of relevant retrieved / retrieved (a query retrieving nothing counts 0), recall = mean of
-                 relevant retrieved / R (a query with R = 0 counts 0).
+                 queries of relevant retrieved / retrieved (a query retrieving nothing counts 0), recall =
+                 mean of relevant retrieved / R (a query with R = 0 counts 0).
   map_all_expected (expected_ties=True) the expected AP over uniformly random orders of tied items
                  (McSherry & Najork, ECIR 2008), from the per-distance histograms.
 
@@ -34,11 +35,12 @@ from numba import njit, prange
 from tqdm import tqdm
 
 from eval.codes import Codes, CodesError, atomic_write
-from eval.hamming import QBLOCK, block_distances, word_major
+from eval.hamming import block_distances, word_major
 
 NSUB = 8  # sub-histograms per query (see _histogram); the unrolled loop there assumes 8
 BIG = 1 << 62
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
+EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
 
 
@@ -200,11 +202,13 @@ def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
 
 
 @njit(parallel=True, cache=True)
-def _scan_kernel(q, dbT, by_label, rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
-    nblk = (q.shape[0] + QBLOCK - 1) // QBLOCK
+def _scan_kernel(q, dbT, by_label, rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel, hist,
+                 relh):
+    nblk = (q.shape[0] + EVAL_QBLOCK - 1) // EVAL_QBLOCK
     for b in prange(nblk):
-        _scan_block(q, b * QBLOCK, min(q.shape[0], (b + 1) * QBLOCK), dbT, by_label, rstart, rcount, ks,
-                    nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh)
+        q0, q1 = b * EVAL_QBLOCK, min(q.shape[0], (b + 1) * EVAL_QBLOCK)
+        _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel,
+                    hist, relh)
 
 
 def all_ks(map_at_k_rel: Sequence[int], map_at_k: Sequence[int], precision_at_k: Sequence[int]) -> np.ndarray:

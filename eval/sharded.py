@@ -32,7 +32,7 @@ def _stats_task(pdb: PreparedDb, q_codes: np.ndarray, q_labels: np.ndarray, ks: 
     if fault_file:
         _inject_fault(fault_file)
     import numba
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # = the task's CPUs
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     return per_query_stats(q_codes, q_labels, pdb, ks, expected_ties)
 
 

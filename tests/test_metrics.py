@@ -182,7 +182,8 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, capsys):
     save_codes(tmp_path / "d64.npz", as_codes(rng.integers(0, 2, (4, 64)).astype(bool), np.zeros(4, int)))
     (tmp_path / "corrupt.npz").write_bytes(b"\x00" * 100)
     out = tmp_path / "metrics.json"
-    for db, message in (("d64.npz", "48-bit codes but"), ("corrupt.npz", "corrupt"), ("missing.npz", "not found")):
+    cases = (("d64.npz", "48-bit codes but"), ("corrupt.npz", "corrupt"), ("missing.npz", "not found"))
+    for db, message in cases:
         assert main(["eval", "--query", str(tmp_path / "q.npz"), "--db", str(tmp_path / db),
                      "--json", str(out)]) == 2
         err = capsys.readouterr().err
