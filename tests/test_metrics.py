@@ -81,6 +81,16 @@ def test_metrics_match_bruteforce(bits, n):
     assert "map_all_expected" not in m
 
 
+def test_label_values_do_not_matter():
+    """Only label equality counts: shifting labels past 16 bits or below zero changes nothing (==)."""
+    rng = np.random.default_rng(9)
+    dbb, dl = tied_codes(500, 10, np.arange(5), rng)
+    qb, ql = tied_codes(20, 10, np.arange(5), rng)
+    m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
+    for shift in (70_000, -3, -(2**40)):
+        assert evaluate(as_codes(qb, ql + shift), as_codes(dbb, dl + shift), expected_ties=True) == m
+
+
 def test_map_all_of_a_known_ranking():
     """One query, distances [1, 0, 1, 0], relevant = items 0 and 1: ranking 1, 3, 0, 2 (ties by index);
     relevant at ranks 1 and 3 -> AP = (1/1 + 2/3) / 2."""
