@@ -73,10 +73,11 @@ def prepare_db(db: Codes) -> PreparedDb:
                       int(db.bits))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _count_slow(dist, j0, j1, h, by_label, base, r, rend, c0, reld, relp):
-    """Count items j0..j1-1, recording each relevant one's distance and its position among the earlier
-    items at that distance (the sum of its bucket's sub-histograms) before counting it. Returns the new r."""
+    """Count items j0..j1-1, recording each relevant one's distance and its position among the earlier items
+    at that distance (the sum of its bucket's sub-histograms) before counting it. Returns the new r.
+    Inlined: a call per relevant item cost ~10% overall with 1% relevant items."""
     nxt = by_label[base + r] - c0 if r < rend else BIG
     for j in range(j0, j1):
         d = dist[j]
