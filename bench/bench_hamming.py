@@ -166,6 +166,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ref-queries", type=int, default=10, help="queries for the (slow) numpy reference")
     p.add_argument("--skip-sharded", action="store_true")
+    p.add_argument("--sharded-only", action="store_true", help="only the 1 vs 2 Ray workers comparison")
     args = p.parse_args()
     import faiss
     import numba
@@ -177,7 +178,7 @@ def main() -> None:
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'bits':>5}  {'method':<38} {'wall s':>8} {'Gcodes/s':>9} {'vs FAISS':>9}  {'cpu s':>8} "
           f"{'Gcodes/s':>9} {'vs FAISS':>9}")
-    for bits in args.bits:
+    for bits in [] if args.sharded_only else args.bits:
         bench_width(args, bits)
     if not args.skip_sharded:
         bench_sharded(args, args.bits[0])
