@@ -8,10 +8,12 @@ Every ranking breaks ties by database index (what a stable sort by distance give
 reproducible and comparable across backends, shard counts and machines.
 
 CPU top-K in one pass per query, no sort: the database is scanned in index order in cache-sized chunks for a
-block of queries; distances of a chunk are computed vectorised (AVX-512 VPOPCNTQ where present), chunks whose
-minimum cannot enter the current top K are skipped, and survivors go to per-distance buckets (at most K each,
-in index order). Because the scan is in index order, concatenating buckets 0, 1, ... is already the stable
-ranking. Threads: numba.set_num_threads(n) (prange over query blocks).
+block of queries; each 256-item sub-block's minimum distance is computed vectorised (AVX-512 VPOPCNTQ where
+present) without storing anything, sub-blocks that cannot enter the current top K are skipped (almost all,
+once K items are found), and survivors go to per-distance buckets (at most K each, in index order). Because
+the scan is in index order, concatenating buckets 0, 1, ... is the stable ranking. A large K (buckets over
+TOPK_BUCKET_BYTES) takes a counting sort of each query's full distance row instead. Threads:
+numba.set_num_threads(n) (prange over query blocks).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from eval.codes import CodesError
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
 SUB = 256  # sub-block whose minimum decides whether to look at its items one by one
+TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
 BACKENDS = ("auto", "numba", "torch")
 
 
@@ -176,6 +179,26 @@ def _topk_kernel(q, dbT, k, nbins, out_idx, out_dist):
         _topk_block(q, b * QBLOCK, min(q.shape[0], (b + 1) * QBLOCK), dbT, k, nbins, out_idx, out_dist)
 
 
+@njit(parallel=True, cache=True)
+def _topk_counting_kernel(q, dbT, k, nbins, out_idx, out_dist):
+    """Stable counting sort of each query's distance row, keeping the first k: O(N + bins) per query."""
+    n = dbT.shape[1]
+    for i in prange(q.shape[0]):
+        dist = np.empty(n, np.uint16)
+        block_distances(q, i, dbT, 0, n, dist)
+        pos = np.zeros(nbins + 1, np.int64)
+        for j in range(n):
+            pos[dist[j] + 1] += 1
+        for d in range(nbins):
+            pos[d + 1] += pos[d]  # pos[d] = first rank of distance d
+        for j in range(n):
+            r = pos[dist[j]]
+            pos[dist[j]] = r + 1
+            if r < k:
+                out_idx[i, r] = j
+                out_dist[i, r] = dist[j]
+
+
 def check_pair(q: np.ndarray, db: np.ndarray, what: str = "query/database") -> tuple[np.ndarray, np.ndarray]:
     """Both uint64 [*, W] with the same W and a non-empty database; C-contiguous copies where needed."""
     q, db = np.asarray(q), np.asarray(db)
@@ -225,8 +248,10 @@ def topk(q_codes: np.ndarray, db_codes: np.ndarray, k: int, *, backend: str = "n
         return idx.cpu().numpy(), dist.cpu().numpy().astype(np.int32)
     out_idx = np.empty((q.shape[0], kk), np.int64)
     out_dist = np.empty((q.shape[0], kk), np.int32)
+    nbins = q.shape[1] * 64 + 1
+    kernel = _topk_kernel if QBLOCK * nbins * kk * 8 <= TOPK_BUCKET_BYTES else _topk_counting_kernel
     if q.shape[0]:
-        _topk_kernel(q, word_major(db) if dbT is None else dbT, kk, q.shape[1] * 64 + 1, out_idx, out_dist)
+        kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
     return out_idx, out_dist
 
 

@@ -49,6 +49,21 @@ def test_topk_is_the_stable_ranking(bits, n):
         np.testing.assert_array_equal(dist, np.take_along_axis(ref_d, order[:, :kk], 1))
 
 
+@pytest.mark.parametrize("budget", [0, 1 << 40])
+def test_both_cpu_topk_paths(monkeypatch, budget):
+    """The bucket scan (small K) and the counting sort (large K) give the same stable ranking."""
+    import eval.hamming as hamming
+    monkeypatch.setattr(hamming, "TOPK_BUCKET_BYTES", budget)
+    rng = np.random.default_rng(1)
+    qb, dbb = tied_bits(9, 64, rng), tied_bits(3000, 64, rng)
+    ref_d = reference_distances(qb, dbb)
+    order = np.argsort(ref_d, axis=1, kind="stable")
+    for k in (5, 1000, 3000):
+        idx, dist = topk(pack_bits(qb), pack_bits(dbb), k)
+        np.testing.assert_array_equal(idx, order[:, :k])
+        np.testing.assert_array_equal(dist, np.take_along_axis(ref_d, order[:, :k], 1))
+
+
 @pytest.mark.parametrize("bits", [8, 130, 256])
 def test_torch_path_equals_numba(bits):
     pytest.importorskip("torch")
