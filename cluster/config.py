@@ -52,9 +52,20 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+@dataclass(frozen=True)
+class _SetValue:
+    """A --set value: YAML-parsed, but kept as typed text for str keys (YAML 1.1 reads `off` as False)."""
+    text: str
+    parsed: Any
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`, converting only where lossless (int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
+    if isinstance(value, _SetValue):
+        wants_text = tp is str or (origin in (typing.Union, types.UnionType) and str in typing.get_args(tp)
+                                   and value.parsed is not None)
+        value = value.text if wants_text else value.parsed
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -130,7 +141,7 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
         value = yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from exc
-    return section, name, value
+    return section, name, _SetValue(text, value)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -30,6 +30,12 @@ def test_overrides_are_typed():
     assert cfg.data.crop == (24, 24) and cfg.model.weights is None
 
 
+def test_set_keeps_text_for_string_keys():
+    # YAML 1.1 reads off/no/yes as booleans; a str key must still get the text the user typed.
+    cfg = load_config(None, ["train.amp=off", "cluster.name=no", "train.sync_bn=off"])
+    assert cfg.train.amp == "off" and cfg.cluster.name == "no" and cfg.train.sync_bn is False
+
+
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert config_from_dict({"loss": {"margin": 20}}).loss.margin == 20.0
     with pytest.raises(ConfigError, match=r"train\.epochs: expected int"):
