@@ -134,7 +134,7 @@ def bench_sharded(args: argparse.Namespace, bits: int) -> None:
     db, dl, qc, ql = make_data(args.n, args.queries, bits, args.classes, args.data)
     q = Codes(qc, bits, ql, np.zeros(len(qc), "U1"))
     d = Codes(db, bits, dl, np.zeros(len(db), "U1"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         runs = {f"{s} worker{'s' * (s > 1)}": (lambda s=s: evaluate_sharded(q, d, shards=s)) for s in (1, 2)}
         for fn in runs.values():  # warm-up + exactness check

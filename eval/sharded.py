@@ -71,7 +71,8 @@ def _connect(address: str | None, shards: int) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=shards, include_dashboard=False, log_to_driver=False)
+        # "local": a fresh instance even if another Ray runs on this machine (ray.init() would join it)
+        ray.init(address="local", num_cpus=shards, include_dashboard=False, log_to_driver=False)
     return True
 
 

@@ -21,7 +21,7 @@ def local_ray():
     if ray.is_initialized():  # another module's Ray: use it, leave it to its owner
         yield
         return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
