@@ -51,7 +51,7 @@ def test_one_worker_on_each_of_two_nodes(crashed_run):
 
 def test_checkpoints_hold_full_state_and_respect_num_to_keep(crashed_run):
     out = run_dir(crashed_run)
-    dirs = sorted(out.glob("checkpoint_*"))
+    dirs = sorted(p for p in out.glob("checkpoint_*") if p.is_dir())
     assert 1 <= len(dirs) <= crashed_run.cluster.num_to_keep
     state = ckpt.load(ckpt.resolve(out, "latest"))
     assert state["epoch"] == 1 and state["step"] == 2 * STEPS
