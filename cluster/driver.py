@@ -9,6 +9,7 @@ tensorboard/. Starting a run whose folder already holds checkpoints resumes it (
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -40,6 +41,16 @@ class MetricsLog(UserCallback):
 
 def run_dir(cfg: JobConfig) -> Path:
     return Path(cfg.cluster.storage_path).expanduser().resolve() / cfg.cluster.name
+
+
+def absolute_paths(cfg: JobConfig) -> JobConfig:
+    """Workers do not run in the driver's folder: resolve relative data/weights paths here, once."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else path
+    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), manifest_dir=absolute(cfg.data.manifest_dir))
+    weights = cfg.model.weights
+    model = cfg.model if weights in (None, "kinetics400") else dataclasses.replace(cfg.model, weights=absolute(weights))
+    return dataclasses.replace(cfg, data=data, model=model)
 
 
 def preflight(cfg: JobConfig) -> None:
@@ -89,6 +100,7 @@ def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
 
 
 def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Result:
+    cfg = absolute_paths(cfg)
     preflight(cfg)
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
