@@ -1,0 +1,83 @@
+"""Encoding a split: per-video mean of clip outputs; rank shards together equal the single-process codes;
+`c3dhash encode` writes the same codes file from a checkpoint."""
+import numpy as np
+import pytest
+import torch
+
+from cluster.cli import main
+from cluster.config import load_config, save_config
+from distributed import checkpoint as ckpt
+from eval.codes import load_codes, pack_bits
+from eval.encode import encode_loader, to_codes
+from loaders.pipelines import build_eval_loader
+from model.hashnet import build_hash_net
+from train_helpers import make_tiny_dataset, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = make_tiny_dataset(tmp_path_factory.mktemp("synth"))
+    storage = tmp_path_factory.mktemp("runs")
+    cfg = load_config(None, [*tiny_overrides(root, storage, "enc", workers=1), "data.clips_per_video=2"])
+    torch.manual_seed(0)
+    net = build_hash_net(bits=cfg.model.bits).eval()
+    from distributed.worker import load_split
+    return cfg, net, load_split(cfg.data, "test")
+
+
+def encode(cfg, net, records, *, rank, world):
+    loader = build_eval_loader(records, cfg.data.root, cfg.data, rank=rank, world_size=world, device_id=None)
+    return encode_loader(net, loader, device=torch.device("cpu"), amp="off")
+
+
+def test_video_output_is_the_mean_of_its_clips(setup):
+    cfg, net, records = setup
+    loader = build_eval_loader(records, cfg.data.root, cfg.data, rank=0, world_size=1, device_id=None)
+    sums, counts = {}, {}
+    with torch.no_grad():
+        for clips, _, index in loader:
+            for row, v in zip(net(clips), index.tolist()):
+                sums[v] = sums.get(v, 0) + row
+                counts[v] = counts.get(v, 0) + 1
+    index, outputs = encode(cfg, net, records, rank=0, world=1)
+    assert index.tolist() == list(range(len(records))) and set(counts.values()) == {2}
+    expected = torch.stack([sums[v] / counts[v] for v in index.tolist()])
+    torch.testing.assert_close(torch.from_numpy(outputs), expected.float())
+
+
+def test_two_rank_shards_give_the_single_process_codes(setup):
+    cfg, net, records = setup
+    full = to_codes(*encode(cfg, net, records, rank=0, world=1), records, cfg.model.bits)
+    parts = [encode(cfg, net, records, rank=r, world=2) for r in (0, 1)]
+    assert not set(parts[0][0]) & set(parts[1][0])  # disjoint shards
+    index = np.concatenate([p[0] for p in parts])
+    outputs = np.concatenate([p[1] for p in parts])
+    sharded = to_codes(index, outputs, records, cfg.model.bits)
+    assert np.array_equal(sharded.codes, full.codes) and np.array_equal(sharded.labels, full.labels)
+    assert sharded.ids.tolist() == [r.path for r in records]
+
+
+def test_duplicate_videos_are_refused_and_missing_ones_warned(setup):
+    cfg, net, records = setup
+    index, outputs = encode(cfg, net, records, rank=0, world=1)
+    with pytest.raises(ValueError, match="exactly once"):
+        to_codes(np.concatenate([index, index[:1]]), np.concatenate([outputs, outputs[:1]]), records, 16)
+    with pytest.warns(UserWarning, match="1 of"):
+        codes = to_codes(index[1:], outputs[1:], records, 16)
+    assert codes.ids.tolist() == [r.path for r in records[1:]]
+
+
+def test_encode_cli_writes_the_codes_of_the_checkpoint(setup, tmp_path, capsys):
+    cfg, net, records = setup
+    overrides = [*tiny_overrides(cfg.data.root, tmp_path / "runs", "enc", workers=1), "data.clips_per_video=2"]
+    config = save_config(load_config(None, overrides), tmp_path / "enc.yaml")
+    ckpt.atomic_save({"model": net.state_dict(), "config": {}, "epoch": 0, "val_map": 0.0},
+                     tmp_path / "runs" / "enc" / ckpt.BEST_FILE)
+    out = tmp_path / "test.npz"
+    args = ["encode", "--config", str(config), "--checkpoint", "best", "--split", "test"]
+    assert main([*args, "--out", str(out)]) == 0
+    codes = load_codes(out)
+    _, outputs = encode(cfg, net, records, rank=0, world=1)
+    assert np.array_equal(codes.codes, pack_bits(outputs)) and codes.bits == 16
+    assert main([*args, "--out", str(tmp_path / "x.npz"), "--set", "cluster.name=none"]) == 2
+    assert "no 'best' checkpoint" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
