@@ -7,12 +7,18 @@
     summary = make_synth_dataset("data/tiny", classes=4, per_class=4, frames=8, size=(32, 32), codec="mjpeg")
     print(summary.format_summary())
 
-Each video shows a striped, elongated blob over a smooth random background. The class fixes how the blob moves
-(travel right/left/up/down, spin clockwise/counter-clockwise, swing, circle, ...); colour, size, aspect,
-stripes, start position and orientation, background, a slow random drift and sensor noise are drawn per video
-and independent of the class, so one frame carries no class information while any 8 consecutive frames at
-stride 1-2 show the motion. The frame is a torus (the blob wraps around the edges), so position never hints
-at the time or the direction of travel.
+Each video films a patterned surface: a random full-frame texture (a sum of plane waves, thresholded into
+blotches) that moves as a whole behind a faint static layer (a smooth random "background" seen through it).
+The class fixes how the texture moves: travel right/left/up/down, spin clockwise/counter-clockwise about a
+point near the centre, swing back and forth, travel around a circle, ... Palette (dark and bright tint),
+contrast, texture scale and layout, start phase, rotation centre, static layer, speed/period/amplitude and
+sensor noise are drawn per video independently of the class, so no single frame tells the class while any 8
+consecutive frames at stride 1-2 show the motion (swings turn every 6-9 frames, circles every 10-16).
+
+Why full-frame motion rather than a small moving object: with motion at every pixel, r3d_18 from random init
+learns the classes in a few hundred steps on 2 CPU cores (a 10 px blob on a busy background did not learn in
+200 steps), and why a dark/bright palette with a mild tint rather than free colours: free colour pairs hide
+the motion under appearance variance (same 160-step check: 0.19 vs 0.92 accuracy).
 
 Layout (UCF101's): <out>/<Class>/v_<Class>_gXX_cYY.<ext> and <out>/ucfTrainTestlist/{classInd,trainlist01,
 testlist01}.txt. Video i of a class is group (i mod G) + 1, clip (i div G) + 1 with
@@ -79,59 +85,62 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
 
 
 def trajectory(motion: str, frames: int, side: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Per-frame blob centre offsets (dx, dy) from the start and orientation offset (radians) for `motion`."""
+    """Per-frame shift (dx, dy) in px and rotation (radians) of the texture for `motion`."""
     t = np.arange(frames, dtype=np.float64)
     zero = np.zeros(frames)
-    speed = rng.uniform(0.035, 0.055) * side  # px per frame for travelling classes
     if motion.startswith("Move"):
         ux = ("Right" in motion) - ("Left" in motion)
         uy = ("Down" in motion) - ("Up" in motion)
-        norm = math.hypot(ux, uy)
-        return speed * t * ux / norm, speed * t * uy / norm, zero
+        speed = rng.uniform(0.05, 0.07) * side / math.hypot(ux, uy)  # < half the finest wavelength: no aliasing
+        return speed * t * ux, speed * t * uy, zero
     if motion.startswith("Spin"):
-        omega = math.radians(rng.uniform(10, 18)) * (1 if motion == "SpinClockwise" else -1)
+        omega = math.radians(rng.uniform(3, 5)) * (1 if motion == "SpinClockwise" else -1)
         return zero, zero, omega * t  # image y points down, so a growing angle turns clockwise on screen
     phase = rng.uniform(0, 2 * math.pi)
     if motion.startswith("Swing"):
         # period 6-9 frames: every 8-frame window (stride 1 or 2) contains a turn, unlike straight travel
-        swing = rng.uniform(0.15, 0.22) * side * np.sin(2 * math.pi * t / rng.uniform(6, 9) + phase)
+        swing = rng.uniform(0.06, 0.085) * side * np.sin(2 * math.pi * t / rng.uniform(6, 9) + phase)
         return (swing, zero, zero) if motion == "SwingSideways" else (zero, swing, zero)
     if motion.startswith("Circle"):
-        radius, sign = rng.uniform(0.15, 0.22) * side, (1 if motion == "CircleClockwise" else -1)
+        radius, sign = rng.uniform(0.07, 0.1) * side, (1 if motion == "CircleClockwise" else -1)
         angle = phase + sign * 2 * math.pi * t / rng.uniform(10, 16)
         return radius * np.cos(angle), radius * np.sin(angle), zero
     raise DataError(f"unknown synthetic motion {motion!r}; known: {', '.join(MOTIONS)}")
 
 
+def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Dark and bright RGB colours: a strong luminance contrast (the motion signal) with a random tint."""
+    dark, bright = rng.uniform(0.05, 0.3), rng.uniform(0.7, 0.95)
+    return (np.clip(dark + rng.uniform(-0.2, 0.2, 3), 0, 1), np.clip(bright + rng.uniform(-0.2, 0.2, 3), 0, 1))
+
+
 def render_video(motion: str, *, frames: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """uint8 RGB [frames, H, W, 3] of one video of class `motion`; all nuisance comes from `rng`."""
     h, w = size
-    side = float(min(h, w))
+    side, waves = float(min(h, w)), 8
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    level = rng.uniform(0.15, 0.85)  # background brightness; the blob contrasts with it by ~0.35
-    background = level + 0.25 * (_smooth_noise(rng, h, w, int(rng.integers(2, 6))) - 0.5)
-    blob_level = level + (0.35 if level < 0.5 else -0.35)
-    colours = np.clip(blob_level + rng.uniform(-0.15, 0.15, (2, 3)), 0, 1)
-    colours[1] = np.clip(colours[1] + rng.choice([-1, 1]) * 0.2, 0, 1)  # second stripe colour
-    a = rng.uniform(0.16, 0.24) * side  # semi-axes: elongated so that spinning is visible
-    b = a * rng.uniform(0.35, 0.55)
-    stripe, stripe_phase = rng.uniform(0.4, 0.7) * a, rng.uniform(0, 2 * math.pi)
-    x0, y0, theta0 = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, math.pi)
-    drift = rng.uniform(0, 0.008 * side) * np.array([math.cos(d := rng.uniform(0, 2 * math.pi)), math.sin(d)])
-    noise = rng.uniform(2, 6) / 255
-    dx, dy, dtheta = trajectory(motion, frames, side, rng)
+    wavelength = rng.uniform(0.2, 0.45, waves) * side
+    heading = rng.uniform(0, 2 * math.pi, waves)
+    kx = (2 * math.pi / wavelength * np.cos(heading))[:, None, None]
+    ky = (2 * math.pi / wavelength * np.sin(heading))[:, None, None]
+    amp = rng.uniform(0.5, 1.0, waves)[:, None, None]
+    phase = rng.uniform(0, 2 * math.pi, waves)[:, None, None]
+    scale = float(np.sqrt((amp ** 2).sum() / 2))  # std of the wave sum
+    dark, bright = _palette(rng)
+    cx, cy = w / 2 + rng.uniform(-0.15, 0.15) * w, h / 2 + rng.uniform(-0.15, 0.15) * h  # rotation centre
+    still = _smooth_noise(rng, h, w, int(rng.integers(3, 7)))  # the static layer: moves with no class
+    still_alpha, noise = rng.uniform(0.15, 0.3), rng.uniform(1, 4) / 255
+    dx, dy, theta = trajectory(motion, frames, side, rng)
     out = np.empty((frames, h, w, 3), np.uint8)
     for i in range(frames):
-        cx, cy = x0 + dx[i] + drift[0] * i, y0 + dy[i] + drift[1] * i
-        # offsets on the torus, so the blob wraps around the edges instead of leaving the frame
-        ox, oy = (xx - cx + w / 2) % w - w / 2, (yy - cy + h / 2) % h - h / 2
-        th = theta0 + dtheta[i]
-        u, v = ox * math.cos(th) + oy * math.sin(th), -ox * math.sin(th) + oy * math.cos(th)
-        edge = (np.sqrt((u / a) ** 2 + (v / b) ** 2) - 1) * b  # ~distance to the outline in px
-        alpha = np.clip(0.5 - edge, 0, 1)[..., None]  # 1 px anti-aliased edge: no shimmer when it moves
-        mix = (0.5 + 0.5 * np.tanh(3 * np.sin(2 * math.pi * u / stripe + stripe_phase)))[..., None]
-        blob = colours[0] * mix + colours[1] * (1 - mix)
-        img = background * (1 - alpha) + blob * alpha + rng.normal(0, noise, (h, w, 3))
+        # pixel p shows the texture point R(-theta) (p - c - d): the pattern moves by d and turns by theta
+        ox, oy = xx - cx - dx[i], yy - cy - dy[i]
+        cos, sin = math.cos(theta[i]), math.sin(theta[i])
+        u, v = cos * ox + sin * oy, -sin * ox + cos * oy
+        field = (amp * np.sin(kx * u + ky * v + phase)).sum(0)
+        mix = (0.5 + 0.5 * np.tanh(1.5 * field / scale))[..., None]  # soft-thresholded: blotches, no aliasing
+        img = dark * mix + bright * (1 - mix)
+        img = (1 - still_alpha) * img + still_alpha * still + rng.normal(0, noise, (h, w, 3))
         out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 

@@ -71,9 +71,13 @@ def test_decodes_with_pyav_and_dali_cpu(tmp_path, codec, ext):
     video, label = (np.array(out.as_tensor()) for out in p.run())
     assert video.shape == (len(recs), frames, h, w, 3) and video.dtype == np.uint8
     assert label.ravel().tolist() == [r.label for r in recs]
-    for got, r in zip(video, recs):  # same stream decoded by two libraries: equal up to YUV->RGB rounding
-        ref = read_frames(tmp_path / r.path).astype(np.int16)
-        assert np.abs(got.astype(np.int16) - ref).mean() < 2.0
+    for got, r in zip(video, recs):
+        # the same stream through two decoders: equal up to the YUV->RGB conversion (a few levels on sharp
+        # edges), and every DALI frame is closest to the PyAV frame of the same index (same order, no skips)
+        ref = read_frames(tmp_path / r.path).astype(np.float32)
+        dist = np.abs(got.astype(np.float32)[:, None] - ref[None]).mean((2, 3, 4))  # [dali frame, pyav frame]
+        assert dist.argmin(1).tolist() == list(range(frames))
+        assert dist.diagonal().max() < 6.0
 
 
 def test_deterministic_for_a_seed(tmp_path):
