@@ -1,6 +1,6 @@
 """Data subcommands: `synth`, `splits`, `transcode` (thin: parse, call loaders/, print).
 
-    c3dhash synth --out data/synth --classes 8 --per-class 30 --frames 32 --size 48x64 --codec vp9 --seed 0
+    c3dhash synth --out data/synth --classes 8 --per-class 48 --frames 32 --size 48x64 --codec vp9 --seed 0
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1 [--out DIR] [--val-per-class 2]
     c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --workers 8
 """
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Motion-defined classes: " + ", ".join(MOTIONS))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--classes", type=int, default=8, help=f"number of motion classes (1..{len(MOTIONS)})")
-    p.add_argument("--per-class", type=int, default=30, help="videos per class")
+    p.add_argument("--per-class", type=int, default=48, help="videos per class (16 groups: 12 test, 36 train)")
     p.add_argument("--frames", type=int, default=32, help="frames per video")
     p.add_argument("--size", type=parse_size, default=(48, 64), help="HxW, even numbers (default 48x64)")
     p.add_argument("--codec", choices=tuple(CODECS), default="vp9",
