@@ -70,7 +70,7 @@ def _lines(path: Path) -> list[tuple[int, str]]:
 
 
 def parse_class_ind(path: Path) -> list[str]:
-    names = []
+    names: list[str] = []
     for n, line in _lines(path):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
@@ -145,7 +145,7 @@ class _Finder:
     Lists each folder once (13k stat calls on a network volume are slow)."""
 
     def __init__(self, root: Path):
-        self.root, self.listing = root, {}
+        self.root, self.listing = root, dict[str, set[str]]()
 
     def find(self, rel: str) -> str | None:
         folder, _, name = rel.rpartition("/")
@@ -162,7 +162,7 @@ class _Finder:
 def resolve(listed: dict[str, list[Listed]], names: list[str], root: Path, check_files: bool,
             dataset: str) -> dict[str, list[VideoRecord]]:
     label = {n: i for i, n in enumerate(names)}
-    finder, seen, out = _Finder(root), {}, {}
+    finder, seen, out = _Finder(root), dict[str, str](), dict[str, list[VideoRecord]]()
     for split_name, items in listed.items():
         if not items:
             raise DataError(f"{dataset} {split_name}: no videos listed; the list file is empty or truncated, "
@@ -173,12 +173,12 @@ def resolve(listed: dict[str, list[Listed]], names: list[str], root: Path, check
                 raise DataError(f"{item.where}: {item.path} is listed twice (first at {seen[item.path]}); "
                                 f"a video must be in one split once; fix the list")
             seen[item.path] = item.where
-            path = item.path
+            path: str | None = item.path
             if check_files and (path := finder.find(item.path)) is None:
                 raise DataError(f"{item.where}: video {item.path} not found under {root} (also tried "
                                 f"{', '.join(VIDEO_EXTS)}); check --root, or re-download/re-transcode it "
                                 f"(see <out>/transcode_failures.tsv)")
-            out[split_name].append(VideoRecord(path, label[item.class_name], item.class_name))
+            out[split_name].append(VideoRecord(path or item.path, label[item.class_name], item.class_name))
     return out
 
 

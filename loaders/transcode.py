@@ -99,9 +99,9 @@ def _encode_cfr(frames, out, ostream, rate: Fraction, size: tuple[int, int], pix
         if slot < written:
             continue
         # a gap of > 1 s is a broken timestamp, not dropped frames: do not pad it
-        repeats = slot - written if prev is not None and slot - written <= rate else 0
+        repeats = slot - written if slot - written <= rate else 0
         img = frame.reformat(width=size[1], height=size[0], format=pix_fmt, interpolation="AREA")
-        for pic in [prev] * repeats + [img]:
+        for pic in [img] if prev is None else [prev] * repeats + [img]:
             pic.pts, pic.time_base = written, 1 / rate
             out.mux(ostream.encode(pic))
             written += 1
@@ -152,7 +152,7 @@ def transcode_tree(src: str | Path, out: str | Path, *, codec: str = "h264",
                    size: tuple[int, int] = (128, 172), workers: int | None = None,
                    progress: bool = True) -> TranscodeSummary:
     """Transcode every video under `src` into `out` (same tree); see the module docstring."""
-    src, out, size = Path(src), Path(out), even_size(tuple(size))
+    src, out, size = Path(src), Path(out), even_size((size[0], size[1]))
     codec_ext(codec)
     if not src.is_dir():
         raise DataError(f"{src}: source folder not found; pass the unpacked dataset folder (--src)")
