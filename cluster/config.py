@@ -199,6 +199,7 @@ _CHOICES = {
 }
 _POSITIVE = [("model", "bits"), ("data", "num_frames"), ("data", "stride"), ("data", "clips_per_video"),
              ("data", "batch_size"), ("data", "pk_classes"), ("data", "pk_samples"), ("train", "epochs"),
+             ("train", "checkpoint_every"),
              ("cluster", "num_workers"), ("eval", "shards"), ("cluster", "num_to_keep")]
 
 

@@ -24,6 +24,7 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     eval_every: int = 5  # epochs between validation evaluations (0 = only at the end)
+    checkpoint_every: int = 1  # epochs between full checkpoints (also at every evaluation and the last epoch)
     sync_bn: bool = True
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     seed: int = 0

@@ -186,7 +186,8 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
     every = spec.train.eval_every
     metrics: dict[str, Any] = {"epoch": st.epoch, "global_step": st.step, **stats,
                                "node": ray.get_runtime_context().get_node_id()}
-    if last or (every > 0 and (st.epoch + 1) % every == 0):
+    evaluate_now = last or (every > 0 and (st.epoch + 1) % every == 0)
+    if evaluate_now:
         res = validate(model, train_recs, val_recs, spec, device)
         if res is not None:
             metrics["val_map"] = res["map_all"]
@@ -201,7 +202,10 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
                                      Path(spec.run_dir) / ckpt.BEST_FILE)
     metrics["best_val_map"] = st.best_val_map
     tb.flush()
-    report(metrics, full_state(model, opt, sched, spec, st) if get_rank() == 0 else None)
+    # A full checkpoint (model + optimiser) is hundreds of MB: every `checkpoint_every` epochs, at every
+    # evaluation and at the end; the epochs between are retrained after a crash.
+    save = evaluate_now or (st.epoch + 1) % spec.train.checkpoint_every == 0
+    report(metrics, full_state(model, opt, sched, spec, st) if save and get_rank() == 0 else None)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
