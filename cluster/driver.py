@@ -80,7 +80,8 @@ def connect(address: str | None, cfg: JobConfig) -> None:
         ray.init(address=address)
     else:
         need = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
-        ray.init(num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False)
+        # With the dashboard: Train V2 queries the State API (and users get http://127.0.0.1:8265).
+        ray.init(num_cpus=max(need, os.cpu_count() or 1))
 
 
 def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
