@@ -16,6 +16,10 @@ class DataError(ValueError):
     """A dataset/manifest problem; the message names the file (and line) and what to do."""
 
 
+class DataWarning(UserWarning):
+    """A recoverable data problem (a skipped video, lists smaller than the official ones); names the file."""
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     path: str  # relative to the dataset root, '/'-separated

@@ -25,15 +25,11 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from loaders.manifest import DataError, VideoRecord
+from loaders.manifest import DataError, DataWarning, VideoRecord
 
 SKIP_FILE = "skip.tsv"
 SKIP_HEADER = ("path", "reason")
 CPU_CODECS = ("vp8", "vp9", "mjpeg")  # what DALI decodes on CPU; NVDEC adds h264, hevc, av1, mpeg4
-
-
-class DataWarning(UserWarning):
-    """A recoverable data problem (a skipped video); the message names the file."""
 
 
 def decode_device(requested: str, device_id: int | None) -> str:

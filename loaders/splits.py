@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loaders.config import DataConfig
-from loaders.manifest import DataError, VideoRecord, write_manifest
+from loaders.manifest import DataError, DataWarning, VideoRecord, write_manifest
 from loaders.videoio import VIDEO_EXTS
 
 DATASETS = ("ucf101", "hmdb51", "jhmdb", "synth")
@@ -49,10 +49,6 @@ OFFICIAL_COUNTS = {("ucf101", 1): (9537, 3783), ("ucf101", 2): (9586, 3734), ("u
                    ("hmdb51", 1): (3570, 1530), ("hmdb51", 2): (3570, 1530), ("hmdb51", 3): (3570, 1530)}
 FULL_CLASSES = {"ucf101": 101, "hmdb51": 51}
 _GROUP = re.compile(r"_g(\d+)_c(\d+)")
-
-
-class DataWarning(UserWarning):
-    """Something looks off but the split is usable (e.g. lists with fewer videos than the official ones)."""
 
 
 @dataclass(frozen=True)

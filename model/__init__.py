@@ -1,4 +1,4 @@
-"""model/: the r3d_18 trunk + hash head (no ray, no torch.distributed: imports only torch/torchvision)."""
+"""model/: the r3d_18 trunk + hash head (no Ray, no distributed collectives: imports only torch/torchvision)."""
 from model.backbone import (KINETICS_MEAN, KINETICS_STD, BACKBONES, ModelError, WeightsError, build_backbone,
                             kinetics_norm, resolve_weights)
 from model.config import ModelConfig

@@ -5,7 +5,7 @@
     bits = quantize(video_codes(h, video_index, num_videos))  # a video's code = sign of its clips' mean
 
 `HashNet.features(clips)` returns the 512-d trunk feature (the input of the LSH baseline).
-No ray and no torch.distributed here: the same module runs in a worker, a notebook or a test.
+No Ray and no distributed collectives here: the same module runs in a worker, a notebook or a test.
 """
 from __future__ import annotations
 
