@@ -83,8 +83,7 @@ def lsh_codes(cfg: JobConfig) -> tuple[Codes, Codes]:
     return codes(qr, qi, qf), codes(dr, di, df)
 
 
-def trained_codes(cfg: JobConfig, *, static: bool) -> tuple[Codes, Codes]:
-    net = load_model(cfg, "best")
+def trained_codes(net: torch.nn.Module, cfg: JobConfig, *, static: bool) -> tuple[Codes, Codes]:
     out = []
     for split in ("test", "train"):
         records, index, outputs = run_split(net, cfg, split, static=static)
@@ -108,9 +107,10 @@ def run_demo(*, config: str, overrides: list[str], data_root: str | None) -> int
         print(format_summary(make_synth_dataset(root, seed=cfg.data.seed)), flush=True)
     build_splits(dataset="synth", root=root, split=cfg.data.split, val_per_class=cfg.data.val_per_class)
     run_training(cfg)
-    query, database = trained_codes(cfg, static=False)
+    net = load_model(cfg, "best")
+    query, database = trained_codes(net, cfg, static=False)
     rows = {"c3dhash (trained)": evaluate(query, database),
-            "trained, static clips": evaluate(*trained_codes(cfg, static=True)),
+            "trained, static clips": evaluate(*trained_codes(net, cfg, static=True)),
             "LSH, untrained features": evaluate(*lsh_codes(cfg))}
     save_codes(run_dir(cfg) / "test_codes.npz", query)
     save_codes(run_dir(cfg) / "train_codes.npz", database)
