@@ -201,3 +201,27 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, capsys):
         assert str(tmp_path / db) in err
     assert main(["search", "--index", str(tmp_path / "d64.npz"), "--query", str(tmp_path / "q.npz")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "d64.npz", "q.npz"]
+
+
+def test_evaluation_leaves_torch_thread_count_alone():
+    """A training worker pinned to 1 torch thread must stay at 1 after an in-process validation (numba's omp
+    layer used to reset the shared OpenMP count to every core, oversubscribing the CPU workers)."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(1)\n"
+        "torch.nn.Conv3d(64, 64, 3, padding=1)(torch.randn(8, 64, 8, 16, 16)).sum().backward()  # a training step\n"
+        "from eval.codes import Codes, pack_bits\n"
+        "from eval.metrics import evaluate\n"
+        "rng = np.random.default_rng(0)\n"
+        "mk = lambda n: Codes(codes=pack_bits(rng.standard_normal((n, 48)) > 0), bits=48,\n"
+        "                     labels=np.arange(n) % 4, ids=np.array([str(i) for i in range(n)]))\n"
+        "evaluate(mk(40), mk(200))\n"
+        "print('threads', torch.get_num_threads())\n")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "3"}
+    env.pop("NUMBA_THREADING_LAYER", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip().splitlines()[-1] == "threads 1", out.stdout + out.stderr
