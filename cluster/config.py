@@ -36,6 +36,7 @@ class ClusterConfig:
     max_failures: int = 3  # worker-group restarts before the run fails
     num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
     address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
+    log_level: str = "WARNING"  # Ray Train's own console logs; INFO also prints every report's metrics, per rank
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ _CHOICES = {
     ("train", "schedule"): ("step", "cosine", "constant"),
     ("train", "amp"): ("auto", "bf16", "off"),
     ("model", "backbone"): ("r3d_18",),
+    ("cluster", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 _POSITIVE = [("model", "bits"), ("data", "num_frames"), ("data", "stride"), ("data", "clips_per_video"),
              ("data", "batch_size"), ("data", "pk_classes"), ("data", "pk_samples"), ("train", "epochs"),

@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from cluster.config import ConfigError, JobConfig, config_to_dict, save_config
@@ -96,6 +96,7 @@ def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
         run_config=RunConfig(name=c.name, storage_path=str(out.parent),
                              failure_config=FailureConfig(max_failures=c.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
+                             logging_config=LoggingConfig(log_level=c.log_level),
                              callbacks=[MetricsLog(str(out / "metrics.jsonl"))]),
     )
 

@@ -60,6 +60,7 @@ def test_unknown_section_lists_sections():
     ("data.mean=abc", r"data\.mean: expected a list"),
     ("model.bits=0", r"model\.bits must be >= 1"),
     ("train.optimizer=adam", r"choose one of sgd, adamw"),
+    ("cluster.log_level=LOUD", r"cluster\.log_level=.LOUD.; choose one of DEBUG, INFO, WARNING, ERROR"),
     ("data.crop=[200, 200]", r"larger than data\.resize"),
     ("lr=0.1", r"expected section\.key=value"),
 ])
