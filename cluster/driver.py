@@ -87,7 +87,8 @@ def connect(address: str | None, cfg: JobConfig) -> None:
 def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
     c, out = cfg.cluster, run_dir(cfg)
     spec = WorkerSpec(data=cfg.data, model=cfg.model, loss=cfg.loss, train=cfg.train, eval=cfg.eval,
-                      run_dir=str(out), resolved=config_to_dict(cfg), threads=c.cpus_per_worker, fail_at=fail_at)
+                      run_dir=str(out), resolved=config_to_dict(cfg), threads=c.cpus_per_worker, fail_at=fail_at,
+                      log_level=c.log_level)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,

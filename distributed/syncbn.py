@@ -11,19 +11,77 @@ bandwidth-bound. Turn it off (`--set train.sync_bn=false`) when the per-rank bat
 matters more than exactness.
 
 Why not nn.SyncBatchNorm: it refuses CPU tensors, and DDP refuses it in CPU modules. This layer runs torch's
-fused SyncBN kernel on CUDA and, on CPU, gathers (count, mean, M2) per rank with the autograd all-gather and
-combines them with the parallel-variance formula, which autograd differentiates exactly. Outside training, or
-with world size 1, it is plain BatchNorm.
+fused SyncBN kernel on CUDA and, on CPU, the same algorithm with torch's native CPU BN kernels and gloo
+(_CpuSyncBatchNorm: one all_gather forward, one all_reduce backward). Outside training, or with world size 1,
+it is plain BatchNorm.
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from distributed.gather import all_gather_rows
+
+
+class _CpuSyncBatchNorm(torch.autograd.Function):
+    """Train-mode BatchNorm over every rank's batch, for CPU tensors; the same maths as torch's CUDA SyncBN.
+
+    Forward: each rank's (count, mean, M2) from one Welford pass (torch.var_mean), one all_gather, a float64
+    parallel-variance (Chan et al.) combination, then torch's native eval-form batch_norm with the global
+    statistics. Backward: the two per-channel sums (sum dy, sum dy * xhat) from torch's native BN backward, one
+    all_reduce, then grad_x = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) in two fused passes.
+    Autograd through the same formula also works, but keeps ~6 activation-sized temporaries per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, eps: float, momentum: float, world: int):
+        c = x.shape[1]
+        dims = [0] + list(range(2, x.dim()))
+        n = x.numel() // c
+        if n:
+            var_local, mean_local = torch.var_mean(x, dims, correction=0)
+        else:  # an empty local batch contributes count 0
+            var_local = mean_local = x.new_zeros(c)
+        row = torch.cat([torch.tensor([float(n)], dtype=torch.float64), mean_local.double(), var_local.double() * n])
+        rows = [torch.empty_like(row) for _ in range(world)]
+        dist.all_gather(rows, row)
+        table = torch.stack(rows)
+        counts, means, m2s = table[:, :1], table[:, 1:c + 1], table[:, c + 1:]
+        total = float(counts.sum())
+        mean = (counts * means).sum(0) / total
+        m2 = (m2s + counts * (means - mean).pow(2)).sum(0)  # stable where E[x^2] - E[x]^2 would cancel
+        if running_mean is not None and running_var is not None:
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            running_var.lerp_((m2 / max(total - 1, 1)).to(running_var.dtype), momentum)
+        mean, var = mean.to(x.dtype), (m2 / total).to(x.dtype)
+        out = F.batch_norm(x, mean, var, weight, bias, training=False, momentum=0.0, eps=eps)
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps, ctx.total = eps, total
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, mean, var = ctx.saved_tensors
+        c, shape = x.shape[1], (1, -1) + (1,) * (x.dim() - 2)
+        w = weight if weight is not None else torch.ones_like(mean)
+        grad_out = grad_out.contiguous()
+        # eval-form native backward: its weight/bias gradients are exactly sum(dy * xhat) and sum(dy)
+        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            grad_out, x, w, mean, var, None, None, False, ctx.eps, [False, True, True])
+        sums = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(sums)  # d(sum of every rank's loss) / d(global statistics)
+        mean_dy, mean_dy_xhat = sums[:c] / ctx.total, sums[c:] / ctx.total
+        invstd = torch.rsqrt(var + ctx.eps)
+        k1 = w * invstd  # grad_x = k1 * dy + k2 * x + k3
+        k2 = -k1 * invstd * mean_dy_xhat
+        k3 = -k1 * mean_dy - k2 * mean
+        grad_x = torch.addcmul(k3.view(shape), x, k2.view(shape)).addcmul_(grad_out, k1.view(shape))
+        has_affine = weight is not None
+        return (grad_x, sum_dy_xhat if has_affine else None, sum_dy if has_affine else None,
+                None, None, None, None, None)
 
 
 class GatherSyncBatchNorm(_BatchNorm):
@@ -48,37 +106,11 @@ class GatherSyncBatchNorm(_BatchNorm):
         if input.device.type == "cuda":
             return _TorchSyncBN.apply(input, self.weight, self.bias, *running, self.eps, momentum,
                                       dist.group.WORLD, world)
-        # Statistics and normalisation in float32 even under bf16 autocast: a bf16 sum of the 10^4-10^5 values
-        # per channel keeps ~3 significant digits, too few for a variance.
-        x = input.float()
-        mean, var, unbiased = self._global_stats(x, world)
-        if self.running_mean is not None and self.running_var is not None:
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-        # Written out (not F.batch_norm in eval form): autograd must see mean and var as functions of input.
-        shape = (1, -1) + (1,) * (input.dim() - 2)
-        out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
+        # float32 at least, even under bf16 autocast: a bf16 sum keeps ~3 significant digits, too few for a variance
+        x = input.float() if input.dtype in (torch.bfloat16, torch.float16) else input
+        with torch.autocast("cpu", enabled=False):
+            out = _CpuSyncBatchNorm.apply(x, self.weight, self.bias, *running, self.eps, momentum, world)
         return out.to(input.dtype)
-
-    def _global_stats(self, x: torch.Tensor, world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean and biased variance over all ranks' batches (differentiable), unbiased variance (detached)."""
-        dims = [0] + list(range(2, x.dim()))
-        n = x.numel() // x.shape[1]
-        local_mean = x.sum(dims) / max(n, 1)  # an empty local batch contributes count 0
-        local_m2 = (x - local_mean.view((1, -1) + (1,) * (x.dim() - 2))).pow(2).sum(dims)
-        count = x.new_full((1,), float(n))
-        # One row per rank, so the sizes are known: skip all_gather_rows' size exchange.
-        rows, _ = all_gather_rows(torch.cat([count, local_mean, local_m2])[None], sizes=[1] * world)
-        c = x.shape[1]
-        counts, means, m2s = rows[:, :1], rows[:, 1:c + 1], rows[:, c + 1:]
-        total = counts.sum()
-        mean = (counts * means).sum(0) / total
-        # Parallel-variance (Chan et al.) combination: stable where E[x^2] - E[x]^2 would cancel.
-        m2 = (m2s + counts * (means - mean).pow(2)).sum(0)
-        return mean, m2 / total, (m2 / (total - 1).clamp_min(1)).detach()
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:

@@ -8,6 +8,8 @@ group (or a second `c3dhash train` with the same name) resumes from the latest o
 """
 from __future__ import annotations
 
+import logging
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ class WorkerSpec:
     resolved: dict = field(default_factory=dict)  # the resolved job config, saved in every checkpoint
     threads: int = 1  # torch intra-op threads per CPU worker (cluster.cpus_per_worker)
     fail_at: str = ""  # tests: "epoch:step" makes the last rank raise once there (fault injection)
+    log_level: str = "WARNING"  # Ray Train's own log records on the console (cluster.log_level)
 
 
 @dataclass
@@ -62,6 +65,26 @@ class State:
 def load_split(data: DataConfig, name: str) -> list[VideoRecord]:
     path = manifest_path(data, name)
     return filter_records(read_manifest(path), path.parent)
+
+
+def say(message: str) -> None:
+    """One progress line on the worker's stdout (streamed to the driver by Ray).
+
+    Not print(): Ray Train patches print in workers to log it and also echo it, so every line came out twice.
+    """
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def quiet_ray_train(level: str) -> None:
+    """Apply cluster.log_level to the report log too: Ray 2.60 names that logger by its file path, so the
+    LoggingConfig filter (which matches "ray.train.*") misses it and every rank printed every report."""
+    logging.getLogger("ray.train").setLevel(level)
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quieten
+        return
+    logging.getLogger(context.__file__).setLevel(level)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -89,7 +112,7 @@ def restore(model, opt, sched, device) -> State:
     sched.load_state_dict(state["scheduler"])
     ckpt.set_rng_state(state["rng"])
     if get_rank() == 0:
-        print(f"resumed from {found.path}: epoch {state['epoch']} done, global step {state['step']}", flush=True)
+        say(f"resumed from {found.path}: epoch {state['epoch']} done, global step {state['step']}")
     return State(epoch=state["epoch"] + 1, step=state["step"], best_val_map=state["best_val_map"])
 
 
@@ -136,8 +159,8 @@ def run_epoch(model, opt, sched, loader, spec: WorkerSpec, st: State, tb: RankZe
         if get_rank() == 0 and (time.time() - last_print > 20 or i == n_steps - 1):
             done = st.step - steps_done_at_start
             eta = (time.time() - t_run) / max(1, done) * (total_steps - st.step)
-            print(f"epoch {st.epoch + 1}/{spec.train.epochs} step {i + 1}/{n_steps} loss {loss_sum / (i + 1):.4f} "
-                  f"active {active_sum / (i + 1):.2f} clips/s {rate:.1f} eta {eta / 60:.1f} min", flush=True)
+            say(f"epoch {st.epoch + 1}/{spec.train.epochs} step {i + 1}/{n_steps} loss {loss_sum / (i + 1):.4f} "
+                f"active {active_sum / (i + 1):.2f} clips/s {rate:.1f} eta {eta / 60:.1f} min")
             last_print = time.time()
     n = max(1, n_steps)
     return {"loss": loss_sum / n, "active_fraction": active_sum / n,
@@ -207,12 +230,13 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
     save = evaluate_now or (st.epoch + 1) % spec.train.checkpoint_every == 0
     if get_rank() == 0 and (save or "val_map" in metrics):
         val = f"val mAP@all {metrics['val_map']:.4f} (best {st.best_val_map:.4f}); " if "val_map" in metrics else ""
-        print(f"epoch {st.epoch + 1}/{spec.train.epochs}: {val}{'checkpoint saved' if save else ''}", flush=True)
+        say(f"epoch {st.epoch + 1}/{spec.train.epochs}: {val}{'checkpoint saved' if save else ''}")
     report(metrics, full_state(model, opt, sched, spec, st) if save and get_rank() == 0 else None)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     spec: WorkerSpec = config["spec"]
+    quiet_ray_train(spec.log_level)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(spec.threads)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
 
@@ -27,6 +28,7 @@ LOSS_CASES = {
     "no_valid": ((2, 3), "all", 0.0, 5),  # every label distinct: loss 0, zero gradients
 }
 DDP_SIZES = (2, 3)  # clips per rank in the DDP step: unequal on purpose
+BN_SIZES = (1, 4)  # SyncBN alone: one clip on rank 0
 TOL = dict(rtol=1e-12, atol=1e-12)
 
 
@@ -83,6 +85,34 @@ def _rank_ddp_step(rank):
     return dict(loss=loss.detach(), state={k: v.detach().clone() for k, v in net.state_dict().items()})
 
 
+def bn_case():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(sum(BN_SIZES), 5, 2, 3, 3, generator=g, dtype=torch.float64) * 3 + 7  # |mean| > std
+    return x, torch.randn(x.shape, generator=g, dtype=torch.float64)  # input, upstream gradient
+
+
+def new_bn(affine):
+    bn = nn.BatchNorm3d(5, affine=affine, momentum=None if affine else 0.3).double().train()
+    if affine:
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(0.5, 2.0, 5, dtype=torch.float64))
+            bn.bias.copy_(torch.linspace(-1.0, 1.0, 5, dtype=torch.float64))
+    return bn
+
+
+def _rank_bn(rank):
+    out = {}
+    for affine in (True, False):
+        x, dy = bn_case()
+        bn = convert_sync_bn(new_bn(affine))
+        xl = _local(x, BN_SIZES, rank).clone().requires_grad_(True)
+        y = bn(xl)
+        (y * _local(dy, BN_SIZES, rank)).sum().backward()
+        out[affine] = dict(y=y.detach(), grad=xl.grad, running=(bn.running_mean.clone(), bn.running_var.clone()),
+                           params=[p.grad for p in bn.parameters()])
+    return out
+
+
 def _rank_main(rank, store, out_dir):
     torch.set_num_threads(1)  # two ranks on two cores
     os.environ["LOCAL_RANK"] = str(rank)
@@ -96,6 +126,7 @@ def _rank_main(rank, store, out_dir):
         barrier()
         res["loss"] = _rank_loss_cases(rank)
         res["ddp"] = _rank_ddp_step(rank)
+        res["bn"] = _rank_bn(rank)
         torch.save(res, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -160,3 +191,21 @@ def test_ddp_step_with_sync_bn_equals_single_process_step(ranks):
             assert_close(res["ddp"]["state"][k], v, rtol=1e-9, atol=1e-11, msg=k)
     assert (after["head.weight"] - before["head.weight"]).abs().max() > 1e-4  # the step really moved
     assert (after["trunk.stem.1.running_mean"] - before["trunk.stem.1.running_mean"]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_cpu_sync_bn_equals_batch_norm_on_the_whole_batch(ranks, affine):
+    """Output, input gradient, parameter gradients (summed over ranks) and running statistics."""
+    x, dy = bn_case()
+    bn = new_bn(affine)
+    xr = x.clone().requires_grad_(True)
+    y = bn(xr)
+    (y * dy).sum().backward()
+    for r, res in enumerate(ranks):
+        got = res["bn"][affine]
+        assert_close(got["y"], _local(y.detach(), BN_SIZES, r), **TOL)
+        assert_close(got["grad"], _local(xr.grad, BN_SIZES, r), **TOL)
+        assert_close(got["running"][0], bn.running_mean, **TOL)
+        assert_close(got["running"][1], bn.running_var, **TOL)
+    for i, p in enumerate(bn.parameters()):
+        assert_close(sum(res["bn"][affine]["params"][i] for res in ranks), p.grad, **TOL)
