@@ -8,6 +8,7 @@ it wants. Every run saves the resolved config (`save_config`) so it can be repro
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import types
 import typing
 from dataclasses import dataclass, field
@@ -225,3 +226,7 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
                           f"is split evenly across ranks)")
     if cfg.loss.margin <= 0:
         raise ConfigError(f"{where}: loss.margin must be > 0")
+    if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
+        warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
+                      f"were measured wrong for r3d_18 (README: Mixed precision); use train.amp=auto or off",
+                      stacklevel=2)

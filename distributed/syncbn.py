@@ -25,7 +25,6 @@ from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-
 class _CpuSyncBatchNorm(torch.autograd.Function):
     """Train-mode BatchNorm over every rank's batch, for CPU tensors; the same maths as torch's CUDA SyncBN.
 

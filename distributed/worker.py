@@ -228,10 +228,10 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
     # A full checkpoint (model + optimiser) is hundreds of MB: every `checkpoint_every` epochs, at every
     # evaluation and at the end; the epochs between are retrained after a crash.
     save = evaluate_now or (st.epoch + 1) % spec.train.checkpoint_every == 0
+    report(metrics, full_state(model, opt, sched, spec, st) if save and get_rank() == 0 else None)
     if get_rank() == 0 and (save or "val_map" in metrics):
         val = f"val mAP@all {metrics['val_map']:.4f} (best {st.best_val_map:.4f}); " if "val_map" in metrics else ""
         say(f"epoch {st.epoch + 1}/{spec.train.epochs}: {val}{'checkpoint saved' if save else ''}")
-    report(metrics, full_state(model, opt, sched, spec, st) if save and get_rank() == 0 else None)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

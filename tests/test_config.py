@@ -1,5 +1,6 @@
 """Config system: YAML + --set overrides into frozen typed dataclasses; bad keys and types are rejected."""
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,12 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_bf16_on_cpu_workers_warns():
+    with pytest.warns(UserWarning, match=r"train\.amp=bf16 on CPU workers"):
+        load_config(None, ["train.amp=bf16", "cluster.use_gpu=false"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(None, ["train.amp=bf16", "cluster.use_gpu=true"])
+        load_config(None, ["train.amp=auto", "cluster.use_gpu=false"])
