@@ -98,6 +98,8 @@ def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
                              failure_config=FailureConfig(max_failures=c.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
                              logging_config=LoggingConfig(log_level=c.log_level),
+                             # Ray Train's print patch logs each print AND echoes it: every line came out twice
+                             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
                              callbacks=[MetricsLog(str(out / "metrics.jsonl"))]),
     )
 

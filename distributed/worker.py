@@ -9,7 +9,6 @@ group (or a second `c3dhash train` with the same name) resumes from the latest o
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -67,15 +66,6 @@ def load_split(data: DataConfig, name: str) -> list[VideoRecord]:
     return filter_records(read_manifest(path), path.parent)
 
 
-def say(message: str) -> None:
-    """One progress line on the worker's stdout (streamed to the driver by Ray).
-
-    Not print(): Ray Train patches print in workers to log it and also echo it, so every line came out twice.
-    """
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
-
-
 def quiet_ray_train(level: str) -> None:
     """Apply cluster.log_level to the report log too: Ray 2.60 names that logger by its file path, so the
     LoggingConfig filter (which matches "ray.train.*") misses it and every rank printed every report."""
@@ -112,7 +102,7 @@ def restore(model, opt, sched, device) -> State:
     sched.load_state_dict(state["scheduler"])
     ckpt.set_rng_state(state["rng"])
     if get_rank() == 0:
-        say(f"resumed from {found.path}: epoch {state['epoch']} done, global step {state['step']}")
+        print(f"resumed from {found.path}: epoch {state['epoch']} done, global step {state['step']}", flush=True)
     return State(epoch=state["epoch"] + 1, step=state["step"], best_val_map=state["best_val_map"])
 
 
@@ -159,8 +149,8 @@ def run_epoch(model, opt, sched, loader, spec: WorkerSpec, st: State, tb: RankZe
         if get_rank() == 0 and (time.time() - last_print > 20 or i == n_steps - 1):
             done = st.step - steps_done_at_start
             eta = (time.time() - t_run) / max(1, done) * (total_steps - st.step)
-            say(f"epoch {st.epoch + 1}/{spec.train.epochs} step {i + 1}/{n_steps} loss {loss_sum / (i + 1):.4f} "
-                f"active {active_sum / (i + 1):.2f} clips/s {rate:.1f} eta {eta / 60:.1f} min")
+            print(f"epoch {st.epoch + 1}/{spec.train.epochs} step {i + 1}/{n_steps} loss {loss_sum / (i + 1):.4f} "
+                  f"active {active_sum / (i + 1):.2f} clips/s {rate:.1f} eta {eta / 60:.1f} min", flush=True)
             last_print = time.time()
     n = max(1, n_steps)
     return {"loss": loss_sum / n, "active_fraction": active_sum / n,
@@ -231,7 +221,7 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
     report(metrics, full_state(model, opt, sched, spec, st) if save and get_rank() == 0 else None)
     if get_rank() == 0 and (save or "val_map" in metrics):
         val = f"val mAP@all {metrics['val_map']:.4f} (best {st.best_val_map:.4f}); " if "val_map" in metrics else ""
-        say(f"epoch {st.epoch + 1}/{spec.train.epochs}: {val}{'checkpoint saved' if save else ''}")
+        print(f"epoch {st.epoch + 1}/{spec.train.epochs}: {val}{'checkpoint saved' if save else ''}", flush=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
