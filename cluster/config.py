@@ -8,9 +8,9 @@ it wants. Every run saves the resolved config (`save_config`) so it can be repro
 from __future__ import annotations
 
 import dataclasses
-import warnings
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

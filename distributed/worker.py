@@ -69,7 +69,6 @@ def load_split(data: DataConfig, name: str) -> list[VideoRecord]:
 def quiet_ray_train(level: str) -> None:
     """Apply cluster.log_level to the report log too: Ray 2.60 names that logger by its file path, so the
     LoggingConfig filter (which matches "ray.train.*") misses it and every rank printed every report."""
-    logging.getLogger("ray.train").setLevel(level)
     try:
         from ray.train.v2._internal.execution import context
     except ImportError:  # another Ray layout: nothing to quieten
