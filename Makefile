@@ -15,6 +15,8 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# DALI follows torch's CUDA major (13): drop the CUDA 12 build an older checkout installed (both own nvidia/dali)
+	$(PY) -m pip uninstall -q -y nvidia-dali-cuda120 2>/dev/null || true
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
