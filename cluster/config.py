@@ -19,6 +19,7 @@ import yaml
 
 from distributed.config import LossConfig, TrainConfig
 from eval.config import EvalConfig
+from loaders.atomic import atomic_write_text
 from loaders.config import DataConfig
 from model.config import ModelConfig
 
@@ -181,12 +182,7 @@ def config_to_dict(cfg: JobConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: JobConfig, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(p)
-    return p
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 _CHOICES = {

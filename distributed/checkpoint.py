@@ -7,11 +7,12 @@ The best model by validation mAP is kept beside the Ray checkpoints as `<run_dir
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from loaders.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
@@ -23,15 +24,7 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temporary name, fsync, then rename: a crash never leaves a half-written checkpoint."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(p)
-    return p
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -13,14 +13,14 @@ File format (numpy `.npz`, no pickles):
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from loaders.atomic import atomic_write
 
 KINDS = ("auto", "sign", "binary")
 
@@ -133,23 +133,6 @@ def check_codes(c: Codes, where: str) -> None:
                          f"{list(c.labels.shape)}")
     if c.ids.ndim != 1 or len(c.ids) != n or c.ids.dtype.kind not in "UO" and n:
         raise CodesError(f"{where}: 'ids' must be strings [N={n}], got {c.ids.dtype} {list(c.ids.shape)}")
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
-    """Call write(binary file) on a temp file in the target folder, then rename: never a partial file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def save_codes(path: str | Path, codes: Codes) -> Path:

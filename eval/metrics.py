@@ -34,7 +34,8 @@ import numpy as np
 from numba import njit, prange
 from tqdm import tqdm
 
-from eval.codes import Codes, CodesError, atomic_write
+from eval.codes import Codes, CodesError
+from loaders.atomic import atomic_write_text
 from eval.hamming import block_distances, word_major
 
 NSUB = 8  # sub-histograms per query (see _histogram); the unrolled loop there assumes 8
@@ -308,5 +309,5 @@ def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = (100,),
 def write_json(path: str, obj: Any) -> str:
     """Atomic JSON (temp file + rename): a crash never leaves a partial metrics file."""
     text = json.dumps(obj, indent=1)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
     return str(path)

@@ -6,8 +6,13 @@ for split in train, val, test (and any extra split a dataset defines).
 from __future__ import annotations
 
 import csv
+import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from loaders.atomic import atomic_write_text
 
 HEADER = ("path", "label", "class_name")
 
@@ -29,16 +34,14 @@ class VideoRecord:
 
 def write_manifest(path: str | Path, records: list[VideoRecord]) -> Path:
     """Write atomically (tmp + rename) so a crash never leaves half a manifest."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(HEADER)
-        for r in records:
-            w.writerow((r.path, r.label, r.class_name))
-    tmp.replace(p)
-    return p
+    return atomic_write_text(path, tsv_text([HEADER, *((r.path, r.label, r.class_name) for r in records)]))
+
+
+def tsv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Tab-separated lines, quoted by csv's rules where a field needs it (the one TSV dialect we write)."""
+    buf = io.StringIO()
+    csv.writer(buf, delimiter="\t", lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def read_manifest(path: str | Path) -> list[VideoRecord]:

@@ -25,7 +25,8 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from loaders.manifest import DataError, DataWarning, VideoRecord
+from loaders.atomic import atomic_write_text
+from loaders.manifest import DataError, DataWarning, VideoRecord, tsv_text
 
 SKIP_FILE = "skip.tsv"
 SKIP_HEADER = ("path", "reason")
@@ -140,15 +141,7 @@ def _missing(path: Path) -> str:
 
 def write_skip_list(manifest_dir: str | Path, bad: Sequence[tuple[str, str]]) -> Path:
     """Write <manifest_dir>/skip.tsv atomically (an empty list still writes the header: checked, all good)."""
-    p = Path(manifest_dir) / SKIP_FILE
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tsv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(SKIP_HEADER)
-        w.writerows(bad)
-    tmp.replace(p)
-    return p
+    return atomic_write_text(Path(manifest_dir) / SKIP_FILE, tsv_text([SKIP_HEADER, *bad]))
 
 
 def load_skip_list(manifest_dir: str | Path) -> set[str]:

@@ -14,8 +14,9 @@ mjpeg); `c3dhash splits` finds those files from the official lists' .avi names. 
 under --src are copied too.
 Odd sizes are rounded up to even (4:2:0 chroma): 128x171 becomes 128x172.
 
-Resumable: each output is written to `<name>.part` and renamed when complete, so an interrupted run never
-leaves a half file that looks finished; a re-run skips finished outputs. A corrupt, empty or unreadable input
+Resumable: each output is written to a temp file beside it (loaders/atomic.py) and renamed when complete, so an
+interrupted run never leaves a half file that looks finished; a re-run skips finished outputs and removes the
+half files a killed run left. A corrupt, empty or unreadable input
 is recorded in <out>/transcode_failures.tsv (source path<TAB>reason) and skipped; the run goes on.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from loaders.manifest import DataError
+from loaders.atomic import atomic_path, atomic_write_text, stale_temps
+from loaders.manifest import DataError, tsv_text
 from loaders.videoio import CODECS, VIDEO_EXTS, VideoError, codec_ext, open_writer
 
 FAILURES = "transcode_failures.tsv"
@@ -66,11 +68,11 @@ def even_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def transcode_video(src: str | Path, dst: str | Path, *, codec: str, size: tuple[int, int]) -> int:
-    """Re-encode one video to `dst` (atomically, via dst.part); returns the frames written."""
-    dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".part")
+    """Re-encode one video to `dst` (atomically: a temp file renamed into place); returns the frames written."""
     height, width = size
-    try:
+    for old in stale_temps(dst):  # a killed earlier run's half file
+        old.unlink(missing_ok=True)
+    with atomic_path(dst) as tmp:
         with av.open(str(src)) as inp:
             if not inp.streams.video:
                 raise VideoError(f"{src}: no video stream")
@@ -81,10 +83,7 @@ def transcode_video(src: str | Path, dst: str | Path, *, codec: str, size: tuple
                 written = _encode_cfr(inp.decode(stream), out, ostream, rate, size, CODECS[codec][3])
         if written == 0:
             raise VideoError(f"{src}: no decodable frames")
-        tmp.replace(dst)
-        return written
-    finally:
-        tmp.unlink(missing_ok=True)
+    return written
 
 
 def _encode_cfr(frames, out, ostream, rate: Fraction, size: tuple[int, int], pix_fmt: str) -> int:
@@ -144,8 +143,7 @@ def _write_failures(out: Path, failures: list[tuple[str, str]]) -> Path | None:
     if not failures:
         path.unlink(missing_ok=True)  # a stale report from an earlier run would mislead
         return None
-    path.write_text("".join(f"{s}\t{r}\n" for s, r in sorted(failures)))
-    return path
+    return atomic_write_text(path, tsv_text(sorted(failures)))
 
 
 def transcode_tree(src: str | Path, out: str | Path, *, codec: str = "h264",

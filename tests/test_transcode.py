@@ -76,12 +76,14 @@ def test_interrupted_part_file_is_redone_and_clean_run_drops_report(tmp_path):
     src, out = tmp_path / "raw", tmp_path / "out"
     write_raw(src / "A" / "a.avi", list(range(0, 80, 10)))
     (out / "A").mkdir(parents=True)
-    (out / "A" / "a.mp4.part").write_bytes(b"half a file")  # what a killed run leaves behind
+    half = out / "A" / ".a.k1ll3d.tmp.mp4"
+    half.write_bytes(b"half a file")  # what a killed run leaves behind (loaders/atomic.py's temp name)
     (out / FAILURES).write_text("old\treport\n")
     s = transcode_tree(src, out, codec="h264", size=(32, 48), workers=2, progress=False)  # the pool path
     assert (s.done, s.failed, s.failures_path) == (1, 0, None)
     assert probe_video(out / "A" / "a.mp4").frames == 8
-    assert not (out / "A" / "a.mp4.part").exists() and not (out / FAILURES).exists()
+    assert not half.exists() and not (out / FAILURES).exists()
+    assert sorted(p.name for p in (out / "A").iterdir()) == ["a.mp4"]
 
 
 def test_variable_frame_rate_becomes_constant(tmp_path):
