@@ -31,7 +31,8 @@ REFUSED = {
 }
 OPTIMIZER = {"train": ("lr", "momentum", "weight_decay", "schedule", "step_epochs", "gamma", "warmup_epochs",
                        "epochs")}
-SILENT = {"cluster": ("name", "storage_path", "address")}  # where the run lives, not what it computes
+# Where the run and its files live, not what it computes (model.weights only initialises a fresh run).
+SILENT = {"cluster": ("name", "storage_path", "address"), "data": ("root",), "model": ("weights",)}
 
 
 class ResumeConfigError(ValueError):

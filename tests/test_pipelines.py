@@ -167,6 +167,19 @@ def test_static_repeats_the_first_frame_of_the_same_clip(dataset):
     torch.testing.assert_close(static[:, :, 0], moving[:, :, 0])
 
 
+def test_train_loader_resumes_mid_epoch_at_the_next_step(dataset):
+    """What a resume from a step checkpoint relies on: set_epoch(e, start_step=s) yields steps s.. of epoch e."""
+    root, records = dataset
+    loader = pipelines.build_train_loader(records, root, BASE, rank=0, world_size=1, device_id=None)
+    loader.set_epoch(1)
+    full = list(loader)
+    loader.set_epoch(1, start_step=1)
+    rest = list(loader)
+    assert len(full) == len(loader) >= 2 and len(rest) == len(full) - 1
+    for (x, labels), (y, labels_y) in zip(full[1:], rest):
+        assert torch.equal(x, y) and torch.equal(labels, labels_y)
+
+
 def test_skip_list_is_applied_once_by_load_split_not_again_by_the_loader(dataset, tmp_path):
     root, records = dataset
     cfg = dataclasses.replace(BASE, root=str(root), manifest_dir=str(tmp_path), batch_size=16)

@@ -123,7 +123,7 @@ def _rank_main(rank, store, out_dir):
     os.environ["LOCAL_RANK"] = str(rank)
     # a timeout: a collective mismatch fails the test instead of hanging it
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=60))
+                            timeout=timedelta(seconds=30))
     try:
         res = dict(full=full_run(f"{out_dir}/full", rank=rank, world=WORLD),
                    crash=crashed_run(f"{out_dir}/crash", rank=rank, world=WORLD),
