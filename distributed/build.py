@@ -23,7 +23,7 @@ from model.hashnet import build_from_config
 
 def build_model(job: JobConfig, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(job.train.seed)  # same init everywhere (DDP also broadcasts rank 0's weights)
-    net = build_from_config(job.model)
+    net: torch.nn.Module = build_from_config(job.model)
     if job.train.sync_bn and get_world_size() > 1:
         net = convert_sync_bn(net)
     if job.model.channels_last and device.type == "cuda":

@@ -67,8 +67,17 @@ class Hooks:
     report: Report = lambda metrics, state: None  # noqa: E731 - a plain process needs no reporting
 
 
+def saved_position(state: dict[str, Any]) -> TrainState:
+    """The checkpoint's TrainState; checkpoints written before step checkpoints held the epoch DONE instead."""
+    if "train_state" in state:
+        return TrainState(**state["train_state"])
+    return TrainState(epoch=state["epoch"] + 1, global_step=state["step"], best_val_map=state["best_val_map"])
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    """The module inside DDP (or Ray's prepare_model), or the model itself."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 class Trainer:
@@ -79,7 +88,7 @@ class Trainer:
         self.run_dir, self.hooks, self.state = Path(run_dir), hooks, TrainState()
         self.opt = build_optimizer(model.parameters(), job.train)
         self.sched = build_scheduler(self.opt, job.train, len(train_loader))
-        self.writer = RankZeroWriter(None, rank=-1)  # opened by fit() once the position is known
+        self.writer = RankZeroWriter(self.run_dir / "tensorboard", rank=-1)  # a no-op until fit() opens it
         self._t_run, self._start_step = time.time(), 0
 
     # --- state -------------------------------------------------------------------------------------------
@@ -96,7 +105,7 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         apply_optimizer_config(self.opt, self.sched, self.job.train, steps_per_epoch=len(self.train_loader))
         ckpt.set_rng_state(state["rng"])
-        self.state = TrainState(**state["train_state"])
+        self.state = saved_position(state)
         return diff
 
     def restore(self, path: str | Path, *, source: str | None = None) -> None:

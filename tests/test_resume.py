@@ -17,7 +17,7 @@ from distributed.env import GpuError
 from distributed.job import ClusterConfig, JobConfig
 from distributed.optim import lr_factor
 from distributed.resume import ResumeConfigError
-from distributed.trainer import NonFiniteError
+from distributed.trainer import NonFiniteError, TrainState
 from distributed.worker import train_loop_per_worker
 from loaders.manifest import write_manifest
 from test_trainer import STEPS, job, make_trainer
@@ -65,6 +65,16 @@ def test_optimizer_changes_are_applied_to_the_restored_optimizer_and_printed(tra
                        old.opt.state_dict()["state"][0]["momentum_buffer"])  # the state itself is restored
     fresh.sched.step()
     assert group["lr"] == pytest.approx(0.2 * lr_factor(STEPS + 1, cfg=cfg.train, steps_per_epoch=STEPS))
+
+
+def test_a_checkpoint_of_the_previous_format_resumes_after_its_epoch(trained, tmp_path):
+    old, path = trained
+    state = ckpt.load(path)
+    legacy = {k: v for k, v in state.items() if k != "train_state"}
+    legacy.update(epoch=0, step=STEPS, best_val_map=0.25)  # "epoch done", as written before train_state
+    fresh, _ = make_trainer(job(epochs=2), tmp_path / "b", rank=0, world=1)
+    fresh.load_state_dict(legacy)
+    assert fresh.state == TrainState(epoch=1, step_in_epoch=0, global_step=STEPS, best_val_map=0.25)
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
