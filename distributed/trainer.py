@@ -81,6 +81,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class Trainer:
+    """One rank's training run. `model` may be wrapped (DDP, prepare_model): it trains; `module` (unwrapped)
+    encodes, is saved and restored. Every method runs on every rank in the same order (collectives inside)."""
+
     def __init__(self, *, job: JobConfig, model: torch.nn.Module, device: torch.device, train_loader: TrainLoader,
                  queries: EvalSet | None, database: EvalSet | None, run_dir: Path, hooks: Hooks = Hooks()):
         self.job, self.model, self.module, self.device = job, model, unwrap(model), device
@@ -114,8 +117,8 @@ class Trainer:
         diff = self.load_state_dict(ckpt.load(path, map_location="cpu"), where=str(source or path))
         if get_rank() == 0:
             st = self.state
-            print(f"resumed from {source or path}: epoch {st.epoch + 1} step {st.step_in_epoch} next "
-                  f"(global step {st.global_step})", flush=True)
+            print(f"resumed from {source or path}: next epoch {st.epoch + 1} step {st.step_in_epoch + 1} "
+                  f"(global step {st.global_step + 1})", flush=True)
             for line in diff.notices():
                 print(line, flush=True)
 
@@ -134,7 +137,8 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         st, loader, every = self.state, self.train_loader, max(0, self.job.train.checkpoint_every_steps)
         loader.set_epoch(st.epoch, start_step=st.step_in_epoch)
-        t0, n, clips_seen, loss_sum, active_sum, last_print = time.time(), 0, 0, 0.0, 0.0, 0.0
+        t0, n, clips_seen, loss_sum, active_sum = time.time(), 0, 0, 0.0, 0.0
+        last_print = t0
         for clips, labels in loader:
             loss, active, h = self.train_step(clips.to(self.device), labels.to(self.device))
             st.step_in_epoch, st.global_step, n = st.step_in_epoch + 1, st.global_step + 1, n + 1
