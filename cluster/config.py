@@ -169,7 +169,25 @@ _CHOICES = {
 _POSITIVE = [("model", "bits"), ("data", "num_frames"), ("data", "stride"), ("data", "clips_per_video"),
              ("data", "batch_size"), ("data", "pk_classes"), ("data", "pk_samples"), ("train", "epochs"),
              ("train", "checkpoint_every"),
-             ("cluster", "num_workers"), ("eval", "shards"), ("cluster", "num_to_keep")]
+             ("eval", "shards"), ("cluster", "num_to_keep")]
+
+
+def validate_workers(cfg: JobConfig, where: str) -> None:
+    """cluster.num_workers, a count or an elastic [min, max] range (README: Elastic training)."""
+    c, d = cfg.cluster, cfg.data
+    lo, hi = c.worker_range
+    if not 1 <= lo <= hi:
+        raise ConfigError(f"{where}: cluster.num_workers={list(c.worker_range) if c.elastic else lo}: a count >= 1 "
+                          f"or a range [min, max] with 1 <= min <= max, e.g. [2, 8]")
+    if c.elastic and d.sampler != "pk":
+        raise ConfigError(f"{where}: an elastic cluster.num_workers range needs data.sampler=pk: the random "
+                          f"sampler's global batch is data.batch_size x workers, so it would change with the size")
+    if d.sampler == "pk" and d.pk_classes * d.pk_samples < hi:
+        raise ConfigError(f"{where}: data.pk_classes x data.pk_samples = {d.pk_classes * d.pk_samples} is smaller "
+                          f"than the {hi} workers of cluster.num_workers: every rank needs a clip of the global "
+                          f"P x K batch per step")
+    if c.resize_interval_s <= 0:
+        raise ConfigError(f"{where}: cluster.resize_interval_s must be > 0 (seconds between checks for room to grow)")
 
 
 def validate(cfg: JobConfig, where: str = "config") -> None:
@@ -186,10 +204,7 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: data.crop {d.crop} is larger than data.resize {d.resize}")
     if not 1 <= d.split <= 3:
         raise ConfigError(f"{where}: data.split must be 1, 2 or 3 (the official splits)")
-    if d.sampler == "pk" and (d.pk_classes * d.pk_samples) % cfg.cluster.num_workers:
-        raise ConfigError(f"{where}: data.pk_classes x data.pk_samples = {d.pk_classes * d.pk_samples} must be "
-                          f"divisible by cluster.num_workers = {cfg.cluster.num_workers} (one global P x K batch "
-                          f"is split evenly across ranks)")
+    validate_workers(cfg, where)
     if cfg.loss.margin <= 0:
         raise ConfigError(f"{where}: loss.margin must be > 0")
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:

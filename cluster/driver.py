@@ -94,7 +94,7 @@ def connect(address: str | None, cfg: JobConfig) -> None:
     if address:
         ray.init(address=address)
     else:
-        need = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
+        need = cfg.cluster.worker_range[1] * cfg.cluster.cpus_per_worker  # room for the largest group
         # With the dashboard: Train V2 queries the State API (and users get http://127.0.0.1:8265).
         ray.init(num_cpus=max(need, os.cpu_count() or 1))
 
@@ -106,7 +106,10 @@ def build_trainer(cfg: JobConfig) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": cfg, "run_dir": str(out)},
-        scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
+        # an elastic (min, max): Ray Train sizes the group to the nodes there are (README: Elastic training)
+        scaling_config=ScalingConfig(num_workers=c.worker_range if c.elastic else c.num_workers,
+                                     elastic_resize_monitor_interval_s=c.resize_interval_s, use_gpu=c.use_gpu,
+                                     resources_per_worker=resources),
         run_config=RunConfig(name=c.name, storage_path=str(out.parent),
                              failure_config=FailureConfig(max_failures=c.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
@@ -126,7 +129,8 @@ def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Res
     save_start_config(cfg, out)
     connect(address, cfg)
     t0 = time.time()
-    print(f"training {cfg.cluster.name}: {cfg.cluster.num_workers} workers "
+    lo, hi = cfg.cluster.worker_range
+    print(f"training {cfg.cluster.name}: {f'{lo} to {hi}' if cfg.cluster.elastic else hi} workers "
           f"({'GPU' if cfg.cluster.use_gpu else 'CPU'}), run folder {out}", flush=True)
     result = build_trainer(cfg).fit()
     m = result.metrics or {}

@@ -21,13 +21,29 @@ from model.config import ModelConfig
 class ClusterConfig:
     name: str = "c3dhash"  # run name: <storage_path>/<name>/ holds checkpoints and TensorBoard logs
     storage_path: str = "runs"
-    num_workers: int = 2  # one DDP worker per GPU (or per CPU slot on a laptop)
+    # One DDP worker per GPU (or per CPU slot on a laptop): a count (a fixed group), or an elastic [min, max]
+    # range: Ray Train starts with as many as fit (>= min), shrinks when a node is lost, grows back (README:
+    # Elastic training). The global batch is the config's either way, so the math does not change with the size.
+    num_workers: int | tuple[int, int] = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1
     max_failures: int = 3  # worker-group restarts before the run fails
     num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
     address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
     log_level: str = "WARNING"  # Ray Train's own console logs; INFO also prints every report's metrics, per rank
+    # Elastic range only: how often a healthy group looks for room to grow (Ray's elastic_resize_monitor_interval_s);
+    # growing restarts the group from the latest checkpoint, so this also bounds how often work is redone.
+    resize_interval_s: float = 60.0
+
+    @property
+    def elastic(self) -> bool:
+        return not isinstance(self.num_workers, int)
+
+    @property
+    def worker_range(self) -> tuple[int, int]:
+        """(min, max) workers: (n, n) for a fixed count."""
+        n = self.num_workers
+        return (n, n) if isinstance(n, int) else (int(n[0]), int(n[1]))
 
 
 @dataclass(frozen=True)

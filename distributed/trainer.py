@@ -166,7 +166,8 @@ class Trainer:
     def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
         cfg = self.job
         with autocast(self.device, cfg.train.amp):
-            h = self.model(clips).float()
+            h = self.model(clips)
+        h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h  # autocast's output; float64 stays
         loss, stats = gathered_triplet_loss(h, labels, cfg.loss.margin, reduction=cfg.loss.reduction,
                                             quant_weight=cfg.loss.quant_weight, return_stats=True)
         self._guard_finite(loss)  # before backward: every rank stops at the same step, no collective hangs

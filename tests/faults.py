@@ -30,3 +30,35 @@ def crash_once_loop(config: dict[str, Any]) -> None:
 
     Trainer.train_step = train_step  # this worker process only
     worker.train_loop_per_worker(config)
+
+
+# --- elastic training (tests/test_train_elastic.py) ----------------------------------------------------------
+# (world size, global steps done) before whose next step every worker of such a group waits: the test changes
+# the cluster meanwhile, and Ray resizing the group (which stops these workers) is what lets training go on.
+HOLDS = {(2, 2), (1, 3)}
+HOLD_TIMEOUT_S = 300.0
+TRAINED = ".steps_trained"  # in the run folder: "<world size> <global step>" per step rank 0 finished training
+
+
+def hold_loop(config: dict[str, Any]) -> None:
+    import time
+
+    from distributed import worker
+    from distributed.env import get_rank, get_world_size
+    from distributed.trainer import Trainer
+
+    real_step, log = Trainer.train_step, Path(config["run_dir"]) / TRAINED
+
+    def train_step(self, clips, labels):
+        if (get_world_size(), self.state.global_step) in HOLDS:
+            time.sleep(HOLD_TIMEOUT_S)  # normally ended by Ray stopping this worker group
+            raise RuntimeError(f"held {HOLD_TIMEOUT_S:.0f} s after step {self.state.global_step} on "
+                               f"{get_world_size()} workers: Ray did not resize the group")
+        out = real_step(self, clips, labels)
+        if get_rank() == 0:
+            with open(log, "a") as f:
+                f.write(f"{get_world_size()} {self.state.global_step + 1}\n")
+        return out
+
+    Trainer.train_step = train_step  # this worker process only
+    worker.train_loop_per_worker(config)

@@ -70,9 +70,28 @@ def test_bad_values_name_the_key(override, pattern):
         load_config(None, [override])
 
 
-def test_pk_batch_must_split_evenly_over_workers():
-    with pytest.raises(ConfigError, match="divisible by cluster.num_workers"):
-        load_config(None, ["data.pk_classes=3", "data.pk_samples=3", "cluster.num_workers=2"])
+def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):
+    fixed = load_config(None, ["cluster.num_workers=3"]).cluster
+    assert (fixed.elastic, fixed.worker_range) == (False, (3, 3))
+    cfg = load_config(None, ["cluster.num_workers=[2, 8]"])
+    assert (cfg.cluster.elastic, cfg.cluster.worker_range, cfg.cluster.num_workers) == (True, (2, 8), (2, 8))
+    assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg  # saved as a YAML list, loaded as the range
+    # the global batch needs no divisibility: ranks take slices of sizes differing by at most one
+    assert load_config(None, ["data.pk_classes=3", "data.pk_samples=3", "cluster.num_workers=[1, 4]"])
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["cluster.num_workers=[3, 2]"], r"num_workers=\[3, 2\]: a count >= 1 or a range \[min, max\] with 1 <= min"),
+    (["cluster.num_workers=[0, 2]"], r"cluster\.num_workers=\[0, 2\]"),
+    (["cluster.num_workers=0"], r"cluster\.num_workers=0: a count >= 1"),
+    (["cluster.num_workers=[1, 2, 3]"], r"cluster\.num_workers: expected int \| tuple\[int, int\]"),
+    (["cluster.num_workers=[1, 2]", "data.sampler=random"], r"elastic cluster\.num_workers range needs data\.sampler"),
+    (["cluster.num_workers=[1, 5]", "data.pk_classes=2", "data.pk_samples=2"], r"= 4 is smaller than the 5 workers"),
+    (["cluster.resize_interval_s=0"], r"cluster\.resize_interval_s must be > 0"),
+])
+def test_bad_worker_ranges_name_the_key_and_the_fix(overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, overrides)
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
