@@ -118,7 +118,7 @@ class Trainer:
         if get_rank() == 0:
             st = self.state
             print(f"resumed from {source or path}: next epoch {st.epoch + 1} step {st.step_in_epoch + 1} "
-                  f"(global step {st.global_step + 1})", flush=True)
+                  f"(global step {st.global_step + 1}) on {get_world_size()} worker(s)", flush=True)
             for line in diff.notices():
                 print(line, flush=True)
 

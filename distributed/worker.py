@@ -4,8 +4,10 @@
 
 Ray's parts only: the device Ray assigned, ray.train.torch.prepare_model (DDP), ray.train.get_checkpoint
 (a restarted worker group, or a second `c3dhash train` with the same name, resumes from the latest one) and
-ray.train.report (every rank reports; rank 0 attaches the checkpoint). Every training decision is the
-Trainer's, which runs without Ray too (tests/test_trainer.py).
+ray.train.report (every rank reports; rank 0 attaches the checkpoint). An elastic group (cluster.num_workers =
+[min, max]) that Ray resizes is a new group of new processes: everything here (rank slices, SyncBN, DDP, eval
+shards) is built again for the new world size, and the checkpoint resumes at the next step. Every training
+decision is the Trainer's, which runs without Ray too (tests/test_trainer.py).
 """
 from __future__ import annotations
 
