@@ -19,9 +19,10 @@ Sharding uses the WORLD rank and world size (shard_id = rank, num_shards = world
 DALI's own multi-GPU examples pass local_rank as shard_id, which on several nodes makes every node read the
 same shards. Train: each rank takes a contiguous slice of every global batch (P x K fixed by the config;
 slice sizes differ by at most one when W does not divide it), so all ranks run len(loader) steps (unequal
-step counts hang DDP) and the concatenated slices are the single-process batch at any world size. Eval: rank r takes videos r, r + W, ... (each video exactly once, no padding);
-ranks may therefore yield different batch counts, and `video_index` (position in `records` as passed) tells
-which video each clip belongs to so clip outputs can be averaged per video.
+step counts hang DDP) and the concatenated slices are the single-process batch at any world size. Eval:
+rank r takes videos r, r + W, ... (each video exactly once, no padding); ranks may yield different batch
+counts, and `video_index` (position in `records` as passed) tells which video each clip belongs to so clip
+outputs can be averaged per video.
 
 Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front; a file that
 still fails at decode time is found by decoding the in-flight files one by one, reported (DataWarning) and
