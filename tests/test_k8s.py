@@ -267,10 +267,50 @@ def test_training_entrypoint_names_a_valid_config_sized_for_the_cluster(base):
     for path in (cfg.data.root, cfg.model.weights):
         assert PurePosixPath(path).is_relative_to(mounts["c3dhash-datasets"]), path
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    per_pod = [(g["replicas"], gpus(g["template"]["spec"]["containers"][0]),
+    per_pod = [(g["maxReplicas"], gpus(g["template"]["spec"]["containers"][0]),
                 cpus(g["template"]["spec"]["containers"][0])) for g in workers]
-    assert cfg.cluster.num_workers == sum(n * g for n, g, _ in per_pod), "one Ray Train worker per GPU"
+    assert worker_range(cfg)[1] == sum(n * g for n, g, _ in per_pod), "one Ray Train worker per GPU"
     assert all(g * cfg.cluster.cpus_per_worker <= c for _, g, c in per_pod), "workers' CPUs must fit in a pod"
+
+
+def worker_range(cfg) -> tuple[int, int]:
+    """(min, max) Ray Train workers: cluster.num_workers is a count or an elastic [min, max] range."""
+    n = cfg.cluster.num_workers
+    return (n, n) if isinstance(n, int) else (int(n[0]), int(n[1]))
+
+
+def test_worker_group_spans_the_elastic_range_and_can_grow_back(base):
+    """KubeRay keeps between minReplicas and maxReplicas pods: the max must give the config's largest worker
+    count, the min must still hold its smallest, and the autoscaler must be on so that pods lost to a node
+    failure are requested again while Ray Train waits for workers (elastic training, README)."""
+    job, mounts = one(base, "RayJob", "c3dhash-train"), ray_mounts(base)
+    ((_, _, cfg),) = job_commands(job, mounts, one(base, "ConfigMap", "c3dhash-configs"))
+    lo, hi = worker_range(cfg)
+    spec = job["spec"]["rayClusterSpec"]
+    (group,) = spec["workerGroupSpecs"]
+    per_pod = gpus(group["template"]["spec"]["containers"][0])
+    assert group["maxReplicas"] * per_pod == hi
+    assert group["minReplicas"] == -(-lo // per_pod), "minReplicas pods must hold the smallest worker count"
+    assert group["minReplicas"] <= group["replicas"] == group["maxReplicas"], "start at full size"
+    assert spec["enableInTreeAutoscaling"] is True
+    options = spec["autoscalerOptions"]
+    assert options["version"] == "v2" and options["upscalingMode"] in ("Default", "Aggressive")
+    assert 0 < options["idleTimeoutSeconds"] <= 600
+
+
+def test_every_decoding_container_lets_dali_load_nvdec(rendered):
+    """libnvcuvid.so (NVDEC) is mounted by the NVIDIA runtime only when NVIDIA_DRIVER_CAPABILITIES has
+    `video`; GPU workers decode training/eval clips, the data pod runs check-data."""
+    decoding = [(f"{k}:{where}", c) for k, docs in rendered.items() for where, role, t in pod_templates(docs)
+                for c in containers(t) if gpus(c) or where == "Deployment/c3dhash-data"]
+    assert {w.split(":")[0] for w, _ in decoding} == {"k8s", "k8s/interactive", "k8s/data", "k8s/eval"}
+    missing = []
+    for where, c in decoding:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        caps = set((env.get("NVIDIA_DRIVER_CAPABILITIES") or "").split(","))
+        if not {"compute", "video", "utility"} <= caps:
+            missing.append(f"{where}/{c['name']}")
+    assert not missing, f"add env NVIDIA_DRIVER_CAPABILITIES=compute,video,utility to {missing}"
 
 
 def test_eval_job_evaluates_what_training_wrote(base, rendered):
@@ -365,6 +405,18 @@ def test_dockerfile_base_image_matches_the_pins():
     cuda = RAY_GPU_ALIAS_CUDA_MAJOR if m.group(4) == "gpu" else int(m.group(5))
     (dali,) = [p for p in setup_cfg_pins() if p.startswith("nvidia-dali-cuda")]
     assert int(dali.removeprefix("nvidia-dali-cuda")[:-1]) == cuda, f"{dali} vs CUDA {cuda} image"
+    import torch
+
+    if torch.version.cuda:  # the pinned torch as installed here (+cu130): its CUDA major is the image's too
+        assert int(torch.version.cuda.split(".")[0]) == cuda, f"torch {torch.__version__} vs CUDA {cuda} image"
+
+
+def test_dockerfile_mounts_nvdec_and_names_one_cuda_major():
+    steps = dockerfile_instructions(REPO / "Dockerfile")
+    envs = " ".join(a for i, a in steps if i == "ENV")
+    assert re.search(r"NVIDIA_DRIVER_CAPABILITIES=compute,video,utility(\s|$)", envs)
+    text = (REPO / "Dockerfile").read_text()
+    assert "CUDA 12" not in text and "cuda120" not in text, "one CUDA major (13) in the image"
 
 
 def test_dockerfile_installs_the_project_with_its_pins_as_non_root():
