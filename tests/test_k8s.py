@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from cluster.config import load_config
-from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, dockerfile_instructions,
-                         dockerignore_excludes, gpus, kustomizations, mounts_by_path, parse_commands,
-                         pod_templates, ray_cluster_specs, read_dockerignore, render,
-                         schema_checksum_problems, schema_dir, schema_errors, setup_cfg_packages,
-                         setup_cfg_pins)
+from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, doc_key,
+                         dockerfile_instructions, dockerignore_excludes, gpus, kubectl, kustomizations,
+                         mounts_by_path, parse_commands, pod_templates, ray_cluster_specs, read_dockerignore,
+                         render, render_kubectl, render_subset, schema_checksum_problems, schema_dir,
+                         schema_errors, setup_cfg_packages, setup_cfg_pins)
 
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 RAY_PIN = setup_cfg_pins()["ray"]
@@ -98,17 +98,27 @@ def test_validator_rejects_a_misspelt_field_and_a_wrong_type(every, kind, name):
     assert "was unexpected" in " ".join(errors) and "not of type" in " ".join(errors)
 
 
+@pytest.mark.skipif(not kubectl(), reason="kubectl not on PATH: the subset renderer is the only one here")
+@pytest.mark.parametrize("kdir", kustomizations(), ids=lambda d: str(d.relative_to(REPO)))
+def test_subset_renderer_equals_kubectl_kustomize(kdir):
+    """The fallback renderer (used where kubectl is missing) gives exactly kubectl's documents."""
+    ours, theirs = sorted(render_subset(kdir), key=doc_key), sorted(render_kubectl(kdir), key=doc_key)
+    assert [doc_key(d) for d in ours] == [doc_key(d) for d in theirs]
+    for a, b in zip(ours, theirs):
+        assert a == b, f"{doc_key(a)}: the subset renderer differs from kubectl kustomize"
+
+
 def test_renderer_refuses_what_it_does_not_implement(tmp_path):
     (tmp_path / "kustomization.yaml").write_text("resources: [a.yaml]\npatches: [{path: p.yaml}]\n")
     with pytest.raises(RenderError, match="patches not implemented"):
-        render(tmp_path)
+        render_subset(tmp_path)
     (tmp_path / "kustomization.yaml").write_text("configMapGenerator: [{name: c, files: [../x.yaml], "
                                                  "options: {disableNameSuffixHash: true}}]\n")
     with pytest.raises(RenderError, match="load restrictor"):
-        render(tmp_path)
+        render_subset(tmp_path)
     (tmp_path / "kustomization.yaml").write_text("configMapGenerator: [{name: c, files: [x.yaml]}]\n")
     with pytest.raises(RenderError, match="hash suffix"):
-        render(tmp_path)
+        render_subset(tmp_path)
 
 
 def test_renderer_rewrites_images_inside_custom_resources(tmp_path):
@@ -117,9 +127,11 @@ def test_renderer_rewrites_images_inside_custom_resources(tmp_path):
     pods = {"containers": [{"image": "app:1"}, {"image": "other:1"}]}
     thing = {"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "t"}, "spec": {"a": pods}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(thing))
-    (doc,) = render(tmp_path)
-    assert [c["image"] for c in doc["spec"]["a"]["containers"]] == ["reg/app:2", "other:1"]
-    assert doc["metadata"]["namespace"] == "ns"
+    renderers = [render_subset] + ([render_kubectl] if kubectl() else [])
+    for renderer in renderers:  # kubectl's image transformer reaches CR pod templates too
+        (doc,) = renderer(tmp_path)
+        assert [c["image"] for c in doc["spec"]["a"]["containers"]] == ["reg/app:2", "other:1"], renderer
+        assert doc["metadata"]["namespace"] == "ns"
 
 
 # --------------------------------------------------------------------------- KubeRay operator-only rules
