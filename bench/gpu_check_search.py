@@ -75,13 +75,23 @@ def average_precision_torch(q: torch.Tensor, q_labels: torch.Tensor, db: torch.T
     return torch.cat(out)
 
 
+def _np_popcount(x: np.ndarray) -> np.ndarray:
+    """Per-word popcount of uint64: np.bitwise_count (numpy >= 2), else the same SWAR steps as above."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    x = x - ((x >> np.uint64(1)) & np.uint64(_M1))
+    x = (x & np.uint64(_M2)) + ((x >> np.uint64(2)) & np.uint64(_M2))
+    x = (x + (x >> np.uint64(4))) & np.uint64(_M4)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)  # unsigned: wraps by definition
+
+
 def _numpy_reference(q, ql, db, dbl, k):
-    """One query at a time: XOR + np.bitwise_count, a stable argsort, cumulative hits (numpy >= 2)."""
+    """One query at a time: XOR + popcount, a stable argsort, cumulative hits."""
     n = db.shape[0]
     pos = np.arange(1, n + 1, dtype=np.float64)
     idx, dist, ap = np.empty((len(q), min(k, n)), np.int64), np.empty((len(q), min(k, n)), np.int64), []
     for i in range(len(q)):
-        d = np.bitwise_count(q[i] ^ db).sum(1, dtype=np.int64)
+        d = _np_popcount(q[i] ^ db).sum(1, dtype=np.int64)
         order = np.argsort(d, kind="stable")
         idx[i], dist[i] = order[:k], d[order[:k]]
         rel = dbl[order] == ql[i]

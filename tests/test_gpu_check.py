@@ -52,7 +52,7 @@ def test_cpu_tiny_run_passes_every_check_without_ray_dali_or_numba():
     assert all(tag in train for tag in ("b2 fp32 ", "b2 fp32 cl3d", "b2 bf16 ", "b2 bf16 cl3d"))
 
 
-def test_torch_search_equals_eval_numba_kernels_with_many_ties():
+def test_torch_search_equals_eval_numba_kernels_with_many_ties(monkeypatch):
     from eval.codes import Codes
     from eval.hamming import topk
     from eval.metrics import evaluate
@@ -72,6 +72,11 @@ def test_torch_search_equals_eval_numba_kernels_with_many_ties():
     np_idx, np_dist, np_map = search._numpy_reference(q, ql, db, dbl, 100)
     assert np.array_equal(np_idx, ref_idx) and np.array_equal(np_dist, ref_dist)
     assert abs(np_map - evaluate(*codes)["map_all"]) <= 1e-12
+    words = np.concatenate([db[:, 0], values, [np.uint64(0), np.uint64(2**64 - 1)]])
+    expected = np.array([bin(int(w)).count("1") for w in words])
+    assert np.array_equal(search.popcount(torch.from_numpy(words.view(np.int64))).numpy(), expected)
+    monkeypatch.delattr(np, "bitwise_count")  # numpy < 2 has none: the SWAR fallback must agree
+    assert np.array_equal(search._np_popcount(words), expected)
 
 
 @pytest.mark.parametrize("broken", ["rng", "optimizer"])
