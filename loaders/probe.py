@@ -4,6 +4,7 @@
     c3dhash check-data --root data/synth --manifest-dir data/synth/manifests/split1 [--no-decode]
 
     bad = probe_videos(records, root, workers=2)          # [(path, reason)], PyAV + a full DALI decode
+    errors = dali_decode_errors(paths, device="mixed", device_id=rank_gpu)   # one pipeline, 8 files a run
     write_skip_list(manifest_dir, bad)                    # <manifest_dir>/skip.tsv: path<TAB>reason
     records = filter_records(records, manifest_dir)       # what the loaders do: drop skip.tsv entries
 
@@ -69,10 +70,9 @@ def dali_decode_errors(paths: Sequence[Path], *, device: str = "cpu", device_id:
     """Decode every frame of each file with DALI; {path: reason} for those that fail.
 
     One pipeline serves every batch of `batch_size` files; only a batch that fails is decoded again file by
-    file (a failed batch does not say which sample failed) and the pipeline is rebuilt after it; `done(n)` is
-    called after each batch of n files (a progress bar). `device_id`
-    is the caller's own GPU (the rank's device under Ray Train, where every worker of a node sees all of the
-    node's GPUs): never a fixed GPU 0.
+    file (a failed batch does not say which sample failed) and the pipeline is rebuilt after it. `done(n)` is
+    called after each batch of n files (a progress bar). `device_id` is the caller's own GPU for "mixed" (the
+    rank's device under Ray Train, where every worker of a node sees all of the node's GPUs), never GPU 0.
     """
     out: dict[str, str] = {}
     pipe = None
