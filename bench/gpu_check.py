@@ -130,17 +130,19 @@ def check_train(device: torch.device, sizes: Sizes, results: dict) -> str:
 
 
 def check_flops(device: torch.device, sizes: Sizes, results: dict) -> str:
-    """FLOPs of one clip counted by torch's FlopCounterMode (2 per multiply-add): forward, forward + backward.
-    Two clips are counted (train-mode BatchNorm needs more than one value per channel), then halved."""
+    """FLOPs of one clip counted by torch's FlopCounterMode (2 per multiply-add) on the meta device (shapes
+    only, nothing computed; the count does not depend on the device): forward, and forward + backward. Two
+    clips are counted (train-mode BatchNorm needs more than one value per channel), then halved."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = build_hash_net(bits=BITS).to(device)
-    x = torch.randn((2, 3, *sizes.clip), device=device)
+    net = build_hash_net(bits=BITS).to("meta")
+    x = torch.randn((2, 3, *sizes.clip), device="meta")
     with FlopCounterMode(display=False) as fwd:
         net(x)
     with FlopCounterMode(display=False) as both:
         net(x).sum().backward()
     f, fb = fwd.get_total_flops() / 2, both.get_total_flops() / 2
+    assert f > 0 and 2.5 <= fb / f <= 3.5, f"forward {f}, forward + backward {fb}"
     results["clip_flops"] = fb
     return (f"one {'x'.join(map(str, sizes.clip))} clip: forward {f / 1e9:.2f} GFLOP, forward + backward "
             f"{fb / 1e9:.2f} GFLOP ({fb / f:.2f}x forward)")
