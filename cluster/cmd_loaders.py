@@ -11,6 +11,7 @@ machine without a GPU check GPU-bound files with --device gpu --no-decode).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,17 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _locate(args: argparse.Namespace) -> tuple[Path, Path, str]:
     from cluster.config import ConfigError, load_config
-    from loaders.pipelines import manifest_dir_for
+    from loaders.config import DataConfig
+    from loaders.splits import manifest_dir
 
     if args.config:
         data = load_config(args.config, args.set).data
-        root = Path(args.root or data.root)
-        manifest_dir = Path(args.manifest_dir) if args.manifest_dir else manifest_dir_for(data, root)
-        return root, manifest_dir, data.device
-    if not args.root:
+        data = dataclasses.replace(data, root=args.root or data.root)
+    elif args.root:
+        data = DataConfig(root=args.root)  # the default split (1) of that root
+    else:
         raise ConfigError("pass --config CFG, or --root DIR [--manifest-dir DIR]")
-    root = Path(args.root)
-    return root, Path(args.manifest_dir) if args.manifest_dir else root / "manifests" / "split1", "auto"
+    return Path(data.root), Path(args.manifest_dir) if args.manifest_dir else manifest_dir(data), data.device
 
 
 def _backend(requested: str, decode: bool) -> tuple[str, int | None]:

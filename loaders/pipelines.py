@@ -24,9 +24,10 @@ rank r takes videos r, r + W, ... (each video exactly once, no padding); ranks m
 counts, and `video_index` (position in `records` as passed) tells which video each clip belongs to so clip
 outputs can be averaged per video.
 
-Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front; a file that
-still fails at decode time is found by decoding the in-flight files one by one, reported (DataWarning) and
-replaced by another video of the same class (train) or left out (eval, listed in `loader.skipped`).
+Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front, once, by
+loaders.splits.load_split (the loaders take records as given); a file that still fails at decode time is found
+by decoding the in-flight files one by one, reported (DataWarning) and replaced by another video of the same
+class (train) or left out (eval, listed in `loader.skipped`).
 """
 from __future__ import annotations
 
@@ -41,15 +42,10 @@ import torch
 
 from loaders.config import DataConfig
 from loaders.manifest import DataError, VideoRecord
-from loaders.probe import DataWarning, dali_decode_errors, decode_device, filter_records, unsupported_codec
+from loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
                              start_frame, train_clips)
 from loaders.videoio import probe_video
-
-
-def manifest_dir_for(cfg: DataConfig, root: str | Path) -> Path:
-    """Where the split manifests (and skip.tsv) live: data.manifest_dir, or <root>/manifests/split<N>."""
-    return Path(cfg.manifest_dir) if cfg.manifest_dir else Path(root) / "manifests" / f"split{cfg.split}"
 
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
@@ -199,22 +195,14 @@ class ClipDecoder:
         return x
 
 
-def _kept(records: Sequence[VideoRecord], root: str | Path,
-          cfg: DataConfig) -> tuple[list[VideoRecord], list[int]]:
-    """Records minus skip.tsv, and each kept record's position in `records` as passed."""
-    kept = {r.path for r in filter_records(records, manifest_dir_for(cfg, root))}
-    origin = [i for i, r in enumerate(records) if r.path in kept]
-    return [records[i] for i in origin], origin
-
-
 class TrainLoader:
     """Iterable over (clips, labels); len() = steps per epoch, identical on every rank."""
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, epoch: int = 0, static: bool = False,
                  steps: int = 0):
-        self.records, self.origin = _kept(records, root, cfg)
-        self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
+        self.records = list(records)
+        self.cfg, self.rank, self.world_size, self.epoch, self.start_step = cfg, rank, world_size, epoch, 0
         if cfg.sampler == "pk":
             self.sampler: PKSampler | RandomSampler = PKSampler(
                 [r.label for r in self.records], p=cfg.pk_classes, k=cfg.pk_samples, seed=cfg.seed,
@@ -233,8 +221,9 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
+        """Iterate `epoch` from step `start_step` on (a resume mid-epoch: the plan is deterministic per epoch)."""
+        self.epoch, self.start_step = epoch, start_step
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -247,7 +236,7 @@ class TrainLoader:
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for clips, x in self.decoder.run(self.plan(self.epoch)):
+        for clips, x in self.decoder.run(self.plan(self.epoch)[self.start_step:]):
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device)
 
@@ -257,9 +246,9 @@ class EvalLoader:
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
-        self.records, self.origin = _kept(records, root, cfg)
+        self.records = list(records)
         videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
-        self.video_indices = [self.origin[v] for v in videos]  # this rank's videos, as positions in `records`
+        self.video_indices = videos  # this rank's videos, as positions in `records`
         self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
         self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
                                    static=static, replace=False)
@@ -274,7 +263,7 @@ class EvalLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.batches):
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
-            index = torch.tensor([self.origin[c.index] for c in clips], dtype=torch.int64)
+            index = torch.tensor([c.index for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device), index.to(x.device)
 
 

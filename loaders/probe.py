@@ -171,9 +171,8 @@ def filter_records(records: Sequence[VideoRecord], manifest_dir: str | Path) -> 
     skip = load_skip_list(manifest_dir)
     kept = [r for r in records if r.path not in skip]
     if len(kept) < len(records):
-        skip = Path(manifest_dir) / SKIP_FILE
-        warnings.warn(f"skipping {len(records) - len(kept)} video(s) listed in {skip}", DataWarning,
-                      stacklevel=2)
+        warnings.warn(f"skipping {len(records) - len(kept)} video(s) listed in {Path(manifest_dir) / SKIP_FILE}",
+                      DataWarning, stacklevel=2)
     return kept
 
 
