@@ -1,6 +1,6 @@
 """The Kubernetes manifests (k8s/) and the image (Dockerfile), checked offline: strict schemas, KubeRay's
 operator-only rules, and consistency with the configs, setup.cfg and each other (security properties:
-tests/test_k8s_security.py).
+tests/test_k8s_security.py; the image: tests/test_k8s_image.py; NetworkPolicy semantics: tests/test_k8s_netpol.py).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_k8s.py tests/test_k8s_security.py
 """
@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
 from cluster.config import load_config
-from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, doc_key,
-                         dockerfile_instructions, dockerignore_excludes, gpus, kubectl, kustomizations,
-                         mounts_by_path, parse_commands, pod_templates, ray_cluster_specs, read_dockerignore,
-                         render, render_kubectl, render_subset, schema_checksum_problems, schema_dir,
-                         schema_errors, setup_cfg_packages, setup_cfg_pins)
+from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, doc_key, gpus, kubectl,
+                         kustomizations, mounts_by_path, parse_commands, pod_templates, ray_cluster_specs, render,
+                         render_kubectl, render_subset, schema_checksum_problems, schema_dir, schema_errors,
+                         setup_cfg_pins)
 
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 RAY_PIN = setup_cfg_pins()["ray"]
-# Ray's "-gpu" image tag is an alias of its default CUDA platform, cu12.1.1 (ray ci/ray_ci/docker_container.py
-# GPU_PLATFORM); an explicit -cuXY tag names the CUDA version itself.
-RAY_GPU_ALIAS_CUDA_MAJOR = 12
 
 
 @pytest.fixture(scope="module")
@@ -404,46 +399,3 @@ def test_manifests_run_the_image_built_for_the_pinned_ray(every):
     assert f"ray{RAY_PIN}" in img["newTag"], "bump the image tag with the Ray pin"
     images = {c["image"] for _, _, t in pod_templates(every) for c in containers(t)}
     assert images == {f"{img['newName']}:{img['newTag']}"}
-
-
-# --------------------------------------------------------------------------- Dockerfile
-def test_dockerfile_base_image_matches_the_pins():
-    froms = [args for instr, args in dockerfile_instructions(REPO / "Dockerfile") if instr == "FROM"]
-    assert len(froms) == 1
-    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-(gpu|cu(\d\d)\d*)", froms[0])
-    assert m, froms[0]
-    assert m.group(1) == RAY_PIN
-    assert (int(m.group(2)), int(m.group(3))) == sys.version_info[:2], "image Python = the tested Python"
-    cuda = RAY_GPU_ALIAS_CUDA_MAJOR if m.group(4) == "gpu" else int(m.group(5))
-    (dali,) = [p for p in setup_cfg_pins() if p.startswith("nvidia-dali-cuda")]
-    assert int(dali.removeprefix("nvidia-dali-cuda")[:-1]) == cuda, f"{dali} vs CUDA {cuda} image"
-    import torch
-
-    if torch.version.cuda:  # the pinned torch as installed here (+cu130): its CUDA major is the image's too
-        assert int(torch.version.cuda.split(".")[0]) == cuda, f"torch {torch.__version__} vs CUDA {cuda} image"
-
-
-def test_dockerfile_mounts_nvdec_and_names_one_cuda_major():
-    steps = dockerfile_instructions(REPO / "Dockerfile")
-    envs = " ".join(a for i, a in steps if i == "ENV")
-    assert re.search(r"NVIDIA_DRIVER_CAPABILITIES=compute,video,utility(\s|$)", envs)
-    text = (REPO / "Dockerfile").read_text()
-    assert "CUDA 12" not in text and "cuda120" not in text, "one CUDA major (13) in the image"
-
-
-def test_dockerfile_installs_the_project_with_its_pins_as_non_root():
-    steps = dockerfile_instructions(REPO / "Dockerfile")
-    runs = " ".join(a for i, a in steps if i == "RUN")
-    copied = [a.split()[-2].rstrip("/") for i, a in steps if i == "COPY"]
-    assert "install_requires" in runs and re.search(r"pip install [^&]*-r /tmp/requirements.txt", runs)
-    assert re.search(r"pip install [^&]*--no-deps (-e )?\.(\s|$)", runs)
-    assert set(setup_cfg_packages()) <= set(copied), "every package of setup.cfg is copied"
-    users = [a for i, a in steps if i == "USER"]
-    assert users and users[-1].split(":")[0] == "1000"
-    ignore = read_dockerignore(REPO / ".dockerignore")
-    sources = [s for i, a in steps if i == "COPY" for s in a.split()[:-1] if not s.startswith("--")]
-    paths = [s.rstrip("/") + ("/x.py" if s.endswith("/") else "") for s in sources]
-    assert "setup.cfg" in paths and not [p for p in paths if dockerignore_excludes(ignore, p)]
-    junk = (".venv/lib/x.py", ".git/HEAD", "data/synth/a.webm", "runs/x/ckpt.pt", "cluster/__pycache__/a.pyc")
-    for path in junk:
-        assert dockerignore_excludes(ignore, path), path
