@@ -137,17 +137,22 @@ def kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-@lru_cache(maxsize=None)
-def _kubectl_render(kdir: str) -> tuple[str, ...]:
+def _kubectl_output(kdir: str) -> str:
     out = subprocess.run([kubectl(), "kustomize", kdir], capture_output=True, text=True, timeout=120)
     if out.returncode:
         raise RenderError(f"kubectl kustomize {kdir}: {out.stderr.strip()}")
-    return (out.stdout,)
+    return out.stdout
+
+
+_cached_output = lru_cache(maxsize=None)(_kubectl_output)  # k8s/ does not change during a test run
 
 
 def render_kubectl(kdir: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize kdir`, parsed (a fresh copy per call: tests may edit what they get)."""
-    return [d for d in yaml.safe_load_all(_kubectl_render(str(Path(kdir).resolve()))[0]) if d]
+    """`kubectl kustomize kdir`, parsed (a fresh copy per call: tests may edit what they get). Folders under
+    k8s/ are rendered once per run; others (tests' temporary kustomizations) every time."""
+    kdir = Path(kdir).resolve()
+    text = (_cached_output if kdir.is_relative_to(K8S.resolve()) else _kubectl_output)(str(kdir))
+    return [d for d in yaml.safe_load_all(text) if d]
 
 
 def render(kdir: Path) -> list[dict[str, Any]]:
