@@ -4,7 +4,8 @@
     python3 bench/gpu_check.py --device cpu --tiny --threads 1   # toy sizes, seconds (tests/test_gpu_check.py)
     python3 bench/gpu_check.py --only train,resume   # a subset (names: see CHECKS)
 
-One line per check, `PASS <name>: <figures>` or `FAIL <name>: <why>`, exit status 1 if any failed; target
+One line per check (per configuration for `train`), `PASS <name>: <figures>` or `FAIL <name>: <why>`, then
+`PASS all` or `FAIL all`; exit status 1 if any failed; target
 under 8 minutes on a GPU. Checks: the GPU itself (compute capability within torch 2.14 cu130's sm_75..sm_120);
 an r3d_18 + hash head training step at 16 x 112 x 112, batch 16 and 32, fp32 and bf16 autocast, without and
 with channels_last_3d (clips/s, peak memory); the FLOPs of a training clip (fwd + bwd, counted) and the
@@ -57,7 +58,7 @@ class Sizes:
 
 
 FULL = Sizes((16, 112, 112), (16, 32), 5, 2, (1024, 4096), 1_000_000, 1000, 100, 8192)
-TINY = Sizes((2, 16, 16), (2,), 1, 0, (64, 128), 20_000, 16, 10, 512)  # r3d_18 still downsamples to 1x1x1
+TINY = Sizes((2, 16, 16), (3,), 1, 0, (64, 128), 20_000, 16, 10, 512)  # r3d_18 still downsamples to 1x1x1
 
 
 def sync(device: torch.device) -> None:
@@ -76,9 +77,10 @@ def reset_peak(device: torch.device) -> None:
 
 
 def batch(n: int, clip: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random clips and P x K labels (PER_CLASS clips per class), drawn from the torch RNGs."""
+    """Random clips and P x K labels (PER_CLASS clips per class, 2 in tiny batches so that triplets exist),
+    drawn from the torch RNGs."""
     x = torch.randn((n, 3, *clip), device=device)
-    labels = torch.randperm(n) // PER_CLASS  # CPU generator: the resume check restores both
+    labels = torch.randperm(n) // (PER_CLASS if n >= 2 * PER_CLASS else 2)  # CPU RNG: resume restores both
     return x, labels.to(device)
 
 
@@ -102,8 +104,8 @@ def check_gpu(device: torch.device, sizes: Sizes) -> str:
     return f"{name} sm_{major}{minor}, torch {torch.__version__} CUDA {torch.version.cuda}"
 
 
-def check_train(device: torch.device, sizes: Sizes, results: dict) -> str:
-    """Every (batch, precision, layout) configuration; one figure each, the best kept for the MFU line."""
+def check_train(device: torch.device, sizes: Sizes, results: dict) -> list[str]:
+    """Every (batch, precision, layout) configuration, one line each; the best rate is kept for the MFU line."""
     parts = []
     for n in sizes.batches:
         for bf16 in (False, True):
@@ -123,10 +125,10 @@ def check_train(device: torch.device, sizes: Sizes, results: dict) -> str:
                 rate = n * sizes.steps / (time.perf_counter() - t0)
                 assert math.isfinite(loss.item()), f"loss {loss.item()} at batch {n}"
                 tag = f"b{n} {'bf16' if bf16 else 'fp32'}{' cl3d' if channels_last else ''}"
-                parts.append(f"{tag} {rate:.1f} clips/s {peak_mib(device)}")
+                parts.append(f"{tag}: {rate:.1f} clips/s, peak memory {peak_mib(device)}, loss {loss.item():.3f}")
                 results["best_rate"] = max(results.get("best_rate", 0.0), rate)
                 del net, opt
-    return "; ".join(parts)
+    return parts
 
 
 def check_flops(device: torch.device, sizes: Sizes, results: dict) -> str:
@@ -293,7 +295,7 @@ def check_search(device: torch.device, sizes: Sizes) -> str:
     return check(device, n=sizes.codes, queries=sizes.queries, k=sizes.k)
 
 
-CHECKS: dict[str, Callable[..., str]] = {
+CHECKS: dict[str, Callable[..., str | list[str]]] = {
     "gpu": check_gpu, "train": check_train, "flops": check_flops, "matmul": check_matmul,
     "resume": check_resume, "loss": check_loss, "syncbn": check_syncbn, "search": check_search}
 WITH_RESULTS = {"train", "flops", "matmul"}
@@ -325,11 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             extra = (results,) if name in WITH_RESULTS else ()
-            line = f"PASS {name}: {CHECKS[name](device, sizes, *extra)}"
+            out = CHECKS[name](device, sizes, *extra)
+            lines = [f"PASS {name}: {item}" for item in ([out] if isinstance(out, str) else out)]
         except Exception as exc:  # one failed check must not hide the others
             failed += 1
-            line = f"FAIL {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        print(f"{line} [{time.perf_counter() - t0:.1f} s]", flush=True)
+            lines = [f"FAIL {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
+        lines[-1] += f" [{time.perf_counter() - t0:.1f} s]"
+        print("\n".join(lines), flush=True)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{'FAIL' if failed else 'PASS'} all: {len(names) - failed}/{len(names)} checks passed in "
           f"{time.perf_counter() - start:.0f} s (load average {load})")
