@@ -17,10 +17,12 @@ when CUDA is usable and data.device is auto/gpu, "cpu" (VP8/VP9/MJPEG) otherwise
 
 Sharding uses the WORLD rank and world size (shard_id = rank, num_shards = world_size), never the local rank:
 DALI's own multi-GPU examples pass local_rank as shard_id, which on several nodes makes every node read the
-same shards. Train: each rank takes an even slice of every global batch, so all ranks run len(loader) steps
-(unequal step counts hang DDP). Eval: rank r takes videos r, r + W, ... (each video exactly once, no padding);
-ranks may therefore yield different batch counts, and `video_index` (position in `records` as passed) tells
-which video each clip belongs to so clip outputs can be averaged per video.
+same shards. Train: each rank takes a contiguous slice of every global batch (P x K fixed by the config;
+slice sizes differ by at most one when W does not divide it), so all ranks run len(loader) steps (unequal
+step counts hang DDP) and the concatenated slices are the single-process batch at any world size. Eval:
+rank r takes videos r, r + W, ... (each video exactly once, no padding); ranks may yield different batch
+counts, and `video_index` (position in `records` as passed) tells which video each clip belongs to so clip
+outputs can be averaged per video.
 
 Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front, once, by
 loaders.splits.load_split (the loaders take records as given); a file that still fails at decode time is found
@@ -40,9 +42,10 @@ import torch
 
 from loaders.config import DataConfig
 from loaders.manifest import DataError, VideoRecord
-from loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec, video_info
+from loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
                              start_frame, train_clips)
+from loaders.videoio import probe_video
 
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
@@ -143,16 +146,16 @@ class ClipDecoder:
             return None, 0
         if index not in self.frames:
             try:
-                n, codec = video_info(blob)
+                info = probe_video(blob)
             except Exception as exc:  # any demux failure means "skip this file", never "stop training"
                 self._mark_bad(path, f"cannot open with PyAV: {exc}")
                 return None, 0
-            if reason := unsupported_codec(codec, self.device):  # a setup problem, not one bad file
+            if reason := unsupported_codec(info.codec, self.device):  # a setup problem, not one bad file
                 raise DataError(f"{self.root / path}: {reason}")
-            if n == 0:
+            if info.frames == 0:
                 self._mark_bad(path, "no video frames")
                 return None, 0
-            self.frames[index] = n
+            self.frames[index] = info.frames
         return blob, self.frames[index]
 
     def _substitute(self, clip: Clip) -> Clip | None:
@@ -174,7 +177,8 @@ class ClipDecoder:
 
     def _skip_failed(self, pending: deque, exc: RuntimeError) -> None:
         paths = list(dict.fromkeys(self.root / self.records[c.index].path for b in pending for c in b))
-        errors = dali_decode_errors(paths, device=self.device, num_threads=self.cfg.num_threads)
+        errors = dali_decode_errors(paths, device=self.device, device_id=self.device_id,
+                                    num_threads=self.cfg.num_threads)
         if not errors:
             raise DataError(f"DALI failed on a batch but each of its files decodes alone: "
                             f"{', '.join(map(str, paths))}: {exc}") from exc
@@ -206,12 +210,13 @@ class TrainLoader:
         else:
             self.sampler = RandomSampler(len(self.records), batch_size=cfg.batch_size * world_size,
                                          seed=cfg.seed, steps=steps)
-        if self.sampler.batch_size % world_size:
-            raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} must be "
-                            f"divisible by the world size {world_size} (one global batch is split evenly "
-                            f"across ranks)")
-        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=self.sampler.batch_size // world_size,
-                                   device_id=device_id, static=static, replace=True)
+        if self.sampler.batch_size < world_size:
+            raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} is smaller than "
+                            f"the world size {world_size}: every rank needs at least one clip per step")
+        # the largest rank slice; DALI takes smaller batches too (the slices differ by at most one clip)
+        per_rank = -(-self.sampler.batch_size // world_size)
+        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=per_rank, device_id=device_id,
+                                   static=static, replace=True)
 
     def __len__(self) -> int:
         return len(self.sampler)
