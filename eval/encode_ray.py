@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, merge
+from eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
 
 IN_FLIGHT = 2  # chunks queued per actor
 
@@ -34,10 +34,11 @@ class _Encoder:
     """Ray actor body: one ChunkEncoder (model + DALI on this actor's device)."""
 
     def __init__(self, state: dict[str, Any], device: str, num_threads: int, amp: str,
-                 config: dict[str, Any] | None):
+                 config: dict[str, Any] | None, static: bool):
         import torch
         torch.set_num_threads(num_threads)
-        self.enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config)
+        self.enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config,
+                                static=static)
 
     def encode(self, k: int, paths: list[str]) -> tuple[int, Encoded]:
         return k, self.enc.encode(paths)
@@ -60,11 +61,11 @@ class EncoderPool:
 
     def __init__(self, state: dict[str, Any], *, workers: int, use_gpu: bool = False, device: str = "auto",
                  num_threads: int = 1, amp: str = "auto", config: dict[str, Any] | None = None,
-                 max_redo: int = 3):
+                 static: bool = False, max_redo: int = 3):
         import ray
         self.bits = int((state.get("config") or config or {}).get("model", {}).get("bits", 0))
         self.options = dict(num_cpus=num_threads, num_gpus=1 if use_gpu else 0, max_restarts=0)
-        self.args = (ray.put(state), "cpu" if not use_gpu else device, num_threads, amp, config)
+        self.args = (ray.put(state), "cpu" if not use_gpu else device, num_threads, amp, config, static)
         self.max_redo, self.replaced = max_redo, 0
         self.actors = [self._new() for _ in range(workers)]
 
@@ -130,3 +131,30 @@ class EncoderPool:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+
+
+def chunk_size(n: int, workers: int) -> int:
+    """Small enough that every worker gets several chunks (balance, cheap redo), at most DEFAULT_CHUNK."""
+    return max(1, min(DEFAULT_CHUNK, -(-n // max(1, workers * IN_FLIGHT * 2))))
+
+
+def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, use_gpu: bool = False,
+                 address: str | None = None, num_threads: int = 1, amp: str = "auto",
+                 config: dict[str, Any] | None = None, progress: bool = True, static: bool = False) -> Encoded:
+    """`paths` encoded in this process (workers=1, no address) or over `workers` Ray actors: the same codes."""
+    import ray
+    if workers <= 1 and not address:
+        with tqdm(total=len(paths), desc="encode", unit="video", disable=not progress) as bar:
+            return encode_paths(state, paths, chunk=DEFAULT_CHUNK, num_threads=num_threads, amp=amp,
+                                config=config, on_chunk=bar.update, static=static)
+    started = connect(address, workers * num_threads)
+    try:
+        pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,
+                           config=config, static=static)
+        try:
+            return pool.encode(paths, chunk=chunk_size(len(paths), workers), progress=progress)
+        finally:
+            pool.shutdown()
+    finally:
+        if started:
+            ray.shutdown()

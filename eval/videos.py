@@ -72,13 +72,14 @@ class ChunkEncoder:
     """Holds one model on one device (a Ray actor holds one of these); encodes lists of video files."""
 
     def __init__(self, state: dict[str, Any], *, device: str = "auto", num_threads: int = 1, amp: str = "auto",
-                 config: dict[str, Any] | None = None):
+                 config: dict[str, Any] | None = None, static: bool = False):
         self.model: LoadedHashNet = from_state(state, config=config)
         self.torch_device = default_device() if device != "cpu" else torch.device("cpu")
         self.device_id = self.torch_device.index if self.torch_device.type == "cuda" else None
         self.net = self.model.net.to(self.torch_device)
         self.dali = decode_device(device, self.device_id)
         self.device_pref, self.num_threads, self.amp = device, num_threads, amp
+        self.static = static  # the demo's motion-free baseline: each clip's first frame repeated
 
     def _prepare(self, path: str, tmp: Path, pos: int) -> tuple[str | None, str, int]:
         """(file to decode or None, reason if None, frame count)."""
@@ -120,7 +121,8 @@ class ChunkEncoder:
     def _run(self, records: list[VideoRecord], where: list[int], res: Encoded, tmp: str) -> None:
         data = product_data(self.model.geometry, device=self.device_pref, num_threads=self.num_threads,
                             manifest_dir=tmp)  # no skip.tsv there: the caller decided what to encode
-        loader = build_eval_loader(records, "/", data, rank=0, world_size=1, device_id=self.device_id)
+        loader = build_eval_loader(records, "/", data, rank=0, world_size=1, device_id=self.device_id,
+                                   static=self.static)
         index, outputs = encode_loader(self.net, loader, device=self.torch_device, amp=self.amp)
         for j, out in zip(index.tolist(), outputs):
             res.outputs[where[j]] = out
@@ -148,9 +150,9 @@ def merge(n: int, bits: int, parts: dict[int, tuple[tuple[int, int], Encoded]]) 
 
 def encode_paths(state: dict[str, Any], paths: Sequence[str], *, chunk: int = DEFAULT_CHUNK, device: str = "auto",
                  num_threads: int = 1, amp: str = "auto", config: dict[str, Any] | None = None,
-                 on_chunk: Callable[[int], None] | None = None) -> Encoded:
+                 on_chunk: Callable[[int], None] | None = None, static: bool = False) -> Encoded:
     """Every video of `paths` in this process, chunk by chunk (the single-process reference)."""
-    enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config)
+    enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config, static=static)
     parts = {}
     for k, (a, b) in enumerate(chunks(len(paths), chunk)):
         parts[k] = ((a, b), enc.encode(paths[a:b]))

@@ -95,6 +95,13 @@ def fingerprint(state: dict[str, torch.Tensor], identity: dict[str, Any]) -> str
     return "sha256:" + h.hexdigest()
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """{"model": state dict, "config": sections} of a checkpoint (weights_only=True; optimiser etc. dropped)."""
+    state = _read(Path(path))
+    return {"model": state["model"], "config": state.get("config") or {},
+            **{k: state[k] for k in ("epoch", "val_map", "step") if isinstance(state.get(k), (int, float))}}
+
+
 def _read(path: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "checkpoint.pt"  # a Ray Train checkpoint directory
@@ -143,8 +150,7 @@ def load_hash_net(path: str | Path, *, config: dict[str, Any] | None = None) -> 
 
     `config`: a job config as a dict of sections (e.g. from --config); it must agree with the checkpoint's
     on bits, backbone and geometry, and is used only when the checkpoint carries none."""
-    p = Path(path)
-    return from_state(_read(p), config=config, source=str(p))
+    return from_state(read_checkpoint(path), config=config, source=str(path))
 
 
 def example_clips(m: LoadedHashNet, n: int = 2) -> torch.Tensor:
