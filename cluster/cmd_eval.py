@@ -3,6 +3,7 @@
     c3dhash eval --query runs/test.npz --db runs/train.npz [--json runs/metrics.json]
     c3dhash eval --query runs/test.npz --db runs/train.npz --shards 4 [--address auto] [--expected-ties]
     c3dhash eval --query hmdb_test.npz --db hmdb_train.npz --map-at-k-rel 70
+    c3dhash eval --query runs/test.npz --db runs/train.npz --plots runs/eval.png --tensorboard runs/synth-cpu
     c3dhash search --index runs/train.npz --query runs/test.npz --top 10 [--json runs/top10.json]
     c3dhash search --index runs/synth.index --video a.mp4 b.webm --top 5 [--json -]     # cluster/cmd_show.py
 """
@@ -48,6 +49,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_metrics(m))
     if args.json:
         print(f"wrote {write_json(args.json, m)}")
+    if args.plots or args.tensorboard:  # PR curve from true counts + distance histograms: cluster/cmd_show.py
+        from cluster.cmd_show import write_eval_curves
+        write_eval_curves(query, db, m, png=args.plots, run_dir=args.tensorboard)
     return 0
 
 
@@ -105,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expected-ties", action="store_true", default=d.expected_ties,
                    help="also report mAP@all averaged over random orders of tied items (McSherry & Najork)")
     p.add_argument("--json", help="write all metrics (with the PR curve) to this JSON file (atomically)")
+    p.add_argument("--plots", help="write the PR curve and the same/different-label distance histograms (PNG)")
+    p.add_argument("--tensorboard", metavar="RUN_DIR",
+                   help="also write them to TensorBoard: RUN_DIR/tensorboard (e.g. runs/synth-cpu)")
     p.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("search", help="Hamming top-K of query codes in an index (ties by database index)",

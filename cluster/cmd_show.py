@@ -51,6 +51,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_eval_curves(query, db, metrics: dict, *, png: str | None, run_dir: str | None) -> None:
+    """`c3dhash eval --plots PNG --tensorboard RUN_DIR`: PR curve (true counts) + distance histograms."""
+    from pathlib import Path
+
+    from eval.curves import pr_counts, write_plots
+    counts = pr_counts(query, db)
+    if png:
+        title = f"{len(query)} queries x {len(db)} items, {db.bits} bits, mAP@all {metrics['map_all']:.4f}"
+        print(f"wrote {write_plots(png, counts, metrics['pr_curve'], title=title)}")
+    if run_dir:
+        from distributed.tensorboard import RankZeroWriter
+        tb = RankZeroWriter(Path(run_dir) / "tensorboard", rank=0)
+        tb.pr_curve("eval/pr_hamming_radius", counts, 0)
+        tb.distance_histograms("eval/hamming_distance", counts, 0)
+        tb.scalars({"eval/map_all": metrics["map_all"]}, 0)
+        tb.close()
+        print(f"wrote the PR curve and distance histograms to {Path(run_dir) / 'tensorboard'} (tag eval/...)")
+
+
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="the index's model for --video (default: the checkpoint named in the index's meta.json)")

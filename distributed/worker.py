@@ -28,6 +28,7 @@ from distributed.syncbn import convert_sync_bn
 from distributed.tensorboard import RankZeroWriter
 from distributed.triplet import gathered_triplet_loss
 from eval.config import EvalConfig
+from eval.curves import pr_counts
 from eval.encode import autocast, encode_loader, to_codes
 from eval.metrics import evaluate
 from loaders.config import DataConfig
@@ -174,6 +175,7 @@ def validate(model, train_recs, val_recs, spec: WorkerSpec, device) -> dict[str,
         e = spec.eval
         result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
                           precision_at_k=e.precision_at_k)
+        result["pr_counts"] = pr_counts(queries, database)  # true TP/FP/TN/FN per radius for TensorBoard
     return broadcast_from_zero(result)
 
 
@@ -205,7 +207,8 @@ def end_of_epoch(model, opt, sched, spec, st, tb, stats, train_recs, val_recs, d
             metrics["val_map"] = res["map_all"]
             tb.scalars({"val/map_all": res["map_all"],
                         **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.step)
-            tb.pr_curve("val/pr_hamming_radius", res["pr_curve"], st.step)
+            tb.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.step)
+            tb.distance_histograms("val/hamming_distance", res["pr_counts"], st.step)
             if res["map_all"] > st.best_val_map:
                 st.best_val_map = res["map_all"]
                 if get_rank() == 0:
