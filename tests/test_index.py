@@ -104,7 +104,7 @@ def test_bad_input_is_one_clear_message_and_nothing_half_written(lib, tmp_path, 
     write_video(mixed / "class0" / "short.webm", video_frames(0, 9, frames=2), codec="vp9")
     assert main(["index", "--checkpoint", str(ckpt), "--videos", str(mixed), "--out", str(tmp_path / "m")]) == 0
     err = capsys.readouterr().err
-    assert f"skipped class0/broken.webm: cannot open" in err and "padded" in err
+    assert "skipped class0/broken.webm: cannot open" in err and "padded" in err
     assert (tmp_path / "m" / "skipped.tsv").read_text().splitlines()[1].startswith("class0/broken.webm\t")
     assert len(load_index(tmp_path / "m")) == 4
     assert main(["search", "--index", str(out), "--video", str(mixed / "class0" / "short.webm"), "--top", "50"]) == 0
