@@ -2,14 +2,14 @@
 
     c3dhash index --checkpoint runs/synth-cpu/best.pt --videos data/synth --out runs/synth.index
     c3dhash index --checkpoint best.pt --manifest data/ucf101/manifests/split1/train.tsv --out ucf.index \\
-        --workers 4 [--address auto] [--gpu]
+        --workers 4 [--address auto] [--device gpu --threads 4]
     c3dhash index --checkpoint best.pt --videos DIR --out INDEX --add          # only the new videos
     c3dhash encode --checkpoint runs/synth-cpu/best.pt --split test --out runs/test.npz [--workers 2]
     c3dhash encode --config configs/synth-cpu.yaml --checkpoint best --split test --out runs/test.npz
 
 The checkpoint describes itself (bits, backbone, clip geometry: model/load.py); `--config` is optional and must
-agree with it. `--workers N` shards the encoding over N Ray actors (one GPU each with `--gpu`), with the same
-codes as one process.
+agree with it. `--workers N` shards the encoding over N Ray actors (one GPU each where the Ray cluster has GPUs,
+or with `--device gpu`), with the same codes as one process.
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
 
 def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="Ray encoder actors (1 = this process)")
-    p.add_argument("--gpu", action="store_true", help="one GPU per actor (DALI decodes on it)")
+    p.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto",
+                   help="auto: a GPU per actor (DALI decoding on it) where the cluster has GPUs, else CPU")
+    p.add_argument("--threads", type=int, default=1, help="CPUs per actor (torch and DALI threads)")
     p.add_argument("--address", default="", help="existing Ray cluster (auto, ray://...); default: a local Ray")
 
 
@@ -53,12 +55,12 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None,
 def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: bool = False):
     """encode(state, paths) for the chosen workers (eval/encode_ray.py)."""
     from eval.encode_ray import encode_files
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: must be >= 1")
+    if args.workers < 1 or args.threads < 1:
+        raise ConfigError(f"--workers {args.workers} --threads {args.threads}: both must be >= 1")
 
     def encode(state: dict[str, Any], paths: list[str]):
-        return encode_files(state, paths, workers=args.workers, use_gpu=args.gpu, address=args.address or None,
-                            config=config, static=static)
+        return encode_files(state, paths, workers=args.workers, device=args.device, num_threads=args.threads,
+                            address=args.address or None, config=config, static=static)
     return encode
 
 

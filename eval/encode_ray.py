@@ -1,7 +1,7 @@
 """Encoding sharded over Ray actors: one model per actor (one GPU each on a cluster, DALI decoding on that GPU).
 
     c3dhash index --checkpoint best.pt --videos DIR --out INDEX --workers 4
-    c3dhash encode --checkpoint best.pt --split train --out train.npz --workers 4 [--address auto]
+    c3dhash encode --checkpoint best.pt --split train --out train.npz --workers 8 --device gpu --address auto
 
     pool = EncoderPool(state, workers=2)           # state: the checkpoint dict (put in the object store once)
     res = pool.encode(paths, progress=True)        # == eval.videos.encode_paths(state, paths), bit for bit
@@ -59,13 +59,12 @@ def connect(address: str | None, cpus: int) -> bool:
 class EncoderPool:
     """`workers` encoder actors; `encode` deals chunks of videos to them and merges in input order."""
 
-    def __init__(self, state: dict[str, Any], *, workers: int, use_gpu: bool = False, device: str = "auto",
-                 num_threads: int = 1, amp: str = "auto", config: dict[str, Any] | None = None,
-                 static: bool = False, max_redo: int = 3):
+    def __init__(self, state: dict[str, Any], *, workers: int, use_gpu: bool = False, num_threads: int = 1,
+                 amp: str = "auto", config: dict[str, Any] | None = None, static: bool = False, max_redo: int = 3):
         import ray
         self.bits = int((state.get("config") or config or {}).get("model", {}).get("bits", 0))
         self.options = dict(num_cpus=num_threads, num_gpus=1 if use_gpu else 0, max_restarts=0)
-        self.args = (ray.put(state), "cpu" if not use_gpu else device, num_threads, amp, config, static)
+        self.args = (ray.put(state), "gpu" if use_gpu else "cpu", num_threads, amp, config, static)
         self.max_redo, self.replaced = max_redo, 0
         self.actors = [self._new() for _ in range(workers)]
 
@@ -138,17 +137,19 @@ def chunk_size(n: int, workers: int) -> int:
     return max(1, min(DEFAULT_CHUNK, -(-n // max(1, workers * IN_FLIGHT * 2))))
 
 
-def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, use_gpu: bool = False,
+def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, device: str = "auto",
                  address: str | None = None, num_threads: int = 1, amp: str = "auto",
                  config: dict[str, Any] | None = None, progress: bool = True, static: bool = False) -> Encoded:
-    """`paths` encoded in this process (workers=1, no address) or over `workers` Ray actors: the same codes."""
+    """`paths` encoded in this process (workers=1, no address) or over `workers` Ray actors: the same codes.
+    device: auto (CUDA here / a GPU per actor where the Ray cluster has GPUs), gpu, or cpu."""
     import ray
     if workers <= 1 and not address:
         with tqdm(total=len(paths), desc="encode", unit="video", disable=not progress) as bar:
-            return encode_paths(state, paths, chunk=DEFAULT_CHUNK, num_threads=num_threads, amp=amp,
-                                config=config, on_chunk=bar.update, static=static)
+            return encode_paths(state, paths, chunk=DEFAULT_CHUNK, device=device, num_threads=num_threads,
+                                amp=amp, config=config, on_chunk=bar.update, static=static)
     started = connect(address, workers * num_threads)
     try:
+        use_gpu = device == "gpu" or (device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
         pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,
                            config=config, static=static)
         try:
