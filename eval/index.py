@@ -237,7 +237,7 @@ def build_index(*, checkpoint: str, out: str | Path, encode: Callable[[dict, lis
     check_target(out)
     records, base, by_folder = _sources(videos, manifest, root)
     state = read_checkpoint(checkpoint)
-    model = from_state(state, config=config, source=str(checkpoint))
+    model = from_state(state, config=config, source=str(Path(checkpoint).absolute()))  # search finds it again
     old = _old_index(out, fingerprint=model.fingerprint, root=base) if add else None
     held = {r.path for r in old.items} if old else set()
     todo = [r for r in records if r.path not in held]
