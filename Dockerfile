@@ -1,11 +1,23 @@
-# c3dhash image for the KubeRay manifests in k8s/: Ray 2.60.0 on Python 3.11 with CUDA 12, plus this project
+# c3dhash image for the KubeRay manifests in k8s/: Ray 2.60.0 on Python 3.11 with CUDA 13, plus this project
 # installed with the pinned requirements from setup.cfg. Build and push (tag = what k8s/image names):
 #   docker build -t ghcr.io/your-org/c3dhash:0.1.0-ray2.60.0 .
 #   docker push ghcr.io/your-org/c3dhash:0.1.0-ray2.60.0
-# "-gpu" is Ray's alias for its default CUDA 12 image (cu121), hence nvidia-dali-cuda120 in setup.cfg; keep
-# the Ray version here equal to the ray pin in setup.cfg (tests/test_k8s.py checks both). torch comes from
-# PyPI with its own CUDA runtime, so GPU nodes need a driver recent enough for that torch build.
-FROM rayproject/ray:2.60.0-py311-gpu
+# One CUDA major everywhere: torch 2.14.1 is the +cu130 build and DALI is nvidia-dali-cuda130, so the base is
+# Ray's CUDA 13.0 image (platform cu13.0.0-cudnn, tag suffix -cu130; Ray publishes it for Python 3.10-3.14).
+# torch's wheels bring their own CUDA 13 runtime libraries and DALI links the CUDA runtime statically (its
+# other libraries are -cu13 wheels), so neither takes CUDA libraries from the base; what the base adds is a CUDA 13 userspace for tools and the
+# NVIDIA_REQUIRE_CUDA=cuda>=13.0 label, with which the NVIDIA container runtime refuses to start the
+# container on a host driver older than CUDA 13 needs (R580) instead of torch failing later. The host needs
+# driver >= 580 and a GPU of compute capability 7.5..12.0 (Turing to Blackwell; no V100/P100). Keep the Ray
+# version here equal to the ray pin in setup.cfg and the CUDA major equal to DALI's (tests/test_k8s.py checks
+# both). Were the -cu130 tag unavailable, rayproject/ray:2.60.0-py311-cpu should serve as well (not tried):
+# torch and DALI carry their CUDA runtimes, and the NVIDIA runtime mounts the driver libraries from the host.
+FROM rayproject/ray:2.60.0-py311-cu130
+
+# DALI's NVDEC decoder loads libnvcuvid.so from the host driver; the NVIDIA container runtime mounts it only
+# when the capabilities include `video` (CUDA images default to compute,utility). The k8s manifests set the
+# same in the env of every decoding container, in case another image is used.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,video,utility
 
 # The base image runs as `ray` (uid 1000, gid 100, the user the manifests enforce); its Python environment
 # under /home/ray is writable by that user, so no root step is needed.
@@ -17,7 +29,9 @@ WORKDIR /home/ray/c3dhash
 ENV PYTHONUNBUFFERED=1
 
 # Dependencies first, from setup.cfg's pins alone: editing the code does not re-download torch and DALI.
-# NVIDIA's index is DALI's home (PyPI mirrors it); the CUDA 12 libraries DALI links come from the base image.
+# NVIDIA's index is DALI's home (PyPI mirrors it). DALI's wheel links the CUDA runtime statically and takes
+# its codec libraries from nvidia-*-cu13 wheels; torch's CUDA 13 libraries come as nvidia-* wheels too. From
+# the host both need only the driver (libcuda, and libnvcuvid for NVDEC).
 COPY --chown=1000:100 setup.cfg pyproject.toml README.md ./
 RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
 print(c['options']['install_requires'])" > /tmp/requirements.txt \

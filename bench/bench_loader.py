@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 from loaders.config import DataConfig
 from loaders.manifest import VideoRecord
 from loaders.pipelines import build_train_loader
-from loaders.probe import video_info
 from loaders.sampler import Clip, clip_span, start_frame
 from loaders.synth import make_synth_dataset
+from loaders.videoio import probe_video
 
 
 class PyAVClips(Dataset):
@@ -37,7 +37,7 @@ class PyAVClips(Dataset):
 
     def __init__(self, clips: list[Clip], records: list[VideoRecord], root: Path, cfg: DataConfig):
         self.clips, self.records, self.root, self.cfg = clips, records, root, cfg
-        self.frames = {r.path: video_info(root / r.path)[0] for r in records}
+        self.frames = {r.path: probe_video(root / r.path).frames for r in records}
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1, 1)
         self.std = torch.tensor(cfg.std).view(3, 1, 1, 1)
 

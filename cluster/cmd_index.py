@@ -92,16 +92,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from cluster.config import section_from_dict
     from eval.codes import Codes, pack_bits, save_codes
     from loaders.config import DataConfig
-    from loaders.manifest import read_manifest
-    from loaders.probe import filter_records
-    from loaders.splits import manifest_path
+    from loaders.splits import load_split
     from model.load import from_state, read_checkpoint
     path, config, cfg = resolve_model(args)
     state = read_checkpoint(path)
     model = from_state(state, config=config, source=path)
     data = cfg.data if cfg else section_from_dict(DataConfig, model.config["data"], f"{path}: config data")
-    manifest = manifest_path(data, args.split)
-    records = filter_records(read_manifest(manifest), manifest.parent)
+    records = load_split(data, args.split)  # the manifest minus its skip.tsv
     res = encoder(args, config, static=args.static)(state, [str(Path(data.root) / r.path) for r in records])
     report_skips([(records[i].path, why) for i, why in sorted(res.skipped.items())], [])
     ok = res.ok

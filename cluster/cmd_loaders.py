@@ -4,10 +4,14 @@
     c3dhash check-data --root data/synth --manifest-dir data/synth/manifests/split1 [--no-decode]
 
 The loaders drop the files listed in skip.tsv (with a warning), so a corrupt video costs one line, not a run.
+Exit status: 0 when checked (some files may be listed as bad), 2 when every video fails (skip.tsv is then
+left as it was: the cause is the setup, e.g. a wrong --root, or H.264 checked against the CPU decoder; on a
+machine without a GPU check GPU-bound files with --device gpu --no-decode).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest-dir", help="folder of split manifests (default: <root>/manifests/split1)")
     p.add_argument("--workers", type=int, default=2, help="parallel probes (default: 2)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
-                   help="DALI decoder device to check against (default: data.device, else auto)")
+                   help="DALI decoder device to check against (default: data.device, else auto); "
+                        "with --no-decode, gpu needs no GPU here (only NVDEC's codec list is applied)")
     p.add_argument("--no-decode", action="store_true",
                    help="only open and count frames with PyAV (fast; skips the full DALI decode)")
     p.set_defaults(func=cmd_check_data)
@@ -31,26 +36,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _locate(args: argparse.Namespace) -> tuple[Path, Path, str]:
     from cluster.config import ConfigError, load_config
-    from loaders.pipelines import manifest_dir_for
+    from loaders.config import DataConfig
+    from loaders.splits import manifest_dir
 
     if args.config:
         data = load_config(args.config, args.set).data
-        root = Path(args.root or data.root)
-        manifest_dir = Path(args.manifest_dir) if args.manifest_dir else manifest_dir_for(data, root)
-        return root, manifest_dir, data.device
-    if not args.root:
+        data = dataclasses.replace(data, root=args.root or data.root)
+    elif args.root:
+        data = DataConfig(root=args.root)  # the default split (1) of that root
+    else:
         raise ConfigError("pass --config CFG, or --root DIR [--manifest-dir DIR]")
-    root = Path(args.root)
-    return root, Path(args.manifest_dir) if args.manifest_dir else root / "manifests" / "split1", "auto"
+    return Path(data.root), Path(args.manifest_dir) if args.manifest_dir else manifest_dir(data), data.device
+
+
+def _backend(requested: str, decode: bool) -> tuple[str, int | None]:
+    """(DALI backend, CUDA device) to check against. Without decoding, `gpu` only selects NVDEC's codec rules,
+    so a CPU-only data pod can check files meant for GPU training."""
+    import torch
+
+    from loaders.probe import decode_device
+
+    device_id = torch.cuda.current_device() if torch.cuda.is_available() else None
+    if not decode and requested == "gpu":
+        return "mixed", device_id
+    return decode_device(requested, 0 if device_id is None else device_id), device_id
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from loaders.probe import check_data, decode_device
+    from loaders.probe import check_data
 
     root, manifest_dir, device = _locate(args)
-    backend = decode_device(args.device or device, 0)
+    backend, device_id = _backend(args.device or device, not args.no_decode)
     n, bad, skip = check_data(root=root, manifest_dir=manifest_dir, workers=args.workers, device=backend,
-                              decode=not args.no_decode)
+                              device_id=device_id, decode=not args.no_decode)
     for path, reason in bad[:20]:
         print(f"  {root / path}: {reason}", file=sys.stderr)
     if len(bad) > 20:

@@ -11,44 +11,21 @@ import dataclasses
 import types
 import typing
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from distributed.config import LossConfig, TrainConfig
-from eval.config import EvalConfig
+from distributed.job import ClusterConfig, JobConfig, config_to_dict
 from loaders.atomic import atomic_write_text
-from loaders.config import DataConfig
-from model.config import ModelConfig
+
+
+__all__ = ["ClusterConfig", "ConfigError", "JobConfig", "config_to_dict", "load_config", "save_config"]
 
 
 class ConfigError(ValueError):
     """A config problem the user can fix; the message names the file/key and the fix."""
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    name: str = "c3dhash"  # run name: <storage_path>/<name>/ holds checkpoints and TensorBoard logs
-    storage_path: str = "runs"
-    num_workers: int = 2  # one DDP worker per GPU (or per CPU slot on a laptop)
-    use_gpu: bool = False
-    cpus_per_worker: int = 1
-    max_failures: int = 3  # worker-group restarts before the run fails
-    num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
-    address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
-    log_level: str = "WARNING"  # Ray Train's own console logs; INFO also prints every report's metrics, per rank
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -172,13 +149,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, where=str(path) if path is not None else "config")
-
-
-def config_to_dict(cfg: JobConfig) -> dict[str, Any]:
-    def plain(v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
-    return {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
-            for s in (f.name for f in dataclasses.fields(JobConfig))}
 
 
 def save_config(cfg: JobConfig, path: str | Path) -> Path:

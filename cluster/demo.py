@@ -19,12 +19,11 @@ import torch
 from cluster.config import JobConfig, load_config
 from cluster.driver import run_dir, run_training
 from distributed import checkpoint as ckpt
-from distributed.worker import load_split
 from eval.codes import Codes, save_codes
 from eval.encode import encode_loader, to_codes
 from eval.metrics import evaluate
 from loaders.pipelines import build_eval_loader
-from loaders.splits import build_splits
+from loaders.splits import build_splits, load_split
 from loaders.synth import format_summary, make_synth_dataset
 from model.hashnet import build_from_config
 

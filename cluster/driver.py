@@ -4,8 +4,10 @@
     c3dhash train --config configs/ucf101-64bit.yaml --address ray://head:10001
     RAY_ADDRESS=http://head:8265 ray job submit --working-dir . -- c3dhash train --config configs/ucf101-64bit.yaml
 
-A run lives in `<storage_path>/<name>/`: Ray checkpoints (checkpoint_*), best.pt, config.yaml, metrics.jsonl and
-tensorboard/. Starting a run whose folder already holds checkpoints resumes it (Ray Train V2 restores by name).
+A run lives in `<storage_path>/<name>/`: Ray checkpoints (checkpoint_*), best.pt, config.yaml (the latest
+start's config; configs/<n>-<time>.yaml keeps every start's), metrics.jsonl and tensorboard/. Starting a run
+whose folder already holds checkpoints resumes it (Ray Train V2 restores by name), after the checkpoint's
+config was compared with this one (distributed/resume.py).
 """
 from __future__ import annotations
 
@@ -21,10 +23,13 @@ import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
-from cluster.config import ConfigError, JobConfig, config_to_dict, save_config
-from distributed.worker import WorkerSpec, train_loop_per_worker
+from cluster.config import JobConfig, config_to_dict, save_config
+from distributed import checkpoint as ckpt
+from distributed.resume import check_resume
+from distributed.worker import train_loop_per_worker
 from loaders.manifest import DataError
 from loaders.splits import build_splits, manifest_path
+from model.backbone import resolve_weights
 
 
 class MetricsLog(UserCallback):
@@ -64,11 +69,21 @@ def preflight(cfg: JobConfig) -> None:
               f"split files (c3dhash splits)", flush=True)
         build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
                      manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
-    weights = cfg.model.weights
-    if weights and weights != "kinetics400" and not Path(weights).is_file():
-        raise ConfigError(f"model.weights={weights}: file not found; download torchvision's r3d_18 Kinetics-400 "
-                          f"weights (https://download.pytorch.org/models/r3d_18-b3b3357e.pth) there, or set "
-                          f"--set model.weights=null to train from scratch")
+    resolve_weights(cfg.model.weights, name=cfg.model.backbone)  # the model's own resolver: same rule, same message
+
+
+def check_run_folder(cfg: JobConfig, out: Path) -> None:
+    """Before any worker starts: a resume whose checkpoint has other shapes/meaning is refused here."""
+    latest = ckpt.latest_checkpoint(out)
+    if latest is not None:
+        check_resume(ckpt.load(latest, mmap=True).get("config"), config_to_dict(cfg), where=str(latest))
+
+
+def save_start_config(cfg: JobConfig, out: Path) -> Path:
+    """config.yaml = this start's config; configs/<n>-<time>.yaml keeps the config of every start."""
+    n = len(list((out / "configs").glob("*.yaml"))) if (out / "configs").is_dir() else 0
+    save_config(cfg, out / "configs" / f"{n:03d}-{time.strftime('%Y%m%d-%H%M%S')}.yaml")
+    return save_config(cfg, out / "config.yaml")
 
 
 def connect(address: str | None, cfg: JobConfig) -> None:
@@ -84,15 +99,13 @@ def connect(address: str | None, cfg: JobConfig) -> None:
         ray.init(num_cpus=max(need, os.cpu_count() or 1))
 
 
-def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
+def build_trainer(cfg: JobConfig) -> TorchTrainer:
+    """Workers receive the job config itself (distributed.job.JobConfig) and the run folder."""
     c, out = cfg.cluster, run_dir(cfg)
-    spec = WorkerSpec(data=cfg.data, model=cfg.model, loss=cfg.loss, train=cfg.train, eval=cfg.eval,
-                      run_dir=str(out), resolved=config_to_dict(cfg), threads=c.cpus_per_worker, fail_at=fail_at,
-                      log_level=c.log_level)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
+        train_loop_config={"job": cfg, "run_dir": str(out)},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=c.name, storage_path=str(out.parent),
                              failure_config=FailureConfig(max_failures=c.max_failures),
@@ -108,13 +121,14 @@ def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Res
     cfg = absolute_paths(cfg)
     preflight(cfg)
     out = run_dir(cfg)
+    check_run_folder(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_start_config(cfg, out)
     connect(address, cfg)
     t0 = time.time()
     print(f"training {cfg.cluster.name}: {cfg.cluster.num_workers} workers "
           f"({'GPU' if cfg.cluster.use_gpu else 'CPU'}), run folder {out}", flush=True)
-    result = build_trainer(cfg, fail_at=os.environ.get("C3DHASH_FAIL_AT", "")).fit()
+    result = build_trainer(cfg).fit()
     m = result.metrics or {}
     print(f"done in {(time.time() - t0) / 60:.1f} min: epoch {m.get('epoch', -1) + 1}/{cfg.train.epochs}, "
           f"best val mAP {m.get('best_val_map', float('nan')):.4f}; best model {out / 'best.pt'}", flush=True)

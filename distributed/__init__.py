@@ -1,10 +1,26 @@
-"""distributed/: rank helpers, autograd all-gather, SyncBN, the all-triplets loss (and the training loop)."""
-from distributed.env import (barrier, convert_sync_bn, get_device, get_local_rank, get_rank, get_world_size,
-                             is_dist, is_main)
-from distributed.gather import all_gather_rows, all_gather_sizes
-from distributed.syncbn import GatherSyncBatchNorm
-from distributed.triplet import LossError, all_triplet_loss, gathered_triplet_loss, num_valid_triplets
+"""distributed/: the training core (trainer.py) and its Ray adapter (worker.py), rank helpers, autograd
+all-gather, SyncBN, the all-triplets loss, checkpoints.
 
-__all__ = ["GatherSyncBatchNorm", "LossError", "all_gather_rows", "all_gather_sizes", "all_triplet_loss",
-           "barrier", "convert_sync_bn", "get_device", "get_local_rank", "get_rank", "get_world_size",
-           "gathered_triplet_loss", "is_dist", "is_main", "num_valid_triplets"]
+The names below load on first use (PEP 562), so importing distributed.job or distributed.config (the job
+config, which the CLI needs for `--help` and validation) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "distributed.env": ("barrier", "get_device", "get_local_rank", "get_rank", "get_world_size", "is_dist",
+                        "is_main"),
+    "distributed.gather": ("all_gather_rows", "all_gather_sizes"),
+    "distributed.syncbn": ("GatherSyncBatchNorm", "convert_sync_bn"),
+    "distributed.triplet": ("LossError", "all_triplet_loss", "gathered_triplet_loss", "num_valid_triplets"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'distributed' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -1,12 +1,20 @@
 """Training checkpoints: full state for exact resume, written atomically, loaded as data (weights_only=True).
 
+    state = ckpt.load(ckpt.resolve(run_dir, "latest"))   # CPU tensors; load_state_dict moves them to the model
+    ckpt.set_rng_state(state["rng"])
+
 A training checkpoint (`checkpoint.pt` inside a Ray Train checkpoint directory) holds the model, optimiser and
-scheduler states, epoch, global step, RNG states, the resolved config and the best validation mAP so far.
+scheduler states, the training position (epoch, step in epoch, global step), RNG states, the resolved config
+and the best validation mAP so far. RNG states are stored as bytes, not tensors: a map_location (cuda:k, meta)
+can then never move them off the CPU, where torch.set_rng_state requires them.
 The best model by validation mAP is kept beside the Ray checkpoints as `<run_dir>/best.pt`, so Ray's
 `num_to_keep` (which keeps the latest checkpoints for resume) never deletes it.
+`latest` is the checkpoint Ray Train registered last (its checkpoint_manager_snapshot.json in the run folder),
+so a half-copied folder that Ray never registered is not picked; without a snapshot, the newest folder that loads.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +24,7 @@ from loaders.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants, Ray 2.60
 
 
 class CheckpointError(ValueError):
@@ -27,37 +36,74 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint as data only: weights_only=True refuses pickled code."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint as data only: weights_only=True refuses pickled code (mmap: read tensors lazily)."""
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT_FILE
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found; train first or pass an existing file")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupt/truncated files or pickles with code both land here
         raise CheckpointError(f"{p}: cannot be loaded as a c3dhash checkpoint ({exc}); re-train or pick "
                               f"another checkpoint") from exc
 
 
+def _to_bytes(t: torch.Tensor) -> bytes:
+    return t.cpu().numpy().tobytes()
+
+
+def _byte_tensor(saved: bytes | torch.Tensor) -> torch.Tensor:
+    """A CPU ByteTensor, whatever the checkpoint held (bytes now; a tensor, maybe on a GPU, in older files)."""
+    if isinstance(saved, torch.Tensor):
+        return saved.to("cpu", torch.uint8)
+    return torch.frombuffer(bytearray(saved), dtype=torch.uint8)
+
+
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": _to_bytes(torch.get_rng_state())}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [_to_bytes(t) for t in torch.cuda.get_rng_state_all()]
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(t) for t in state["cuda"]])
+
+
+def _loads(path: Path) -> bool:
+    try:
+        load(path, mmap=True)
+        return True
+    except CheckpointError:
+        return False
+
+
+def registered_checkpoints(run_dir: str | Path) -> list[Path] | None:
+    """Checkpoint folders Ray Train registered, oldest first, latest last; None without a (readable) snapshot."""
+    snap = Path(run_dir) / RAY_SNAPSHOT
+    try:
+        state = json.loads(snap.read_text())
+        names = [r["checkpoint_dir_name"] for r in state.get("checkpoint_results", [])]
+        latest = (state.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    ordered = [n for n in names if n != latest] + ([latest] if latest else [])
+    return [Path(run_dir) / n for n in ordered]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest Ray Train checkpoint directory of a run (Ray names them checkpoint_<timestamp>)."""
-    found = sorted(p for p in Path(run_dir).glob("checkpoint_*") if (p / CHECKPOINT_FILE).is_file())
-    return found[-1] / CHECKPOINT_FILE if found else None
+    """The checkpoint file to resume from: Ray's latest registered one that loads, else the newest that loads."""
+    registered = registered_checkpoints(run_dir)
+    folders = registered if registered is not None else sorted(
+        p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir())  # Ray names them checkpoint_<timestamp>
+    for folder in reversed(folders):
+        if _loads(folder / CHECKPOINT_FILE):
+            return folder / CHECKPOINT_FILE
+    return None
 
 
 def resolve(run_dir: str | Path, which: str) -> Path:
@@ -73,3 +119,8 @@ def resolve(run_dir: str | Path, which: str) -> Path:
         raise CheckpointError(f"no {which!r} checkpoint under {run_dir} ({path}); train the run first "
                               f"(c3dhash train --config ...) or pass --checkpoint PATH")
     return path
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf (such a model is never written as a checkpoint)."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

@@ -9,14 +9,12 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-
-def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from distributed.env import is_dist
 
 
 def gather_outputs(index: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate every rank's (video_index, outputs) on every rank, sorted by video index."""
-    if _active():
+    if is_dist(world_above=1):
         parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, (index, outputs))
         parts = [p for p in parts if len(p[0])]
@@ -28,7 +26,7 @@ def gather_outputs(index: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, 
 
 def broadcast_from_zero(value: Any) -> Any:
     """Rank 0's `value` on every rank (e.g. the validation mAP that decides the best checkpoint)."""
-    if not _active():
+    if not is_dist(world_above=1):
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)

@@ -25,6 +25,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     eval_every: int = 5  # epochs between validation evaluations (0 = only at the end)
     checkpoint_every: int = 1  # epochs between full checkpoints (also at every evaluation and the last epoch)
+    checkpoint_every_steps: int = 0  # also a full checkpoint every this many global steps (0 = off); resumes mid-epoch
     sync_bn: bool = True
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | off
     seed: int = 0

@@ -1,8 +1,8 @@
 """Rank/world/device helpers that also work with no process group (then: rank 0 of a world of 1).
 
-    from distributed.env import get_rank, get_world_size, is_main, barrier, convert_sync_bn
+    from distributed.env import get_rank, get_world_size, is_main, barrier, is_dist
     if is_main(): print("only once")
-    net = convert_sync_bn(net) if cfg.train.sync_bn and get_world_size() > 1 else net
+    if is_dist(world_above=1): dist.all_reduce(t)     # the one "is a process group up?" test of the project
 
 Ray Train's TorchTrainer initialises the process group and sets LOCAL_RANK and the CUDA device per worker;
 under plain `python` nothing is initialised and the same code runs single-process.
@@ -14,15 +14,17 @@ import os
 import torch
 import torch.distributed as dist
 
-from distributed.syncbn import GatherSyncBatchNorm, convert_sync_bn
-
-__all__ = ["GatherSyncBatchNorm", "barrier", "convert_sync_bn", "get_device", "get_local_rank", "get_rank",
-           "get_world_size", "is_dist", "is_main"]
+__all__ = ["GpuError", "barrier", "get_device", "get_local_rank", "get_rank", "get_world_size", "is_dist",
+           "is_main", "require_cuda"]
 
 
-def is_dist() -> bool:
-    """True when a torch.distributed process group is initialised (world size may still be 1)."""
-    return dist.is_available() and dist.is_initialized()
+class GpuError(RuntimeError):
+    """A GPU worker without a usable CUDA device; the message says what the torch build needs."""
+
+
+def is_dist(*, world_above: int = 0) -> bool:
+    """True when a torch.distributed process group is initialised with more than `world_above` ranks."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > world_above
 
 
 def get_rank() -> int:
@@ -43,7 +45,7 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    if is_dist() and get_world_size() > 1:
+    if is_dist(world_above=1):
         dist.barrier()
 
 
@@ -52,3 +54,14 @@ def get_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def require_cuda(host: str = "this worker") -> None:
+    """Fail early (before prepare_model) on a GPU worker whose torch cannot use CUDA, naming the cause."""
+    if torch.cuda.is_available():
+        return
+    built = torch.version.cuda or "none (a CPU-only build)"
+    raise GpuError(f"cluster.use_gpu=true but torch.cuda.is_available() is false on {host}: torch "
+                   f"{torch.__version__} is built for CUDA {built}, which needs an NVIDIA driver >= 580 "
+                   f"(CUDA 13) and a GPU of compute capability 7.5 or newer (Turing..Blackwell); check "
+                   f"`nvidia-smi` on the node, or set cluster.use_gpu=false")

@@ -16,14 +16,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+from distributed.env import get_world_size
 
 
 def all_gather_sizes(n: int, *, device: torch.device | str = "cpu") -> list[int]:
     """Every rank's local row count, in rank order ([n] without a process group)."""
-    world = _world()
+    world = get_world_size()
     if world == 1:
         return [n]
     # NCCL needs the tensor on the rank's GPU; gloo takes CPU tensors.
@@ -39,7 +37,7 @@ def all_gather_rows(x: torch.Tensor, *, sizes: list[int] | None = None) -> tuple
     Pass `sizes` (from all_gather_sizes) when known, to save one small collective.
     Returns (gathered, sizes). Collective: every rank must call it, in the same order.
     """
-    world = _world()
+    world = get_world_size()
     if world == 1:
         return x, [x.shape[0]]
     if sizes is None:

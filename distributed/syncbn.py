@@ -24,6 +24,8 @@ from torch import nn
 from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from distributed.env import get_world_size
+
 
 class _CpuSyncBatchNorm(torch.autograd.Function):
     """Train-mode BatchNorm over every rank's batch, for CPU tensors; the same maths as torch's CUDA SyncBN.
@@ -96,7 +98,7 @@ class GatherSyncBatchNorm(_BatchNorm):
         return self.momentum or 0.0
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = get_world_size()
         if not self.training or world == 1:
             return super().forward(input)
         self._check_input_dim(input)

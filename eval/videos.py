@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import av
 import numpy as np
 import torch
 
@@ -30,7 +29,8 @@ from eval.encode import encode_loader
 from loaders.config import DataConfig
 from loaders.manifest import VideoRecord
 from loaders.pipelines import build_eval_loader
-from loaders.probe import decode_device, unsupported_codec, video_info
+from loaders.probe import decode_device, unsupported_codec
+from loaders.videoio import probe_video
 from loaders.sampler import clip_span
 from loaders.transcode import even_size, transcode_video
 from model.load import ClipGeometry, LoadedHashNet, from_state
@@ -62,12 +62,6 @@ def product_data(geometry: ClipGeometry, *, device: str = "auto", num_threads: i
                       num_threads=num_threads, manifest_dir=manifest_dir)
 
 
-def _size(path: str) -> tuple[int, int]:
-    with av.open(path) as c:
-        s = c.streams.video[0]
-        return int(s.height), int(s.width)
-
-
 class ChunkEncoder:
     """Holds one model on one device (a Ray actor holds one of these); encodes lists of video files."""
 
@@ -84,18 +78,18 @@ class ChunkEncoder:
     def _prepare(self, path: str, tmp: Path, pos: int) -> tuple[str | None, str, int]:
         """(file to decode or None, reason if None, frame count)."""
         try:
-            frames, codec = video_info(path)
+            info = probe_video(path)
         except Exception as exc:  # noqa: BLE001 - any demux failure means "skip this file"
             return None, f"cannot open with PyAV: {' '.join(str(exc).split())}", 0
-        if frames == 0:
+        if info.frames == 0:
             return None, "no video frames", 0
-        if not unsupported_codec(codec, self.dali):
-            return path, "", frames
+        if not unsupported_codec(info.codec, self.dali):
+            return path, "", info.frames
         out = tmp / f"{pos}.webm"
         try:  # DALI cannot take this codec here: the same deterministic VP9 a query would get
-            frames = transcode_video(path, out, codec="vp9", size=even_size(_size(path)))
+            frames = transcode_video(path, out, codec="vp9", size=even_size((info.height, info.width)))
         except Exception as exc:  # noqa: BLE001
-            return None, f"{codec}: cannot transcode for DALI: {' '.join(str(exc).split())}", 0
+            return None, f"{info.codec}: cannot transcode for DALI: {' '.join(str(exc).split())}", 0
         return str(out), "", frames
 
     def encode(self, paths: Sequence[str]) -> Encoded:

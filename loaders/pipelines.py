@@ -17,14 +17,17 @@ when CUDA is usable and data.device is auto/gpu, "cpu" (VP8/VP9/MJPEG) otherwise
 
 Sharding uses the WORLD rank and world size (shard_id = rank, num_shards = world_size), never the local rank:
 DALI's own multi-GPU examples pass local_rank as shard_id, which on several nodes makes every node read the
-same shards. Train: each rank takes an even slice of every global batch, so all ranks run len(loader) steps
-(unequal step counts hang DDP). Eval: rank r takes videos r, r + W, ... (each video exactly once, no padding);
-ranks may therefore yield different batch counts, and `video_index` (position in `records` as passed) tells
-which video each clip belongs to so clip outputs can be averaged per video.
+same shards. Train: each rank takes a contiguous slice of every global batch (P x K fixed by the config;
+slice sizes differ by at most one when W does not divide it), so all ranks run len(loader) steps (unequal
+step counts hang DDP) and the concatenated slices are the single-process batch at any world size. Eval:
+rank r takes videos r, r + W, ... (each video exactly once, no padding); ranks may yield different batch
+counts, and `video_index` (position in `records` as passed) tells which video each clip belongs to so clip
+outputs can be averaged per video.
 
-Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front; a file that
-still fails at decode time is found by decoding the in-flight files one by one, reported (DataWarning) and
-replaced by another video of the same class (train) or left out (eval, listed in `loader.skipped`).
+Bad files: records listed in <manifest_dir>/skip.tsv (`c3dhash check-data`) are dropped up front, once, by
+loaders.splits.load_split (the loaders take records as given); a file that still fails at decode time is found
+by decoding the in-flight files one by one, reported (DataWarning) and replaced by another video of the same
+class (train) or left out (eval, listed in `loader.skipped`).
 """
 from __future__ import annotations
 
@@ -39,15 +42,10 @@ import torch
 
 from loaders.config import DataConfig
 from loaders.manifest import DataError, VideoRecord
-from loaders.probe import (DataWarning, dali_decode_errors, decode_device, filter_records, unsupported_codec,
-                           video_info)
+from loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
                              start_frame, train_clips)
-
-
-def manifest_dir_for(cfg: DataConfig, root: str | Path) -> Path:
-    """Where the split manifests (and skip.tsv) live: data.manifest_dir, or <root>/manifests/split<N>."""
-    return Path(cfg.manifest_dir) if cfg.manifest_dir else Path(root) / "manifests" / f"split{cfg.split}"
+from loaders.videoio import probe_video
 
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
@@ -148,16 +146,16 @@ class ClipDecoder:
             return None, 0
         if index not in self.frames:
             try:
-                n, codec = video_info(blob)
+                info = probe_video(blob)
             except Exception as exc:  # any demux failure means "skip this file", never "stop training"
                 self._mark_bad(path, f"cannot open with PyAV: {exc}")
                 return None, 0
-            if reason := unsupported_codec(codec, self.device):  # a setup problem, not one bad file
+            if reason := unsupported_codec(info.codec, self.device):  # a setup problem, not one bad file
                 raise DataError(f"{self.root / path}: {reason}")
-            if n == 0:
+            if info.frames == 0:
                 self._mark_bad(path, "no video frames")
                 return None, 0
-            self.frames[index] = n
+            self.frames[index] = info.frames
         return blob, self.frames[index]
 
     def _substitute(self, clip: Clip) -> Clip | None:
@@ -179,7 +177,8 @@ class ClipDecoder:
 
     def _skip_failed(self, pending: deque, exc: RuntimeError) -> None:
         paths = list(dict.fromkeys(self.root / self.records[c.index].path for b in pending for c in b))
-        errors = dali_decode_errors(paths, device=self.device, num_threads=self.cfg.num_threads)
+        errors = dali_decode_errors(paths, device=self.device, device_id=self.device_id,
+                                    num_threads=self.cfg.num_threads)
         if not errors:
             raise DataError(f"DALI failed on a batch but each of its files decodes alone: "
                             f"{', '.join(map(str, paths))}: {exc}") from exc
@@ -196,22 +195,14 @@ class ClipDecoder:
         return x
 
 
-def _kept(records: Sequence[VideoRecord], root: str | Path,
-          cfg: DataConfig) -> tuple[list[VideoRecord], list[int]]:
-    """Records minus skip.tsv, and each kept record's position in `records` as passed."""
-    kept = {r.path for r in filter_records(records, manifest_dir_for(cfg, root))}
-    origin = [i for i, r in enumerate(records) if r.path in kept]
-    return [records[i] for i in origin], origin
-
-
 class TrainLoader:
     """Iterable over (clips, labels); len() = steps per epoch, identical on every rank."""
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, epoch: int = 0, static: bool = False,
                  steps: int = 0):
-        self.records, self.origin = _kept(records, root, cfg)
-        self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
+        self.records = list(records)
+        self.cfg, self.rank, self.world_size, self.epoch, self.start_step = cfg, rank, world_size, epoch, 0
         if cfg.sampler == "pk":
             self.sampler: PKSampler | RandomSampler = PKSampler(
                 [r.label for r in self.records], p=cfg.pk_classes, k=cfg.pk_samples, seed=cfg.seed,
@@ -219,18 +210,20 @@ class TrainLoader:
         else:
             self.sampler = RandomSampler(len(self.records), batch_size=cfg.batch_size * world_size,
                                          seed=cfg.seed, steps=steps)
-        if self.sampler.batch_size % world_size:
-            raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} must be "
-                            f"divisible by the world size {world_size} (one global batch is split evenly "
-                            f"across ranks)")
-        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=self.sampler.batch_size // world_size,
-                                   device_id=device_id, static=static, replace=True)
+        if self.sampler.batch_size < world_size:
+            raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} is smaller than "
+                            f"the world size {world_size}: every rank needs at least one clip per step")
+        # the largest rank slice; DALI takes smaller batches too (the slices differ by at most one clip)
+        per_rank = -(-self.sampler.batch_size // world_size)
+        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=per_rank, device_id=device_id,
+                                   static=static, replace=True)
 
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
+        """Iterate `epoch` from step `start_step` on (a resume mid-epoch: the plan is deterministic per epoch)."""
+        self.epoch, self.start_step = epoch, start_step
 
     @property
     def skipped(self) -> dict[str, str]:
@@ -243,7 +236,7 @@ class TrainLoader:
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for clips, x in self.decoder.run(self.plan(self.epoch)):
+        for clips, x in self.decoder.run(self.plan(self.epoch)[self.start_step:]):
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device)
 
@@ -253,9 +246,9 @@ class EvalLoader:
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
-        self.records, self.origin = _kept(records, root, cfg)
+        self.records = list(records)
         videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
-        self.video_indices = [self.origin[v] for v in videos]  # this rank's videos, as positions in `records`
+        self.video_indices = videos  # this rank's videos, as positions in `records`
         self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
         self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
                                    static=static, replace=False)
@@ -270,7 +263,7 @@ class EvalLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.batches):
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
-            index = torch.tensor([self.origin[c.index] for c in clips], dtype=torch.int64)
+            index = torch.tensor([c.index for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device), index.to(x.device)
 
 

@@ -4,6 +4,7 @@
     c3dhash check-data --root data/synth --manifest-dir data/synth/manifests/split1 [--no-decode]
 
     bad = probe_videos(records, root, workers=2)          # [(path, reason)], PyAV + a full DALI decode
+    errors = dali_decode_errors(paths, device="mixed", device_id=rank_gpu)   # one pipeline, 8 files a run
     write_skip_list(manifest_dir, bad)                    # <manifest_dir>/skip.tsv: path<TAB>reason
     records = filter_records(records, manifest_dir)       # what the loaders do: drop skip.tsv entries
 
@@ -15,11 +16,10 @@ WebM stores no frame count; it matches what DALI's frame index counts.
 from __future__ import annotations
 
 import csv
-import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import av
 import numpy as np
@@ -27,10 +27,12 @@ from tqdm import tqdm
 
 from loaders.atomic import atomic_write_text
 from loaders.manifest import DataError, DataWarning, VideoRecord, tsv_text
+from loaders.videoio import probe_video
 
 SKIP_FILE = "skip.tsv"
 SKIP_HEADER = ("path", "reason")
 CPU_CODECS = ("vp8", "vp9", "mjpeg")  # what DALI decodes on CPU; NVDEC adds h264, hevc, av1, mpeg4
+DECODE_BATCH = 8  # files fully decoded per DALI iteration by check-data (bounded memory: whole videos)
 
 
 def decode_device(requested: str, device_id: int | None) -> str:
@@ -44,18 +46,6 @@ def decode_device(requested: str, device_id: int | None) -> str:
     return "mixed" if cuda and requested in ("auto", "gpu") else "cpu"
 
 
-def video_info(source: str | Path | bytes) -> tuple[int, str]:
-    """(frame count, codec name) of the first video stream, from a path or the file's bytes."""
-    target = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    with av.open(target) as container:
-        if not container.streams.video:
-            raise DataError("no video stream")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        frames = sum(1 for packet in container.demux(stream) if packet.size)
-    return frames, codec
-
-
 def unsupported_codec(codec: str, device: str) -> str:
     """A reason string when DALI on `device` cannot decode `codec`, else ""."""
     if device == "cpu" and codec not in CPU_CODECS:
@@ -65,29 +55,45 @@ def unsupported_codec(codec: str, device: str) -> str:
 
 
 def _pyav_reason(path: Path, device: str) -> str:
-    try:
-        frames, codec = video_info(path)
+    try:  # from the bytes, as the training loader does (and the reason need not repeat the path)
+        info = probe_video(path.read_bytes())
     except (OSError, av.FFmpegError, DataError) as exc:  # av.error.* derive from these
         return f"cannot open with PyAV: {exc}".replace("\t", " ").replace("\n", " ")
-    if frames == 0:
+    if info.frames == 0:
         return "no video frames"
-    return unsupported_codec(codec, device)
+    return unsupported_codec(info.codec, device)
 
 
-def dali_decode_errors(paths: Sequence[Path], *, device: str = "cpu", num_threads: int = 2) -> dict[str, str]:
-    """Decode every frame of each file with DALI; {path: reason} for those that fail."""
-    if not paths:
-        return {}
-    try:
-        _dali_decode_all(paths, device=device, num_threads=num_threads)
-        return {}
-    except RuntimeError as exc:
-        if len(paths) == 1:
-            return {str(paths[0]): "DALI cannot decode it: " + _first_line(exc)}
-    # A failed batch does not say which sample failed: retry one by one (rare path).
+def dali_decode_errors(paths: Sequence[Path], *, device: str = "cpu", device_id: int | None = None,
+                       num_threads: int = 2, batch_size: int = DECODE_BATCH,
+                       done: Callable[[int], object] | None = None) -> dict[str, str]:
+    """Decode every frame of each file with DALI; {path: reason} for those that fail.
+
+    One pipeline serves every batch of `batch_size` files; only a batch that fails is decoded again file by
+    file (a failed batch does not say which sample failed) and the pipeline is rebuilt after it. `done(n)` is
+    called after each batch of n files (a progress bar). `device_id` is the caller's own GPU for "mixed" (the
+    rank's device under Ray Train, where every worker of a node sees all of the node's GPUs), never GPU 0.
+    """
     out: dict[str, str] = {}
-    for p in paths:
-        out.update(dali_decode_errors([p], device=device, num_threads=num_threads))
+    pipe = None
+    for i in range(0, len(paths), batch_size):
+        chunk = list(paths[i:i + batch_size])
+        if pipe is None:
+            pipe = _decode_pipeline(batch_size=min(batch_size, len(paths)), device=device, device_id=device_id,
+                                    num_threads=num_threads)
+        try:
+            pipe.feed_input("enc", [np.fromfile(p, dtype=np.uint8) for p in chunk])
+            pipe.run()
+        except RuntimeError as exc:
+            pipe = None  # a pipeline that raised is not reused
+            if len(chunk) == 1:
+                out[str(chunk[0])] = "DALI cannot decode it: " + _first_line(exc)
+            else:
+                for p in chunk:
+                    out.update(dali_decode_errors([p], device=device, device_id=device_id,
+                                                  num_threads=num_threads, batch_size=1))
+        if done is not None:
+            done(len(chunk))
     return out
 
 
@@ -99,39 +105,37 @@ def _first_line(exc: BaseException) -> str:
     return line.split("failed: ", 1)[-1][:200].replace("\t", " ")
 
 
-def _dali_decode_all(paths: Sequence[Path], *, device: str, num_threads: int) -> None:
+def _decode_pipeline(*, batch_size: int, device: str, device_id: int | None, num_threads: int):
+    """A built DALI pipeline that fully decodes up to `batch_size` fed files ("enc") on `device`."""
     from nvidia.dali import fn, pipeline_def, types  # local: DALI starts threads; PyAV-only use stays light
 
-    @pipeline_def(batch_size=len(paths), num_threads=num_threads, device_id=0 if device == "mixed" else None,
-                  prefetch_queue_depth=1)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads,
+                  device_id=device_id if device == "mixed" else None, prefetch_queue_depth=1)
     def decode_all():
         encoded = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
         return fn.decoders.video(encoded, device=device)
 
     pipe = decode_all()
     pipe.build()
-    pipe.feed_input("enc", [np.fromfile(p, dtype=np.uint8) for p in paths])
-    pipe.run()
+    return pipe
 
 
 def probe_videos(records: Sequence[VideoRecord], root: str | Path, *, workers: int = 2, device: str = "cpu",
-                 decode: bool = True) -> list[tuple[str, str]]:
+                 device_id: int | None = None, decode: bool = True) -> list[tuple[str, str]]:
     """Probe each distinct file once; [(relative path, reason)] for the bad ones, in record order."""
-    root, step = Path(root), max(1, workers)
+    root = Path(root)
     paths = list(dict.fromkeys(r.path for r in records))
-    with ThreadPoolExecutor(max_workers=step) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         reasons = pool.map(lambda rel: _missing(root / rel) or _pyav_reason(root / rel, device), paths)
         bad = {rel: why for rel, why in zip(paths, tqdm(reasons, total=len(paths), desc="open", unit="video"))
                if why}
     if decode:
-        good = [rel for rel in paths if rel not in bad]
+        good = [root / rel for rel in paths if rel not in bad]
         with tqdm(total=len(good), desc=f"decode (DALI {device})", unit="video") as bar:
-            for i in range(0, len(good), step):
-                chunk = good[i:i + step]
-                for path, why in dali_decode_errors([root / r for r in chunk], device=device,
-                                                    num_threads=step).items():
-                    bad[Path(path).relative_to(root).as_posix()] = why
-                bar.update(len(chunk))
+            errors = dali_decode_errors(good, device=device, device_id=device_id, num_threads=max(1, workers),
+                                        done=bar.update)
+        for path, why in errors.items():
+            bad[Path(path).relative_to(root).as_posix()] = why
     return [(rel, bad[rel]) for rel in paths if rel in bad]
 
 
@@ -167,9 +171,8 @@ def filter_records(records: Sequence[VideoRecord], manifest_dir: str | Path) -> 
     skip = load_skip_list(manifest_dir)
     kept = [r for r in records if r.path not in skip]
     if len(kept) < len(records):
-        skip = Path(manifest_dir) / SKIP_FILE
-        warnings.warn(f"skipping {len(records) - len(kept)} video(s) listed in {skip}", DataWarning,
-                      stacklevel=2)
+        warnings.warn(f"skipping {len(records) - len(kept)} video(s) listed in {Path(manifest_dir) / SKIP_FILE}",
+                      DataWarning, stacklevel=2)
     return kept
 
 
@@ -184,10 +187,12 @@ def manifest_files(manifest_dir: str | Path) -> list[Path]:
 
 
 def check_data(*, root: str | Path, manifest_dir: str | Path, workers: int = 2, device: str = "cpu",
-               decode: bool = True) -> tuple[int, list[tuple[str, str]], Path]:
+               device_id: int | None = None, decode: bool = True) -> tuple[int, list[tuple[str, str]], Path]:
     """Probe every file named by the manifests in `manifest_dir` and write skip.tsv there.
 
-    Returns (number of distinct files, [(path, reason)], path of skip.tsv).
+    Returns (number of distinct files, [(path, reason)], path of skip.tsv). When every file is bad, nothing
+    is written (a skip list naming the whole split would empty it for training, and the cause is nearly
+    always the setup: a wrong root, or H.264 files checked against the CPU decoder) and DataError says so.
     """
     from loaders.manifest import read_manifest
 
@@ -195,5 +200,10 @@ def check_data(*, root: str | Path, manifest_dir: str | Path, workers: int = 2, 
     if not root.is_dir():
         raise DataError(f"{root}: dataset root not found; pass --root (or data.root) pointing at the videos")
     records = [r for f in manifest_files(manifest_dir) for r in read_manifest(f)]
-    bad = probe_videos(records, root, workers=workers, device=device, decode=decode)
-    return len({r.path for r in records}), bad, write_skip_list(manifest_dir, bad)
+    bad = probe_videos(records, root, workers=workers, device=device, device_id=device_id, decode=decode)
+    n = len({r.path for r in records})
+    if n and len(bad) == n:
+        raise DataError(f"{root}: all {n} videos of {manifest_dir} failed the check (first: {bad[0][0]}: "
+                        f"{bad[0][1]}); skip.tsv left unchanged. Check --root/data.root, and for H.264 on a "
+                        f"machine without a GPU pass --device gpu --no-decode")
+    return n, bad, write_skip_list(manifest_dir, bad)

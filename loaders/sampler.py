@@ -3,12 +3,15 @@
     sampler = PKSampler(labels, p=8, k=4, seed=0)            # one GLOBAL batch = P classes x K clips
     for step, batch in enumerate(sampler.batches(epoch)):     # record indices, class-major
         clips = train_clips(batch, seed=0, epoch=epoch, step=step, flip=True)
-        mine = shard_batch(clips, rank=r, world_size=w)       # rank r's even slice
+        mine = shard_batch(clips, rank=r, world_size=w)       # rank r's slice (sizes differ by <= 1)
     eval_clips(eval_shard(len(records), rank=r, world_size=w), clips_per_video=1, batch_size=16)
 
 The pipelines (loaders/pipelines.py) only decode what this module decides. Everything random is drawn from
 NumPy generators seeded by (seed, epoch[, step]) for the GLOBAL batch and then sliced by rank, so the union of
 the ranks' batches at a step equals the single-process batch: distributed == single process, bit for bit.
+The global batch (P x K) is fixed by the config, whatever the world size W: rank r takes the r-th of W
+contiguous slices whose sizes differ by at most one (the first B mod W ranks one clip more), so a run on
+2 or 3 workers sees, step for step, the very clips of a 1-worker run (elastic training, README).
 
 Temporal rule shared by train and eval: a clip is `num_frames` frames at `stride`, spanning
 span = (num_frames - 1) * stride + 1 frames; its first frame is
@@ -131,10 +134,19 @@ class RandomSampler:
         return list(order.reshape(self.steps, self.batch_size))
 
 
+def slice_bounds(n: int, *, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, end) of rank r's contiguous slice of n items: sizes n // W, plus one for the first n % W ranks."""
+    if not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} outside a world of {world_size}")
+    per, extra = divmod(n, world_size)
+    start = rank * per + min(rank, extra)
+    return start, start + per + (rank < extra)
+
+
 def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Clip]:
-    """Rank r's contiguous, even slice of a global batch (callers check divisibility up front)."""
-    per = len(batch) // world_size
-    return list(batch[rank * per:(rank + 1) * per])
+    """Rank r's contiguous slice of a global batch; the slices of ranks 0..W-1 concatenate to the batch."""
+    start, end = slice_bounds(len(batch), rank=rank, world_size=world_size)
+    return list(batch[start:end])
 
 
 def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool) -> list[Clip]:

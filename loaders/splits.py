@@ -3,9 +3,12 @@
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1     # -> data/ucf101/manifests/split1/*.tsv
     c3dhash splits --dataset synth --root data/synth
 
-    from loaders.splits import build_splits, manifest_path
+    from loaders.splits import build_splits, load_split, manifest_dir
     records = build_splits(dataset="hmdb51", root="data/hmdb51", split=1)  # {"train": [..], "val", "test"}
-    read_manifest(manifest_path(cfg.data, "train"))
+    train = load_split(cfg.data, "train")      # <manifest_dir(cfg.data)>/train.tsv minus skip.tsv
+
+One folder rule (`manifest_dir`): data.manifest_dir, or <root>/manifests/split<N>; the skip list
+(`c3dhash check-data`) lives there too and is applied once, here in `load_split`: loaders take records as given.
 
 Where the official lists live (`lists=` overrides the folder):
   ucf101, synth  <root>/ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt   label = classInd index - 1
@@ -32,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loaders.config import DataConfig
-from loaders.manifest import DataError, DataWarning, VideoRecord, write_manifest
+from loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest, write_manifest
+from loaders.probe import filter_records
 from loaders.videoio import VIDEO_EXTS
 
 DATASETS = ("ucf101", "hmdb51", "jhmdb", "synth")
@@ -244,17 +248,31 @@ def build_splits(*, dataset: str, root: str | Path, split: int = 1, manifest_dir
     records = resolve(listed, names, root, check_files, dataset)
     train, val = carve_val(records["train"], val_per_class)
     out = {"train": train, "val": val, "test": records["test"]}
-    target = Path(manifest_dir) if manifest_dir is not None else root / "manifests" / f"split{split}"
+    target = Path(manifest_dir) if manifest_dir is not None else default_manifest_dir(root, split)
     for split_name, recs in out.items():
         write_manifest(target / f"{split_name}.tsv", recs)
     return out
 
 
+def default_manifest_dir(root: str | Path, split: int) -> Path:
+    """Where `c3dhash splits` writes a split's manifests when no folder is given: <root>/manifests/split<N>."""
+    return Path(root) / "manifests" / f"split{split}"
+
+
+def manifest_dir(data_cfg: DataConfig) -> Path:
+    """The folder of a job's manifests and skip.tsv: data.manifest_dir, else the default for data.root/split."""
+    return Path(data_cfg.manifest_dir) if data_cfg.manifest_dir else default_manifest_dir(data_cfg.root,
+                                                                                          data_cfg.split)
+
+
 def manifest_path(data_cfg: DataConfig, split_name: str) -> Path:
-    """<data.manifest_dir or <data.root>/manifests/split<data.split>>/<split_name>.tsv."""
-    base = Path(data_cfg.manifest_dir) if data_cfg.manifest_dir else Path(data_cfg.root) / "manifests" / \
-        f"split{data_cfg.split}"
-    return base / f"{split_name}.tsv"
+    """<manifest_dir(data_cfg)>/<split_name>.tsv."""
+    return manifest_dir(data_cfg) / f"{split_name}.tsv"
+
+
+def load_split(data_cfg: DataConfig, split_name: str) -> list[VideoRecord]:
+    """A split's records minus those listed in skip.tsv (the one place the skip list is applied)."""
+    return filter_records(read_manifest(manifest_path(data_cfg, split_name)), manifest_dir(data_cfg))
 
 
 def split_stats(records: list[VideoRecord]) -> tuple[int, int, int, int]:

@@ -1,7 +1,8 @@
 """Small PyAV helpers: write encoded videos (VP9 / MJPEG / H.264), probe and decode them.
 
     write_video("clip.webm", frames, codec="vp9", fps=25)      # frames: uint8 [T, H, W, 3] RGB
-    info = probe_video("clip.webm")                           # frames, size, fps, keyframe indices
+    info = probe_video("clip.webm")                           # frames, size, fps, codec, keyframe indices
+    info = probe_video(blob)                                  # the same from the file's bytes
     frames = read_frames("clip.webm")                         # uint8 [T, H, W, 3]
 
 Every file is written with a short GOP (a keyframe at least every `GOP` frames) so that a reader seeking to a
@@ -10,6 +11,7 @@ random clip decodes at most GOP-1 extra frames, and with `+bitexact` so the same
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -90,19 +92,22 @@ def write_video(path: str | Path, frames: np.ndarray, *, codec: str = "vp9", fps
     return Path(path)
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Count frames by demuxing (container metadata is often missing or wrong) and list keyframe packets."""
+def probe_video(source: str | Path | bytes) -> VideoInfo:
+    """Frame count by demuxing (container metadata is often missing or wrong), size, rate, codec and keyframe
+    packets of the first video stream, from a path or from the file's bytes (what the loaders hold). Errors
+    name the path; for bytes they carry only the cause, and the caller names the file."""
+    where = "" if isinstance(source, bytes) else f"{source}: "
     try:
-        with av.open(str(path)) as c:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as c:
             if not c.streams.video:
-                raise VideoError(f"{path}: no video stream")
+                raise VideoError(f"{where}no video stream")
             st = c.streams.video[0]
             keys = [p.is_keyframe for p in c.demux(st) if p.size]
             rate = st.average_rate or st.guessed_rate or 0
             return VideoInfo(len(keys), st.codec_context.height, st.codec_context.width, float(rate),
                              st.codec_context.name, tuple(i for i, k in enumerate(keys) if k))
     except av.error.FFmpegError as exc:
-        raise VideoError(f"{path}: cannot read video ({exc})") from exc
+        raise VideoError(f"{where}cannot read video ({exc})") from exc
 
 
 def read_frames(path: str | Path) -> np.ndarray:

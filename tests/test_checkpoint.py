@@ -1,4 +1,6 @@
-"""Checkpoint files (atomic, data-only loading, resolution) and the learning-rate schedule."""
+"""Checkpoint files (atomic, data-only loading, resolution through Ray's registry), RNG state on any map
+location, the resume config check, and the learning-rate schedule."""
+import json
 import pickle
 
 import pytest
@@ -48,11 +50,59 @@ def test_resolve_best_latest_and_missing(tmp_path):
     assert ckpt.resolve(tmp_path, "best") == tmp_path / ckpt.BEST_FILE
 
 
+def _ray_snapshot(run_dir, names, latest):
+    """What Ray Train 2.60's checkpoint manager writes into the run folder (the fields we read)."""
+    def result(n):
+        return {"version": 0, "checkpoint_dir_name": n, "metrics": {}}
+    (run_dir / ckpt.RAY_SNAPSHOT).write_text(json.dumps({
+        "ray_version": "2.60.0", "checkpoint_results": [result(n) for n in names],
+        "checkpoint_report_indices": list(range(len(names))), "latest_checkpoint_result": result(latest),
+        "pending_training_results": [], "pending_validation_specs": [], "current_report_index": len(names),
+        "validated_checkpoint_dir_names": [], "timed_out_validation_checkpoint_dir_names": [],
+        "failed_validation_checkpoint_dir_names": []}))
+
+
+def test_latest_is_what_ray_registered_not_the_newest_folder(tmp_path):
+    names = [f"checkpoint_2026-01-01_00-00-0{i}" for i in (1, 2, 3)]
+    for n in names:
+        ckpt.atomic_save({"epoch": n}, tmp_path / n / ckpt.CHECKPOINT_FILE)
+    _ray_snapshot(tmp_path, names[:2], latest=names[1])  # the newest folder is a copy Ray never registered
+    assert ckpt.resolve(tmp_path, "latest") == tmp_path / names[1] / ckpt.CHECKPOINT_FILE
+    (tmp_path / names[1] / ckpt.CHECKPOINT_FILE).write_bytes(b"truncated")  # registered but unreadable
+    assert ckpt.resolve(tmp_path, "latest") == tmp_path / names[0] / ckpt.CHECKPOINT_FILE
+    (tmp_path / ckpt.RAY_SNAPSHOT).unlink()  # no registry: the newest folder that loads
+    assert ckpt.resolve(tmp_path, "latest") == tmp_path / names[2] / ckpt.CHECKPOINT_FILE
+
+
+def test_failed_best_write_leaves_neither_temp_nor_file(tmp_path, monkeypatch):
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        ckpt.atomic_save({"model": {}}, tmp_path / ckpt.BEST_FILE)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_rng_state_restores_the_stream():
     state = ckpt.rng_state()
     a = torch.rand(4)
     ckpt.set_rng_state(state)
     torch.testing.assert_close(torch.rand(4), a, rtol=0, atol=0)
+
+
+def test_rng_state_survives_a_non_cpu_map_location(tmp_path):
+    """Issue 12 finding 1: resume mapped the checkpoint to cuda:k and torch.set_rng_state then raised. Any
+    non-CPU map_location shows it on a CPU machine ("meta"); RNG states are bytes, which no map_location moves."""
+    path = ckpt.atomic_save({"rng": ckpt.rng_state(), "w": torch.ones(2)}, tmp_path / "c.pt")
+    expected = torch.rand(4)
+    state = ckpt.load(path, map_location="meta")
+    assert state["w"].device.type == "meta"
+    ckpt.set_rng_state(state["rng"])
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)
+    old_style = {"torch": torch.get_rng_state().to("meta")}  # what the old tensor format became on cuda:k
+    with pytest.raises(TypeError, match="ByteTensor"):
+        torch.set_rng_state(old_style["torch"])
 
 
 @pytest.mark.parametrize("schedule", ["step", "cosine", "constant"])

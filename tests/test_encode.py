@@ -10,6 +10,7 @@ from distributed import checkpoint as ckpt
 from eval.codes import load_codes, pack_bits
 from eval.encode import encode_loader, to_codes
 from loaders.pipelines import build_eval_loader
+from loaders.splits import load_split
 from model.hashnet import build_hash_net
 from train_helpers import make_tiny_dataset, tiny_overrides
 
@@ -21,7 +22,6 @@ def setup(tmp_path_factory):
     cfg = load_config(None, [*tiny_overrides(root, storage, "enc", workers=1), "data.clips_per_video=2"])
     torch.manual_seed(0)
     net = build_hash_net(bits=cfg.model.bits).eval()
-    from distributed.worker import load_split
     return cfg, net, load_split(cfg.data, "test")
 
 

@@ -11,6 +11,8 @@ from k8s_helpers import (containers, ingress_allowed, kustomizations, mounts_by_
                          ray_cluster_specs, render)
 
 SERVICE_ACCOUNT = "c3dhash"
+AUTOSCALER_ACCOUNT = "c3dhash-autoscaler"  # Ray heads with the in-tree autoscaler (its sidecar patches pods)
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 RAY_USER = 1000  # the rayproject/ray image's `ray` user
 
 
@@ -62,7 +64,7 @@ def test_containers_are_locked_down(every):
         pod_sc = spec["securityContext"]
         assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] == RAY_USER, where
         assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
-        assert spec["serviceAccountName"] == SERVICE_ACCOUNT, where
+        assert spec["serviceAccountName"] in (SERVICE_ACCOUNT, AUTOSCALER_ACCOUNT), where
         assert spec["automountServiceAccountToken"] is False, where
         assert not [v for v in spec.get("volumes", []) if "hostPath" in v], where
         for c in containers(template):
@@ -73,11 +75,44 @@ def test_containers_are_locked_down(every):
             assert sc.get("runAsUser", RAY_USER) != 0, f"{where}/{c['name']}"
 
 
-def test_service_account_carries_no_api_credentials(every):
-    (sa,) = [d for d in every if d["kind"] == "ServiceAccount"]
-    assert sa["metadata"]["name"] == SERVICE_ACCOUNT and sa["automountServiceAccountToken"] is False
+def token_volumes(template: dict) -> list[str]:
+    return [v["name"] for v in template["spec"].get("volumes", [])
+            if any("serviceAccountToken" in src for src in (v.get("projected") or {}).get("sources", []))]
+
+
+def test_service_accounts_carry_no_api_credentials(every):
+    accounts = {d["metadata"]["name"]: d for d in every if d["kind"] == "ServiceAccount"}
+    assert set(accounts) == {SERVICE_ACCOUNT, AUTOSCALER_ACCOUNT}
+    assert all(sa["automountServiceAccountToken"] is False for sa in accounts.values())
     granting = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Secret"}
     assert not {d["kind"] for d in every} & granting
+
+
+def test_only_the_autoscaler_sidecar_gets_an_api_token(every):
+    """KubeRay binds its autoscaler Role to the head's ServiceAccount; the token reaches the sidecar alone."""
+    specs = list(ray_cluster_specs(every))
+    assert any(spec.get("enableInTreeAutoscaling") for _, spec in specs)
+    for where, spec in specs:
+        head = spec["headGroupSpec"]["template"]
+        for c in containers(head):
+            assert not [m for m in c.get("volumeMounts", []) if m["name"] in token_volumes(head)], where
+            assert TOKEN_PATH not in {m["mountPath"] for m in c.get("volumeMounts", [])}, where
+        for g in spec.get("workerGroupSpecs", []):
+            assert g["template"]["spec"]["serviceAccountName"] == SERVICE_ACCOUNT, where
+            assert not token_volumes(g["template"]), where
+        if not spec.get("enableInTreeAutoscaling"):
+            assert head["spec"]["serviceAccountName"] == SERVICE_ACCOUNT and not token_volumes(head), where
+            continue
+        assert head["spec"]["serviceAccountName"] == AUTOSCALER_ACCOUNT, where
+        options = spec["autoscalerOptions"]
+        (mount,) = options["volumeMounts"]
+        assert mount == {"name": token_volumes(head)[0], "mountPath": TOKEN_PATH, "readOnly": True}, where
+        # the operator builds the sidecar from these; Pod Security "restricted" rejects the pod otherwise
+        assert options["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert options["resources"]["limits"], where
+    for where, role, template in pod_templates(every):
+        if role not in ("head",):
+            assert not token_volumes(template), where
 
 
 def test_namespace_enforces_restricted_pod_security(every):

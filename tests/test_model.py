@@ -90,6 +90,24 @@ def test_kinetics400_alias_uses_torchvision_cache(torchvision_state, tmp_path, m
     assert torch.equal(net.trunk.stem[0].weight, state["stem.0.weight"])
 
 
+def test_driver_preflight_and_the_model_share_one_weights_resolver(tmp_path, monkeypatch):
+    """The driver refuses missing weights before Ray with the very message the model would give (and the
+    kinetics400 alias is resolved by the same rule), so the two checks cannot drift apart."""
+    from cluster import driver
+    from cluster.config import load_config
+    from loaders.manifest import write_manifest
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    write_manifest(tmp_path / "data" / "manifests" / "split1" / "train.tsv", [])
+    for weights in (str(tmp_path / "nope.pth"), "kinetics400"):
+        cfg = load_config(None, [f"data.root={tmp_path / 'data'}", f"model.weights={weights}"])
+        with pytest.raises(WeightsError) as from_model:
+            build_hash_net(bits=8, weights=weights)
+        with pytest.raises(WeightsError) as from_driver:
+            driver.preflight(cfg)
+        assert str(from_driver.value) == str(from_model.value)
+
+
 def test_bad_weight_files_name_the_file(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(WeightsError, match=f"{missing}.*not found.*download.pytorch.org"):

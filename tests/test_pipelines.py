@@ -15,9 +15,11 @@ import torch
 
 from loaders import pipelines
 from loaders.config import DataConfig
-from loaders.manifest import DataError, VideoRecord
+from loaders.manifest import DataError, VideoRecord, write_manifest
 from loaders.probe import DataWarning, write_skip_list
 from loaders.sampler import clip_span, eval_positions, start_frame
+from loaders.splits import load_split
+from loaders.videoio import VideoInfo
 from tests.videos import decode_rgb, make_dataset, write_video
 
 SIZE = (32, 48)
@@ -166,14 +168,32 @@ def test_static_repeats_the_first_frame_of_the_same_clip(dataset):
     torch.testing.assert_close(static[:, :, 0], moving[:, :, 0])
 
 
-def test_skip_list_drops_records_and_video_index_keeps_manifest_positions(dataset, tmp_path):
+def test_train_loader_resumes_mid_epoch_at_the_next_step(dataset):
+    """What a resume from a step checkpoint relies on: set_epoch(e, start_step=s) yields steps s.. of epoch e."""
     root, records = dataset
-    cfg = dataclasses.replace(BASE, manifest_dir=str(tmp_path), batch_size=16)
+    loader = pipelines.build_train_loader(records, root, BASE, rank=0, world_size=1, device_id=None)
+    loader.set_epoch(1)
+    full = list(loader)
+    loader.set_epoch(1, start_step=1)
+    rest = list(loader)
+    assert len(full) == len(loader) >= 2 and len(rest) == len(full) - 1
+    for (x, labels), (y, labels_y) in zip(full[1:], rest):
+        assert torch.equal(x, y) and torch.equal(labels, labels_y)
+
+
+def test_skip_list_is_applied_once_by_load_split_not_again_by_the_loader(dataset, tmp_path):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, root=str(root), manifest_dir=str(tmp_path), batch_size=16)
+    write_manifest(tmp_path / "val.tsv", records)
     write_skip_list(tmp_path, [(records[1].path, "broken"), (records[5].path, "broken")])
     with pytest.warns(DataWarning, match=r"skipping 2 video\(s\) listed in .*skip.tsv"):
-        loader = pipelines.build_eval_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
-    index = torch.cat([v for _, _, v in loader]).tolist()
-    assert index == [i for i in range(len(records)) if i not in (1, 5)]
+        kept = load_split(cfg, "val")
+    assert kept == [r for i, r in enumerate(records) if i not in (1, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the loader neither re-reads nor re-applies skip.tsv
+        loader = pipelines.build_eval_loader(kept, root, cfg, rank=0, world_size=1, device_id=None)
+        index = torch.cat([v for _, _, v in loader]).tolist()
+    assert index == list(range(len(kept)))  # positions in the records as passed
 
 
 def test_corrupt_file_at_decode_time_is_reported_and_replaced(dataset, tmp_path):
@@ -199,9 +219,9 @@ def test_file_that_only_dali_rejects_is_found_and_skipped(dataset, tmp_path, mon
         (tmp_path / r.path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / r.path).write_bytes((root / r.path).read_bytes())
     (tmp_path / records[7].path).write_bytes(b"\x00" * 2000)
-    real = pipelines.video_info
-    monkeypatch.setattr(pipelines, "video_info",
-                        lambda blob: (8, "vp9") if blob == b"\x00" * 2000 else real(blob))
+    real = pipelines.probe_video
+    fake = VideoInfo(8, *SIZE, 25.0, "vp9", (0,))
+    monkeypatch.setattr(pipelines, "probe_video", lambda blob: fake if blob == b"\x00" * 2000 else real(blob))
     cfg = dataclasses.replace(BASE, batch_size=5)
     loader = pipelines.build_eval_loader(records, tmp_path, cfg, rank=0, world_size=1, device_id=None)
     with pytest.warns(DataWarning, match="DALI cannot decode it"):
@@ -227,7 +247,22 @@ def test_codec_dali_cannot_decode_on_cpu_stops_with_the_fix(tmp_path):
         list(loader)
 
 
-def test_pk_batch_not_divisible_by_world_size_is_rejected(dataset):
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_together_equal_one_process_when_the_world_does_not_divide_the_batch(dataset, world):
+    """P x K = 4 over 3 ranks: slices of 2, 1, 1 clips; decoded and concatenated they are the 1-rank batch."""
     root, records = dataset
-    with warnings.catch_warnings(), pytest.raises(DataError, match="divisible by the world size 3"):
-        pipelines.build_train_loader(records, root, BASE, rank=0, world_size=3, device_id=None)
+    one = list(pipelines.build_train_loader(records, root, BASE, rank=0, world_size=1, device_id=None))
+    per_rank = [list(pipelines.build_train_loader(records, root, BASE, rank=r, world_size=world, device_id=None))
+                for r in range(world)]
+    assert [len(batches) for batches in per_rank] == [len(one)] * world
+    sizes = {2: [2, 2], 3: [2, 1, 1]}[world]
+    for step, (x, y) in enumerate(one):
+        assert [b[step][0].shape[0] for b in per_rank] == sizes
+        assert torch.equal(torch.cat([b[step][0] for b in per_rank]), x)
+        assert torch.equal(torch.cat([b[step][1] for b in per_rank]), y)
+
+
+def test_pk_batch_smaller_than_the_world_is_rejected(dataset):
+    root, records = dataset
+    with warnings.catch_warnings(), pytest.raises(DataError, match="= 4 is smaller than the world size 5"):
+        pipelines.build_train_loader(records, root, BASE, rank=0, world_size=5, device_id=None)

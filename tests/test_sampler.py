@@ -6,7 +6,7 @@ import pytest
 
 from loaders.manifest import DataError
 from loaders.sampler import (PKSampler, RandomSampler, clip_span, eval_clips, eval_positions, eval_shard,
-                             shard_batch, start_frame, train_clips)
+                             shard_batch, slice_bounds, start_frame, train_clips)
 
 
 def test_pk_batches_hold_k_clips_of_p_distinct_classes():
@@ -69,6 +69,29 @@ def test_rank_slices_partition_the_global_batch():
     clips = train_clips(np.arange(12), seed=0, epoch=0, step=0, flip=True)
     parts = [shard_batch(clips, rank=r, world_size=3) for r in range(3)]
     assert [len(p) for p in parts] == [4, 4, 4] and sum(parts, []) == clips
+
+
+def test_slices_of_a_batch_not_divisible_by_the_world_size_differ_by_at_most_one():
+    assert [slice_bounds(14, rank=r, world_size=3) for r in range(3)] == [(0, 5), (5, 10), (10, 14)]
+    assert [slice_bounds(3, rank=r, world_size=4) for r in range(4)] == [(0, 1), (1, 2), (2, 3), (3, 3)]
+    with pytest.raises(DataError, match="rank 3 outside a world of 3"):
+        slice_bounds(14, rank=3, world_size=3)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_any_world_size_sees_the_single_process_batches_step_for_step(world):
+    """Elastic training: P x K = 14 (not divisible by 3) is fixed by the config; W ranks' slices, concatenated
+    in rank order, are exactly the 1-process batch (records, positions, crops, flips) at every step."""
+    labels = np.repeat(np.arange(7), 6)
+    sampler = PKSampler(labels, p=7, k=2, seed=4)
+    for epoch in (0, 1):
+        for step, batch in enumerate(sampler.batches(epoch)):
+            single = train_clips(batch, seed=4, epoch=epoch, step=step, flip=True)
+            again = train_clips(PKSampler(labels, p=7, k=2, seed=4).batches(epoch)[step], seed=4, epoch=epoch,
+                                step=step, flip=True)  # what another rank's own sampler draws
+            parts = [shard_batch(again, rank=r, world_size=world) for r in range(world)]
+            assert sum(parts, []) == single and len(single) == 14
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
 def test_train_draw_is_seeded_per_epoch_and_step():

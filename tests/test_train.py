@@ -1,12 +1,18 @@
-"""Distributed training on a real 2-node Ray cluster (ray.cluster_utils.Cluster), one worker per node:
-checkpoints, TensorBoard, a worker that dies mid-epoch, and a second run with the same name that resumes."""
+"""Distributed training on a real 2-node Ray cluster (ray.cluster_utils.Cluster), one worker per node: what
+only Ray shows (the Trainer's decisions are tested without Ray in tests/test_trainer.py): a worker that dies
+mid-epoch and the group resuming from Ray's step checkpoint, and a second run with the same name that resumes.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_train.py
+"""
 import os
+from pathlib import Path
 
 import pytest
 import ray
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import faults
+from cluster import driver
 from cluster.config import load_config
 from cluster.driver import run_dir, run_training
 from distributed import checkpoint as ckpt
@@ -18,10 +24,13 @@ STEPS = 2  # train.steps_per_epoch in tiny_overrides
 @pytest.fixture(scope="module")
 def cluster():
     from ray.cluster_utils import Cluster
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    ray.init(address=c.address)
+    tests = str(Path(__file__).parent)  # the Ray nodes inherit it: workers can import tests/faults.py
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        c.add_node(num_cpus=1)
+        c.wait_for_nodes()
+        ray.init(address=c.address)
     yield c
     ray.shutdown()
     c.shutdown()
@@ -34,14 +43,18 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def crashed_run(cluster, data, tmp_path_factory):
-    """Two epochs; the last rank raises at epoch 1, step 1, once; Ray restarts the group from a checkpoint."""
-    cfg = load_config(None, tiny_overrides(data, tmp_path_factory.mktemp("runs"), "crash", epochs=2))
-    os.environ["C3DHASH_FAIL_AT"] = "1:1"
-    try:
+    """Two epochs, a checkpoint every step; the last rank raises before epoch 1's second step, once; Ray
+    restarts the group, which resumes from the step checkpoint at that very step."""
+    cfg = load_config(None, [*tiny_overrides(data, tmp_path_factory.mktemp("runs"), "crash", epochs=2),
+                             "train.checkpoint_every_steps=1"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "train_loop_per_worker", faults.crash_once_loop)
         run_training(cfg)
-    finally:
-        del os.environ["C3DHASH_FAIL_AT"]
     return cfg
+
+
+def epoch_rows(out):
+    return [r for r in read_metrics(out) if r["report"] == "epoch"]
 
 
 def test_one_worker_on_each_of_two_nodes(crashed_run):
@@ -49,25 +62,28 @@ def test_one_worker_on_each_of_two_nodes(crashed_run):
     assert all(len(set(r["nodes"])) == 2 for r in rows), rows
 
 
-def test_checkpoints_hold_full_state_and_respect_num_to_keep(crashed_run):
+def test_ray_checkpoints_hold_the_position_and_respect_num_to_keep(crashed_run):
     out = run_dir(crashed_run)
-    dirs = sorted(p for p in out.glob("checkpoint_*") if p.is_dir())
-    assert 1 <= len(dirs) <= crashed_run.cluster.num_to_keep
+    registered = ckpt.registered_checkpoints(out)  # Ray's checkpoint_manager_snapshot.json
+    # (after a group restart Ray 2.60 was seen leaving one dropped folder on disk: only the registry counts)
+    assert registered and len(registered) <= crashed_run.cluster.num_to_keep
+    assert all((p / ckpt.CHECKPOINT_FILE).is_file() for p in registered)
     state = ckpt.load(ckpt.resolve(out, "latest"))
-    assert state["epoch"] == 1 and state["step"] == 2 * STEPS
-    assert {"model", "optimizer", "scheduler", "rng", "config", "best_val_map"} <= set(state)
+    assert ckpt.resolve(out, "latest") == registered[-1] / ckpt.CHECKPOINT_FILE
+    assert state["train_state"]["epoch"] == 2 and state["train_state"]["global_step"] == 2 * STEPS
     assert state["config"]["cluster"]["name"] == "crash"
     best = ckpt.load(ckpt.resolve(out, "best"))
-    assert best["val_map"] == max(r["val_map"] for r in read_metrics(out))
-    assert all(torch.isfinite(v).all() for v in best["model"].values() if v.is_floating_point())
+    assert best["val_map"] == max(r["val_map"] for r in epoch_rows(out))
 
 
-def test_worker_failure_resumes_and_trains_every_epoch_once(crashed_run):
+def test_worker_failure_resumes_at_the_next_step_and_trains_every_step_once(crashed_run):
     out = run_dir(crashed_run)
     assert (out / ".fault_injected").exists()  # the fault did fire
     rows = read_metrics(out)
-    assert [r["epoch"] for r in rows] == [0, 1]
-    assert [r["global_step"] for r in rows] == [STEPS, 2 * STEPS]
+    # step checkpoints at global steps 1 and 3 (2 and 4 end an epoch); the crash came before step 4
+    assert [(r["report"], r["global_step"]) for r in rows] == [("step", 1), ("epoch", 2), ("step", 3),
+                                                               ("epoch", 4)]
+    assert [r["epoch"] for r in epoch_rows(out)] == [0, 1]
 
 
 def test_tensorboard_events_are_written_with_monotonic_steps(crashed_run):
@@ -86,7 +102,8 @@ def test_second_train_with_same_name_resumes(crashed_run):
     cfg = load_config(None, [*tiny_overrides(crashed_run.data.root, crashed_run.cluster.storage_path, "crash",
                                              epochs=3)])
     run_training(cfg)
-    rows = read_metrics(run_dir(cfg))
+    rows = epoch_rows(run_dir(cfg))
     assert [r["epoch"] for r in rows] == [0, 1, 2]  # epochs 0 and 1 were not trained again
     assert rows[-1]["global_step"] == 3 * STEPS
-    assert ckpt.load(ckpt.resolve(run_dir(cfg), "latest"))["epoch"] == 2
+    assert ckpt.load(ckpt.resolve(run_dir(cfg), "latest"))["train_state"]["epoch"] == 3
+    assert len(list((run_dir(cfg) / "configs").glob("*.yaml"))) == 2  # the config of each start

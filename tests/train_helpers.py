@@ -1,9 +1,24 @@
-"""Tiny synthetic data and configs for the training tests (4 frames, 32 px, 16 bits)."""
+"""Tiny data, models and configs for the training tests.
+
+- make_tiny_dataset / tiny_overrides: synthetic VP9 videos (4 frames, 32 px, 16 bits) for the Ray end-to-end
+  tests and `c3dhash encode`.
+- TensorTrainLoader / tensor_eval_set / tiny_net / FolderReport: the Trainer without DALI or Ray, for the gloo
+  harness (tests/test_trainer.py): in-memory clips, the real P x K sampler and rank slicing, checkpoints in
+  checkpoint_<global step> folders.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import torch
+from torch import nn
+
+from distributed import checkpoint as ckpt
+from distributed.trainer import EvalSet
+from loaders.manifest import VideoRecord
+from loaders.sampler import PKSampler, eval_clips, eval_shard, shard_batch, train_clips
 from loaders.splits import build_splits
 from loaders.synth import make_synth_dataset
 
@@ -25,3 +40,78 @@ def tiny_overrides(root: Path, storage: Path, name: str, *, epochs: int = 2, wor
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- the Trainer without DALI ---------------------------------------------------------------------------------
+CLIP = (3, 2, 8, 8)  # C, T, H, W
+
+
+def tensor_videos(classes: int, per_class: int, *, seed: int = 0) -> tuple[torch.Tensor, list[int]]:
+    """One fixed clip per 'video': class-dependent mean plus noise (learnable, deterministic)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = [c for c in range(classes) for _ in range(per_class)]
+    offset = torch.tensor(labels, dtype=torch.float32).reshape(-1, 1, 1, 1, 1)
+    x = torch.randn(len(labels), *CLIP, generator=g) + 0.3 * offset
+    return x, labels
+
+
+class TensorTrainLoader:
+    """The TrainLoader contract (len, set_epoch(epoch, start_step=), iteration) over in-memory clips."""
+
+    def __init__(self, x: torch.Tensor, labels: list[int], *, p: int, k: int, steps: int, rank: int, world: int,
+                 seed: int = 0):
+        self.x, self.labels, self.rank, self.world, self.seed = x, labels, rank, world, seed
+        self.sampler = PKSampler(labels, p=p, k=k, seed=seed, steps=steps)
+        self.epoch, self.start_step = 0, 0
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __iter__(self):
+        for s, b in enumerate(self.sampler.batches(self.epoch)):
+            if s < self.start_step:
+                continue
+            clips = shard_batch(train_clips(b, seed=self.seed, epoch=self.epoch, step=s, flip=False),
+                                rank=self.rank, world_size=self.world)
+            idx = [c.index for c in clips]
+            yield self.x[idx], torch.tensor([self.labels[i] for i in idx])
+
+
+class TensorEvalLoader:
+    def __init__(self, x: torch.Tensor, labels: list[int], *, rank: int, world: int, batch_size: int):
+        self.x, self.labels = x, labels
+        self.batches = eval_clips(eval_shard(len(labels), rank=rank, world_size=world), clips_per_video=1,
+                                  batch_size=batch_size)
+
+    def __iter__(self):
+        for batch in self.batches:
+            idx = [c.index for c in batch]
+            yield self.x[idx], torch.tensor([self.labels[i] for i in idx]), torch.tensor(idx)
+
+
+def tensor_eval_set(x: torch.Tensor, labels: list[int], *, rank: int, world: int, batch_size: int) -> EvalSet:
+    records = [VideoRecord(f"c{lab}/v{i}", lab, f"c{lab}") for i, lab in enumerate(labels)]
+    return EvalSet(records, TensorEvalLoader(x, labels, rank=rank, world=world, batch_size=batch_size))
+
+
+def tiny_net(bits: int, *, seed: int = 0) -> nn.Module:
+    """Conv3d + BatchNorm (buffers, as in r3d_18) + a tanh hash layer: milliseconds per step."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                         nn.Flatten(), nn.Linear(4, bits), nn.Tanh())
+
+
+class FolderReport:
+    """A plain-process report hook: metrics in a list, checkpoints in <dir>/checkpoint_<global step>/."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.rows = Path(run_dir), []
+
+    def __call__(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        self.rows.append(metrics)
+        if state is not None:
+            step = state["train_state"]["global_step"]
+            ckpt.atomic_save(state, self.run_dir / f"checkpoint_{step:06d}" / ckpt.CHECKPOINT_FILE)

@@ -1,0 +1,344 @@
+"""GPU readiness check: the GPU paths of training and retrieval, on one GPU, with plain python3.
+
+    python3 bench/gpu_check.py                       # on a GPU node: torch + torchvision; no Ray, DALI or numba
+    python3 bench/gpu_check.py --device cpu --tiny --threads 1   # toy sizes, seconds (tests/test_gpu_check.py)
+    python3 bench/gpu_check.py --only train,resume   # a subset (names: see CHECKS)
+
+One line per check (per configuration for `train`), `PASS <name>: <figures>` or `FAIL <name>: <why>`, then
+`PASS all` or `FAIL all`; exit status 1 if any failed; target
+under 8 minutes on a GPU. Checks: the GPU itself (compute capability within torch 2.14 cu130's sm_75..sm_120);
+an r3d_18 + hash head training step at 16 x 112 x 112, batch 16 and 32, fp32 and bf16 autocast, without and
+with channels_last_3d (clips/s, peak memory); the FLOPs of a training clip (fwd + bwd, counted) and the
+GPU's measured bf16 matmul rate, hence the fraction of that peak the best step reaches; a full checkpoint
+saved from the GPU model and restored on the GPU (map_location = the GPU), whose next step must be
+bit-identical to the run that did not stop; the all-triplet loss forward + backward at global batch 1024 and
+4096; the GPU SyncBN kernels in a one-process group against BatchNorm; exact Hamming top-100 and mAP@all over
+1e6 x 64-bit codes in torch on the GPU, equal to the CPU results (bench/gpu_check_search.py).
+
+Imports only model/, distributed/ modules that need torch alone, loaders.atomic and eval.codes (numba is
+optional: it only picks the CPU reference), so it runs on a bare PyTorch image (tests/test_gpu_check.py runs
+it with ray, nvidia.dali and numba made unimportable).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS for the resume check
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # a checkout, not an installed package
+
+from distributed.checkpoint import atomic_save, load, rng_state, set_rng_state  # noqa: E402
+from distributed.triplet import all_triplet_loss  # noqa: E402
+from model import build_hash_net  # noqa: E402
+
+MARGIN, BITS, PER_CLASS = 20.0, 64, 4
+
+
+@dataclass(frozen=True)
+class Sizes:
+    clip: tuple[int, int, int]  # T, H, W
+    batches: tuple[int, ...]
+    steps: int  # timed steps per training configuration
+    warmup: int  # untimed steps before (cuDNN plans, allocator)
+    loss_batches: tuple[int, ...]
+    codes: int
+    queries: int
+    k: int
+    matmul: int
+
+
+FULL = Sizes((16, 112, 112), (16, 32), 5, 2, (1024, 4096), 1_000_000, 1000, 100, 8192)
+TINY = Sizes((2, 16, 16), (3,), 1, 0, (64, 128), 20_000, 16, 10, 512)  # r3d_18 still downsamples to 1x1x1
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mib(device: torch.device) -> str:
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else "n/a (CPU)"
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def batch(n: int, clip: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random clips and P x K labels (PER_CLASS clips per class, 2 in tiny batches so that triplets exist),
+    drawn from the torch RNGs."""
+    x = torch.randn((n, 3, *clip), device=device)
+    labels = torch.randperm(n) // (PER_CLASS if n >= 2 * PER_CLASS else 2)  # CPU RNG: resume restores both
+    return x, labels.to(device)
+
+
+def train_step(net, opt, x, labels, *, bf16: bool) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        h = net(x)
+    loss = all_triplet_loss(h.float(), labels, MARGIN)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def check_gpu(device: torch.device, sizes: Sizes) -> str:
+    if device.type != "cuda":
+        return f"torch {torch.__version__} on CPU (no GPU checks of the hardware)"
+    assert torch.cuda.is_available(), "torch.cuda.is_available() is False: driver older than R580 or no GPU"
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    assert (7, 5) <= (major, minor) <= (12, 0), f"{name} is sm_{major}{minor}; torch cu130 needs sm_75..sm_120"
+    return f"{name} sm_{major}{minor}, torch {torch.__version__} CUDA {torch.version.cuda}"
+
+
+def check_train(device: torch.device, sizes: Sizes, results: dict) -> list[str]:
+    """Every (batch, precision, layout) configuration, one line each; the best rate is kept for the MFU line."""
+    parts = []
+    for n in sizes.batches:
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                torch.manual_seed(0)
+                net = build_hash_net(bits=BITS, channels_last=channels_last).to(device)
+                opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+                x, labels = batch(n, sizes.clip, device)
+                for _ in range(sizes.warmup):
+                    train_step(net, opt, x, labels, bf16=bf16)
+                reset_peak(device)
+                sync(device)
+                t0 = time.perf_counter()
+                for _ in range(sizes.steps):
+                    loss = train_step(net, opt, x, labels, bf16=bf16)
+                sync(device)
+                rate = n * sizes.steps / (time.perf_counter() - t0)
+                assert math.isfinite(loss.item()), f"loss {loss.item()} at batch {n}"
+                tag = f"b{n} {'bf16' if bf16 else 'fp32'}{' cl3d' if channels_last else ''}"
+                parts.append(f"{tag}: {rate:.1f} clips/s, peak memory {peak_mib(device)}, loss {loss.item():.3f}")
+                results["best_rate"] = max(results.get("best_rate", 0.0), rate)
+                del net, opt
+    return parts
+
+
+def check_flops(device: torch.device, sizes: Sizes, results: dict) -> str:
+    """FLOPs of one clip counted by torch's FlopCounterMode (2 per multiply-add) on the meta device (shapes
+    only, nothing computed; the count does not depend on the device): forward, and forward + backward. Two
+    clips are counted (train-mode BatchNorm needs more than one value per channel), then halved."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = build_hash_net(bits=BITS).to("meta")
+    x = torch.randn((2, 3, *sizes.clip), device="meta")
+    with FlopCounterMode(display=False) as fwd:
+        net(x)
+    with FlopCounterMode(display=False) as both:
+        net(x).sum().backward()
+    f, fb = fwd.get_total_flops() / 2, both.get_total_flops() / 2
+    assert f > 0 and 2.5 <= fb / f <= 3.5, f"forward {f}, forward + backward {fb}"
+    results["clip_flops"] = fb
+    return (f"one {'x'.join(map(str, sizes.clip))} clip: forward {f / 1e9:.2f} GFLOP, forward + backward "
+            f"{fb / 1e9:.2f} GFLOP ({fb / f:.2f}x forward)")
+
+
+def check_matmul(device: torch.device, sizes: Sizes, results: dict) -> str:
+    n = sizes.matmul
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 3
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    rate = 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    results["matmul_rate"] = rate
+    line = f"bf16 {n}x{n} matmul {rate / 1e12:.3g} TFLOP/s"
+    if results.get("best_rate") and results.get("clip_flops"):
+        used = results["best_rate"] * results["clip_flops"]
+        line += (f"; best training step {results['best_rate']:.1f} clips/s x {results['clip_flops'] / 1e9:.1f} "
+                 f"GFLOP = {used / 1e12:.2f} TFLOP/s = {used / rate:.1%} of it")
+    return line
+
+
+def run_resume(device: torch.device, sizes: Sizes, ckpt: Path) -> None:
+    """Train 2 steps, checkpoint, train 1 more; a fresh process-like restart restores and trains that step:
+    loss, parameters and optimiser state must be bit-identical. The restore goes through
+    distributed.checkpoint (load with map_location = the GPU, set_rng_state): the one function to switch to
+    the Trainer's restore when distributed/trainer.py has it."""
+    n = sizes.batches[0]
+
+    def fresh(seed: int):
+        torch.manual_seed(seed)
+        net = build_hash_net(bits=BITS).to(device)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+        return net, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    def step(net, opt, sched) -> torch.Tensor:
+        loss = train_step(net, opt, *batch(n, sizes.clip, device), bf16=device.type == "cuda")
+        sched.step()
+        return loss
+
+    net, opt, sched = fresh(0)
+    for _ in range(2):
+        step(net, opt, sched)
+    atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": 2, "rng": rng_state()}, ckpt)
+    ref_loss = step(net, opt, sched)
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    ref_opt = [s["momentum_buffer"].clone() for s in opt.state.values()]
+
+    net, opt, sched = fresh(1)  # other weights and RNG states than the run that wrote the checkpoint
+    state = load(ckpt, map_location=device)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    loss = step(net, opt, sched)
+    assert torch.equal(loss, ref_loss), f"next-step loss {loss.item()!r} vs {ref_loss.item()!r}"
+    differ = [k for k, v in net.state_dict().items() if not torch.equal(v, ref[k])]
+    assert not differ, f"{len(differ)} tensors differ after the resumed step, e.g. {differ[0]}"
+    assert all(torch.equal(s["momentum_buffer"], r) for s, r in zip(opt.state.values(), ref_opt)), "momentum"
+
+
+def check_resume(device: torch.device, sizes: Sizes) -> str:
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled())
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_resume(device, sizes, Path(tmp) / "checkpoint.pt")
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[:2]
+        torch.use_deterministic_algorithms(flags[2])
+    return (f"checkpoint at step 2 restored on {device} (map_location={device}): step 3 loss, all weights, "
+            f"BN statistics and momentum bit-identical to the uninterrupted run")
+
+
+def check_loss(device: torch.device, sizes: Sizes) -> str:
+    parts = []
+    for n in sizes.loss_batches:
+        g = torch.Generator().manual_seed(n)
+        h = torch.tanh(torch.randn(n, BITS, generator=g)).to(device).requires_grad_(True)
+        labels = (torch.randperm(n, generator=g) // 8).to(device)  # 8 clips per class
+        all_triplet_loss(h, labels, MARGIN).backward()  # warm-up
+        reset_peak(device)
+        best = float("inf")
+        for _ in range(3):
+            h.grad = None
+            sync(device)
+            t0 = time.perf_counter()
+            loss = all_triplet_loss(h, labels, MARGIN)
+            loss.backward()
+            sync(device)
+            best = min(best, time.perf_counter() - t0)
+        assert math.isfinite(loss.item()) and torch.isfinite(h.grad).all(), f"non-finite at B={n}"
+        parts.append(f"B={n} {best * 1e3:.1f} ms {peak_mib(device)}")
+    return "forward + backward, best of 3: " + "; ".join(parts)
+
+
+def check_syncbn(device: torch.device, sizes: Sizes) -> str:
+    """The branch GatherSyncBatchNorm takes on this device in a process group, against BatchNorm3d."""
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.modules._functions import SyncBatchNorm as TorchSyncBN
+
+    from distributed.syncbn import _CpuSyncBatchNorm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{tmp}/pg",
+                                rank=0, world_size=1, device_id=device if device.type == "cuda" else None)
+        try:
+            torch.manual_seed(0)
+            bn = nn.BatchNorm3d(64).to(device)
+            nn.init.normal_(bn.weight)
+            nn.init.normal_(bn.bias)
+            x = (torch.randn((sizes.batches[0], 64, *[max(2, s // 4) for s in sizes.clip]), device=device) * 3 + 1)
+            x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+            w2, b2 = (p.detach().clone().requires_grad_() for p in (bn.weight, bn.bias))
+            rm, rv = torch.zeros(64, device=device), torch.ones(64, device=device)
+            y1 = bn(x1)
+            if device.type == "cuda":  # exactly GatherSyncBatchNorm.forward's call on CUDA tensors
+                y2 = TorchSyncBN.apply(x2, w2, b2, rm, rv, bn.eps, bn.momentum, dist.group.WORLD, 1)
+            else:
+                y2 = _CpuSyncBatchNorm.apply(x2, w2, b2, rm, rv, bn.eps, bn.momentum, 1)
+            dy = torch.randn_like(y1)
+            (y1 * dy).sum().backward()
+            (y2 * dy).sum().backward()
+        finally:
+            dist.destroy_process_group()
+    pairs = {"output": (y1, y2), "grad x": (x1.grad, x2.grad), "grad w": (bn.weight.grad, w2.grad),
+             "grad b": (bn.bias.grad, b2.grad), "running mean": (bn.running_mean, rm),
+             "running var": (bn.running_var, rv)}
+    gaps = {k: float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for k, (a, b) in
+            ((k, (a.detach(), b.detach())) for k, (a, b) in pairs.items())}
+    worst = max(gaps, key=gaps.get)
+    # different kernels (cuDNN BN vs SyncBN's stats/elemt), float32: relative differences of ~1e-6 expected
+    assert gaps[worst] <= 1e-4, f"{worst} differs from BatchNorm3d by {gaps[worst]:.2e} (relative)"
+    return f"one-process {dist.Backend.NCCL if device.type == 'cuda' else 'gloo'} group: output, gradients " \
+           f"and running stats equal BatchNorm3d (worst: {worst}, relative {gaps[worst]:.1e})"
+
+
+def check_search(device: torch.device, sizes: Sizes) -> str:
+    from gpu_check_search import check
+
+    return check(device, n=sizes.codes, queries=sizes.queries, k=sizes.k)
+
+
+CHECKS: dict[str, Callable[..., str | list[str]]] = {
+    "gpu": check_gpu, "train": check_train, "flops": check_flops, "matmul": check_matmul,
+    "resume": check_resume, "loss": check_loss, "syncbn": check_syncbn, "search": check_search}
+WITH_RESULTS = {"train", "flops", "matmul"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
+    p.add_argument("--tiny", action="store_true", help="toy sizes (seconds on a CPU)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CHECKS)}")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, sizes = torch.device(args.device), TINY if args.tiny else FULL
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("FAIL gpu: torch.cuda.is_available() is False (no GPU visible, or a driver older than R580 "
+              "for torch's CUDA 13 build)")
+        return 1
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    names = [n for n in args.only.split(",") if n] or list(CHECKS)
+    unknown = sorted(set(names) - set(CHECKS))
+    if unknown:
+        p.error(f"--only: unknown check(s) {unknown}; choose from {','.join(CHECKS)}")
+    results: dict = {}
+    failed, start = 0, time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            extra = (results,) if name in WITH_RESULTS else ()
+            out = CHECKS[name](device, sizes, *extra)
+            lines = [f"PASS {name}: {item}" for item in ([out] if isinstance(out, str) else out)]
+        except Exception as exc:  # one failed check must not hide the others
+            failed += 1
+            lines = [f"FAIL {name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"]
+        lines[-1] += f" [{time.perf_counter() - t0:.1f} s]"
+        print("\n".join(lines), flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{'FAIL' if failed else 'PASS'} all: {len(names) - failed}/{len(names)} checks passed in "
+          f"{time.perf_counter() - start:.0f} s (load average {load})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

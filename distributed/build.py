@@ -1,0 +1,47 @@
+"""What a Trainer is made of, built from the job config on one rank: the net and this rank's data.
+
+    net = build_model(job, device)                      # seeded, SyncBN when the world has > 1 rank; unwrapped
+    train_loader, queries, database = build_data(job, device)
+    Trainer(job=job, model=wrap(net), device=device, train_loader=train_loader, queries=queries, ...)
+
+The Ray adapter (distributed/worker.py) wraps the net with ray.train.torch.prepare_model; a plain gloo or
+single process passes DDP(net) or the net itself. The eval loaders are built once per run and re-iterated at
+every validation (the skip list was applied once, by load_split).
+"""
+from __future__ import annotations
+
+import torch
+
+from distributed.env import get_rank, get_world_size
+from distributed.job import JobConfig
+from distributed.syncbn import convert_sync_bn
+from distributed.trainer import EvalSet
+from loaders.pipelines import TrainLoader, build_eval_loader, build_train_loader
+from loaders.splits import load_split
+from model.hashnet import build_from_config
+
+
+def build_model(job: JobConfig, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(job.train.seed)  # same init everywhere (DDP also broadcasts rank 0's weights)
+    net: torch.nn.Module = build_from_config(job.model)
+    if job.train.sync_bn and get_world_size() > 1:
+        net = convert_sync_bn(net)
+    if job.model.channels_last and device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last_3d)
+    return net
+
+
+def build_data(job: JobConfig, device: torch.device) -> tuple[TrainLoader, EvalSet | None, EvalSet | None]:
+    """This rank's training loader and its shards of the validation queries and the training database."""
+    d, rank, world = job.data, get_rank(), get_world_size()
+    device_id = device.index if device.type == "cuda" else None
+    train_recs, val_recs = load_split(d, "train"), load_split(d, "val")
+    train = build_train_loader(train_recs, d.root, d, rank=rank, world_size=world, device_id=device_id,
+                               steps=job.train.steps_per_epoch)
+    if not val_recs:
+        return train, None, None
+    queries = EvalSet(val_recs, build_eval_loader(val_recs, d.root, d, rank=rank, world_size=world,
+                                                  device_id=device_id))
+    database = EvalSet(train_recs, build_eval_loader(train_recs, d.root, d, rank=rank, world_size=world,
+                                                     device_id=device_id))
+    return train, queries, database

@@ -1,0 +1,47 @@
+"""The composed job config that every worker receives (defined here, on floor 3, so workers never import the
+CLI; cluster/config.py re-exports it and owns loading, overrides and validation).
+
+    from distributed.job import JobConfig, config_to_dict
+    job = JobConfig()                    # every section's defaults
+    config_to_dict(job)["train"]["lr"]   # plain dict (lists, not tuples): YAML, checkpoints, comparisons
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed.config import LossConfig, TrainConfig
+from eval.config import EvalConfig
+from loaders.config import DataConfig
+from model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str = "c3dhash"  # run name: <storage_path>/<name>/ holds checkpoints and TensorBoard logs
+    storage_path: str = "runs"
+    num_workers: int = 2  # one DDP worker per GPU (or per CPU slot on a laptop)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = 3  # worker-group restarts before the run fails
+    num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
+    address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
+    log_level: str = "WARNING"  # Ray Train's own console logs; INFO also prints every report's metrics, per rank
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+def config_to_dict(cfg: JobConfig) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+    return {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()}
+            for s in (f.name for f in dataclasses.fields(JobConfig))}

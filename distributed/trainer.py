@@ -1,0 +1,271 @@
+"""The training core: every decision of a run (step, finite-loss guard, validate, keep the best, checkpoint,
+resume with the config check), in a plain process or under torch.distributed, without Ray.
+
+    trainer = Trainer(job=job, model=DDP(net), device=dev, train_loader=loader, queries=q, database=db,
+                      run_dir=Path("runs/x"), hooks=Hooks(report=my_report))
+    trainer.restore("runs/x/checkpoint_3/checkpoint.pt")     # optional: resume at the saved position
+    trainer.fit()                                            # epochs from the position on
+
+distributed/worker.py is the Ray Train adapter around it (device, prepare_model, get_checkpoint, report);
+tests/test_trainer.py runs it on two gloo processes. The position is (epoch, step in epoch, global step):
+the sampler's plan is a pure function of (seed, epoch, step), so a resume continues at the next step, the
+same whatever the world size. `report(metrics, state)` is called on every rank at every epoch end and every
+`train.checkpoint_every_steps` steps; `state` is the full checkpoint on rank 0 when one is due, else None.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from distributed import checkpoint as ckpt
+from distributed.collect import broadcast_from_zero, gather_outputs
+from distributed.env import get_rank, get_world_size, is_dist
+from distributed.job import JobConfig, config_to_dict
+from distributed.optim import build_optimizer, build_scheduler
+from distributed.resume import ConfigDiff, apply_optimizer_config, check_resume
+from distributed.tensorboard import RankZeroWriter
+from distributed.triplet import gathered_triplet_loss
+from eval.codes import Codes
+from eval.curves import pr_counts
+from eval.encode import autocast, encode_loader, to_codes
+from eval.metrics import evaluate
+from loaders.manifest import VideoRecord
+
+Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+
+
+class NonFiniteError(RuntimeError):
+    """The loss (or the weights) stopped being finite; the message names epoch, step and lr."""
+
+
+class TrainLoader(Sized, Iterable, Protocol):
+    def set_epoch(self, epoch: int, *, start_step: int = 0) -> None: ...
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # the epoch being trained (== train.epochs when the run is done)
+    step_in_epoch: int = 0  # steps of `epoch` already taken: the next one to train
+    global_step: int = 0
+    best_val_map: float = -1.0
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    records: list[VideoRecord]  # the whole split, in manifest order
+    loader: Iterable  # this rank's shard: (clips, labels, video_index) batches, re-iterable
+
+
+@dataclass(frozen=True)
+class Hooks:
+    report: Report = lambda metrics, state: None  # noqa: E731 - a plain process needs no reporting
+
+
+def saved_position(state: dict[str, Any]) -> TrainState:
+    """The checkpoint's TrainState; checkpoints written before step checkpoints held the epoch DONE instead."""
+    if "train_state" in state:
+        return TrainState(**state["train_state"])
+    return TrainState(epoch=state["epoch"] + 1, global_step=state["step"], best_val_map=state["best_val_map"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP (or Ray's prepare_model), or the model itself."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+class Trainer:
+    """One rank's training run. `model` may be wrapped (DDP, prepare_model): it trains; `module` (unwrapped)
+    encodes, is saved and restored. Every method runs on every rank in the same order (collectives inside)."""
+
+    def __init__(self, *, job: JobConfig, model: torch.nn.Module, device: torch.device, train_loader: TrainLoader,
+                 queries: EvalSet | None, database: EvalSet | None, run_dir: Path, hooks: Hooks = Hooks()):
+        self.job, self.model, self.module, self.device = job, model, unwrap(model), device
+        self.train_loader, self.queries, self.database = train_loader, queries, database
+        self.run_dir, self.hooks, self.state = Path(run_dir), hooks, TrainState()
+        self.opt = build_optimizer(model.parameters(), job.train)
+        self.sched = build_scheduler(self.opt, job.train, len(train_loader))
+        self.writer = RankZeroWriter(self.run_dir / "tensorboard", rank=-1)  # a no-op until fit() opens it
+        self._t_run, self._start_step = time.time(), 0
+
+    # --- state -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.module.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "train_state": dataclasses.asdict(self.state),
+                "rng": ckpt.rng_state(), "config": config_to_dict(self.job)}
+
+    def load_state_dict(self, state: dict[str, Any], *, where: str = "checkpoint") -> ConfigDiff:
+        """Check the saved config first (nothing is loaded when it is refused), then restore everything."""
+        diff = check_resume(state.get("config"), config_to_dict(self.job), where=where)
+        self.module.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        apply_optimizer_config(self.opt, self.sched, self.job.train, steps_per_epoch=len(self.train_loader))
+        ckpt.set_rng_state(state["rng"])
+        self.state = saved_position(state)
+        return diff
+
+    def restore(self, path: str | Path, *, source: str | None = None) -> None:
+        """Resume from a checkpoint file. Loaded to the CPU: load_state_dict moves tensors to the model's
+        device, and the RNG states must stay CPU ByteTensors (a cuda:k map_location broke torch.set_rng_state)."""
+        diff = self.load_state_dict(ckpt.load(path, map_location="cpu"), where=str(source or path))
+        if get_rank() == 0:
+            st = self.state
+            print(f"resumed from {source or path}: next epoch {st.epoch + 1} step {st.step_in_epoch + 1} "
+                  f"(global step {st.global_step + 1})", flush=True)
+            for line in diff.notices():
+                print(line, flush=True)
+
+    # --- the run -----------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        self.writer = RankZeroWriter(self.run_dir / "tensorboard", rank=get_rank(),
+                                     purge_step=self.state.global_step)
+        self._t_run, self._start_step = time.time(), self.state.global_step
+        try:
+            while self.state.epoch < self.job.train.epochs:
+                self.end_of_epoch(self.train_epoch())
+        finally:
+            self.writer.close()
+        return self.state
+
+    def train_epoch(self) -> dict[str, float]:
+        st, loader, every = self.state, self.train_loader, max(0, self.job.train.checkpoint_every_steps)
+        loader.set_epoch(st.epoch, start_step=st.step_in_epoch)
+        t0, n, clips_seen, loss_sum, active_sum = time.time(), 0, 0, 0.0, 0.0
+        last_print = t0
+        for clips, labels in loader:
+            loss, active, h = self.train_step(clips.to(self.device), labels.to(self.device))
+            st.step_in_epoch, st.global_step, n = st.step_in_epoch + 1, st.global_step + 1, n + 1
+            clips_seen += len(clips) * get_world_size()
+            loss_sum, active_sum = loss_sum + loss, active_sum + active
+            rate = clips_seen / max(1e-9, time.time() - t0)
+            if st.global_step % max(1, self.job.train.log_every) == 0:
+                self.writer.scalars({"train/loss": loss, "train/lr": self.lr, "train/clips_per_s": rate,
+                                     "train/active_triplets": active}, st.global_step)
+                self.writer.codes(h, st.global_step)
+            if get_rank() == 0 and (time.time() - last_print > 20 or st.step_in_epoch == len(loader)):
+                self._print_progress(loss_sum / n, active_sum / n, rate)
+                last_print = time.time()
+            if every and st.global_step % every == 0 and st.step_in_epoch < len(loader):
+                self.report({"report": "step", "epoch": st.epoch, "step_in_epoch": st.step_in_epoch,
+                             "global_step": st.global_step, "loss": loss}, checkpoint=True)
+        n = max(1, n)
+        return {"loss": loss_sum / n, "active_fraction": active_sum / n,
+                "clips_per_s": clips_seen / max(1e-9, time.time() - t0), "lr": self.lr}
+
+    @property
+    def lr(self) -> float:
+        return float(self.sched.get_last_lr()[0])
+
+    def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        cfg = self.job
+        with autocast(self.device, cfg.train.amp):
+            h = self.model(clips).float()
+        loss, stats = gathered_triplet_loss(h, labels, cfg.loss.margin, reduction=cfg.loss.reduction,
+                                            quant_weight=cfg.loss.quant_weight, return_stats=True)
+        self._guard_finite(loss)  # before backward: every rank stops at the same step, no collective hangs
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        active = float(stats["num_active"]) / max(1.0, float(stats["num_valid"]))
+        return float(loss.detach()), active, h.detach()
+
+    def _guard_finite(self, loss: torch.Tensor) -> None:
+        """All ranks agree (one all-reduce of a flag): a non-finite loss on any rank stops every rank."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if is_dist(world_above=1):
+            dist.all_reduce(bad)
+        if bad.item():
+            st = self.state
+            raise NonFiniteError(
+                f"epoch {st.epoch + 1} step {st.step_in_epoch + 1} (global step {st.global_step + 1}): the loss is "
+                f"not finite on {int(bad.item())} of {get_world_size()} rank(s) (rank {get_rank()}: "
+                f"{float(loss.detach())}) at lr {self.lr:.3g}; training stopped and no checkpoint of these weights "
+                f"was written. Lower train.lr (or use train.amp=off) and run again: it resumes from the last "
+                f"checkpoint")
+
+    def _guard_params(self) -> None:
+        """Before any checkpoint: every rank checks its own (identical) weights, so all raise together."""
+        bad = ckpt.non_finite(self.module.state_dict())
+        if bad:
+            st = self.state
+            raise NonFiniteError(f"epoch {st.epoch + 1} step {st.step_in_epoch} (global step {st.global_step}): "
+                                 f"weights {', '.join(bad[:3])} are not finite at lr {self.lr:.3g}; no checkpoint "
+                                 f"was written. Lower train.lr and run again (it resumes from the last checkpoint)")
+
+    def _print_progress(self, loss: float, active: float, rate: float) -> None:
+        st, t = self.state, self.job.train
+        total = t.epochs * len(self.train_loader)
+        done = st.global_step - self._start_step
+        eta = (time.time() - self._t_run) / max(1, done) * (total - st.global_step)
+        print(f"epoch {st.epoch + 1}/{t.epochs} step {st.step_in_epoch}/{len(self.train_loader)} loss {loss:.4f} "
+              f"active {active:.2f} clips/s {rate:.1f} eta {eta / 60:.1f} min", flush=True)
+
+    # --- validation, best model, checkpoints -------------------------------------------------------------
+    def encode(self, split: EvalSet) -> Codes:
+        """This rank's shard through the UNWRAPPED module: DDP's forward broadcasts BatchNorm buffers, which
+        hangs when ranks have different numbers of eval batches; all ranks get the whole split's codes."""
+        index, outputs = gather_outputs(*encode_loader(self.module, split.loader, device=self.device,
+                                                       amp=self.job.train.amp))
+        return to_codes(index, outputs, split.records, self.job.model.bits)
+
+    def validate(self) -> dict[str, Any] | None:
+        if self.queries is None or self.database is None or not self.queries.records:
+            return None
+        queries, database = self.encode(self.queries), self.encode(self.database)
+        result = None
+        if get_rank() == 0:
+            e = self.job.eval
+            result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
+                              precision_at_k=e.precision_at_k)
+            result["pr_counts"] = pr_counts(queries, database)  # true TP/FP/TN/FN per radius for TensorBoard
+        return broadcast_from_zero(result)
+
+    def end_of_epoch(self, stats: dict[str, float]) -> None:
+        st, t = self.state, self.job.train
+        last = st.epoch == t.epochs - 1
+        evaluate_now = last or (t.eval_every > 0 and (st.epoch + 1) % t.eval_every == 0)
+        metrics: dict[str, Any] = {"report": "epoch", "epoch": st.epoch, "global_step": st.global_step, **stats}
+        res = self.validate() if evaluate_now else None
+        if res is not None:
+            self._keep_best(res, metrics)
+        metrics["best_val_map"] = st.best_val_map
+        self.writer.flush()
+        # A full checkpoint (model + optimiser) is hundreds of MB: every `checkpoint_every` epochs, at every
+        # evaluation and at the end; the epochs between are retrained after a crash.
+        save = evaluate_now or (st.epoch + 1) % t.checkpoint_every == 0
+        st.epoch, st.step_in_epoch = st.epoch + 1, 0  # the checkpoint resumes at the next epoch's first step
+        self.report(metrics, checkpoint=save)
+        if get_rank() == 0 and (save or res is not None):
+            val = f"val mAP@all {metrics['val_map']:.4f} (best {st.best_val_map:.4f}); " if res else ""
+            print(f"epoch {st.epoch}/{t.epochs}: {val}{'checkpoint saved' if save else ''}", flush=True)
+
+    def _keep_best(self, res: dict[str, Any], metrics: dict[str, Any]) -> None:
+        st = self.state
+        metrics["val_map"] = res["map_all"]
+        self.writer.scalars({"val/map_all": res["map_all"],
+                             **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)
+        self.writer.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.global_step)
+        self.writer.distance_histograms("val/hamming_distance", res["pr_counts"], st.global_step)
+        if res["map_all"] > st.best_val_map:
+            self._guard_params()
+            st.best_val_map = res["map_all"]
+            if get_rank() == 0:
+                ckpt.atomic_save({"model": self.module.state_dict(), "config": config_to_dict(self.job),
+                                  "epoch": st.epoch, "val_map": st.best_val_map}, self.run_dir / ckpt.BEST_FILE)
+
+    def report(self, metrics: dict[str, Any], *, checkpoint: bool) -> None:
+        """Every rank reports (Ray Train V2 requires it); rank 0 attaches the full state when one is due."""
+        state = None
+        if checkpoint:
+            self._guard_params()
+            state = self.state_dict() if get_rank() == 0 else None
+        self.hooks.report(metrics, state)

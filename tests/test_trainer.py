@@ -1,0 +1,217 @@
+"""The training core without Ray: two gloo ranks (torch.multiprocessing) and one plain process.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_trainer.py
+
+One spawn (module fixture) runs every two-rank scenario and saves what each rank saw: an uninterrupted run; a
+run whose worker group dies mid-epoch and resumes from its step checkpoint in a fresh Trainer; validation with
+shards of different batch counts (one rank holds no query at all); a loss that turns NaN on one rank only.
+The tests compare them with each other and with a single process.
+"""
+import os
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.testing import assert_close
+
+import distributed.trainer as trainer_mod
+from distributed import checkpoint as ckpt
+from distributed.config import LossConfig, TrainConfig
+from distributed.optim import lr_factor
+from distributed.job import ClusterConfig, JobConfig, config_to_dict
+from distributed.syncbn import convert_sync_bn
+from distributed.trainer import Hooks, NonFiniteError, Trainer
+from model.config import ModelConfig
+from train_helpers import FolderReport, TensorTrainLoader, tensor_eval_set, tensor_videos, tiny_net
+
+WORLD, STEPS, EPOCHS, BITS = 2, 3, 3, 8
+FAULT_AT = 4  # the group dies before global step 5 (epoch 1, its second step)
+
+
+def job(**train) -> JobConfig:
+    t = dict(epochs=EPOCHS, steps_per_epoch=STEPS, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+             schedule="cosine", eval_every=1, log_every=100, amp="off", seed=0)
+    return JobConfig(model=ModelConfig(bits=BITS), loss=LossConfig(margin=8.0), train=TrainConfig(**{**t, **train}),
+                     cluster=ClusterConfig(name="gloo"))
+
+
+def make_trainer(cfg: JobConfig, run_dir, *, rank: int, world: int, queries: int = 3) -> tuple[Trainer, list]:
+    x, labels = tensor_videos(3, 4)
+    qx, qlabels = tensor_videos(3, 1, seed=1)
+    net = tiny_net(BITS)
+    model = DDP(convert_sync_bn(net)) if world > 1 else net
+    loader = TensorTrainLoader(x, labels, p=2, k=2, steps=STEPS, rank=rank, world=world)
+    hook = FolderReport(run_dir)
+    tr = Trainer(job=cfg, model=model, device=torch.device("cpu"), train_loader=loader,
+                 queries=tensor_eval_set(qx[:queries], qlabels[:queries], rank=rank, world=world, batch_size=2),
+                 database=tensor_eval_set(x, labels, rank=rank, world=world, batch_size=2),
+                 run_dir=run_dir, hooks=Hooks(report=hook))
+    return tr, hook.rows
+
+
+def record_losses(tr: Trainer, *, fault_at: int | None = None) -> list[tuple[int, float]]:
+    """Wrap this trainer's step (a test hook): (global step, loss) per step; raise at `fault_at`."""
+    losses, step = [], tr.train_step
+
+    def wrapped(clips, labels):
+        if tr.state.global_step == fault_at:
+            raise RuntimeError("injected: the worker group is lost")
+        out = step(clips, labels)
+        losses.append((tr.state.global_step + 1, out[0]))
+        return out
+    tr.train_step = wrapped
+    return losses
+
+
+def model_state(tr: Trainer) -> dict:
+    return {k: v.detach().clone() for k, v in tr.module.state_dict().items()}
+
+
+def full_run(run_dir, *, rank: int, world: int) -> dict:
+    tr, rows = make_trainer(job(), run_dir, rank=rank, world=world)
+    losses = record_losses(tr)
+    tr.fit()
+    return dict(losses=losses, rows=rows, final=model_state(tr))
+
+
+def crashed_run(run_dir, *, rank: int, world: int) -> dict:
+    cfg = job(checkpoint_every_steps=2)
+    tr, rows_1 = make_trainer(cfg, run_dir, rank=rank, world=world)
+    first = record_losses(tr, fault_at=FAULT_AT)
+    with pytest.raises(RuntimeError, match="injected"):
+        tr.fit()
+    if world > 1:
+        dist.barrier()  # rank 0 has written its checkpoint (Ray's report is a barrier too)
+    tr2, rows_2 = make_trainer(cfg, run_dir, rank=rank, world=world)
+    tr2.restore(ckpt.latest_checkpoint(run_dir))
+    second = record_losses(tr2)
+    tr2.fit()
+    return dict(first=first, second=second, rows=rows_1 + rows_2, final=model_state(tr2))
+
+
+def uneven_codes(run_dir, *, rank: int, world: int) -> dict:
+    """One query video (rank 1 has none) and 12 database videos in batches of 2 over the ranks."""
+    tr, _ = make_trainer(job(), run_dir, rank=rank, world=world, queries=1)
+    return {name: tr.encode(split).codes for name, split in (("q", tr.queries), ("db", tr.database))}
+
+
+def nan_on_rank_one(run_dir, *, rank: int) -> str:
+    tr, _ = make_trainer(job(checkpoint_every_steps=1), run_dir, rank=rank, world=WORLD)
+    real = trainer_mod.gathered_triplet_loss
+
+    def loss_fn(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        if rank == 1 and tr.state.global_step == 1:
+            loss = loss * float("nan")
+        return loss, stats
+    trainer_mod.gathered_triplet_loss = loss_fn
+    try:
+        tr.fit()
+    except NonFiniteError as exc:
+        return str(exc)
+    finally:
+        trainer_mod.gathered_triplet_loss = real
+    return "no error"
+
+
+def _rank_main(rank, store, out_dir):
+    torch.set_num_threads(1)
+    os.environ["LOCAL_RANK"] = str(rank)
+    # a timeout: a collective mismatch fails the test instead of hanging it
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=30))
+    try:
+        res = dict(full=full_run(f"{out_dir}/full", rank=rank, world=WORLD),
+                   crash=crashed_run(f"{out_dir}/crash", rank=rank, world=WORLD),
+                   uneven=uneven_codes(f"{out_dir}/uneven", rank=rank, world=WORLD),
+                   nan=nan_on_rank_one(f"{out_dir}/nan", rank=rank))
+        torch.save(res, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainer")
+    mp.spawn(_rank_main, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def ranks(out):
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    torch.set_num_threads(1)
+    return full_run(tmp_path_factory.mktemp("single"), rank=0, world=1)
+
+
+def test_resume_mid_epoch_equals_the_uninterrupted_run_bit_for_bit(ranks):
+    for res in ranks:
+        full, crash = res["full"], res["crash"]
+        assert [s for s, _ in crash["first"]] == [1, 2, 3, 4]
+        assert [s for s, _ in crash["second"]] == [5, 6, 7, 8, 9]  # from the step-4 checkpoint, each step once
+        assert crash["first"] + crash["second"] == full["losses"]  # float equality: the same computation
+        for k, v in full["final"].items():
+            assert torch.equal(crash["final"][k], v), k
+        epochs = [r["epoch"] for r in crash["rows"] if r["report"] == "epoch"]
+        assert epochs == [0, 1, 2]
+
+
+def test_checkpoints_hold_the_position_and_the_config(out, ranks):
+    state = ckpt.load(ckpt.latest_checkpoint(out / "full"))
+    rows = [r for r in ranks[0]["full"]["rows"] if r["report"] == "epoch"]
+    assert {"model", "optimizer", "scheduler", "train_state", "rng", "config"} <= set(state)
+    assert state["train_state"] == {"epoch": EPOCHS, "step_in_epoch": 0, "global_step": EPOCHS * STEPS,
+                                    "best_val_map": max(r["val_map"] for r in rows)}
+    assert state["config"] == config_to_dict(job())
+    assert all(isinstance(b, bytes) for b in [state["rng"]["torch"], *state["rng"].get("cuda", [])])
+    mid = ckpt.load(out / "crash" / "checkpoint_000004")
+    assert mid["train_state"]["epoch"] == 1 and mid["train_state"]["step_in_epoch"] == 1
+    # epoch checkpoints at steps 3, 6, 9 and step checkpoints at 2, 4, 8 (6 is an epoch end)
+    assert sorted(p.name for p in (out / "crash").glob("checkpoint_*")) == [
+        f"checkpoint_{s:06d}" for s in (2, 3, 4, 6, 8, 9)]
+
+
+def test_best_model_is_the_epoch_with_the_highest_validation_map(out, ranks):
+    rows = [r for r in ranks[0]["full"]["rows"] if r["report"] == "epoch"]
+    best = ckpt.load(out / "full" / ckpt.BEST_FILE)
+    top = max(rows, key=lambda r: r["val_map"])  # the first of equal maxima: only a strictly higher one replaces
+    assert best["val_map"] == top["val_map"] and best["epoch"] == top["epoch"]
+    at_that_epoch = ckpt.load(out / "full" / f"checkpoint_{(top['epoch'] + 1) * STEPS:06d}")["model"]
+    for k, v in at_that_epoch.items():
+        assert torch.equal(best["model"][k], v), k
+    assert [r["best_val_map"] for r in rows] == list(np.maximum.accumulate([r["val_map"] for r in rows]))
+
+
+def test_two_ranks_train_like_one_process(ranks, single):
+    # SyncBN + the gathered loss make the 2-rank step the 1-process step; float32 sums in another order.
+    for res in ranks:
+        assert [s for s, _ in res["full"]["losses"]] == [s for s, _ in single["losses"]]
+        assert_close(torch.tensor([v for _, v in res["full"]["losses"]]),
+                     torch.tensor([v for _, v in single["losses"]]), rtol=1e-5, atol=1e-6)
+        for k, v in single["final"].items():
+            assert_close(res["full"]["final"][k].float(), v.float(), rtol=1e-4, atol=1e-5, msg=k)
+    assert ranks[0]["full"]["losses"] == ranks[1]["full"]["losses"]  # every rank logs the global loss
+
+
+def test_validation_with_uneven_shards_finishes_and_equals_one_process(ranks, tmp_path):
+    tr, _ = make_trainer(job(), tmp_path, rank=0, world=1, queries=1)
+    ref = {name: tr.encode(split).codes for name, split in (("q", tr.queries), ("db", tr.database))}
+    for res in ranks:
+        assert np.array_equal(res["uneven"]["q"], ref["q"]) and np.array_equal(res["uneven"]["db"], ref["db"])
+
+
+def test_a_loss_non_finite_on_one_rank_stops_every_rank_without_a_checkpoint(out, ranks):
+    for res in ranks:  # both ranks raised at the same step: the guard's all-reduce agreed (no hang)
+        lr = f"lr {0.05 * lr_factor(1, cfg=job().train, steps_per_epoch=STEPS):.3g};"
+        assert "epoch 1 step 2 (global step 2): the loss is not finite on 1 of 2 rank(s)" in res["nan"], res["nan"]
+        assert lr in res["nan"], res["nan"]
+        assert "no checkpoint" in res["nan"] and "Lower train.lr" in res["nan"]
+    assert sorted(p.name for p in (out / "nan").glob("checkpoint_*")) == ["checkpoint_000001"]
