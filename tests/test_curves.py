@@ -119,3 +119,33 @@ def test_tensorboard_draws_one_point_per_radius_that_retrieves(tensorboard, tmp_
     span_p = max(entry["precision"]) - min(entry["precision"])
     assert span_r > 0.3 and span_p > 0.1
     assert x1 - x0 > 100 * span_r and y1 - y0 > 100 * span_p, (x0, y0, x1, y1)
+
+
+def test_training_validation_writes_the_true_counts(tmp_path):
+    """The Trainer (one plain process, tiny tensors) writes val/pr_hamming_radius with the counts of its own
+    validation codes, not zeros."""
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    from distributed.config import LossConfig, TrainConfig
+    from distributed.job import ClusterConfig, JobConfig
+    from distributed.trainer import Trainer
+    from model.config import ModelConfig
+    from train_helpers import TensorTrainLoader, tensor_eval_set, tensor_videos, tiny_net
+    x, labels = tensor_videos(3, 4)
+    qx, qlabels = tensor_videos(3, 1, seed=1)
+    job = JobConfig(model=ModelConfig(bits=8), loss=LossConfig(margin=8.0), cluster=ClusterConfig(name="pr"),
+                    train=TrainConfig(epochs=1, steps_per_epoch=2, optimizer="sgd", lr=0.05, eval_every=1,
+                                      log_every=100, amp="off", seed=0))
+    tr = Trainer(job=job, model=tiny_net(8), device=torch.device("cpu"),
+                 train_loader=TensorTrainLoader(x, labels, p=2, k=2, steps=2, rank=0, world=1),
+                 queries=tensor_eval_set(qx, qlabels, rank=0, world=1, batch_size=2),
+                 database=tensor_eval_set(x, labels, rank=0, world=1, batch_size=2), run_dir=tmp_path)
+    tr.fit()
+    want = pr_counts(tr.encode(tr.queries), tr.encode(tr.database))
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    (event,) = acc.Tensors("val/pr_hamming_radius")
+    data = make_ndarray(event.tensor_proto)
+    assert data[0].tolist() == want["tp"][::-1] and data[1].tolist() == want["fp"][::-1]
+    assert data[0].max() == 3 * 4 and data[:2].sum() > 0  # every same-label pair is retrieved at radius bits
