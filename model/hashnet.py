@@ -57,4 +57,3 @@ def build_hash_net(*, bits: int, backbone: str = "r3d_18", weights: str | None =
 def build_from_config(cfg: ModelConfig) -> HashNet:
     return build_hash_net(bits=cfg.bits, backbone=cfg.backbone, weights=cfg.weights,
                           channels_last=cfg.channels_last)
-
