@@ -104,7 +104,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     ok = res.ok
     kept = [r for r, good in zip(records, ok) if good]
     save_codes(args.out, Codes(codes=pack_bits(res.outputs[ok]), bits=model.bits,
-                               labels=np.asarray([r.label for r in kept], np.int64), ids=[r.path for r in kept]))
+                               labels=np.asarray([r.label for r in kept], np.int64),
+                               ids=np.asarray([r.path for r in kept], str)))
     print(f"encoded {len(kept)} of {len(records)} {args.split} videos ({model.bits} bits) -> {args.out}")
     return 0
 

@@ -71,8 +71,9 @@ class VideoIndex:
         return len(self.items)
 
     def as_codes(self) -> Codes:
-        return Codes(codes=np.asarray(self.codes), bits=self.bits, labels=[r.label for r in self.items],
-                     ids=[r.path for r in self.items], source=str(self.path))
+        return Codes(codes=np.asarray(self.codes), bits=self.bits,
+                     labels=np.asarray([r.label for r in self.items], np.int64),
+                     ids=np.asarray([r.path for r in self.items], str), source=str(self.path))
 
 
 def scan_folder(root: str | Path) -> list[VideoRecord]:

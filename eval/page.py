@@ -41,7 +41,7 @@ def frame_strip(path: str | None, *, frames: int = 4, height: int = THUMB_H) -> 
     picks = np.linspace(0, len(allf) - 1, frames).round().astype(int)
     h, w = allf[0].shape[:2]
     width = max(1, round(w * height / h))
-    return np.concatenate([np.asarray(Image.fromarray(allf[i]).resize((width, height), Image.BILINEAR))
+    return np.concatenate([np.asarray(Image.fromarray(allf[i]).resize((width, height), Image.Resampling.BILINEAR))
                            for i in picks], axis=1)
 
 

@@ -94,7 +94,7 @@ def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str],
         raise VideoIndexError(f"none of the {len(videos)} query videos could be decoded; nothing to search")
     indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx))
     out = []
-    for row, i in enumerate(np.flatnonzero(ok)):
+    for row, i in enumerate(np.flatnonzero(ok).tolist()):
         q = Query(videos[i], *label_of(Path(videos[i]), idx), indices[row], dists[row], video=videos[i],
                   padded=i in res.padded)
         if q.padded:

@@ -130,8 +130,9 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
     cfg = ckpt_config or config or {}
     identity = _identity(cfg, source)
     data = cfg["data"]
-    geometry = ClipGeometry(**{k: tuple(data[k]) if isinstance(data[k], (list, tuple)) else data[k]
-                               for k in GEOMETRY_KEYS})
+    values: dict[str, Any] = {k: tuple(data[k]) if isinstance(data[k], (list, tuple)) else data[k]
+                              for k in GEOMETRY_KEYS}
+    geometry = ClipGeometry(**values)
     bits, backbone = int(cfg["model"]["bits"]), str(cfg["model"]["backbone"])
     net = build_hash_net(bits=bits, backbone=backbone, weights=None)  # the weights come from the checkpoint
     try:
