@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cluster.cli import main
+from eval.codes import save_codes
 from eval.index import load_index
 from loaders.videoio import write_video
 from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
@@ -116,3 +117,21 @@ def test_bad_input_is_one_clear_message_and_nothing_half_written(lib, tmp_path, 
     assert "not a c3dhash index" in capsys.readouterr().err
     assert main(["search", "--index", str(tmp_path / "mixed"), "--video", str(root / "class0/c0_v00.webm")]) == 2
     assert "not a c3dhash index" in capsys.readouterr().err
+
+
+def test_a_query_dali_cannot_decode_here_is_transcoded_on_the_fly(lib, tmp_path, capsys):
+    root, _, out = lib
+    h264 = write_video(tmp_path / "phone.mp4", video_frames(1, 1), codec="h264")  # c1_v01 as an H.264 .mp4
+    assert main(["search", "--index", str(out), "--video", str(h264), "--top", "3", "--json", "-"]) == 0
+    (got,) = json.loads(capsys.readouterr().out)["queries"]
+    assert [r["class_name"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
+
+
+def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
+    _, _, out = lib
+    save_codes(tmp_path / "q.npz", load_index(out).as_codes())
+    assert main(["search", "--index", str(out), "--query", str(tmp_path / "q.npz"), "--top", "1",
+                 "--json", str(tmp_path / "top.json")]) == 0
+    res = json.loads((tmp_path / "top.json").read_text())
+    assert [q["results"][0][0] for q in res["queries"]] == list(range(9))  # each item finds itself
+    assert all(q["results"][0][2] == 0 for q in res["queries"])
