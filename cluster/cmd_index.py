@@ -64,6 +64,18 @@ def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: 
     return encode
 
 
+def failed_job(func):
+    """A sharded encoding that could not finish (workers kept dying) is a failed job: exit 1, not 2."""
+    def run(args: argparse.Namespace) -> int:
+        from eval.encode_ray import EncodeError
+        try:
+            return func(args)
+        except EncodeError as exc:
+            print(f"c3dhash {args.command}: failed: {exc}; nothing written", file=sys.stderr)
+            return 1
+    return run
+
+
 def report_skips(skipped: list[tuple[str, str]], padded: list[str]) -> None:
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -121,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
     p.add_argument("--add", action="store_true", help="keep the index's codes, encode only videos it lacks")
     add_worker_args(p)
-    p.set_defaults(func=cmd_index)
+    p.set_defaults(func=failed_job(cmd_index))
 
     p = sub.add_parser("encode", help="encode a split with a trained model into a codes .npz",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,4 +142,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npz (codes file)")
     p.add_argument("--static", action="store_true", help="first frame repeated (motion-free baseline)")
     add_worker_args(p)
-    p.set_defaults(func=cmd_encode)
+    p.set_defaults(func=failed_job(cmd_encode))
