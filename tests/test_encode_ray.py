@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import ray
 
-from eval.encode_ray import EncoderPool, chunk_size, connect
+from eval.encode_ray import EncodeError, EncoderPool, chunk_size, connect
 from eval.videos import encode_paths
 from model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
@@ -45,3 +45,13 @@ def test_a_killed_worker_has_its_share_redone(setup):
     got = pool.encode(paths, chunk=2, on_chunk=kill_once)
     assert pool.replaced == 1 and sum(done) == len(paths)  # every video counted once by the progress
     assert np.array_equal(got.outputs, single.outputs) and got.skipped.keys() == {4}
+
+
+def test_a_chunk_that_keeps_losing_its_worker_fails_the_job(setup):
+    pool, paths, _ = setup
+    pool.max_redo = 0
+
+    def kill(n: int) -> None:
+        ray.kill(pool.actors[-1], no_restart=True)
+    with pytest.raises(EncodeError, match="lost its worker 1 times"):
+        pool.encode(paths, chunk=2, on_chunk=kill)
