@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser
 
 setup: $(STAMP)
 
@@ -23,8 +23,14 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/c3dhash demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Headless Chromium for the page tests (results page, TensorBoard's PR curves); they skip without it.
+# Idempotent, and never fatal: without apt (or root) the tests that need a browser are skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "chromium not installed (no apt?): the browser tests will be skipped"
 
 lint: $(STAMP)
 	$(VENV)/bin/flake8 cluster distributed model loaders eval tests bench

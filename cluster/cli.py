@@ -12,8 +12,8 @@ import importlib
 import sys
 
 # Modules that add subcommands; each exposes register(subparsers).
-COMMAND_MODULES = ("cluster.cmd_data", "cluster.cmd_loaders", "cluster.cmd_train", "cluster.cmd_eval",
-                   "cluster.cmd_bench")
+COMMAND_MODULES = ("cluster.cmd_data", "cluster.cmd_loaders", "cluster.cmd_train", "cluster.cmd_index",
+                   "cluster.cmd_eval", "cluster.cmd_show", "cluster.cmd_export", "cluster.cmd_bench")
 # Exceptions raised by our own packages are user-facing problems with a message that says what to fix.
 OUR_PACKAGES = ("cluster", "distributed", "model", "loaders", "eval")
 

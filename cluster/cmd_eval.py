@@ -3,13 +3,16 @@
     c3dhash eval --query runs/test.npz --db runs/train.npz [--json runs/metrics.json]
     c3dhash eval --query runs/test.npz --db runs/train.npz --shards 4 [--address auto] [--expected-ties]
     c3dhash eval --query hmdb_test.npz --db hmdb_train.npz --map-at-k-rel 70
+    c3dhash eval --query runs/test.npz --db runs/train.npz --plots runs/eval.png --tensorboard runs/synth-cpu
     c3dhash search --index runs/train.npz --query runs/test.npz --top 10 [--json runs/top10.json]
+    c3dhash search --index runs/synth.index --video a.mp4 b.webm --top 5 [--json -]     # cluster/cmd_show.py
 """
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from cluster.cmd_show import add_checkpoint_arg
 from eval.config import EvalConfig
 
 
@@ -46,14 +49,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_metrics(m))
     if args.json:
         print(f"wrote {write_json(args.json, m)}")
+    if args.plots or args.tensorboard:  # PR curve from true counts + distance histograms: cluster/cmd_show.py
+        from cluster.cmd_show import write_eval_curves
+        write_eval_curves(query, db, m, png=args.plots, run_dir=args.tensorboard)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.video:  # query videos against an index folder: cluster/cmd_show.py
+        from cluster.cmd_show import cmd_search_videos
+        return cmd_search_videos(args)
+    from pathlib import Path
+
     from eval.codes import load_codes
     from eval.hamming import search
     from eval.metrics import write_json
-    res = search(load_codes(args.query), load_codes(args.index), args.top, backend=args.backend)
+    if Path(args.index).is_dir():
+        from eval.index import load_index
+        db = load_index(args.index).as_codes()
+    else:
+        db = load_codes(args.index)
+    res = search(load_codes(args.query), db, args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")
         for j, item_id, d in q["results"]:
@@ -93,15 +109,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expected-ties", action="store_true", default=d.expected_ties,
                    help="also report mAP@all averaged over random orders of tied items (McSherry & Najork)")
     p.add_argument("--json", help="write all metrics (with the PR curve) to this JSON file (atomically)")
+    p.add_argument("--plots", help="write the PR curve and the same/different-label distance histograms (PNG)")
+    p.add_argument("--tensorboard", metavar="RUN_DIR",
+                   help="also write them to TensorBoard: RUN_DIR/tensorboard (e.g. runs/synth-cpu)")
     p.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("search", help="Hamming top-K of query codes in an index (ties by database index)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--index", required=True, help="database codes .npz")
-    s.add_argument("--query", required=True, help="query codes .npz")
+    s.add_argument("--index", required=True, help="database codes .npz, or an index folder (c3dhash index)")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", help="query codes .npz")
+    q.add_argument("--video", nargs="+", metavar="FILE",
+                   help="query videos, encoded with the index folder's model (any codec PyAV reads)")
+    add_checkpoint_arg(s)
     s.add_argument("--top", type=_positive, default=10, help="results per query (all N if larger)")
     s.add_argument("--show", type=int, default=3, help="queries to print (the JSON has all)")
     s.add_argument("--backend", choices=("auto", "numba", "torch"), default="numba",
                    help="numba: CPU kernels; torch: CUDA when available; auto: torch if CUDA is available")
-    s.add_argument("--json", help="write every query's ranked [db_index, id, distance] list (atomically)")
+    s.add_argument("--json", help="write every query's ranked list to this file (atomically); - = stdout (--video)")
     s.set_defaults(func=cmd_search)

@@ -1,4 +1,4 @@
-"""Subcommands: `train`, `encode`, `demo`, `job` (submit/wait/logs/stop)."""
+"""Subcommands: `train`, `demo`, `job` (submit/wait/logs/stop); `encode` is in cmd_index.py."""
 from __future__ import annotations
 
 import argparse
@@ -16,13 +16,6 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from cluster.driver import run_training
     run_training(load_config(args.config, args.overrides), address=args.address)
-    return 0
-
-
-def cmd_encode(args: argparse.Namespace) -> int:
-    from cluster.demo import encode_split_file
-    cfg = load_config(args.config, args.overrides)
-    encode_split_file(cfg, checkpoint=args.checkpoint, split=args.split, out=args.out, static=args.static)
     return 0
 
 
@@ -54,14 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _config_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else local)")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("encode", help="encode a split with a trained model into a codes .npz")
-    _config_args(p)
-    p.add_argument("--checkpoint", default="best", help="best | latest | PATH (default: best)")
-    p.add_argument("--split", required=True, choices=("train", "val", "test"))
-    p.add_argument("--out", required=True, help="output .npz (codes file)")
-    p.add_argument("--static", action="store_true", help="first frame repeated (motion-free baseline)")
-    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("demo", help="synth -> train -> encode -> eval with baselines, on a local Ray (CPU)")
     p.add_argument("--config", default="configs/synth-cpu.yaml")

@@ -61,14 +61,6 @@ def run_split(net: torch.nn.Module, cfg: JobConfig, split: str, *, static: bool 
     return records, index, outputs
 
 
-def encode_split_file(cfg: JobConfig, *, checkpoint: str, split: str, out: str, static: bool = False) -> Codes:
-    records, index, outputs = run_split(load_model(cfg, checkpoint), cfg, split, static=static)
-    codes = to_codes(index, outputs, records, cfg.model.bits)
-    save_codes(out, codes)
-    print(f"encoded {len(records)} {split} videos ({cfg.model.bits} bits) -> {out}")
-    return codes
-
-
 def lsh_codes(cfg: JobConfig) -> tuple[Codes, Codes]:
     """Untrained backbone features, centred on the database mean, through a seeded Gaussian projection."""
     torch.manual_seed(cfg.train.seed)

@@ -1,4 +1,4 @@
-"""TensorBoard from rank 0 only: scalars, code statistics and the precision-recall curve.
+"""TensorBoard from rank 0 only: scalars, code statistics, the Hamming-radius PR curve and distance histograms.
 
 Events go to `<storage_path>/<name>/tensorboard`; watch with `tensorboard --logdir runs/`.
 On resume the writer is opened with `purge_step=global_step`, so TensorBoard discards the events a crashed
@@ -39,19 +39,38 @@ class RankZeroWriter:
         self.writer.add_scalar("codes/bit_imbalance", float((balance - 0.5).abs().mean()), step)
         self.writer.add_scalar("codes/saturation", float((h.abs() > 0.95).float().mean()), step)
 
-    def pr_curve(self, tag: str, pr: dict[str, Any], step: int) -> None:
-        """The Hamming-radius PR curve from eval.metrics (precision/recall per radius)."""
+    def pr_curve(self, tag: str, counts: dict[str, Any], step: int) -> None:
+        """The Hamming-radius PR curve from eval.curves.pr_counts: true TP/FP/TN/FN per radius 0..bits.
+
+        TensorBoard's thresholds go from least to most strict, radii the other way: index i = radius bits - i.
+        It drops the strict end where TP + FP = 0, so it draws one point per radius that retrieves something
+        (all-zero counts, as written before, left a single point)."""
         if self.writer is None:
             return
-        precision = np.asarray(pr["precision"], dtype=np.float64)
-        recall = np.asarray(pr["recall"], dtype=np.float64)
-        # TensorBoard wants thresholds in descending order of strictness; radii ascend, so reverse.
-        precision, recall = precision[::-1], recall[::-1]
-        n = len(precision)
-        zeros = np.zeros(n)
-        self.writer.add_pr_curve_raw(tag, true_positive_counts=zeros, false_positive_counts=zeros,
-                                     true_negative_counts=zeros, false_negative_counts=zeros,
-                                     precision=precision, recall=recall, global_step=step, num_thresholds=n)
+        missing = [k for k in ("tp", "fp", "tn", "fn", "precision", "recall") if k not in counts]
+        if missing:
+            raise ValueError(f"pr_curve({tag!r}): counts lack {', '.join(missing)}; pass eval.curves.pr_counts(...)")
+        keys = ("tp", "fp", "tn", "fn", "precision", "recall")
+        arr = {k: np.asarray(counts[k], dtype=np.float64)[::-1] for k in keys}
+        self.writer.add_pr_curve_raw(tag, true_positive_counts=arr["tp"], false_positive_counts=arr["fp"],
+                                     true_negative_counts=arr["tn"], false_negative_counts=arr["fn"],
+                                     precision=arr["precision"], recall=arr["recall"], global_step=step,
+                                     num_thresholds=len(arr["tp"]))
+
+    def distance_histograms(self, tag: str, counts: dict[str, Any], step: int) -> None:
+        """Hamming distances of same-label and different-label pairs (one bucket per distance)."""
+        if self.writer is None:
+            return
+        for name in ("same", "diff"):
+            c = np.asarray(counts[name], dtype=np.float64)
+            d = np.arange(len(c), dtype=np.float64)
+            if c.sum() == 0:
+                continue
+            nz = np.flatnonzero(c)
+            self.writer.add_histogram_raw(f"{tag}/{name}_label", min=float(d[nz[0]]), max=float(d[nz[-1]]),
+                                          num=int(c.sum()), sum=float((c * d).sum()),
+                                          sum_squares=float((c * d * d).sum()), bucket_limits=(d + 0.5).tolist(),
+                                          bucket_counts=c.tolist(), global_step=step)
 
     def flush(self) -> None:
         if self.writer is not None:

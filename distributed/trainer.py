@@ -33,6 +33,7 @@ from distributed.resume import ConfigDiff, apply_optimizer_config, check_resume
 from distributed.tensorboard import RankZeroWriter
 from distributed.triplet import gathered_triplet_loss
 from eval.codes import Codes
+from eval.curves import pr_counts
 from eval.encode import autocast, encode_loader, to_codes
 from eval.metrics import evaluate
 from loaders.manifest import VideoRecord
@@ -226,6 +227,7 @@ class Trainer:
             e = self.job.eval
             result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
                               precision_at_k=e.precision_at_k)
+            result["pr_counts"] = pr_counts(queries, database)  # true TP/FP/TN/FN per radius for TensorBoard
         return broadcast_from_zero(result)
 
     def end_of_epoch(self, stats: dict[str, float]) -> None:
@@ -252,7 +254,8 @@ class Trainer:
         metrics["val_map"] = res["map_all"]
         self.writer.scalars({"val/map_all": res["map_all"],
                              **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)
-        self.writer.pr_curve("val/pr_hamming_radius", res["pr_curve"], st.global_step)
+        self.writer.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.global_step)
+        self.writer.distance_histograms("val/hamming_distance", res["pr_counts"], st.global_step)
         if res["map_all"] > st.best_val_map:
             self._guard_params()
             st.best_val_map = res["map_all"]

@@ -1,9 +1,10 @@
 """Encode a split: the model over the eval loader, one code per video (the mean of its clips' outputs).
 
-    c3dhash encode --config configs/synth-cpu.yaml --checkpoint best --split test --out runs/test.npz
+    c3dhash encode --checkpoint runs/synth-cpu/best.pt --split test --out runs/test.npz [--workers 2]
 
 In training, each rank encodes its own shard (every video exactly once across ranks) and the trainer
-gathers the per-video outputs; `c3dhash encode` runs the same function as a single process over the whole split.
+gathers the per-video outputs. `c3dhash encode`/`index`/`search` encode video files with eval/videos.py (one
+video's clips per batch, through `encode_loader`), in this process or on Ray actors (eval/encode_ray.py).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 from model.backbone import (KINETICS_MEAN, KINETICS_STD, BACKBONES, ModelError, WeightsError, build_backbone,
                             kinetics_norm, resolve_weights)
 from model.config import ModelConfig
-from model.hashnet import HashNet, build_from_config, build_hash_net, quantize, video_codes
+from model.hashnet import HashNet, build_from_config, build_hash_net
+from model.load import ClipGeometry, LoadedHashNet, export_program, load_hash_net
 
-__all__ = ["BACKBONES", "KINETICS_MEAN", "KINETICS_STD", "HashNet", "ModelConfig", "ModelError",
-           "WeightsError", "build_backbone", "build_from_config", "build_hash_net", "kinetics_norm",
-           "quantize", "resolve_weights", "video_codes"]
+__all__ = ["BACKBONES", "KINETICS_MEAN", "KINETICS_STD", "ClipGeometry", "HashNet", "LoadedHashNet", "ModelConfig",
+           "ModelError", "WeightsError", "build_backbone", "build_from_config", "build_hash_net", "export_program",
+           "kinetics_norm", "load_hash_net", "resolve_weights"]

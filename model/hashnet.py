@@ -2,7 +2,9 @@
 
     net = build_hash_net(bits=48, weights="kinetics400")      # or build_from_config(cfg.model)
     h = net(clips)                                            # N x 3 x T x H x W float -> N x 48 in [-1, 1]
-    bits = quantize(video_codes(h, video_index, num_videos))  # a video's code = sign of its clips' mean
+
+A video's code is (mean of its clips' outputs) >= 0: eval/encode.py averages per video, eval/codes.py packs.
+A trained model with its clip geometry loads from a checkpoint with model.load_hash_net (model/load.py).
 
 `HashNet.features(clips)` returns the 512-d trunk feature (the input of the LSH baseline).
 No Ray and no distributed collectives here: the same module runs in a worker, a notebook or a test.
@@ -55,29 +57,3 @@ def build_hash_net(*, bits: int, backbone: str = "r3d_18", weights: str | None =
 def build_from_config(cfg: ModelConfig) -> HashNet:
     return build_hash_net(bits=cfg.bits, backbone=cfg.backbone, weights=cfg.weights,
                           channels_last=cfg.channels_last)
-
-
-def quantize(h: torch.Tensor) -> torch.Tensor:
-    """Binary code as torch.bool: bit = (h >= 0). An exact 0 becomes 1, so there is no third value."""
-    return h >= 0
-
-
-def video_codes(clip_outputs: torch.Tensor, video_index: torch.Tensor, num_videos: int) -> torch.Tensor:
-    """Mean of each video's clip outputs: row v = mean of clip_outputs[video_index == v] (num_videos x bits).
-
-    Averaging the relaxed outputs (not voting on bits) matches the seed's single-clip code when a video has
-    one clip and lets confident clips outweigh uncertain ones.
-    """
-    index = video_index.to(device=clip_outputs.device, dtype=torch.long)
-    if index.dim() != 1 or index.numel() != clip_outputs.shape[0]:
-        raise ModelError(f"video_index must be 1-D with one entry per clip ({clip_outputs.shape[0]}), "
-                         f"got shape {tuple(video_index.shape)}")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= num_videos):
-        raise ModelError(f"video_index values must lie in [0, {num_videos}), got [{int(index.min())}, "
-                         f"{int(index.max())}]")
-    counts = torch.bincount(index, minlength=num_videos)
-    empty = (counts == 0).nonzero().flatten()
-    if empty.numel():
-        raise ModelError(f"videos {empty[:10].tolist()} have no clips; every video needs at least one clip")
-    sums = clip_outputs.new_zeros(num_videos, clip_outputs.shape[1]).index_add_(0, index, clip_outputs)
-    return sums / counts.to(sums.dtype).unsqueeze(1)

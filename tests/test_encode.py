@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cluster.cli import main
-from cluster.config import load_config, save_config
+from cluster.config import config_to_dict, load_config, save_config
 from distributed import checkpoint as ckpt
 from eval.codes import load_codes, pack_bits
 from eval.encode import encode_loader, to_codes
@@ -81,3 +81,12 @@ def test_encode_cli_writes_the_codes_of_the_checkpoint(setup, tmp_path, capsys):
     assert np.array_equal(codes.codes, pack_bits(outputs)) and codes.bits == 16
     assert main([*args, "--out", str(tmp_path / "x.npz"), "--set", "cluster.name=none"]) == 2
     assert "no 'best' checkpoint" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+    # a checkpoint that carries its config (as training writes them) needs no --config
+    full = ckpt.atomic_save({"model": net.state_dict(), "config": config_to_dict(load_config(None, overrides))},
+                            tmp_path / "full.pt")
+    alone = tmp_path / "alone.npz"
+    assert main(["encode", "--checkpoint", str(full), "--split", "test", "--out", str(alone)]) == 0
+    assert np.array_equal(load_codes(alone).codes, codes.codes) and load_codes(alone).ids.tolist() == \
+        codes.ids.tolist()
+    assert main(["encode", "--checkpoint", "best", "--split", "test", "--out", str(tmp_path / "y.npz")]) == 2
+    assert "needs --config" in capsys.readouterr().err

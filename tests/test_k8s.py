@@ -339,10 +339,16 @@ def test_eval_job_evaluates_what_training_wrote(base, rendered):
     assert set(outs) == {"test", "train"}
     assert evals["--query"] == [outs["test"]] and evals["--db"] == [outs["train"]]
     assert PurePosixPath(evals["--json"][0]).is_relative_to(run_dir)
-    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    worker = groups[0]["template"]["spec"]["containers"][0]
     # each eval shard is a Ray task taking one CPU beside the entrypoint's reservation
     assert 1 <= int(evals["--shards"][0]) <= cpus(worker) - job["spec"].get("entrypointNumCpus", 0)
-    assert job["spec"].get("entrypointNumGpus", 0) <= gpus(worker)
+    assert job["spec"].get("entrypointNumGpus", 0) == 0, "the driver needs no GPU: the encoder actors take them"
+    # encoding is sharded over every GPU of the cluster: one encoder actor per GPU, its threads within the pod
+    total_gpus = sum(g["replicas"] * gpus(g["template"]["spec"]["containers"][0]) for g in groups)
+    for _, opts, _ in cmds[:2]:
+        assert opts["--device"] == ["gpu"] and int(opts["--workers"][0]) == total_gpus
+        assert int(opts["--threads"][0]) * gpus(worker) <= cpus(worker)
 
 
 def test_volumes_claims_and_configmaps_resolve(base, every):

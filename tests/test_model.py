@@ -11,8 +11,7 @@ from torch.testing import assert_close
 from torchvision.models import video
 
 import model
-from model import (ModelConfig, ModelError, WeightsError, build_from_config, build_hash_net, kinetics_norm,
-                   quantize, video_codes)
+from model import ModelConfig, ModelError, WeightsError, build_from_config, build_hash_net, kinetics_norm
 
 WEIGHT_FILE = "r3d_18-b3b3357e.pth"
 
@@ -131,25 +130,6 @@ def test_kinetics_norm_matches_torchvision_preset():
     preset = video.R3D_18_Weights.KINETICS400_V1.transforms()
     mean, std = kinetics_norm()
     assert list(mean) == list(preset.mean) and list(std) == list(preset.std)
-
-
-def test_quantize_is_h_ge_zero_with_no_third_value():
-    h = torch.tensor([[-1.0, -1e-9, 0.0, -0.0, 1e-9, 1.0]])
-    assert quantize(h).dtype == torch.bool
-    assert quantize(h).tolist() == [[False, False, True, True, True, True]]
-
-
-def test_video_codes_are_per_video_means():
-    g = torch.Generator().manual_seed(1)
-    out = torch.rand(7, 4, generator=g) * 2 - 1
-    index = torch.tensor([2, 0, 2, 1, 0, 2, 1])
-    codes = video_codes(out, index, 3)
-    for v in range(3):
-        assert_close(codes[v], out[index == v].mean(0))
-    with pytest.raises(ModelError, match=r"videos \[3\] have no clips"):
-        video_codes(out, index, 4)
-    with pytest.raises(ModelError, match="must lie in"):
-        video_codes(out, index, 2)
 
 
 def test_model_package_never_imports_ray_or_torch_distributed():

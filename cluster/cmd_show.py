@@ -1,0 +1,90 @@
+"""`c3dhash show` (a results page) and the `--video` path of `c3dhash search`: query an index with videos.
+
+    c3dhash search --index runs/synth.index --video a.mp4 b.webm --top 5 [--json -] [--checkpoint best.pt]
+    c3dhash show --index runs/synth.index --video q.webm --top 5 --out runs/results.html   # + results.png
+    c3dhash show --index runs/synth.index --query runs/test.npz --max-queries 8 --out runs/results.html
+
+Queries are encoded with the model the index was built with (meta.json names its checkpoint; `--checkpoint`
+points elsewhere when it moved); a model with another fingerprint is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def video_queries(args: argparse.Namespace):
+    from eval.index import load_index
+    from eval.query import index_model, search_videos
+    idx = load_index(args.index)
+    state = index_model(idx, getattr(args, "checkpoint", None))
+    return idx, search_videos(idx, state, args.video, top=args.top)
+
+
+def cmd_search_videos(args: argparse.Namespace) -> int:
+    """`c3dhash search --index INDEX --video ...` (called by cluster/cmd_eval.py)."""
+    from eval.metrics import write_json
+    from eval.query import format_table, to_json
+    idx, queries = video_queries(args)
+    res = to_json(idx, queries)
+    if args.json == "-":
+        print(json.dumps(res, indent=1))
+        return 0
+    print(format_table(idx, queries))
+    if args.json:
+        print(f"wrote {write_json(args.json, res)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from eval.codes import load_codes
+    from eval.index import load_index
+    from eval.page import write_page
+    from eval.query import search_codes
+    if args.video:
+        idx, queries = video_queries(args)
+    else:
+        idx = load_index(args.index)
+        queries = search_codes(idx, load_codes(args.query), top=args.top, limit=args.max_queries)
+    html, png = write_page(args.out, idx, queries, frames=args.frames)
+    print(f"wrote {html} and {png} ({len(queries)} queries x top {args.top})")
+    return 0
+
+
+def write_eval_curves(query, db, metrics: dict, *, png: str | None, run_dir: str | None) -> None:
+    """`c3dhash eval --plots PNG --tensorboard RUN_DIR`: PR curve (true counts) + distance histograms."""
+    from pathlib import Path
+
+    from eval.curves import pr_counts, write_plots
+    counts = pr_counts(query, db)
+    if png:
+        title = f"{len(query)} queries x {len(db)} items, {db.bits} bits, mAP@all {metrics['map_all']:.4f}"
+        print(f"wrote {write_plots(png, counts, metrics['pr_curve'], title=title)}")
+    if run_dir:
+        from distributed.tensorboard import RankZeroWriter
+        tb = RankZeroWriter(Path(run_dir) / "tensorboard", rank=0)
+        tb.pr_curve("eval/pr_hamming_radius", counts, 0)
+        tb.distance_histograms("eval/hamming_distance", counts, 0)
+        tb.scalars({"eval/map_all": metrics["map_all"]}, 0)
+        tb.close()
+        print(f"wrote the PR curve and distance histograms to {Path(run_dir) / 'tensorboard'} (tag eval/...)")
+
+
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="the index's model for --video (default: the checkpoint named in the index's meta.json)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="results page (HTML + PNG contact sheet) of queries against an index",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--index", required=True, help="index folder (c3dhash index)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", nargs="+", metavar="FILE", help="query videos (any codec PyAV reads)")
+    src.add_argument("--query", help="query codes .npz (ids relative to the index's root give thumbnails)")
+    p.add_argument("--top", type=int, default=5, help="results per query")
+    p.add_argument("--max-queries", type=int, default=10, help="queries of --query shown")
+    p.add_argument("--frames", type=int, default=4, help="frames per thumbnail strip")
+    p.add_argument("--out", required=True, help="results .html (the contact sheet goes beside it as .png)")
+    add_checkpoint_arg(p)
+    p.set_defaults(func=cmd_show)

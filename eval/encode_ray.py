@@ -1,0 +1,161 @@
+"""Encoding sharded over Ray actors: one model per actor (one GPU each on a cluster, DALI decoding on that GPU).
+
+    c3dhash index --checkpoint best.pt --videos DIR --out INDEX --workers 4
+    c3dhash encode --checkpoint best.pt --split train --out train.npz --workers 8 --device gpu --address auto
+
+    pool = EncoderPool(state, workers=2)           # state: the checkpoint dict (put in the object store once)
+    res = pool.encode(paths, progress=True)        # == eval.videos.encode_paths(state, paths), bit for bit
+
+Plain actors, not Ray Data: each actor is created with num_gpus=1, so Ray gives it its own GPU
+(CUDA_VISIBLE_DEVICES) and the actor builds its DALI pipeline on device 0 of what it sees; model and CUDA
+context live as long as the actor. The driver deals out chunks of videos (eval/videos.py), two in flight per
+actor so none waits for the next; results are merged by chunk id, i.e. in input order, whatever the order in
+which they finish. Every chunk is encoded by exactly one successful task: when an actor dies (node lost, OOM,
+killed), its in-flight chunks go to a fresh actor, up to `max_redo` times per chunk. Because a video's clips
+form a batch of their own, the codes equal the single-process codes bit for bit.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence
+
+from tqdm import tqdm
+
+from eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
+
+IN_FLIGHT = 2  # chunks queued per actor
+
+
+class EncodeError(RuntimeError):
+    """Sharded encoding could not finish (a chunk kept losing its worker)."""
+
+
+class _Encoder:
+    """Ray actor body: one ChunkEncoder (model + DALI on this actor's device)."""
+
+    def __init__(self, state: dict[str, Any], device: str, num_threads: int, amp: str,
+                 config: dict[str, Any] | None, static: bool):
+        import torch
+        torch.set_num_threads(num_threads)
+        self.enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config,
+                                static=static)
+
+    def encode(self, k: int, paths: list[str]) -> tuple[int, Encoded]:
+        return k, self.enc.encode(paths)
+
+
+def connect(address: str | None, cpus: int) -> bool:
+    """Join `address` (or the Ray this process already runs), else start a local one; True if started here."""
+    import ray
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+class EncoderPool:
+    """`workers` encoder actors; `encode` deals chunks of videos to them and merges in input order."""
+
+    def __init__(self, state: dict[str, Any], *, workers: int, use_gpu: bool = False, num_threads: int = 1,
+                 amp: str = "auto", config: dict[str, Any] | None = None, static: bool = False, max_redo: int = 3):
+        import ray
+        self.bits = int((state.get("config") or config or {}).get("model", {}).get("bits", 0))
+        self.options = dict(num_cpus=num_threads, num_gpus=1 if use_gpu else 0, max_restarts=0)
+        self.args = (ray.put(state), "gpu" if use_gpu else "cpu", num_threads, amp, config, static)
+        self.max_redo, self.replaced = max_redo, 0
+        self.actors = [self._new() for _ in range(workers)]
+
+    def _new(self) -> Any:
+        import ray
+        return ray.remote(_Encoder).options(**self.options).remote(*self.args)
+
+    def encode(self, paths: Sequence[str], *, chunk: int = DEFAULT_CHUNK, progress: bool = False,
+               on_chunk: Callable[[int], None] | None = None) -> Encoded:
+        """Every video of `paths` once, merged in input order; `on_chunk(videos)` after each chunk."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+        blocks = chunks(len(paths), chunk)
+        todo, redo = deque(range(len(blocks))), [0] * len(blocks)
+        inflight: dict[Any, tuple[Any, int]] = {}  # ref -> (actor, chunk id)
+        parts: dict[int, tuple[tuple[int, int], Encoded]] = {}
+        with tqdm(total=len(paths), desc=f"encode x{len(self.actors)} workers", unit="video",
+                  disable=not progress) as bar:
+            while todo or inflight:
+                self._deal(todo, inflight, blocks, paths)
+                (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                actor, k = inflight.pop(ref)
+                try:
+                    parts[k] = (blocks[k], ray.get(ref)[1])
+                except RayActorError as exc:
+                    self._lost(actor, k, todo, redo, exc)
+                    continue
+                except RayTaskError as exc:  # our own error inside the actor: the user's message, not Ray's
+                    raise exc.cause if isinstance(exc.cause, Exception) else exc
+                bar.update(blocks[k][1] - blocks[k][0])
+                if on_chunk:
+                    on_chunk(blocks[k][1] - blocks[k][0])
+        return merge(len(paths), self.bits, parts)
+
+    def _deal(self, todo: deque, inflight: dict, blocks: list[tuple[int, int]], paths: Sequence[str]) -> None:
+        """Top every actor up to IN_FLIGHT chunks, least loaded first."""
+        for actor in sorted(self.actors, key=lambda a: sum(1 for b, _ in inflight.values() if b is a)):
+            load = sum(1 for b, _ in inflight.values() if b is actor)
+            while todo and load < IN_FLIGHT:
+                k = todo.popleft()
+                a, b = blocks[k]
+                inflight[actor.encode.remote(k, list(paths[a:b]))] = (actor, k)
+                load += 1
+
+    def _lost(self, actor: Any, k: int, todo: deque, redo: list[int], exc: Exception) -> None:
+        """`actor` died: queue its chunk again and replace it (once, however many chunks it held)."""
+        redo[k] += 1
+        if redo[k] > self.max_redo:
+            raise EncodeError(f"chunk {k} of the videos lost its worker {redo[k]} times; giving up "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        todo.appendleft(k)
+        slots = [i for i, a in enumerate(self.actors) if a is actor]
+        if not slots:
+            return  # replaced already, for another chunk it held
+        import ray
+        ray.kill(actor, no_restart=True)
+        self.actors[slots[0]] = self._new()
+        self.replaced += 1
+        print(f"encode: worker {slots[0]} lost ({type(exc).__name__}); its chunks go to a new worker", flush=True)
+
+    def shutdown(self) -> None:
+        import ray
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+def chunk_size(n: int, workers: int) -> int:
+    """Small enough that every worker gets several chunks (balance, cheap redo), at most DEFAULT_CHUNK."""
+    return max(1, min(DEFAULT_CHUNK, -(-n // max(1, workers * IN_FLIGHT * 2))))
+
+
+def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, device: str = "auto",
+                 address: str | None = None, num_threads: int = 1, amp: str = "auto",
+                 config: dict[str, Any] | None = None, progress: bool = True, static: bool = False) -> Encoded:
+    """`paths` encoded in this process (workers=1, no address) or over `workers` Ray actors: the same codes.
+    device: auto (CUDA here / a GPU per actor where the Ray cluster has GPUs), gpu, or cpu."""
+    import ray
+    if workers <= 1 and not address:
+        with tqdm(total=len(paths), desc="encode", unit="video", disable=not progress) as bar:
+            return encode_paths(state, paths, chunk=DEFAULT_CHUNK, device=device, num_threads=num_threads,
+                                amp=amp, config=config, on_chunk=bar.update, static=static)
+    started = connect(address, workers * num_threads)
+    try:
+        use_gpu = device == "gpu" or (device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
+        pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,
+                           config=config, static=static)
+        try:
+            return pool.encode(paths, chunk=chunk_size(len(paths), workers), progress=progress)
+        finally:
+            pool.shutdown()
+    finally:
+        if started:
+            ray.shutdown()

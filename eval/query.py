@@ -1,0 +1,142 @@
+"""Query an index with videos (or with a codes file): encode with the index's model, rank by Hamming distance.
+
+    c3dhash search --index runs/synth.index --video a.mp4 b.webm --top 5 [--json -]
+
+    idx = load_index("runs/synth.index")
+    model_state = index_model(idx, checkpoint=None)           # the checkpoint the index was built with
+    hits = search_videos(idx, model_state, ["a.mp4"], top=5)   # [Query(...)]
+
+The query is encoded exactly as the index's videos were (eval/videos.py: its own batch, transcoded on the
+fly where DALI cannot decode it here), so a video that is in the index finds itself at distance 0. The
+model must be the index's: its fingerprint (weights + bits + geometry) must equal the one in meta.json.
+Ranking is eval.hamming.topk: (distance, index in the index), so ties go to the earlier item.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from eval.codes import Codes, pack_bits
+from eval.hamming import topk
+from eval.index import UNKNOWN, VideoIndex, VideoIndexError
+from eval.videos import Encoded, encode_paths
+
+
+@dataclass
+class Query:
+    name: str  # the query's path (or id in a codes file)
+    label: int  # -1 when unknown
+    class_name: str
+    indices: np.ndarray  # int64 [K] positions in the index
+    distances: np.ndarray  # int [K]
+    video: str | None = None  # a file to draw thumbnails from, when there is one
+    padded: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def index_model(idx: VideoIndex, checkpoint: str | None) -> dict[str, Any]:
+    """The checkpoint dict to encode queries with: `checkpoint` or the one the index was built from,
+    refused unless its fingerprint is the index's."""
+    from model.load import from_state, read_checkpoint
+    path = checkpoint or idx.meta.get("model", {}).get("source")
+    if not path or not Path(path).exists():
+        raise VideoIndexError(f"{idx.path}: its checkpoint {path!r} is not there; pass the model it was built "
+                              f"with: --checkpoint PATH")
+    state = read_checkpoint(path)
+    got = from_state(state, source=str(path)).fingerprint
+    if got != idx.fingerprint:
+        raise VideoIndexError(f"{path}: this model (fingerprint {got[:19]}...) did not build {idx.path} "
+                              f"({idx.fingerprint[:19]}...); codes of two models cannot be compared: pass the "
+                              f"checkpoint the index was built with, or rebuild the index with this one")
+    return state
+
+
+def clamp_top(top: int, idx: VideoIndex) -> int:
+    if top < 1:
+        raise VideoIndexError(f"--top {top}: must be >= 1")
+    if top > len(idx):
+        print(f"note: --top {top} is larger than the index ({len(idx)} videos); showing all {len(idx)}",
+              file=sys.stderr)
+    return min(top, len(idx))
+
+
+def label_of(path: Path, idx: VideoIndex) -> tuple[int, str]:
+    """A query inside the index's root gets the label of its class folder (or of its own item), else unknown."""
+    try:
+        rel = path.absolute().relative_to(idx.root).as_posix()
+    except ValueError:
+        return UNKNOWN
+    for r in idx.items:
+        if r.path == rel or ("/" in rel and r.class_name == rel.split("/")[0]):
+            return r.label, r.class_name
+    return UNKNOWN
+
+
+def rank(idx: VideoIndex, codes: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    return topk(np.ascontiguousarray(codes), np.ascontiguousarray(idx.codes), top)
+
+
+def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str], *, top: int,
+                  encode: Callable[[dict, list[str]], Encoded] | None = None) -> list[Query]:
+    """Top `top` of each decodable query video; undecodable ones are reported and left out (error if none)."""
+    missing = [v for v in videos if not Path(v).is_file()]
+    if missing:
+        raise VideoIndexError(f"--video {missing[0]}: file not found")
+    res = (encode or (lambda s, p: encode_paths(s, p)))(state, [str(Path(v).absolute()) for v in videos])
+    for i, reason in sorted(res.skipped.items()):
+        print(f"skipped query {videos[i]}: {reason}", file=sys.stderr)
+    ok = res.ok
+    if not ok.any():
+        raise VideoIndexError(f"none of the {len(videos)} query videos could be decoded; nothing to search")
+    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx))
+    out = []
+    for row, i in enumerate(np.flatnonzero(ok).tolist()):
+        q = Query(videos[i], *label_of(Path(videos[i]), idx), indices[row], dists[row], video=videos[i],
+                  padded=i in res.padded)
+        if q.padded:
+            q.notes.append("shorter than one clip: padded with its last frame (as in training)")
+        out.append(q)
+    return out
+
+
+def search_codes(idx: VideoIndex, query: Codes, *, top: int, limit: int | None = None) -> list[Query]:
+    """Queries from a codes file (ids = paths relative to the index root when the videos are there)."""
+    if query.bits != idx.bits:
+        raise VideoIndexError(f"{query.source}: {query.bits}-bit codes, but {idx.path} holds {idx.bits}-bit "
+                              f"codes; encode the queries with the index's model")
+    n = len(query) if limit is None else min(limit, len(query))
+    indices, dists = rank(idx, query.codes[:n], clamp_top(top, idx))
+    names = {r.label: r.class_name for r in idx.items}
+    out = []
+    for i in range(n):
+        path = idx.root / str(query.ids[i])
+        label = int(query.labels[i])
+        out.append(Query(str(query.ids[i]), label, names.get(label, str(label)), indices[i], dists[i],
+                         video=str(path) if path.is_file() else None))
+    return out
+
+
+def to_json(idx: VideoIndex, queries: list[Query]) -> dict[str, Any]:
+    return {"index": str(idx.path), "fingerprint": idx.fingerprint, "bits": idx.bits, "num_db": len(idx),
+            "queries": [{"query": q.name, "label": q.label, "class_name": q.class_name, "notes": q.notes,
+                         "results": [{"rank": r + 1, "distance": int(d), "index": int(j),
+                                      "path": idx.items[j].path, "label": idx.items[j].label,
+                                      "class_name": idx.items[j].class_name}
+                                     for r, (j, d) in enumerate(zip(q.indices, q.distances))]}
+                        for q in queries]}
+
+
+def format_table(idx: VideoIndex, queries: list[Query]) -> str:
+    lines = []
+    for q in queries:
+        label = f"{q.class_name} ({q.label})" if q.label >= 0 else "label unknown"
+        lines.append(f"query {q.name} ({label}){'; ' + '; '.join(q.notes) if q.notes else ''}:")
+        lines.append(f"  {'rank':>4}  {'dist':>4}  path  label")
+        for r, (j, d) in enumerate(zip(q.indices, q.distances)):
+            item = idx.items[j]
+            lines.append(f"  {r + 1:>4}  {int(d):>4}  {item.path}  {item.class_name} ({item.label})")
+    return "\n".join(lines)

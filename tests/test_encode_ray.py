@@ -1,0 +1,57 @@
+"""Encoding sharded over Ray actors: the single-process codes bit for bit, every video once in input order,
+and a killed actor's chunks redone by a new one."""
+import numpy as np
+import pytest
+import ray
+
+from eval.encode_ray import EncodeError, EncoderPool, chunk_size, connect
+from eval.videos import encode_paths
+from model.load import read_checkpoint
+from retrieval_helpers import lsh_checkpoint, make_videos
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    paths = [str(root / p) for p in make_videos(root, per_class=3)]
+    (root / "broken.webm").write_bytes(b"not a video")
+    paths.insert(4, str(root / "broken.webm"))  # a bad file mid-list keeps its place in the skipped list
+    state = read_checkpoint(lsh_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", root))
+    single = encode_paths(state, paths, chunk=4)
+    assert connect(None, 2)
+    pool = EncoderPool(state, workers=2)  # shared by the tests: starting actors is the slow part
+    yield pool, paths, single
+    pool.shutdown()
+    ray.shutdown()
+
+
+def test_sharded_codes_equal_single_process_codes(setup):
+    pool, paths, single = setup
+    got = pool.encode(paths, chunk=chunk_size(len(paths), 2))
+    assert np.array_equal(got.outputs, single.outputs)  # floats equal, hence codes bit for bit
+    assert got.skipped.keys() == single.skipped.keys() == {4} and "cannot open" in got.skipped[4]
+    other = pool.encode(paths[::-1], chunk=3)  # input order is kept whatever the chunks and finishing order
+    assert np.array_equal(other.outputs[::-1], single.outputs)
+
+
+def test_a_killed_worker_has_its_share_redone(setup):
+    pool, paths, single = setup
+    done = []
+
+    def kill_once(n: int) -> None:  # after the first finished chunk, kill the other actor mid-run
+        done.append(n)
+        if len(done) == 1:
+            ray.kill(pool.actors[1], no_restart=True)
+    got = pool.encode(paths, chunk=2, on_chunk=kill_once)
+    assert pool.replaced == 1 and sum(done) == len(paths)  # every video counted once by the progress
+    assert np.array_equal(got.outputs, single.outputs) and got.skipped.keys() == {4}
+
+
+def test_a_chunk_that_keeps_losing_its_worker_fails_the_job(setup):
+    pool, paths, _ = setup
+    pool.max_redo = 0
+
+    def kill(n: int) -> None:
+        ray.kill(pool.actors[-1], no_restart=True)
+    with pytest.raises(EncodeError, match="lost its worker 1 times"):
+        pool.encode(paths, chunk=2, on_chunk=kill)
