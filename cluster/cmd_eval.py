@@ -51,8 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from eval.codes import load_codes
-    from eval.hamming import search
     from eval.metrics import write_json
+    from eval.search import search
     res = search(load_codes(args.query), load_codes(args.index), args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from eval.codes import Codes, CodesError, pack_bits
-from eval.hamming import hamming_distances, search, topk
+from eval.hamming import hamming_distances, topk
+from eval.search import search
 
 
 def tied_bits(n: int, bits: int, rng: np.random.Generator, prototypes: int = 6) -> np.ndarray:
