@@ -48,5 +48,3 @@ def topk_torch(q, db, k: int):
         empty = torch.empty((0, k), dtype=torch.int64, device=db.device)
         return empty, empty.clone()
     return torch.cat(idx), torch.cat(dist)
-
-

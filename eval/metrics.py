@@ -156,7 +156,7 @@ def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
             block_distances(q, qi, dbT, c0, c1, dist)
             o = off[i]
             ptr[i] = histogram(dist, c1 - c0, h[i], by_label, rstart[qi], ptr[i], rcount[qi], c0,
-                                reld[o:], relp[o:])
+                               reld[o:], relp[o:])
     for i in range(nq):
         total = h[i].reshape(nbins, NSUB).sum(axis=1).astype(np.int64)
         hist[q0 + i] = total

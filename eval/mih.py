@@ -256,7 +256,7 @@ def _knn_kernel(tb_args, qcodes, codes, k, budget, nchunks, out_idx, out_dist, o
         stamp = np.zeros(codes.shape[0], np.int32)
         for qi in range(c * nq // nchunks, (c + 1) * nq // nchunks):
             ok[qi] = _knn_one(tb_args, qcodes, qi, codes, k, budget, stamp, qi + 1, out_idx, out_dist,
-                                work)
+                              work)
 
 
 @njit(cache=True)
