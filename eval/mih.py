@@ -1,23 +1,24 @@
 """Multi-index hashing (Norouzi, Punjani & Fleet, CVPR 2012 / TPAMI 2014): exact Hamming k-NN and radius
 search that looks at a small part of the database when near neighbours are near.
 
-    tables = build_tables(db.codes, db.bits)                 # m substring tables, CSR, built once
-    idx, dist, ok = mih_knn(tables, db.codes, q.codes, 10)   # rows with ok == False gave up (use the flat scan)
-    items = mih_radius(tables, db.codes, q.codes[0], 3)      # (indices, distances) within radius 3
+    tables = build_tables(db.codes, db.bits)             # m substring tables, CSR, built once
+    idx, dist, ok, work = mih_knn(tables, q.codes, 10)   # rows with ok == False gave up (use the flat scan)
+    rows, ok = mih_radius(tables, q.codes, 3)            # per query (indices, distances) within radius 3
 
 Normally reached through eval.nearest.Searcher, which chooses between MIH and the flat scan.
 
 Each code is cut into m contiguous substrings (the first bits % m one bit longer). Table t maps substring value
 -> the database items having it, in CSR form: `ids` sorted by (value, index) and `starts` (dense: indexed by
 the value itself, 2^s + 1 entries, when 2^s <= DENSE_FACTOR * N; else beside sorted distinct `keys`, found by
-binary search). Pigeonhole: an item at distance d from the query is within ceil-ish d / m of it on at least
+binary search). Pigeonhole: an item at distance d from the query is within floor(d / m) of it on at least
 one substring. Probing, in each table in turn, every value at substring distance rho = 0, 1, 2, ... finds,
 after tables 0..j at rho, every item at distance <= m * rho + j (an unfound item differs by >= rho + 1 in
-tables 0..j and >= rho in the others). Candidates are checked once (a per-thread stamp array), their exact
-distances computed from the codes, and a k-NN query stops as soon as k candidates lie within that guaranteed
-radius: then the top k by (distance, index) among the candidates is the flat scan's answer, ties included
-(every item at the k-th distance has been found). Radius r: tables 0..r % m probe rho = r // m, the others
-rho - 1, so that sum(rho_t + 1) > r.
+tables 0..j and >= rho in the others). Each table keeps its own copy of the codes in bucket order, so a
+bucket is one sequential read; an item is taken only at its first discovery in the probing order (checked
+from its substrings, no per-item state), its exact distance computed, and a k-NN query stops as soon as k
+candidates lie within that guaranteed radius: then the top k by (distance, index) among the candidates is
+the flat scan's answer, ties included (every item at the k-th distance has been found). Radius r: tables
+0..r % m probe rho = r // m, the others rho - 1, so that sum(rho_t + 1) > r.
 
 A query gives up (ok = False) once its work (probes x PROBE_COST + candidates x CAND_COST, in units of one
 flat-scan item) exceeds `budget`: far neighbours (uniform codes, long codes, large k) make MIH probe
@@ -28,7 +29,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -36,8 +36,10 @@ from eval.codes import CodesError
 from eval.hamming import popcount64
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
-PROBE_COST = 30.0  # one probe (2-3 dependent random loads), in flat-scan items (~0.4 ns each at 64 bits)
-CAND_COST = 15.0  # one candidate: a random code load + popcount + bookkeeping
+# Work units = flat-scan items. Measured at 1e6 x 64 bits (bench/bench_mih.py's codes): a probe (2-3 dependent
+# random loads) costs about as much as 90 items of a flat scan, a visited bucket entry about 45.
+PROBE_COST = 90.0
+CAND_COST = 45.0
 MAX_SUBSTRING = 32  # longer substrings cannot be enumerated usefully
 
 
@@ -50,6 +52,7 @@ class Tables:
     length: np.ndarray  # int64 [m], substring lengths
     dense: np.ndarray  # bool [m]
     ids: np.ndarray  # int32/int64 [m * N], database indices sorted by (substring value, index) per table
+    tcodes: np.ndarray  # uint64 [m * N, W], codes[ids]: a bucket's codes lie together, read sequentially
     keys: np.ndarray  # uint64, sorted distinct values of the sparse tables
     keys_base: np.ndarray  # int64 [m + 1]
     starts: np.ndarray  # int64, CSR offsets into a table's ids (dense: per value; sparse: per distinct key)
@@ -128,8 +131,11 @@ def build_tables(codes: np.ndarray, bits: int, m: int | None = None) -> Tables:
             st = np.append(first_pos, n).astype(np.int64)
         starts.append(st)
     base = lambda arrs: np.concatenate([[0], np.cumsum([len(a) for a in arrs])]).astype(np.int64)  # noqa: E731
-    return Tables(int(bits), int(n), first, length, dense, ids, np.concatenate(keys), base(keys),
-                  np.concatenate(starts), base(starts))
+    tcodes = np.empty((m * n, codes.shape[1]), np.uint64)
+    for t in range(m):
+        np.take(codes, ids[t * n:(t + 1) * n], axis=0, out=tcodes[t * n:(t + 1) * n])
+    return Tables(int(bits), int(n), first, length, dense, ids, tcodes, np.concatenate(keys), base(keys),
+                  np.concatenate(starts).astype(idt), base(starts))
 
 
 @njit(cache=True, inline="always")
@@ -155,42 +161,59 @@ def _next_combination(x):
 
 
 @njit(cache=True)
-def _probe(qcodes, qi, codes, tb, rho, first, length, dense, ids, keys, keys_base, starts, starts_base,
-           stamp, tag, cand_i, cand_d, nc, lim):
-    """Visit every value at substring distance rho in table tb; new candidates with distance <= lim are
-    appended to cand_i/cand_d (grown as needed). Returns (cand_i, cand_d, count, probes, visited)."""
-    s = length[tb]
+def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, keys_base, starts, starts_base,
+           cand_i, cand_d, nc, lim):
+    """Visit every value at substring distance rho in table tb. An item is taken only at its first
+    discovery in the probing order (rho, table) (no earlier table within rho, none within rho - 1), so each
+    is counted once with no per-item state; its code is read from the table's own copy, sequentially.
+    Candidates with distance <= lim are appended (arrays grown as needed). Returns
+    (cand_i, cand_d, count, probes, visited)."""
+    s, m = length[tb], length.shape[0]
     if rho > s:
         return cand_i, cand_d, nc, 0, 0
-    qk = substring(qcodes, qi, first[tb], s)
-    n, nw = ids.shape[0] // length.shape[0], codes.shape[1]
+    n, nw = ids.shape[0] // m, tcodes.shape[1]
     base = tb * n
     probes, visited = 0, 0
     mask = np.uint64((1 << rho) - 1)
     top = np.uint64(1) << np.uint64(s)
     while mask < top:
-        lo, hi = _bucket(tb, qk ^ mask, dense, keys, keys_base, starts, starts_base)
+        lo, hi = _bucket(tb, qsub[tb] ^ mask, dense, keys, keys_base, starts, starts_base)
         probes += 1
+        visited += hi - lo
         for p in range(lo, hi):
-            j = ids[base + p]
-            if stamp[j] == tag:
-                continue
-            stamp[j] = tag
-            visited += 1
+            row = base + p
             d = 0
             for w in range(nw):
-                d += popcount64(qcodes[qi, w] ^ codes[j, w])
-            if d <= lim:
-                if nc == cand_i.shape[0]:
-                    cand_i = np.concatenate((cand_i, np.empty_like(cand_i)))
-                    cand_d = np.concatenate((cand_d, np.empty_like(cand_d)))
-                cand_i[nc] = j
-                cand_d[nc] = d
-                nc += 1
+                d += popcount64(qcodes[qi, w] ^ tcodes[row, w])
+            if d > lim:
+                continue
+            seen = False
+            for t2 in range(m):
+                if t2 != tb:
+                    ds = popcount64(qsub[t2] ^ substring(tcodes, row, first[t2], length[t2]))
+                    if ds < rho or (ds == rho and t2 < tb):
+                        seen = True
+                        break
+            if seen:
+                continue
+            if nc == cand_i.shape[0]:
+                cand_i = np.concatenate((cand_i, np.empty_like(cand_i)))
+                cand_d = np.concatenate((cand_d, np.empty_like(cand_d)))
+            cand_i[nc] = ids[row]
+            cand_d[nc] = d
+            nc += 1
         if rho == 0:
             break
         mask = _next_combination(mask)
     return cand_i, cand_d, nc, probes, visited
+
+
+@njit(cache=True)
+def _query_substrings(qcodes, qi, first, length):
+    out = np.empty(length.shape[0], np.uint64)
+    for t in range(length.shape[0]):
+        out[t] = substring(qcodes, qi, first[t], length[t])
+    return out
 
 
 @njit(cache=True)
@@ -218,11 +241,12 @@ def _kth(hist, k):
 
 
 @njit(cache=True)
-def _knn_one(tb_args, qcodes, qi, codes, k, budget, stamp, tag, out_idx, out_dist, out_work):
+def _knn_one(tb_args, qcodes, qi, k, budget, out_idx, out_dist, out_work):
     """Exact top k of query qi by (distance, index) into out_*[qi]; False if it gave up (work > budget).
     out_work[qi] = the work it took (units of one flat-scan item)."""
-    first, length, dense, ids, keys, keys_base, starts, starts_base, bits = tb_args
-    m, n = length.shape[0], codes.shape[0]
+    first, length, dense, ids, tcodes, keys, keys_base, starts, starts_base, bits = tb_args
+    m, n = length.shape[0], ids.shape[0] // length.shape[0]
+    qsub = _query_substrings(qcodes, qi, first, length)
     hist = np.zeros(bits + 1, np.int64)
     cand_i = np.empty(max(64, 2 * k), np.int64)
     cand_d = np.empty(max(64, 2 * k), np.int64)
@@ -230,8 +254,8 @@ def _knn_one(tb_args, qcodes, qi, codes, k, budget, stamp, tag, out_idx, out_dis
     for rho in range(length.max() + 1):
         for tb in range(m):
             before = nc
-            cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, codes, tb, rho, first, length, dense, ids,
-                                                         keys, keys_base, starts, starts_base, stamp, tag,
+            cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids,
+                                                         tcodes, keys, keys_base, starts, starts_base,
                                                          cand_i, cand_d, nc, lim)
             work += probes * PROBE_COST + visited * CAND_COST
             out_work[qi] = work
@@ -250,27 +274,24 @@ def _knn_one(tb_args, qcodes, qi, codes, k, budget, stamp, tag, out_idx, out_dis
 
 
 @njit(parallel=True, cache=True)
-def _knn_kernel(tb_args, qcodes, codes, k, budget, nchunks, out_idx, out_dist, ok, work):
-    nq = qcodes.shape[0]
-    for c in prange(nchunks):
-        stamp = np.zeros(codes.shape[0], np.int32)
-        for qi in range(c * nq // nchunks, (c + 1) * nq // nchunks):
-            ok[qi] = _knn_one(tb_args, qcodes, qi, codes, k, budget, stamp, qi + 1, out_idx, out_dist,
-                              work)
+def _knn_kernel(tb_args, qcodes, k, budget, out_idx, out_dist, ok, work):
+    for qi in prange(qcodes.shape[0]):
+        ok[qi] = _knn_one(tb_args, qcodes, qi, k, budget, out_idx, out_dist, work)
 
 
 @njit(cache=True)
-def _radius_one(tb_args, qcodes, qi, codes, r, budget, stamp, tag):
-    first, length, dense, ids, keys, keys_base, starts, starts_base, bits = tb_args
-    m, n = length.shape[0], codes.shape[0]
+def _radius_one(tb_args, qcodes, qi, r, budget):
+    first, length, dense, ids, tcodes, keys, keys_base, starts, starts_base, bits = tb_args
+    m, n = length.shape[0], ids.shape[0] // length.shape[0]
+    qsub = _query_substrings(qcodes, qi, first, length)
     cand_i = np.empty(64, np.int64)
     cand_d = np.empty(64, np.int64)
     nc, work = 0, 0.0
     top_rho, last_table = r // m, r % m
     for rho in range(top_rho + 1):
         for tb in range(m if rho < top_rho else last_table + 1):
-            cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, codes, tb, rho, first, length, dense, ids,
-                                                         keys, keys_base, starts, starts_base, stamp, tag,
+            cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids,
+                                                         tcodes, keys, keys_base, starts, starts_base,
                                                          cand_i, cand_d, nc, r)
             work += probes * PROBE_COST + visited * CAND_COST
             if rho >= length[tb]:
@@ -285,10 +306,11 @@ def _radius_one(tb_args, qcodes, qi, codes, r, budget, stamp, tag):
 
 
 def _args(t: Tables) -> tuple:
-    return (t.first_bit, t.length, t.dense, t.ids, t.keys, t.keys_base, t.starts, t.starts_base, t.bits)
+    return (t.first_bit, t.length, t.dense, t.ids, t.tcodes, t.keys, t.keys_base, t.starts, t.starts_base,
+            t.bits)
 
 
-def mih_knn(tables: Tables, codes: np.ndarray, q: np.ndarray, k: int, *,
+def mih_knn(tables: Tables, q: np.ndarray, k: int, *,
             budget: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Top k (k <= N) of each query by (distance, index): (idx int64 [Q, k], dist int32 [Q, k], ok bool [Q],
     work float [Q]); rows with ok False gave up after `budget` work units and hold garbage."""
@@ -298,20 +320,17 @@ def mih_knn(tables: Tables, codes: np.ndarray, q: np.ndarray, k: int, *,
     ok = np.zeros(nq, np.bool_)
     work = np.zeros(nq)
     if nq:
-        chunks = max(1, min(nq, numba.get_num_threads()))
-        _knn_kernel(_args(tables), q, codes, int(k), float(budget), chunks, out_idx, out_dist, ok, work)
+        _knn_kernel(_args(tables), q, int(k), float(budget), out_idx, out_dist, ok, work)
     return out_idx, out_dist, ok, work
 
 
-def mih_radius(tables: Tables, codes: np.ndarray, q: np.ndarray, r: int, *, budget: float = np.inf,
+def mih_radius(tables: Tables, q: np.ndarray, r: int, *, budget: float = np.inf,
                with_work: bool = False) -> tuple:
     """Items within distance r of each query by (distance, index): a list of (idx int64, dist int32) per
     query and ok bool [Q] (False: gave up after `budget` work units; its entry is empty), and with
     `with_work` the work float [Q] each took."""
-    stamp = np.zeros(codes.shape[0], np.int32)
     out, ok, work = [], np.zeros(q.shape[0], np.bool_), np.zeros(q.shape[0])
     for qi in range(q.shape[0]):
-        idx, dist, ok[qi], work[qi] = _radius_one(_args(tables), q, qi, codes, min(int(r), tables.bits),
-                                                  float(budget), stamp, qi + 1)
+        idx, dist, ok[qi], work[qi] = _radius_one(_args(tables), q, qi, min(int(r), tables.bits), float(budget))
         out.append((idx, dist.astype(np.int32)))
     return (out, ok, work) if with_work else (out, ok)

@@ -85,13 +85,13 @@ class Searcher:
         from eval.mih import mih_knn
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
-            idx, dist, ok, _ = mih_knn(tables, self.codes, q, kk)
+            idx, dist, ok, _ = mih_knn(tables, q, kk)
         else:
             head = min(SAMPLE, q.shape[0])
-            idx, dist, ok, work = mih_knn(tables, self.codes, q[:head], kk, budget=n)
+            idx, dist, ok, work = mih_knn(tables, q[:head], kk, budget=n)
             rest = q[head:]
             if _mih_pays(ok, work, n):
-                i2, d2, ok2, _ = mih_knn(tables, self.codes, rest, kk, budget=n)
+                i2, d2, ok2, _ = mih_knn(tables, rest, kk, budget=n)
             else:  # MIH loses on these data: the flat scan answers the rest (below, with the given-up ones)
                 i2, d2 = np.zeros((len(rest), kk), np.int64), np.zeros((len(rest), kk), np.int32)
                 ok2 = np.zeros(len(rest), np.bool_)
@@ -114,12 +114,12 @@ class Searcher:
         from eval.mih import mih_radius
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
-            parts, ok = mih_radius(tables, self.codes, q, r)
+            parts, ok = mih_radius(tables, q, r)
         else:
             head = min(SAMPLE, q.shape[0])
-            parts, ok, work = mih_radius(tables, self.codes, q[:head], r, budget=n, with_work=True)
+            parts, ok, work = mih_radius(tables, q[:head], r, budget=n, with_work=True)
             if _mih_pays(ok, work, n):
-                p2, ok2 = mih_radius(tables, self.codes, q[head:], r, budget=n)
+                p2, ok2 = mih_radius(tables, q[head:], r, budget=n)
             else:
                 p2, ok2 = [(np.zeros(0, np.int64), np.zeros(0, np.int32))] * (q.shape[0] - head), \
                     np.zeros(q.shape[0] - head, np.bool_)

@@ -81,7 +81,7 @@ def test_any_table_count_and_sparse_tables(monkeypatch, m):
     db, q = codes("clustered", 700, 40, rng), codes("clustered", 9, 40, rng)
     t = build_tables(db, 40, m)
     assert t.m == m and not t.dense.any() and t.length.sum() == 40
-    idx, dist, ok, _ = mih_knn(t, db, q, 25)
+    idx, dist, ok, _ = mih_knn(t, q, 25)
     ref_i, ref_d = topk(q, db, 25)
     assert ok.all()
     np.testing.assert_array_equal(idx, ref_i)
@@ -97,7 +97,7 @@ def test_budget_gives_up_and_auto_falls_back(monkeypatch):
     rng = np.random.default_rng(0)
     db, q = codes("uniform", 3000, 64, rng), codes("uniform", 40, 64, rng)
     t = build_tables(db, 64)
-    _, _, ok, work = mih_knn(t, db, q, 10, budget=100.0)
+    _, _, ok, work = mih_knn(t, q, 10, budget=100.0)
     assert not ok.any() and (work > 100.0).all()
     s = Searcher(db, 64)
     idx, dist = s.knn(q, 10)
