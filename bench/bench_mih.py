@@ -11,9 +11,10 @@ Rows per (N, data, k), throughput in queries/s (higher is better), ratio against
   c3dhash auto     eval.nearest.Searcher.knn: MIH or the flat scan, chosen per call (== flat, checked)
   c3dhash MIH      the same with method="mih" forced (== flat, checked)
   FAISS flat       faiss.IndexBinaryFlat (exact)
-  FAISS MultiHash  faiss.IndexBinaryMultiHash(d, m, bits // m) with nflip = 0, 1, 2, ... (non-exhaustive):
+  FAISS MultiHash  faiss.IndexBinaryMultiHash(d, m, bits // m) with nflip = 0 .. --max-flip (non-exhaustive):
                    recall printed; the first nflip reaching recall 1.0 is the fair exact comparison
   FAISS Hash       faiss.IndexBinaryHash(d, b = bits // m), nflip as above
+Timing: each method --repeats times in a row (warm caches, as in a stream of searches), median wall time.
 Recall = fraction of (query, rank) whose returned distance equals the exact one (so a different tied item
 at the k-th distance still counts as right). Build times are printed beside (MIH tables: eval/mih.py).
 Data: --data trained (default both): --classes centres drawn uniformly, every database item and query its
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -71,57 +73,69 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-def row(name: str, nq: int, wall: float, ref_qps: float, extra: str = "") -> None:
-    qps = nq / wall
-    print(f"    {name:<34} {qps:12.1f} q/s  {qps / ref_qps:8.2f}x  {extra}", flush=True)
-
-
-def faiss_sweep(name: str, index, qb: np.ndarray, k: int, d_exact: np.ndarray, ref_qps: float,
-                max_flip: int) -> None:
-    """nflip = 0, 1, ... until recall 1.0 (or max_flip)."""
-    for nflip in range(max_flip + 1):
-        index.nflip = nflip
-        wall, (d, _) = timed(lambda: index.search(qb, k))
-        r = recall(d, d_exact)
-        row(f"{name} nflip={nflip}", len(qb), wall, ref_qps, f"recall {r:.4f}")
-        if r == 1.0:
-            break
+def rounds(methods: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, object]]:
+    """Each method `repeats` times in a row (its caches warm, as in a stream of searches; one flat scan
+    would evict the MIH tables from the L3 cache): median wall time, last output."""
+    out: dict[str, tuple[float, object]] = {}
+    for name, fn in methods.items():
+        runs = [timed(fn) for _ in range(repeats)]
+        out[name] = (statistics.median(w for w, _ in runs), runs[-1][1])
+    return out
 
 
 def bench_size(args: argparse.Namespace, n: int, kind: str) -> None:
     import faiss
     bits = args.bits
     db, q = make_codes(kind, n, args.queries, bits, args.classes, args.flip)
-    fq = q[:args.flat_queries]
+    fq, qb = q[:args.flat_queries], q.view(np.uint8)
     m = default_m(bits, n)
     s = Searcher(db, bits)
     build, _ = timed(s.tables)
-    flat = faiss.IndexBinaryFlat(bits)
-    flat.add(db.view(np.uint8))
+    flat = _faiss_add(faiss.IndexBinaryFlat(bits), db)
     t_mh, mh = timed(lambda: _faiss_add(faiss.IndexBinaryMultiHash(bits, m, bits // m), db))
     t_h, hh = timed(lambda: _faiss_add(faiss.IndexBinaryHash(bits, bits // m), db))
     print(f"\nN={n:.0e} {kind} codes, {bits} bits, {len(q)} queries ({len(fq)} for the flat scans); MIH m={m} "
-          f"tables (built in {build:.2f} s; FAISS MultiHash {t_mh:.2f} s, Hash {t_h:.2f} s); load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+          f"tables (built in {build:.2f} s; FAISS MultiHash {t_mh:.2f} s, Hash {t_h:.2f} s); median of "
+          f"{args.repeats} runs; load average {os.getloadavg()[0]:.1f}", flush=True)
     for method in ("flat", "mih", "auto"):  # warm-up: JIT caches, page faults of the tables
         s.knn(q[:4], max(args.k), method=method)
     for k in args.k:
-        wall_flat, (ref_i, ref_d) = timed(lambda: topk(fq, db, k, dbT=s.dbT()))
-        ref_qps = len(fq) / wall_flat
         exact_i, exact_d = topk(q, db, k, dbT=s.dbT())
         kth = exact_d[:, -1]
         print(f"  k={k}: distance to the k-th neighbour: min {kth.min()}, median {int(np.median(kth))}, "
               f"90% {int(np.quantile(kth, 0.9))}, max {kth.max()}")
-        row("c3dhash flat (exact)", len(fq), wall_flat, ref_qps)
-        for method in ("auto", "mih"):
-            wall, (i, d) = timed(lambda: s.knn(q, k, method=method))
-            assert (i == exact_i).all() and (d == exact_d).all(), f"{method} differs from the flat scan"
-            row(f"c3dhash {method} (exact)", len(q), wall, ref_qps, f"plan {s.last_plan}")
-        wall, (fd, _) = timed(lambda: flat.search(fq.view(np.uint8), k))
-        assert (np.sort(fd, axis=1) == ref_d).all(), "FAISS flat distances differ"
-        row("FAISS IndexBinaryFlat (exact)", len(fq), wall, ref_qps)
-        faiss_sweep(f"FAISS MultiHash m={m}", mh, q.view(np.uint8), k, exact_d, ref_qps, args.max_flip)
-        faiss_sweep(f"FAISS Hash b={bits // m}", hh, q.view(np.uint8), k, exact_d, ref_qps, args.max_flip)
+        methods: dict[str, Callable[[], object]] = {
+            "c3dhash flat (exact)": lambda: topk(fq, db, k, dbT=s.dbT())[1],
+            "c3dhash auto (exact)": lambda: _checked(s, q, k, "auto", exact_i, exact_d),
+            "c3dhash MIH (exact)": lambda: _checked(s, q, k, "mih", exact_i, exact_d),
+            "FAISS IndexBinaryFlat (exact)": lambda: flat.search(fq.view(np.uint8), k)[0]}
+        for label, index in ((f"FAISS MultiHash m={m}", mh), (f"FAISS Hash b={bits // m}", hh)):
+            for nflip in range(args.max_flip + 1):
+                methods[f"{label} nflip={nflip}"] = lambda i=index, f=nflip: _nflip(i, f, qb, k)
+        res = rounds(methods, args.repeats)
+        assert (np.sort(res["FAISS IndexBinaryFlat (exact)"][1], axis=1) == exact_d[:len(fq)]).all()
+        ref_qps = len(fq) / res["c3dhash flat (exact)"][0]
+        for name, (wall, out) in res.items():
+            nq = len(fq) if "flat" in name.lower() else len(q)
+            extra = (f"recall {recall(out, exact_d):.4f}" if name.startswith("FAISS") and "Flat" not in name
+                     else f"plan {out}" if isinstance(out, dict) else "")
+            row(name, nq, wall, ref_qps, extra)
+
+
+def row(name: str, nq: int, wall: float, ref_qps: float, extra: str = "") -> None:
+    qps = nq / wall
+    print(f"    {name:<34} {qps:12.1f} q/s  {qps / ref_qps:8.2f}x  {extra}", flush=True)
+
+
+def _checked(s: Searcher, q: np.ndarray, k: int, method: str, exact_i: np.ndarray, exact_d: np.ndarray) -> dict:
+    i, d = s.knn(q, k, method=method)
+    assert (i == exact_i).all() and (d == exact_d).all(), f"{method} differs from the flat scan"
+    return dict(s.last_plan)
+
+
+def _nflip(index, nflip: int, qb: np.ndarray, k: int) -> np.ndarray:
+    index.nflip = nflip
+    return index.search(qb, k)[0]
 
 
 def _faiss_add(index, db: np.ndarray):
@@ -171,7 +185,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--flip", type=float, default=0.1, help="per-bit flip probability around the class centre")
     p.add_argument("--max-flip", type=int, default=3, help="largest FAISS nflip tried")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds of the sharded comparison")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
     p.add_argument("--sharded", action="store_true", help="also the 1 vs 2 Ray actors comparison")
     p.add_argument("--sharded-only", action="store_true")
     args = p.parse_args()
