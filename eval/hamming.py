@@ -1,8 +1,12 @@
-"""Hamming search over packed codes: XOR + popcount, numba on CPU, torch on GPU (or CPU tensors).
+"""Flat Hamming kernels over packed codes: XOR + popcount in numba (torch path: eval/hamming_torch.py).
 
     d = hamming_distances(q.codes, db.codes)            # uint16 [Q, N], small inputs only
     idx, dist = topk(q.codes, db.codes, 100)           # int64 / int32 [Q, min(100, N)]
     idx, dist = topk(q.codes, db.codes, 100, backend="torch")   # CUDA when present
+    offsets, idx, dist = radius_search(q.codes, db.codes, 3)   # CSR, (distance, index) order
+
+Also the per-distance counting kernel (`histogram`) that eval/metrics.py builds exact ranks from. This
+module imports nothing else of eval/ but codes.py: metrics, MIH and search sit above it.
 
 Every ranking breaks ties by database index (what a stable sort by distance gives), so results are
 reproducible and comparable across backends, shard counts and machines.

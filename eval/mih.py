@@ -36,10 +36,11 @@ from eval.codes import CodesError
 from eval.hamming import popcount64
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
-# Work units = flat-scan items. Measured at 1e6 x 64 bits (bench/bench_mih.py's codes): a probe (2-3 dependent
-# random loads) costs about as much as 90 items of a flat scan, a visited bucket entry about 45.
-PROBE_COST = 90.0
-CAND_COST = 45.0
+# Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits: a probe (2-3
+# dependent random loads) costs about as much as 180 items of a flat scan, a visited bucket entry about 90
+# (at half these, uniform 1e7 codes with k = 10 were sent to MIH and ran at 0.6x the flat scan).
+PROBE_COST = 180.0
+CAND_COST = 90.0
 MAX_SUBSTRING = 32  # longer substrings cannot be enumerated usefully
 
 

@@ -12,6 +12,11 @@ hashing or the flat scan, chosen per call). A query batch fans out to every acto
 returns its exact top k with global indices, and the driver keeps the k smallest (distance, global index)
 pairs: the union of the shards' top k holds the global top k, and ties go to the lower global index exactly
 as in one process. Radius results are concatenated and ordered the same way.
+
+Memory per actor: the map itself costs nothing up front (pages are read on demand and shared); the MIH
+tables (built at start with warm=True) hold m bucket-ordered copies of the shard's codes plus their ids,
+about m x (8 W + 4) bytes per code (m = 3 at 64 bits: 36 bytes per code); the flat scan reads the map
+directly at 64 bits and a word-major copy (8 W bytes per code) of wider codes.
 """
 from __future__ import annotations
 
