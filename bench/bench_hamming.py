@@ -1,6 +1,6 @@
 """Hamming search and exact mAP vs FAISS IndexBinaryFlat: same data, same run.
 
-    .venv/bin/python bench/bench_hamming.py                       # N = 1e6, 1000 queries, 64 and 256 bits
+    .venv/bin/python bench/bench_hamming.py                       # N = 1e6, 1000 queries, 64, 128, 256 bits
     .venv/bin/python bench/bench_hamming.py --n 100000 --threads 2 --data uniform
     c3dhash bench hamming -- --n 1000000 --skip-sharded
 
@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from eval.codes import Codes  # noqa: E402
 from eval.hamming import topk, word_major  # noqa: E402
+from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K  # noqa: E402
 from eval.metrics import all_ks, per_query_stats, prepare_db  # noqa: E402
 
-KS = all_ks((100,), (5, 10, 20, 40, 60, 80, 100), (10, 50, 100))
+KS = all_ks(MAP_AT_K_REL, MAP_AT_K, PRECISION_AT_K)  # the defaults of `c3dhash eval`
 
 
 def make_data(n: int, q: int, bits: int, classes: int, kind: str, seed: int = 0):
@@ -158,7 +159,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="database codes")
     p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--bits", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--bits", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--data", choices=("clustered", "uniform"), default="clustered")

@@ -62,13 +62,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from eval.codes import load_codes
-    from eval.hamming import search
     from eval.metrics import write_json
     if Path(args.index).is_dir():
         from eval.index import load_index
         db = load_index(args.index).as_codes()
     else:
         db = load_codes(args.index)
+    from eval.search import search
     res = search(load_codes(args.query), db, args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")

@@ -1,4 +1,5 @@
-"""Evaluation: codes files, bit packing, popcount Hamming search, exact retrieval metrics, Ray sharding.
+"""Evaluation: codes files, bit packing, Hamming search (flat kernels, multi-index hashing), exact retrieval
+metrics, Ray-sharded evaluation and a Ray-sharded index.
 
     from eval import load_codes, evaluate, topk
     q, db = load_codes("runs/test.npz"), load_codes("runs/train.npz")
@@ -15,8 +16,10 @@ from typing import Any
 _EXPORTS = {
     "Codes": "eval.codes", "CodesError": "eval.codes", "pack_bits": "eval.codes", "unpack_bits": "eval.codes",
     "save_codes": "eval.codes", "load_codes": "eval.codes",
-    "hamming_distances": "eval.hamming", "topk": "eval.hamming", "search": "eval.hamming",
-    "evaluate": "eval.metrics", "evaluate_sharded": "eval.sharded",
+    "check_pair": "eval.codes", "check_query_db": "eval.codes",
+    "hamming_distances": "eval.hamming", "topk": "eval.hamming", "radius_search": "eval.hamming",
+    "Searcher": "eval.nearest", "search": "eval.search",
+    "evaluate": "eval.metrics", "evaluate_sharded": "eval.sharded", "ShardedIndex": "eval.shard_index",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -135,6 +135,33 @@ def check_codes(c: Codes, where: str) -> None:
         raise CodesError(f"{where}: 'ids' must be strings [N={n}], got {c.ids.dtype} {list(c.ids.shape)}")
 
 
+def check_pair(q: Any, db: Any, what: str = "query/database") -> tuple[np.ndarray, np.ndarray]:
+    """Raw query and database code arrays: both uint64 [*, W] with the same W and a non-empty database.
+    Returns C-contiguous versions (copies only where needed) for the kernels."""
+    q, db = np.asarray(q), np.asarray(db)
+    for name, a in (("query", q), ("database", db)):
+        if a.dtype != np.uint64 or a.ndim != 2:
+            raise CodesError(f"{what}: {name} codes must be uint64 [N, words], got {a.dtype} {list(a.shape)}")
+    if q.shape[1] != db.shape[1]:
+        raise CodesError(f"{what}: query codes have {q.shape[1]} words per code but the database has "
+                         f"{db.shape[1]}; encode both with the same number of bits")
+    if db.shape[0] == 0:
+        raise CodesError(f"{what}: the database is empty; encode a non-empty split")
+    return np.ascontiguousarray(q), np.ascontiguousarray(db)
+
+
+def check_query_db(query: Codes, db: Codes) -> None:
+    """Query and database Codes fit together: same bits, both non-empty; errors name the files."""
+    qn, dn = query.source or "query codes", db.source or "database codes"
+    if query.bits != db.bits:
+        raise CodesError(f"{qn} has {query.bits}-bit codes but {dn} has {db.bits}-bit codes; "
+                         f"encode both with the same model")
+    if len(db) == 0:
+        raise CodesError(f"{dn}: the database is empty; encode a non-empty split")
+    if len(query) == 0:
+        raise CodesError(f"{qn}: no query codes; encode a non-empty split")
+
+
 def save_codes(path: str | Path, codes: Codes) -> Path:
     check_codes(codes, str(path))
     ids = codes.ids.astype(str)  # fixed-width unicode: loads without pickle

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,12 +35,11 @@ import numpy as np
 from numba import njit, prange
 from tqdm import tqdm
 
-from eval.codes import Codes, CodesError
+from eval.codes import Codes, CodesError, check_query_db
+from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from eval.hamming import NSUB, block_distances, histogram, word_major
 from loaders.atomic import atomic_write_text
-from eval.hamming import block_distances, word_major
 
-NSUB = 8  # sub-histograms per query (see _histogram); the unrolled loop there assumes 8
-BIG = 1 << 62
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
@@ -72,50 +72,6 @@ def prepare_db(db: Codes) -> PreparedDb:
     counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
     return PreparedDb(word_major(db.codes), by_label, grouped[starts].astype(np.int64), starts, counts,
                       int(db.bits))
-
-
-@njit(cache=True, inline="always")
-def _count_slow(dist, j0, j1, h, by_label, base, r, rend, c0, reld, relp):
-    """Count items j0..j1-1, recording each relevant one's distance and its position among the earlier items
-    at that distance (the sum of its bucket's sub-histograms) before counting it. Returns the new r.
-    Inlined: a call per relevant item cost ~10% overall with 1% relevant items."""
-    nxt = by_label[base + r] - c0 if r < rend else BIG
-    for j in range(j0, j1):
-        d = dist[j]
-        if j == nxt:
-            p = 0
-            for t in range(NSUB):
-                p += h[d * NSUB + t]
-            reld[r] = d
-            relp[r] = p
-            r += 1
-            nxt = by_label[base + r] - c0 if r < rend else BIG
-        h[d * NSUB + (j & (NSUB - 1))] += 1
-    return r
-
-
-@njit(cache=True)
-def _histogram(dist, n, h, by_label, base, r, rend, c0, reld, relp):
-    """Per-distance counts of dist[:n] into h[d * 8 + j % 8]: eight interleaved sub-histograms, so equal
-    consecutive distances do not wait on each other's store (2x), one base register (a [8, bins] layout
-    spilled the eight row pointers: 1.7x slower), unsigned distances (no negative-index check). Groups of
-    8 without a relevant item, the vast majority, take the unrolled path: ~1 item per cycle."""
-    nxt = by_label[base + r] - c0 if r < rend else BIG
-    for g in range(n // NSUB):
-        j = g * NSUB
-        if nxt >= j + NSUB:
-            h[dist[j] * NSUB] += 1
-            h[dist[j + 1] * NSUB + 1] += 1
-            h[dist[j + 2] * NSUB + 2] += 1
-            h[dist[j + 3] * NSUB + 3] += 1
-            h[dist[j + 4] * NSUB + 4] += 1
-            h[dist[j + 5] * NSUB + 5] += 1
-            h[dist[j + 6] * NSUB + 6] += 1
-            h[dist[j + 7] * NSUB + 7] += 1
-        else:
-            r = _count_slow(dist, j, j + NSUB, h, by_label, base, r, rend, c0, reld, relp)
-            nxt = by_label[base + r] - c0 if r < rend else BIG
-    return _count_slow(dist, n - n % NSUB, n, h, by_label, base, r, rend, c0, reld, relp)
 
 
 @njit(cache=True)
@@ -199,8 +155,8 @@ def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
             qi = q0 + i
             block_distances(q, qi, dbT, c0, c1, dist)
             o = off[i]
-            ptr[i] = _histogram(dist, c1 - c0, h[i], by_label, rstart[qi], ptr[i], rcount[qi], c0,
-                                reld[o:], relp[o:])
+            ptr[i] = histogram(dist, c1 - c0, h[i], by_label, rstart[qi], ptr[i], rcount[qi], c0,
+                               reld[o:], relp[o:])
     for i in range(nq):
         total = h[i].reshape(nbins, NSUB).sum(axis=1).astype(np.int64)
         hist[q0 + i] = total
@@ -224,6 +180,24 @@ def all_ks(map_at_k_rel: Sequence[int], map_at_k: Sequence[int], precision_at_k:
     if bad:
         raise CodesError(f"evaluate: every K must be >= 1, got {bad}")
     return np.array(sorted(set(ks)), np.int64)
+
+
+class MissingLabelWarning(UserWarning):
+    """Queries whose label never occurs in the database: they have no relevant item and score 0."""
+
+
+def warn_missing_labels(query: Codes, pdb: PreparedDb, db_name: str = "") -> int:
+    """Warn (once per call) when some query labels never occur in the database; returns how many queries."""
+    missing = ~np.isin(query.labels, pdb.label_values)
+    count = int(missing.sum())
+    if count:
+        labels = np.unique(query.labels[missing])
+        shown = ", ".join(str(v) for v in labels[:10]) + (", ..." if len(labels) > 10 else "")
+        warnings.warn(f"{query.source or 'query codes'}: {count} of {len(query)} queries have a label that never "
+                      f"occurs in {db_name or 'the database'} (labels {shown}); they have no relevant item and "
+                      f"score 0 in every metric. Use a database split that covers the query classes.",
+                      MissingLabelWarning, stacklevel=3)
+    return count
 
 
 def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, ks: np.ndarray,
@@ -279,25 +253,15 @@ def reduce_metrics(stats: dict[str, np.ndarray], *, ks: np.ndarray, num_db: int,
     return out
 
 
-def check_query_db(query: Codes, db: Codes) -> None:
-    qn, dn = query.source or "query codes", db.source or "database codes"
-    if query.bits != db.bits:
-        raise CodesError(f"{qn} has {query.bits}-bit codes but {dn} has {db.bits}-bit codes; "
-                         f"encode both with the same model")
-    if len(db) == 0:
-        raise CodesError(f"{dn}: the database is empty; encode a non-empty split")
-    if len(query) == 0:
-        raise CodesError(f"{qn}: no query codes; encode a non-empty split")
-
-
-def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = (100,),
-             map_at_k: Sequence[int] = (5, 10, 20, 40, 60, 80, 100),
-             precision_at_k: Sequence[int] = (10, 50, 100), expected_ties: bool = False,
+def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = MAP_AT_K_REL,
+             map_at_k: Sequence[int] = MAP_AT_K, precision_at_k: Sequence[int] = PRECISION_AT_K,
+             expected_ties: bool = False,
              progress: bool = False) -> dict[str, Any]:
     """All metrics of `query` against `db` (see the module docstring), in this process (numba threads)."""
     check_query_db(query, db)
     ks = all_ks(map_at_k_rel, map_at_k, precision_at_k)
     pdb = prepare_db(db)
+    warn_missing_labels(query, pdb, db.source)
     step = PROGRESS_STEP if progress else len(query)
     parts = [per_query_stats(query.codes[a:a + step], query.labels[a:a + step], pdb, ks, expected_ties)
              for a in tqdm(range(0, len(query), step), desc="eval", unit="block", disable=not progress)]

@@ -14,42 +14,28 @@ identical (==). A failed task (exception or dead worker) is retried up to `max_r
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from eval.codes import Codes
-from eval.metrics import (PreparedDb, all_ks, check_query_db, concat_stats, per_query_stats, prepare_db,
-                          reduce_metrics)
+from eval.codes import Codes, check_query_db
+from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from eval.metrics import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db, reduce_metrics,
+                          warn_missing_labels)
 
 _REMOTE: Any = None
 
 
 def _stats_task(pdb: PreparedDb, q_codes: np.ndarray, q_labels: np.ndarray, ks: np.ndarray,
-                expected_ties: bool, threads: int, fault_file: str | None) -> dict[str, np.ndarray]:
-    if fault_file:
-        _inject_fault(fault_file)
+                expected_ties: bool, threads: int) -> dict[str, np.ndarray]:
     import numba
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     return per_query_stats(q_codes, q_labels, pdb, ks, expected_ties)
 
 
-def _inject_fault(path: str) -> None:
-    """Testing hook: the first task to claim `path` fails once ("raise": an exception, "exit": the worker
-    process dies), so tests can check that Ray's retry gives the same result."""
-    try:
-        mode = open(path).read().strip()
-        os.remove(path)  # only one task wins the removal
-    except FileNotFoundError:
-        return
-    if mode == "exit":
-        os._exit(1)
-    raise RuntimeError(f"injected fault ({path})")
-
-
 def _remote():
+    """The Ray task, made once (tests replace `_REMOTE` to inject faults)."""
     global _REMOTE
     if _REMOTE is None:
         import ray
@@ -77,10 +63,10 @@ def _connect(address: str | None, shards: int) -> bool:
 
 
 def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | None = None,
-                     max_retries: int = 3, threads_per_shard: int = 1, map_at_k_rel: Sequence[int] = (100,),
-                     map_at_k: Sequence[int] = (5, 10, 20, 40, 60, 80, 100),
-                     precision_at_k: Sequence[int] = (10, 50, 100), expected_ties: bool = False,
-                     progress: bool = False, fault_file: str | None = None) -> dict[str, Any]:
+                     max_retries: int = 3, threads_per_shard: int = 1,
+                     map_at_k_rel: Sequence[int] = MAP_AT_K_REL, map_at_k: Sequence[int] = MAP_AT_K,
+                     precision_at_k: Sequence[int] = PRECISION_AT_K, expected_ties: bool = False,
+                     progress: bool = False) -> dict[str, Any]:
     """`evaluate` over `shards` Ray tasks of `threads_per_shard` CPUs each; see the module docstring."""
     import ray
     check_query_db(query, db)
@@ -88,13 +74,14 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     pdb = prepare_db(db)
+    warn_missing_labels(query, pdb, db.source)
     started = _connect(address, shards * threads_per_shard)
     try:
         pdb_ref = ray.put(pdb)
         task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)
         blocks = query_blocks(len(query), shards)
         refs = [task.remote(pdb_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
-                            threads_per_shard, fault_file) for a, b in blocks]
+                            threads_per_shard) for a, b in blocks]
         done: dict[Any, dict[str, np.ndarray]] = {}
         pending = list(refs)
         with tqdm(total=len(refs), desc=f"eval x{len(refs)} shards", disable=not progress) as bar:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from eval.codes import Codes, CodesError, pack_bits
-from eval.hamming import hamming_distances, search, topk
+from eval.hamming import hamming_distances, topk
+from eval.search import search
 
 
 def tied_bits(n: int, bits: int, rng: np.random.Generator, prototypes: int = 6) -> np.ndarray:
@@ -114,3 +115,27 @@ def test_search_returns_ids_and_distances():
     ref = reference_distances(dbb[[7]], dbb)[0]
     order = np.argsort(ref, kind="stable")
     assert first["results"] == [[int(j), f"v{j}", int(ref[j])] for j in order]
+
+
+def test_eval_has_no_import_cycle():
+    """eval/'s modules import each other (at module level or inside functions) without a cycle."""
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "eval"
+    deps = {}
+    for f in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("eval."):
+                names.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("eval.")}
+        deps[f.stem] = names - {f.stem}
+    assert "metrics" not in deps["hamming"] and "hamming" in deps["metrics"]
+
+    def visit(mod, path):
+        for dep in deps.get(mod, ()):
+            assert dep not in path, f"import cycle: {' -> '.join(path + [dep])}"
+            visit(dep, path + [dep])
+    for mod in deps:
+        visit(mod, [mod])

@@ -14,7 +14,7 @@ import pytest
 
 from cluster.cli import main
 from eval.codes import Codes, CodesError, pack_bits, save_codes
-from eval.metrics import evaluate
+from eval.metrics import MissingLabelWarning, evaluate
 
 KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
 
@@ -65,8 +65,10 @@ def test_metrics_match_bruteforce(bits, n):
     qb, _ = tied_codes(40, bits, None, rng)
     ql = rng.integers(0, 8, 40)  # labels 6 and 7 have no relevant item in the database
     qb[0] = dbb[9]
-    assert (~np.isin(ql, dl)).any()
-    m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS)
+    missing = int((~np.isin(ql, dl)).sum())
+    assert missing
+    with pytest.warns(MissingLabelWarning, match=f"{missing} of 40 queries have a label that never occurs"):
+        m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS)
     ref = reference_metrics(qb, ql, dbb, dl)
     close = dict(rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(m["map_all"], np.mean(ref["ap"]), **close)
@@ -79,6 +81,28 @@ def test_metrics_match_bruteforce(bits, n):
     np.testing.assert_allclose(m["pr_curve"]["recall"], np.mean(ref["rec_r"], axis=0), **close)
     assert (m["num_queries"], m["num_db"], m["bits"]) == (40, n, bits)
     assert "map_all_expected" not in m
+
+
+def test_no_missing_label_warning_when_every_label_occurs(recwarn):
+    rng = np.random.default_rng(3)
+    dbb, dl = tied_codes(200, 16, np.arange(5), rng)
+    evaluate(as_codes(dbb[:9], dl[:9]), as_codes(dbb, dl))
+    assert not [w for w in recwarn if issubclass(w.category, MissingLabelWarning)]
+
+
+def test_default_k_lists_come_from_the_config():
+    """One list of default K values: evaluate, evaluate_sharded and EvalConfig share eval/config.py's."""
+    import inspect
+
+    from eval import config
+    from eval.sharded import evaluate_sharded
+    for fn in (evaluate, evaluate_sharded):
+        p = inspect.signature(fn).parameters
+        assert p["map_at_k_rel"].default is config.MAP_AT_K_REL and p["map_at_k"].default is config.MAP_AT_K
+        assert p["precision_at_k"].default is config.PRECISION_AT_K
+    c = config.EvalConfig()
+    assert (c.map_at_k_rel, c.map_at_k, c.precision_at_k) == (config.MAP_AT_K_REL, config.MAP_AT_K,
+                                                              config.PRECISION_AT_K)
 
 
 def test_label_values_do_not_matter():
