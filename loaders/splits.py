@@ -26,16 +26,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import typing
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from loaders.config import DataConfig
+from loaders.config import DataConfig, Dataset
 from loaders.manifest import DataError, DataWarning, VideoRecord, write_manifest
 from loaders.videoio import VIDEO_EXTS
 
-DATASETS = ("ucf101", "hmdb51", "jhmdb", "synth")
+DATASETS = typing.get_args(Dataset)  # one list: the Literal of DataConfig.dataset
 LIST_DIRS = {"ucf101": "ucfTrainTestlist", "synth": "ucfTrainTestlist",
              "hmdb51": "testTrainMulti_7030_splits", "jhmdb": "splits"}
 WHERE_TO_GET = {
