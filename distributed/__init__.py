@@ -1,10 +1,24 @@
-"""distributed/: rank helpers, autograd all-gather, SyncBN, the all-triplets loss (and the training loop)."""
-from distributed.env import (barrier, convert_sync_bn, get_device, get_local_rank, get_rank, get_world_size,
-                             is_dist, is_main)
-from distributed.gather import all_gather_rows, all_gather_sizes
-from distributed.syncbn import GatherSyncBatchNorm
-from distributed.triplet import LossError, all_triplet_loss, gathered_triplet_loss, num_valid_triplets
+"""distributed/: rank helpers, autograd all-gather, SyncBN, the all-triplets loss (and the training loop).
 
-__all__ = ["GatherSyncBatchNorm", "LossError", "all_gather_rows", "all_gather_sizes", "all_triplet_loss",
-           "barrier", "convert_sync_bn", "get_device", "get_local_rank", "get_rank", "get_world_size",
-           "gathered_triplet_loss", "is_dist", "is_main", "num_valid_triplets"]
+Names are imported lazily so `import distributed.config` (done by every CLI start) does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    **dict.fromkeys(("barrier", "convert_sync_bn", "get_device", "get_local_rank", "get_rank", "get_world_size",
+                     "is_dist", "is_main"), "distributed.env"),
+    "all_gather_rows": "distributed.gather", "all_gather_sizes": "distributed.gather",
+    "GatherSyncBatchNorm": "distributed.syncbn",
+    **dict.fromkeys(("LossError", "all_triplet_loss", "gathered_triplet_loss", "num_valid_triplets"),
+                    "distributed.triplet"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'distributed' has no attribute {name!r}")
