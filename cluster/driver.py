@@ -1,4 +1,6 @@
-"""The Ray driver: preflight checks, then TorchTrainer(train_loop_per_worker).fit().
+"""The Ray driver: preflight checks (cluster/preflight.py), the run-folder lock (cluster/lock.py), connecting
+(cluster/connect.py), then TorchTrainer(train_loop_per_worker).fit() with the project's failure rules
+(cluster/fit.py: user errors are not retried and come back as themselves; Ctrl-C/SIGTERM stop gracefully).
 
     c3dhash train --config configs/synth-cpu.yaml                 # local Ray (the embedded default)
     c3dhash train --config configs/ucf101-64bit.yaml --address ray://head:10001
@@ -19,12 +21,14 @@ from typing import Any
 import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
-from ray.train.torch import TorchTrainer
 
-from cluster.config import ConfigError, JobConfig, config_to_dict, save_config
+from cluster.config import JobConfig, config_to_dict, save_config
+from cluster.connect import check_capacity, connect
+from cluster.fit import ProjectTrainer, fit
+from cluster.lock import run_lock
+from cluster.preflight import preflight
+from distributed.failures import guarded
 from distributed.worker import WorkerSpec, train_loop_per_worker
-from loaders.manifest import DataError
-from loaders.splits import build_splits, manifest_path
 
 
 class MetricsLog(UserCallback):
@@ -53,45 +57,14 @@ def absolute_paths(cfg: JobConfig) -> JobConfig:
     return dataclasses.replace(cfg, data=data, model=model)
 
 
-def preflight(cfg: JobConfig) -> None:
-    """Fail before any worker starts: missing data, manifests or weights get one clear message."""
-    root = Path(cfg.data.root)
-    if not root.is_dir():
-        raise DataError(f"data.root={cfg.data.root}: dataset folder not found; prepare it (README: Datasets) or "
-                        f"set --set data.root=DIR (for the demo: c3dhash synth --out {cfg.data.root})")
-    if not manifest_path(cfg.data, "train").is_file():
-        print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "
-              f"split files (c3dhash splits)", flush=True)
-        build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
-                     manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
-    weights = cfg.model.weights
-    if weights and weights != "kinetics400" and not Path(weights).is_file():
-        raise ConfigError(f"model.weights={weights}: file not found; download torchvision's r3d_18 Kinetics-400 "
-                          f"weights (https://download.pytorch.org/models/r3d_18-b3b3357e.pth) there, or set "
-                          f"--set model.weights=null to train from scratch")
-
-
-def connect(address: str | None, cfg: JobConfig) -> None:
-    """Join ADDR / RAY_ADDRESS when given, else start a local Ray sized for the job."""
-    if ray.is_initialized():
-        return
-    address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address)
-    else:
-        need = cfg.cluster.num_workers * cfg.cluster.cpus_per_worker
-        # With the dashboard: Train V2 queries the State API (and users get http://127.0.0.1:8265).
-        ray.init(num_cpus=max(need, os.cpu_count() or 1))
-
-
-def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
+def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> ProjectTrainer:
     c, out = cfg.cluster, run_dir(cfg)
     spec = WorkerSpec(data=cfg.data, model=cfg.model, loss=cfg.loss, train=cfg.train, eval=cfg.eval,
                       run_dir=str(out), resolved=config_to_dict(cfg), threads=c.cpus_per_worker, fail_at=fail_at,
                       log_level=c.log_level)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
-    return TorchTrainer(
-        train_loop_per_worker,
+    return ProjectTrainer(  # TorchTrainer + the project's failure rules (cluster/fit.py)
+        guarded(train_loop_per_worker),
         train_loop_config={"spec": spec},
         scaling_config=ScalingConfig(num_workers=c.num_workers, use_gpu=c.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=c.name, storage_path=str(out.parent),
@@ -105,16 +78,21 @@ def build_trainer(cfg: JobConfig, *, fail_at: str = "") -> TorchTrainer:
 
 
 def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Result:
+    """Preflight, lock the run folder, connect, check capacity, fit; see the module docstring."""
     cfg = absolute_paths(cfg)
-    preflight(cfg)
-    out = run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    connect(address, cfg)
-    t0 = time.time()
-    print(f"training {cfg.cluster.name}: {cfg.cluster.num_workers} workers "
-          f"({'GPU' if cfg.cluster.use_gpu else 'CPU'}), run folder {out}", flush=True)
-    result = build_trainer(cfg, fail_at=os.environ.get("C3DHASH_FAIL_AT", "")).fit()
+    plan = preflight(cfg)
+    out, c = run_dir(cfg), cfg.cluster
+    with run_lock(out):
+        need = c.num_workers * c.cpus_per_worker
+        where = connect(address or c.address or None, num_cpus=max(need, os.cpu_count() or 1))
+        check_capacity(num_workers=c.num_workers, cpus_per_worker=c.cpus_per_worker, use_gpu=c.use_gpu)
+        save_config(cfg, out / "config.yaml")  # only once the run can start: a refused run changes nothing
+        t0 = time.time()
+        print(f"training {c.name} on {where}: {c.num_workers} workers ({'GPU' if c.use_gpu else 'CPU'}), "
+              f"{plan.num_train} train / {plan.num_val} val videos, {plan.steps_per_epoch} steps per epoch, "
+              f"run folder {out}", flush=True)
+        trainer = build_trainer(cfg, fail_at=os.environ.get("C3DHASH_FAIL_AT", ""))
+        result = fit(trainer, out, max_failures=c.max_failures)
     m = result.metrics or {}
     print(f"done in {(time.time() - t0) / 60:.1f} min: epoch {m.get('epoch', -1) + 1}/{cfg.train.epochs}, "
           f"best val mAP {m.get('best_val_map', float('nan')):.4f}; best model {out / 'best.pt'}", flush=True)

@@ -12,6 +12,7 @@ worker's original exception in `WorkerGroupError.worker_failures` (rank -> excep
 from __future__ import annotations
 
 import functools
+import logging
 import pickle
 from typing import Any, Callable
 
@@ -60,6 +61,20 @@ def _travels(exc: BaseException) -> bool:
         return False
 
 
+class _DropNextTrainFnError(logging.Filter):
+    """Ray Train logs every worker exception with its traceback ("Error in training function"); for a project
+    error the driver prints the message itself, once, so that one record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Error in training function"):
+            logging.getLogger(RAY_TRAIN_FN_LOGGER).removeFilter(self)
+            return False
+        return True
+
+
+RAY_TRAIN_FN_LOGGER = "ray.train.v2._internal.util"  # Ray 2.60: construct_user_exception_with_traceback
+
+
 def guarded(train_fn: Callable[[Any], None]) -> Callable[[Any], None]:
     """The worker loop, with project errors sent back as themselves, without the worker's traceback (the
     message is what the user needs; a bug keeps its traceback)."""
@@ -70,6 +85,7 @@ def guarded(train_fn: Callable[[Any], None]) -> Callable[[Any], None]:
         except Exception as exc:
             if not is_project_error(exc):
                 raise
+            logging.getLogger(RAY_TRAIN_FN_LOGGER).addFilter(_DropNextTrainFnError())
             if not _travels(exc):
                 raise WorkerError(str(exc)) from None
             raise exc.with_traceback(None) from None
