@@ -54,6 +54,7 @@ def test_guarded_sends_project_errors_back_without_traceback():
     class Unpicklable(DataError):
         def __reduce__(self):
             raise TypeError("no")
+    Unpicklable.__module__ = "loaders.manifest"  # a project error type that cannot be pickled
 
     def bad(_):
         raise DataError("a.tsv:2: label x")
