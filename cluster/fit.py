@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def one_line(exc: BaseException) -> str:
 
 def fit(trainer: ProjectTrainer, run_dir: Path, *, max_failures: int) -> Any:
     """trainer.fit(), with project errors re-raised as themselves and interrupts stopped gracefully."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     try:
         return trainer.fit()
     except KeyboardInterrupt:
@@ -116,4 +118,5 @@ def fit(trainer: ProjectTrainer, run_dir: Path, *, max_failures: int) -> Any:
                              f"{one_line(exc)}; the run resumes from its last checkpoint when started again "
                              f"(logs: {run_dir})") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
