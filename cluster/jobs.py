@@ -20,6 +20,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from cluster.connect import ConnectError, explain
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+AGENT_WAIT_S = 120.0  # how long submit retries while a fresh head's job agent starts
 
 
 class JobError(RuntimeError):
@@ -57,8 +58,15 @@ def submit(address: str, entrypoint: str, *, working_dir: str | None = ".",
     if pip:
         runtime_env["pip"] = pip
     c = client(address)
-    with talking_to(address):
-        return c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None)
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            with talking_to(address):
+                return c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None)
+        except RuntimeError as exc:  # a head just started: its job agent comes up seconds after `ray start`
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def wait(address: str, job_id: str, *, timeout_s: float = 3600, poll_s: float = 2.0) -> JobStatus:
