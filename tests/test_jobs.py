@@ -82,7 +82,8 @@ def head():
     try:
         started = subprocess.run([ray_cli, "start", "--head", f"--port={gcs}", "--num-cpus=2",
                                   "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                                  f"--temp-dir={temp}"], env=env, capture_output=True, text=True)
+                                  f"--temp-dir={temp}", f"--dashboard-agent-listen-port={free_port()}"],
+                                 env=env, capture_output=True, text=True)
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         yield f"http://127.0.0.1:{dash}"
     finally:
@@ -143,8 +144,10 @@ def recipe_head(request, tmp_path):
     temp = tempfile.mkdtemp(prefix="rayr", dir="/tmp")
     lines = recipe("local")
     assert lines[0].startswith("export RAY_AUTH_MODE=token")
+    # Free ports (other Ray heads may run on this machine; the job agent's default 52365 would collide)
     script = "\n".join(lines).replace("ray start --head", f"ray start --head --port={gcs} --dashboard-port={dash} "
-                                      f"--num-cpus=1 --include-dashboard=true --temp-dir={temp}")
+                                      f"--dashboard-agent-listen-port={free_port()} --num-cpus=1 "
+                                      f"--include-dashboard=true --temp-dir={temp}")
     script = script.replace("c3dhash job submit --wait", f"c3dhash job submit --address http://127.0.0.1:{dash} --wait")
     script = script.replace("c3dhash train --config configs/ucf101-64bit.yaml", JOB)
     assert JOB in script and f"--port={gcs}" in script and f"127.0.0.1:{dash}" in script
@@ -158,7 +161,7 @@ def recipe_head(request, tmp_path):
 def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
     gcs, dash, home, done = recipe_head
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    job_id = done.stdout.split()[0]
+    job_id = re.search(r"raysubmit_\w+", done.stdout).group(0)
     assert f"{job_id} SUCCEEDED" in done.stdout
     token = (home / ".ray" / "auth_token").read_text().strip()
     assert token  # the head runs with the token of ~/.ray/auth_token (created when missing)
