@@ -93,11 +93,16 @@ def stop(trainer: ProjectTrainer, run_dir: Path) -> None:
             pass
 
 
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    last = text.splitlines()[-1] if text else ""
+    return last if last.startswith(type(exc).__name__) else f"{type(exc).__name__}: {last}"
+
+
 def one_line(exc: BaseException) -> str:
+    """Each failed rank's exception in one line (the last line of Ray's traceback text)."""
     failures = getattr(exc, "worker_failures", None) or {}
-    parts = [f"rank {r}: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-             for r, e in sorted(failures.items())]
-    return "; ".join(parts) or str(exc).strip().splitlines()[-1]
+    return "; ".join(f"rank {r}: {_last_line(e)}" for r, e in sorted(failures.items())) or _last_line(exc)
 
 
 def fit(trainer: ProjectTrainer, run_dir: Path, *, max_failures: int) -> Any:

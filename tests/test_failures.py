@@ -76,6 +76,23 @@ def test_guarded_sends_project_errors_back_without_traceback():
     assert TrainingFailed.exit_code == 1
 
 
+def test_a_crash_after_the_retries_is_one_line_and_exit_1(monkeypatch, capsys):
+    import cluster.driver
+    from cluster.cli import main
+    from cluster.fit import one_line
+    crash = WorkerGroupError("x", {1: RuntimeError("Traceback ...\n  File ...\nRuntimeError: boom"),
+                                   0: OSError("gone")})
+    assert one_line(crash) == "rank 0: OSError: gone; rank 1: RuntimeError: boom"
+
+    def crashing(cfg, *, address=None):
+        raise TrainingFailed(f"training failed after 3 restart(s) (cluster.max_failures): {one_line(crash)}")
+    monkeypatch.setattr(cluster.driver, "run_training", crashing)
+    assert main(["train", "--config", str(REPO / "configs/synth-cpu.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["c3dhash train: error: training failed after 3 restart(s) (cluster.max_failures): rank 0: "
+                   "OSError: gone; rank 1: RuntimeError: boom"]
+
+
 def test_placeable_counts_whole_workers_per_node():
     nodes = [{"Alive": True, "Resources": {"CPU": 3, "GPU": 1}}, {"Alive": True, "Resources": {"CPU": 8}},
              {"Alive": False, "Resources": {"CPU": 64, "GPU": 8}}]
