@@ -156,7 +156,7 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
     rc, out, err = first.finish(timeout=120)
-    assert rc == 130 and err.strip().splitlines()[-1] == "interrupted", err[-2000:]
+    assert rc == 130 and "interrupted" in err.splitlines(), err[-2000:]  # the CLI's line, among Ray's logs
     assert time.time() - t0 < 60
     run = tmp_path / "runs" / "intr"
     assert [r["epoch"] for r in read_metrics(run)] == [0]  # the saved epoch was registered before stopping
@@ -180,10 +180,10 @@ def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(cluster, dat
     t0 = time.time()
     rc, out, err = Driver(cfg2, cluster).finish(timeout=600)
     took = time.time() - t0
-    last = err.strip().splitlines()[-1]
+    ours = [line for line in err.splitlines() if line.startswith("c3dhash train:")]  # Ray's own logs aside
     assert rc == 2, err[-3000:]
-    assert last.startswith(f"c3dhash train: error: {ckpt / 'checkpoint.pt'}: cannot be loaded as a c3dhash "
-                           f"checkpoint"), last
+    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {ckpt / 'checkpoint.pt'}: cannot be "
+                                                 f"loaded as a c3dhash checkpoint"), ours
     assert "Training failed due to" not in err and "WorkerGroupError" not in err
     assert "Error in training function" not in err  # the worker's traceback is not repeated
     assert err.count("cannot be loaded as a c3dhash checkpoint") == 1
