@@ -4,22 +4,45 @@
     c3dhash splits --dataset synth --root data/synth
     c3dhash train --config configs/synth-cpu.yaml --set train.epochs=2
     c3dhash eval --query q.npz --db d.npz --shards 2
+    c3dhash --version
+
+Adding a subcommand: write cluster/cmd_NAME.py with `register(subparsers)` (argparse only) and list it in
+COMMAND_MODULES. Import torch, ray, DALI, numba, ... inside the command functions, never at module level:
+`c3dhash --help` and every `c3dhash X --help` build the whole parser, and tests/test_cli.py fails when one
+of them loads a heavy package.
+
+Exit codes: 0 done, 2 a user error (one line: what, where, the fix), 1 a failed job, 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import configparser
 import importlib
+import importlib.metadata
 import sys
+from pathlib import Path
 
-# Modules that add subcommands; each exposes register(subparsers).
+from distributed.failures import is_project_error
+
+# Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
 COMMAND_MODULES = ("cluster.cmd_data", "cluster.cmd_loaders", "cluster.cmd_train", "cluster.cmd_index",
                    "cluster.cmd_eval", "cluster.cmd_show", "cluster.cmd_export", "cluster.cmd_bench")
-# Exceptions raised by our own packages are user-facing problems with a message that says what to fix.
-OUR_PACKAGES = ("cluster", "distributed", "model", "loaders", "eval")
+
+
+def version() -> str:
+    """setup.cfg's version in a source checkout (what `pip install -e .` installs), else the installed one."""
+    setup_cfg = Path(__file__).resolve().parents[1] / "setup.cfg"
+    if setup_cfg.is_file():
+        parser = configparser.ConfigParser()
+        parser.read(setup_cfg)
+        if parser.has_option("metadata", "version"):
+            return parser.get("metadata", "version")
+    return importlib.metadata.version("c3dhash")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="c3dhash", description="Deep video hashing on Ray Train + DALI.")
+    parser.add_argument("--version", action="version", version=f"c3dhash {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -27,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, (FileNotFoundError, NotADirectoryError)) or (
-        type(exc).__module__.split(".")[0] in OUR_PACKAGES)
+    """Exceptions raised by our own packages are user-facing problems with a message that says what to fix."""
+    return is_project_error(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # user errors get one clear line, bugs keep their traceback
         if is_user_error(exc):
             print(f"c3dhash {args.command}: error: {exc}", file=sys.stderr)
-            return 2
+            return int(getattr(exc, "exit_code", 2))  # 1 for a failed job (TrainingFailed, JobError)
         raise
 
 

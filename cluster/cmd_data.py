@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 import warnings
 
-from loaders.splits import DATASETS, build_splits, split_stats
-from loaders.synth import MOTIONS, make_synth_dataset
-from loaders.transcode import transcode_tree
+from loaders.config import Dataset
+from loaders.synth import MOTIONS
 from loaders.videoio import CODECS
 
 
@@ -25,6 +25,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from loaders.synth import make_synth_dataset
     summary = make_synth_dataset(args.out, classes=args.classes, per_class=args.per_class, frames=args.frames,
                                  size=args.size, codec=args.codec, seed=args.seed, fps=args.fps,
                                  workers=args.workers)
@@ -34,6 +35,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
+    from loaders.splits import build_splits, split_stats
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = build_splits(dataset=args.dataset, root=args.root, split=args.split, manifest_dir=args.out,
@@ -50,6 +52,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
+    from loaders.transcode import transcode_tree
     summary = transcode_tree(args.src, args.out, codec=args.codec, size=args.size, workers=args.workers)
     if summary.size != tuple(args.size):
         print(f"note: size {args.size[0]}x{args.size[1]} rounded to even {summary.size[0]}x{summary.size[1]} "
@@ -75,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("splits", help="official split files -> train/val/test manifests")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--dataset", choices=typing.get_args(Dataset), required=True)
     p.add_argument("--root", required=True, help="folder with the class folders (and the split lists)")
     p.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--out", default=None, help="manifest folder (default <root>/manifests/split<N>)")

@@ -8,12 +8,15 @@ it wants. Every run saves the resolved config (`save_config`) so it can be repro
 from __future__ import annotations
 
 import dataclasses
+import math
+import operator
+import re
 import types
 import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -39,13 +42,21 @@ class _SetValue:
     parsed: Any
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`, converting only where lossless (int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
     if isinstance(value, _SetValue):
-        wants_text = tp is str or (origin in (typing.Union, types.UnionType) and str in typing.get_args(tp)
-                                   and value.parsed is not None)
+        wants_text = tp is str or origin is Literal or (
+            origin in (typing.Union, types.UnionType) and str in typing.get_args(tp) and value.parsed is not None)
         value = value.text if wants_text else value.parsed
+    if origin is Literal:  # the choices live in the dataclass annotations (one source of truth)
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}={value!r}; choose one of {', '.join(map(str, allowed))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -74,7 +85,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite float, got {value!r}; set a number, e.g. 1e-3")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -151,25 +166,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(raw, where=str(path) if path is not None else "config")
 
 
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
 def save_config(cfg: JobConfig, path: str | Path) -> Path:
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-_CHOICES = {
-    ("data", "dataset"): ("ucf101", "hmdb51", "jhmdb", "synth"),
-    ("data", "sampler"): ("random", "pk"),
-    ("data", "device"): ("auto", "cpu", "gpu"),
-    ("loss", "reduction"): ("all", "active"),
-    ("train", "optimizer"): ("sgd", "adamw"),
-    ("train", "schedule"): ("step", "cosine", "constant"),
-    ("train", "amp"): ("auto", "bf16", "off"),
-    ("model", "backbone"): ("r3d_18",),
-    ("cluster", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
-}
-_POSITIVE = [("model", "bits"), ("data", "num_frames"), ("data", "stride"), ("data", "clips_per_video"),
-             ("data", "batch_size"), ("data", "pk_classes"), ("data", "pk_samples"), ("train", "epochs"),
-             ("train", "checkpoint_every"),
-             ("eval", "shards"), ("cluster", "num_to_keep")]
+# Range of every numeric key (a test checks that none is missing): (section, key, operator, bound); tuples are
+# checked element by element. Nonsense such as a negative lr or cpus_per_worker 0 fails here, not in a worker.
+RANGES: tuple[tuple[str, str, str, float], ...] = (
+    ("data", "split", ">=", 1), ("data", "split", "<=", 3), ("data", "val_per_class", ">=", 0),
+    ("data", "num_frames", ">=", 1), ("data", "stride", ">=", 1), ("data", "resize", ">=", 1),
+    ("data", "crop", ">=", 1), ("data", "clips_per_video", ">=", 1), ("data", "batch_size", ">=", 1),
+    ("data", "pk_classes", ">=", 1), ("data", "pk_samples", ">=", 1), ("data", "mean", ">=", 0),
+    ("data", "mean", "<=", 1), ("data", "std", ">", 0), ("data", "num_threads", ">=", 1), ("data", "seed", ">=", 0),
+    ("model", "bits", ">=", 1),
+    ("loss", "margin", ">", 0), ("loss", "quant_weight", ">=", 0),
+    ("train", "epochs", ">=", 1), ("train", "steps_per_epoch", ">=", 0), ("train", "lr", ">", 0),
+    ("train", "momentum", ">=", 0), ("train", "momentum", "<", 1), ("train", "weight_decay", ">=", 0),
+    ("train", "step_epochs", ">=", 1), ("train", "gamma", ">", 0), ("train", "warmup_epochs", ">=", 0),
+    ("train", "eval_every", ">=", 0), ("train", "checkpoint_every", ">=", 1), ("train", "seed", ">=", 0),
+    ("train", "log_every", ">=", 1),
+    ("eval", "map_at_k_rel", ">=", 1), ("eval", "map_at_k", ">=", 1), ("eval", "precision_at_k", ">=", 1),
+    ("eval", "shards", ">=", 1), ("eval", "max_retries", ">=", 0),
+    ("cluster", "num_workers", ">=", 1), ("cluster", "cpus_per_worker", ">=", 1), ("cluster", "max_failures", ">=", -1),
+    ("cluster", "num_to_keep", ">=", 1), ("cluster", "resize_interval_s", ">", 0),
+    ("train", "checkpoint_every_steps", ">=", 0),
+)
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def check_ranges(cfg: JobConfig, where: str = "config") -> None:
+    """Every numeric key against RANGES; the message names the key, the bound and how to fix it."""
+    for section, key, op, bound in RANGES:
+        value = getattr(getattr(cfg, section), key)
+        for v in value if isinstance(value, tuple) else (value,):
+            if not _OPS[op](v, bound):
+                each = " (each value)" if isinstance(value, tuple) else ""
+                raise ConfigError(f"{where}: {section}.{key}={_plain(value)!r} must be {op} {bound:g}{each}; "
+                                  f"fix it in the config or with --set {section}.{key}=...")
 
 
 def validate_workers(cfg: JobConfig, where: str) -> None:
@@ -186,27 +223,16 @@ def validate_workers(cfg: JobConfig, where: str) -> None:
         raise ConfigError(f"{where}: data.pk_classes x data.pk_samples = {d.pk_classes * d.pk_samples} is smaller "
                           f"than the {hi} workers of cluster.num_workers: every rank needs a clip of the global "
                           f"P x K batch per step")
-    if c.resize_interval_s <= 0:
-        raise ConfigError(f"{where}: cluster.resize_interval_s must be > 0 (seconds between checks for room to grow)")
 
 
 def validate(cfg: JobConfig, where: str = "config") -> None:
-    """Cross-field checks that types alone cannot express; fail before any worker starts."""
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {section}.{key}={value!r}; choose one of {', '.join(allowed)}")
-    for section, key in _POSITIVE:
-        if getattr(getattr(cfg, section), key) < 1:
-            raise ConfigError(f"{where}: {section}.{key} must be >= 1")
+    """Ranges and cross-field checks that types alone cannot express (choices are Literal types, checked while
+    loading); fail before any worker starts."""
+    check_ranges(cfg, where)
     d = cfg.data
     if d.crop[0] > d.resize[0] or d.crop[1] > d.resize[1]:
         raise ConfigError(f"{where}: data.crop {d.crop} is larger than data.resize {d.resize}")
-    if not 1 <= d.split <= 3:
-        raise ConfigError(f"{where}: data.split must be 1, 2 or 3 (the official splits)")
     validate_workers(cfg, where)
-    if cfg.loss.margin <= 0:
-        raise ConfigError(f"{where}: loss.margin must be > 0")
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
         warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
                       f"were measured wrong for r3d_18 (README: Mixed precision); use train.amp=auto or off",

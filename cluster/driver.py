@@ -1,4 +1,6 @@
-"""The Ray driver: preflight checks, then TorchTrainer(train_loop_per_worker).fit().
+"""The Ray driver: preflight checks (cluster/preflight.py), the run-folder lock (cluster/lock.py), connecting
+(cluster/connect.py), then TorchTrainer(train_loop_per_worker).fit() with the project's failure rules
+(cluster/fit.py: user errors are not retried and come back as themselves; Ctrl-C/SIGTERM stop gracefully).
 
     c3dhash train --config configs/synth-cpu.yaml                 # local Ray (the embedded default)
     c3dhash train --config configs/ucf101-64bit.yaml --address ray://head:10001
@@ -21,15 +23,16 @@ from typing import Any
 import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
-from ray.train.torch import TorchTrainer
 
 from cluster.config import JobConfig, config_to_dict, save_config
+from cluster.connect import check_capacity, connect
+from cluster.fit import ProjectTrainer, fit
+from cluster.lock import run_lock
+from cluster.preflight import preflight
 from distributed import checkpoint as ckpt
+from distributed.failures import guarded
 from distributed.resume import check_resume
 from distributed.worker import train_loop_per_worker
-from loaders.manifest import DataError
-from loaders.splits import build_splits, manifest_path
-from model.backbone import resolve_weights
 
 
 class MetricsLog(UserCallback):
@@ -58,20 +61,6 @@ def absolute_paths(cfg: JobConfig) -> JobConfig:
     return dataclasses.replace(cfg, data=data, model=model)
 
 
-def preflight(cfg: JobConfig) -> None:
-    """Fail before any worker starts: missing data, manifests or weights get one clear message."""
-    root = Path(cfg.data.root)
-    if not root.is_dir():
-        raise DataError(f"data.root={cfg.data.root}: dataset folder not found; prepare it (README: Datasets) or "
-                        f"set --set data.root=DIR (for the demo: c3dhash synth --out {cfg.data.root})")
-    if not manifest_path(cfg.data, "train").is_file():
-        print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "
-              f"split files (c3dhash splits)", flush=True)
-        build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
-                     manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
-    resolve_weights(cfg.model.weights, name=cfg.model.backbone)  # the model's own resolver: same rule, same message
-
-
 def check_run_folder(cfg: JobConfig, out: Path) -> None:
     """Before any worker starts: a resume whose checkpoint has other shapes/meaning is refused here."""
     latest = ckpt.latest_checkpoint(out)
@@ -86,25 +75,12 @@ def save_start_config(cfg: JobConfig, out: Path) -> Path:
     return save_config(cfg, out / "config.yaml")
 
 
-def connect(address: str | None, cfg: JobConfig) -> None:
-    """Join ADDR / RAY_ADDRESS when given, else start a local Ray sized for the job."""
-    if ray.is_initialized():
-        return
-    address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address)
-    else:
-        need = cfg.cluster.worker_range[1] * cfg.cluster.cpus_per_worker  # room for the largest group
-        # With the dashboard: Train V2 queries the State API (and users get http://127.0.0.1:8265).
-        ray.init(num_cpus=max(need, os.cpu_count() or 1))
-
-
-def build_trainer(cfg: JobConfig) -> TorchTrainer:
+def build_trainer(cfg: JobConfig) -> ProjectTrainer:
     """Workers receive the job config itself (distributed.job.JobConfig) and the run folder."""
     c, out = cfg.cluster, run_dir(cfg)
     resources = {"CPU": c.cpus_per_worker, **({"GPU": 1} if c.use_gpu else {})}
-    return TorchTrainer(
-        train_loop_per_worker,
+    return ProjectTrainer(  # TorchTrainer + the project's failure rules (cluster/fit.py)
+        guarded(train_loop_per_worker),
         train_loop_config={"job": cfg, "run_dir": str(out)},
         # an elastic (min, max): Ray Train sizes the group to the nodes there are (README: Elastic training)
         scaling_config=ScalingConfig(num_workers=c.worker_range if c.elastic else c.num_workers,
@@ -121,18 +97,22 @@ def build_trainer(cfg: JobConfig) -> TorchTrainer:
 
 
 def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Result:
+    """Preflight, lock the run folder, connect, check capacity, fit; see the module docstring."""
     cfg = absolute_paths(cfg)
-    preflight(cfg)
-    out = run_dir(cfg)
-    check_run_folder(cfg, out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_start_config(cfg, out)
-    connect(address, cfg)
-    t0 = time.time()
-    lo, hi = cfg.cluster.worker_range
-    print(f"training {cfg.cluster.name}: {f'{lo} to {hi}' if cfg.cluster.elastic else hi} workers "
-          f"({'GPU' if cfg.cluster.use_gpu else 'CPU'}), run folder {out}", flush=True)
-    result = build_trainer(cfg).fit()
+    plan = preflight(cfg)
+    out, c = run_dir(cfg), cfg.cluster
+    check_run_folder(cfg, out)  # a resume with other shapes is refused before anything starts or is written
+    with run_lock(out):
+        lo, hi = c.worker_range
+        where = connect(address or c.address or None, num_cpus=max(hi * c.cpus_per_worker, os.cpu_count() or 1))
+        # an elastic group starts with min workers and grows as nodes come
+        check_capacity(num_workers=lo, cpus_per_worker=c.cpus_per_worker, use_gpu=c.use_gpu)
+        save_start_config(cfg, out)  # only once the run can start: a refused run changes nothing
+        t0 = time.time()
+        print(f"training {c.name} on {where}: {f'{lo} to {hi}' if c.elastic else hi} workers "
+              f"({'GPU' if c.use_gpu else 'CPU'}), {plan.num_train} train / {plan.num_val} val videos, "
+              f"{plan.steps_per_epoch} steps per epoch, run folder {out}", flush=True)
+        result = fit(build_trainer(cfg), out, max_failures=c.max_failures)
     m = result.metrics or {}
     print(f"done in {(time.time() - t0) / 60:.1f} min: epoch {m.get('epoch', -1) + 1}/{cfg.train.epochs}, "
           f"best val mAP {m.get('best_val_map', float('nan')):.4f}; best model {out / 'best.pt'}", flush=True)

@@ -5,24 +5,45 @@
     c3dhash job logs --address http://127.0.0.1:8265 JOB_ID
     c3dhash job stop --address http://127.0.0.1:8265 JOB_ID
 
-With token auth on (every cluster the k8s manifests create), export RAY_AUTH_TOKEN first; Ray's client sends it.
+With token auth on (every cluster the k8s manifests create and the README's `ray start` recipe), export
+RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first; Ray's client sends it. A dead address or a refused token is one
+line naming the address and the fix (cluster/connect.py's explain), not Ray's traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from cluster.connect import ConnectError, explain
+
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+AGENT_WAIT_S = 120.0  # how long submit retries while a fresh head's job agent starts
 
 
 class JobError(RuntimeError):
     """A Ray job that failed, was stopped or did not finish in time; the message carries its log tail."""
+    exit_code = 1  # a failed job, not a user error
+
+
+@contextlib.contextmanager
+def talking_to(address: str) -> Iterator[None]:
+    """Connection and authentication failures of the Jobs API as one ConnectError line."""
+    try:
+        yield
+    except (ConnectionError, OSError) as exc:
+        raise ConnectError(explain(exc, address)) from None
+    except Exception as exc:  # ray.exceptions.AuthenticationError and the HTTP errors of a refused request
+        if "Authentication" in type(exc).__name__ or "Unauthorized" in str(exc):
+            raise ConnectError(explain(exc, address)) from None
+        raise
 
 
 def client(address: str) -> JobSubmissionClient:
-    return JobSubmissionClient(address)
+    with talking_to(address):
+        return JobSubmissionClient(address)
 
 
 def submit(address: str, entrypoint: str, *, working_dir: str | None = ".",
@@ -36,7 +57,16 @@ def submit(address: str, entrypoint: str, *, working_dir: str | None = ".",
         runtime_env["env_vars"] = env
     if pip:
         runtime_env["pip"] = pip
-    return client(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None)
+    c = client(address)
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            with talking_to(address):
+                return c.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None)
+        except RuntimeError as exc:  # a head just started: its job agent comes up seconds after `ray start`
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def wait(address: str, job_id: str, *, timeout_s: float = 3600, poll_s: float = 2.0) -> JobStatus:
@@ -44,7 +74,8 @@ def wait(address: str, job_id: str, *, timeout_s: float = 3600, poll_s: float = 
     c = client(address)
     deadline = time.time() + timeout_s
     while True:
-        status = c.get_job_status(job_id)
+        with talking_to(address):
+            status = c.get_job_status(job_id)
         if status in TERMINAL:
             break
         if time.time() > deadline:
@@ -58,8 +89,12 @@ def wait(address: str, job_id: str, *, timeout_s: float = 3600, poll_s: float = 
 
 
 def logs(address: str, job_id: str) -> str:
-    return client(address).get_job_logs(job_id)
+    c = client(address)
+    with talking_to(address):
+        return c.get_job_logs(job_id)
 
 
 def stop(address: str, job_id: str) -> bool:
-    return client(address).stop_job(job_id)
+    c = client(address)
+    with talking_to(address):
+        return c.stop_job(job_id)

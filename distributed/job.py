@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from distributed.config import LossConfig, TrainConfig
 from eval.config import EvalConfig
@@ -30,7 +30,8 @@ class ClusterConfig:
     max_failures: int = 3  # worker-group restarts before the run fails
     num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
     address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
-    log_level: str = "WARNING"  # Ray Train's own console logs; INFO also prints every report's metrics, per rank
+    # Ray Train's own console logs; INFO also prints every report's metrics, per rank
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     # Elastic range only: how often a healthy group looks for room to grow (Ray's elastic_resize_monitor_interval_s);
     # growing restarts the group from the latest checkpoint, so this also bounds how often work is redone.
     resize_interval_s: float = 60.0

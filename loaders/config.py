@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 SEED_MEAN = (0.434, 0.405, 0.378)
 SEED_STD = (0.152, 0.149, 0.157)
+# The choices, checked by the config loader (cluster/config.py) and used as CLI choices (typing.get_args).
+Dataset = Literal["ucf101", "hmdb51", "jhmdb", "synth"]
+Sampler = Literal["random", "pk"]
+Device = Literal["auto", "cpu", "gpu"]  # auto = NVDEC when CUDA is present
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "synth"  # ucf101 | hmdb51 | jhmdb | synth
+    dataset: Dataset = "synth"
     root: str = "data/synth"  # folder holding the videos (and, for synth/ucf101, ucfTrainTestlist/)
     split: int = 1  # official split number 1..3
     manifest_dir: str = ""  # "" = <root>/manifests/split<split>
@@ -20,12 +25,12 @@ class DataConfig:
     crop: tuple[int, int] = (112, 112)
     clips_per_video: int = 1  # eval: clips spread uniformly over each video
     batch_size: int = 16  # clips per rank per step (sampler: random)
-    sampler: str = "pk"  # random | pk
+    sampler: Sampler = "pk"
     pk_classes: int = 8  # P: classes per global batch (sampler: pk)
     pk_samples: int = 4  # K: clips per class per global batch (sampler: pk)
     flip: bool = True
     mean: tuple[float, float, float] = SEED_MEAN
     std: tuple[float, float, float] = SEED_STD
     num_threads: int = 2  # DALI CPU threads per pipeline
-    device: str = "auto"  # auto | cpu | gpu (auto = NVDEC when CUDA is present)
+    device: Device = "auto"
     seed: int = 0

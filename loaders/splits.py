@@ -29,17 +29,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import typing
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from loaders.config import DataConfig
+from loaders.config import DataConfig, Dataset
 from loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest, write_manifest
 from loaders.probe import filter_records
 from loaders.videoio import VIDEO_EXTS
 
-DATASETS = ("ucf101", "hmdb51", "jhmdb", "synth")
+DATASETS = typing.get_args(Dataset)  # one list: the Literal of DataConfig.dataset
 LIST_DIRS = {"ucf101": "ucfTrainTestlist", "synth": "ucfTrainTestlist",
              "hmdb51": "testTrainMulti_7030_splits", "jhmdb": "splits"}
 WHERE_TO_GET = {

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     bits: int = 48
-    backbone: str = "r3d_18"
+    backbone: Literal["r3d_18"] = "r3d_18"
     # Local torchvision r3d_18 Kinetics-400 state dict; "kinetics400" = torchvision's cache; None = random init.
     weights: str | None = None
     channels_last: bool = False  # channels_last_3d memory format (pays on GPU)

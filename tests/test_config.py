@@ -1,11 +1,16 @@
 """Config system: YAML + --set overrides into frozen typed dataclasses; bad keys and types are rejected."""
 import dataclasses
+import typing
 import warnings
 from pathlib import Path
 
 import pytest
 
-from cluster.config import ConfigError, JobConfig, config_from_dict, load_config, save_config
+from cluster.config import (RANGES, ClusterConfig, ConfigError, JobConfig, config_from_dict, load_config,
+                            save_config)
+from distributed.config import TrainConfig
+from loaders.config import DataConfig
+from loaders.splits import DATASETS
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 
@@ -59,7 +64,7 @@ def test_unknown_section_lists_sections():
     ("train.sync_bn=yes please", r"train\.sync_bn: expected bool"),
     ("data.crop=[1, 2, 3]", r"data\.crop: expected 2 values"),
     ("data.mean=abc", r"data\.mean: expected a list"),
-    ("model.bits=0", r"model\.bits must be >= 1"),
+    ("model.bits=0", r"model\.bits=0 must be >= 1"),
     ("train.optimizer=adam", r"choose one of sgd, adamw"),
     ("cluster.log_level=LOUD", r"cluster\.log_level=.LOUD.; choose one of DEBUG, INFO, WARNING, ERROR"),
     ("data.crop=[200, 200]", r"larger than data\.resize"),
@@ -83,11 +88,11 @@ def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):
 @pytest.mark.parametrize("overrides, pattern", [
     (["cluster.num_workers=[3, 2]"], r"num_workers=\[3, 2\]: a count >= 1 or a range \[min, max\] with 1 <= min"),
     (["cluster.num_workers=[0, 2]"], r"cluster\.num_workers=\[0, 2\]"),
-    (["cluster.num_workers=0"], r"cluster\.num_workers=0: a count >= 1"),
+    (["cluster.num_workers=0"], r"cluster\.num_workers=0 must be >= 1"),
     (["cluster.num_workers=[1, 2, 3]"], r"cluster\.num_workers: expected int \| tuple\[int, int\]"),
     (["cluster.num_workers=[1, 2]", "data.sampler=random"], r"elastic cluster\.num_workers range needs data\.sampler"),
     (["cluster.num_workers=[1, 5]", "data.pk_classes=2", "data.pk_samples=2"], r"= 4 is smaller than the 5 workers"),
-    (["cluster.resize_interval_s=0"], r"cluster\.resize_interval_s must be > 0"),
+    (["cluster.resize_interval_s=0"], r"cluster\.resize_interval_s=0\.0 must be > 0"),
 ])
 def test_bad_worker_ranges_name_the_key_and_the_fix(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -113,3 +118,64 @@ def test_bf16_on_cpu_workers_warns():
         warnings.simplefilter("error")
         load_config(None, ["train.amp=bf16", "cluster.use_gpu=true"])
         load_config(None, ["train.amp=auto", "cluster.use_gpu=false"])
+
+
+def _numeric_keys() -> set[tuple[str, str]]:
+    out = set()
+    for section in dataclasses.fields(JobConfig):
+        cls = type(section.default_factory())
+        for name, tp in typing.get_type_hints(cls).items():
+            args = typing.get_args(tp)
+            if tp in (int, float) or (typing.get_origin(tp) is tuple and args and args[0] in (int, float)):
+                out.add((section.name, name))
+    return out
+
+
+def test_every_numeric_key_has_a_range():
+    ranged = {(s, k) for s, k, _, _ in RANGES}
+    assert _numeric_keys() - ranged == set()  # a new numeric key needs its bound in cluster/config.py RANGES
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("train.lr=-1", r"train\.lr=-1\.0 must be > 0"),
+    ("train.lr=0", r"train\.lr=0\.0 must be > 0"),
+    ("train.weight_decay=-0.1", r"train\.weight_decay=-0\.1 must be >= 0"),
+    ("train.log_every=0", r"train\.log_every=0 must be >= 1"),
+    ("cluster.cpus_per_worker=0", r"cluster\.cpus_per_worker=0 must be >= 1"),
+    ("data.std=[0.2, 0, 0.2]", r"data\.std=\[0\.2, 0\.0, 0\.2\] must be > 0 \(each value\)"),
+    ("data.crop=[-4, 8]", r"data\.crop=\[-4, 8\] must be >= 1 \(each value\)"),
+    ("train.momentum=1.5", r"train\.momentum=1\.5 must be < 1"),
+    ("data.split=4", r"data\.split=4 must be <= 3"),
+    ("train.lr=.nan", r"train\.lr: expected a finite float"),
+])
+def test_numeric_ranges_are_checked_with_the_fix(override, pattern):
+    with pytest.raises(ConfigError, match=pattern) as err:
+        load_config(None, [override])
+    assert "--set " in str(err.value) or "e.g. 1e-3" in str(err.value)
+
+
+def test_yaml_exponent_floats_are_accepted(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\nloss:\n  margin: 2e1\ndata:\n  std: [2e-1, 0.2, 1e-1]\n")
+    cfg = load_config(f, ["train.gamma=1e-1"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.loss.margin, cfg.train.gamma) == (1e-3, 5e-4, 20.0, 0.1)
+    assert cfg.data.std == (0.2, 0.2, 0.1)
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float"):
+        load_config(None, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected int"):
+        load_config(None, ["train.epochs=1e2"])  # only float keys take the exponent form
+
+
+def test_choices_are_the_literal_annotations():
+    # One source of truth: the loader reads the choices from the dataclass annotations.
+    hints = typing.get_type_hints(DataConfig)
+    assert typing.get_origin(hints["dataset"]) is typing.Literal
+    assert DATASETS == typing.get_args(hints["dataset"])
+    for section, cls in (("train", TrainConfig), ("cluster", ClusterConfig)):
+        for key, tp in typing.get_type_hints(cls).items():
+            if typing.get_origin(tp) is typing.Literal:
+                with pytest.raises(ConfigError, match=rf"{section}\.{key}='nope'; choose one of "
+                                   rf"{', '.join(typing.get_args(tp))}"):
+                    load_config(None, [f"{section}.{key}=nope"])
+                assert getattr(load_config(None, [f"{section}.{key}={typing.get_args(tp)[-1]}"]),
+                               section).__getattribute__(key) == typing.get_args(tp)[-1]

@@ -103,9 +103,13 @@ def test_driver_refuses_before_ray_and_keeps_every_start_config(tmp_path, monkey
     root = tmp_path / "data"
     write_manifest(root / "manifests" / "split1" / "train.tsv", [])
     base = [f"data.root={root}", f"cluster.storage_path={tmp_path / 'runs'}", "cluster.name=r", "model.bits=16"]
-    monkeypatch.setattr(driver, "connect", lambda *a: None)
+    plan = type("Plan", (), {"num_train": 0, "num_val": 0, "steps_per_epoch": 0})()
+    monkeypatch.setattr(driver, "preflight", lambda cfg: plan)  # the data checks have tests of their own
+    monkeypatch.setattr(driver, "connect", lambda *a, **k: "local")
+    monkeypatch.setattr(driver, "check_capacity", lambda **k: None)
     result = type("Result", (), {"metrics": {}})()
-    monkeypatch.setattr(driver, "build_trainer", lambda cfg: type("T", (), {"fit": lambda self: result})())
+    monkeypatch.setattr(driver, "build_trainer", lambda cfg: None)
+    monkeypatch.setattr(driver, "fit", lambda trainer, out, **k: result)
     run = tmp_path / "runs" / "r"
     driver.run_training(load_config(None, base))
     driver.run_training(load_config(None, [*base, "train.lr=0.01"]))
@@ -114,7 +118,7 @@ def test_driver_refuses_before_ray_and_keeps_every_start_config(tmp_path, monkey
     assert yaml.safe_load(history[1].read_text())["train"]["lr"] == 0.01
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == 0.01
     ckpt.atomic_save({"config": yaml.safe_load(history[1].read_text())}, run / "checkpoint_x" / ckpt.CHECKPOINT_FILE)
-    monkeypatch.setattr(driver, "connect", lambda *a: pytest.fail("Ray was reached"))
+    monkeypatch.setattr(driver, "connect", lambda *a, **k: pytest.fail("Ray was reached"))
     with pytest.raises(ResumeConfigError, match="model.bits"):
         driver.run_training(load_config(None, [*base[:-1], "model.bits=32"]))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["bits"] == 16  # not overwritten

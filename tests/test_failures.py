@@ -1,0 +1,276 @@
+"""Failures in and around the Ray workers, on one shared local Ray cluster (tiny data, 2 CPU workers):
+
+- a project error raised inside a worker is not retried and the CLI prints the worker's own message (exit 2);
+- Ctrl-C exits 130 "interrupted" and the next run resumes after the last epoch whose checkpoint was saved;
+- a worker process killed with SIGKILL mid-epoch: the run completes with every epoch trained exactly once;
+- a driver ended by SIGTERM leaves no Ray process behind (its own local Ray);
+- a cluster that cannot place num_workers workers is refused before training.
+Unit tests of the failure policy and the placement arithmetic need no cluster."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.train.v2._internal.execution.failure_handling import FailureDecision
+from ray.train.v2.api.config import FailureConfig
+from ray.train.v2.api.exceptions import WorkerGroupError
+
+from cluster.config import config_to_dict, load_config
+from cluster.connect import placeable
+from cluster.fit import ProjectErrorsFail, ProjectTrainer
+from distributed.failures import TrainingFailed, WorkerError, first_project_error, guarded
+from loaders.manifest import DataError
+from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+C3DHASH = [sys.executable, "-m", "cluster.cli"]
+
+
+def test_policy_raises_project_errors_and_retries_the_rest():
+    policy = ProjectErrorsFail(FailureConfig(max_failures=1))
+    user = WorkerGroupError("x", {1: DataError("train.tsv:3: bad label"), 0: RuntimeError("gloo: peer closed")})
+    assert policy.make_decision(user) == FailureDecision.RAISE
+    assert str(first_project_error(user)) == "train.tsv:3: bad label"
+    crash = WorkerGroupError("x", {0: RuntimeError("segfault")})
+    assert policy.make_decision(crash) == FailureDecision.RETRY  # max_failures=1: one retry
+    assert policy.make_decision(crash) == FailureDecision.RAISE
+
+
+def test_ray_hooks_that_project_trainer_overrides_exist():
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    assert issubclass(ProjectTrainer, DataParallelTrainer)
+    for name in ("_initialize_and_run_controller", "_register_sigint_handler"):
+        assert callable(getattr(DataParallelTrainer, name)), name  # a Ray upgrade that drops them fails here
+
+
+def test_guarded_sends_project_errors_back_without_traceback():
+    class Unpicklable(DataError):
+        def __reduce__(self):
+            raise TypeError("no")
+    Unpicklable.__module__ = "loaders.manifest"  # a project error type that cannot be pickled
+
+    def bad(_):
+        raise DataError("a.tsv:2: label x")
+    with pytest.raises(DataError, match="a.tsv:2") as err:
+        guarded(bad)({})
+    frames = [f.name for f in traceback.extract_tb(err.value.__traceback__)]
+    assert "bad" not in frames and frames[-1] == "run"  # the raising frames are dropped: message only
+
+    def odd(_):
+        raise Unpicklable("b.tsv:1: odd")
+    with pytest.raises(WorkerError, match="b.tsv:1: odd"):
+        guarded(odd)({})
+
+    def bug(_):
+        raise KeyError("bug")
+    with pytest.raises(KeyError):
+        guarded(bug)({})
+    assert TrainingFailed.exit_code == 1
+
+
+def test_a_crash_after_the_retries_is_one_line_and_exit_1(monkeypatch, capsys):
+    import cluster.driver
+    from cluster.cli import main
+    from cluster.fit import one_line
+    crash = WorkerGroupError("x", {1: RuntimeError("Traceback ...\n  File ...\nRuntimeError: boom"),
+                                   0: OSError("gone")})
+    assert one_line(crash) == "rank 0: OSError: gone; rank 1: RuntimeError: boom"
+
+    def crashing(cfg, *, address=None):
+        raise TrainingFailed(f"training failed after 3 restart(s) (cluster.max_failures): {one_line(crash)}")
+    monkeypatch.setattr(cluster.driver, "run_training", crashing)
+    assert main(["train", "--config", str(REPO / "configs/synth-cpu.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["c3dhash train: error: training failed after 3 restart(s) (cluster.max_failures): rank 0: "
+                   "OSError: gone; rank 1: RuntimeError: boom"]
+
+
+def test_placeable_counts_whole_workers_per_node():
+    nodes = [{"Alive": True, "Resources": {"CPU": 3, "GPU": 1}}, {"Alive": True, "Resources": {"CPU": 8}},
+             {"Alive": False, "Resources": {"CPU": 64, "GPU": 8}}]
+    assert placeable(nodes, cpus_per_worker=2, use_gpu=False) == 1 + 4
+    assert placeable(nodes, cpus_per_worker=1, use_gpu=True) == 1
+
+
+# ---------------------------------------------------------------- on a shared local Ray cluster
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("synth"))
+
+
+def config_file(data, tmp: Path, name: str, *, epochs: int, **overrides) -> Path:
+    extra = [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
+    cfg = load_config(None, [*tiny_overrides(data, tmp / "runs", name, epochs=epochs), *extra])
+    path = tmp / f"{name}-{epochs}.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return path
+
+
+class Driver:
+    """`c3dhash train` in a subprocess joined to the shared cluster; stdout lines are collected as they come."""
+
+    def __init__(self, cfg: Path, address: str | None, env: dict | None = None):
+        cmd = [*C3DHASH, "train", "--config", str(cfg), *(["--address", address] if address else [])]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")))
+        self.reader.start()
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(text in line for line in self.lines):
+                return time.time()
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} in the output: {self.lines[-10:]} {self.proc.stderr.read()[-2000:]}")
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        rc = self.proc.wait(timeout=timeout)
+        self.reader.join(30)
+        return rc, "".join(self.lines), self.proc.stderr.read()
+
+
+def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster, data, tmp_path):
+    cfg = config_file(data, tmp_path, "intr", epochs=3)
+    first = Driver(cfg, cluster)
+    first.wait_for("epoch 1/3: val mAP@all", timeout=400)  # the line ends with "checkpoint saved"
+    first.proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    rc, out, err = first.finish(timeout=120)
+    assert rc == 130 and "interrupted" in err.splitlines(), err[-2000:]  # the CLI's line, among Ray's logs
+    assert time.time() - t0 < 60
+    run = tmp_path / "runs" / "intr"
+    assert [r["epoch"] for r in read_metrics(run)] == [0]  # the saved epoch was registered before stopping
+    assert not (run / ".lock").exists()
+
+    again = Driver(cfg, cluster)
+    rc, out, err = again.finish(timeout=600)
+    assert rc == 0, err[-3000:]
+    assert "epoch 0 done" in out  # "resumed from <checkpoint>: epoch 0 done"
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
+
+
+def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(cluster, data, tmp_path):
+    cfg = config_file(data, tmp_path, "corrupt", epochs=1)
+    rc, out, err = Driver(cfg, cluster).finish(timeout=600)
+    assert rc == 0, err[-3000:]
+    run = tmp_path / "runs" / "corrupt"
+    (ckpt,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
+    (ckpt / "checkpoint.pt").write_bytes((ckpt / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
+    cfg2 = config_file(data, tmp_path, "corrupt", epochs=2, cluster__max_failures=3)
+    t0 = time.time()
+    rc, out, err = Driver(cfg2, cluster).finish(timeout=600)
+    took = time.time() - t0
+    ours = [line for line in err.splitlines() if line.startswith("c3dhash train:")]  # Ray's own logs aside
+    assert rc == 2, err[-3000:]
+    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {ckpt / 'checkpoint.pt'}: cannot be "
+                                                 f"loaded as a c3dhash checkpoint"), ours
+    assert "Training failed due to" not in err and "WorkerGroupError" not in err
+    assert "Error in training function" not in err  # the worker's traceback is not repeated
+    assert err.count("cannot be loaded as a c3dhash checkpoint") == 1
+    assert [r["epoch"] for r in read_metrics(run)] == [0]  # nothing trained, nothing lost
+    assert took < 300
+
+
+def train_workers() -> list[int]:
+    """Ray Train worker processes of this test's own cluster (descendants of this process: its raylet's)."""
+    out = []
+    for pid in descendants(os.getpid()):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayTrainWorker"):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def test_sigkill_of_a_worker_mid_epoch_trains_every_epoch_once(cluster, data, tmp_path):
+    cfg = config_file(data, tmp_path, "kill", epochs=3, cluster__max_failures=2)
+    driver = Driver(cfg, cluster)
+    driver.wait_for("epoch 1/3: val mAP@all", timeout=400)
+    metrics = tmp_path / "runs" / "kill" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)  # epoch 0's checkpoint is registered (the controller wrote its row): kill in epoch 1
+    workers = train_workers()
+    assert len(workers) == 2, workers
+    rank0 = re.search(r"RayTrainWorker pid=(\d+)", "".join(driver.lines)).group(1)
+    victim = next(p for p in workers if p != int(rank0))  # rank 1, a real os.kill of its process, mid-run
+    os.kill(victim, signal.SIGKILL)
+    rc, out, err = driver.finish(timeout=900)
+    assert rc == 0, err[-3000:]
+    assert re.search(r"resumed from .*: epoch 0 done", out), out[-2000:]  # the new group resumed from epoch 0
+    rows = read_metrics(tmp_path / "runs" / "kill")
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["global_step"] for r in rows] == [2, 4, 6]
+
+
+def test_cluster_too_small_is_refused_before_training(cluster, data, tmp_path):
+    cfg = config_file(data, tmp_path, "big", epochs=1, cluster__num_workers=4, data__pk_classes=4)
+    t0 = time.time()
+    rc, out, err = Driver(cfg, cluster).finish(timeout=120)
+    assert rc == 2 and time.time() - t0 < 60
+    assert "cannot place cluster.num_workers=4 workers of 1 CPU each" in err and "room for 2" in err
+    assert not (tmp_path / "runs" / "big" / "config.yaml").exists()
+
+
+# ---------------------------------------------------------------- a driver with its own local Ray
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_of_the_driver_leaves_no_ray_process(data, tmp_path):
+    cfg = config_file(data, tmp_path, "term", epochs=3)
+    driver = Driver(cfg, None, env={"RAY_ADDRESS": ""})
+    driver.wait_for("epoch 1/3 step", timeout=400)
+    ray_procs = descendants(driver.proc.pid)  # raylet, GCS, dashboard, Train controller and workers
+    assert len(ray_procs) >= 4, ray_procs
+    driver.proc.send_signal(signal.SIGTERM)
+    rc, out, err = driver.finish(timeout=120)
+    assert rc == 130 and "interrupted" in err
+    deadline = time.time() + 60
+    while time.time() < deadline and any(alive(p) for p in ray_procs):
+        time.sleep(1)
+    left = [p for p in ray_procs if alive(p)]
+    for p in left:  # clean up before failing
+        os.kill(p, signal.SIGKILL)
+    assert left == []
