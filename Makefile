@@ -29,7 +29,7 @@ test: $(STAMP) browser
 # Headless Chromium for the page tests (results page, TensorBoard's PR curves); they skip without it.
 # Idempotent, and never fatal: without apt (or root) the tests that need a browser are skipped.
 browser:
-	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium not installed (no apt?): the browser tests will be skipped"
 
 lint: $(STAMP)

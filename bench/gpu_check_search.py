@@ -16,45 +16,16 @@ import time
 import numpy as np
 import torch
 
+from eval.hamming_torch import hamming_distances_torch as distances  # torch only: no numba
+from eval.hamming_torch import topk_torch
+
 _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
 BLOCK_ELEMENTS = 1 << 26  # [queries, N] elements per block (512 MiB of int64): bounds GPU memory
-
-
-def popcount(x: torch.Tensor) -> torch.Tensor:
-    """SWAR popcount of int64 words (torch has no popcount op); every mask clears sign-extended bits."""
-    x = x - ((x >> 1) & _M1)
-    x = (x & _M2) + ((x >> 2) & _M2)
-    x = (x + (x >> 4)) & _M4
-    x = x + (x >> 8)
-    x = x + (x >> 16)
-    x = x + (x >> 32)
-    return x & 0x7F
-
-
-def distances(q: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
-    """int64 [Q, W] x [N, W] -> int64 [Q, N] Hamming distances."""
-    d = popcount(q[:, None, 0] ^ db[None, :, 0])
-    for w in range(1, q.shape[1]):
-        d += popcount(q[:, None, w] ^ db[None, :, w])
-    return d
 
 
 def _blocks(q: torch.Tensor, n: int):
     step = max(1, BLOCK_ELEMENTS // max(n, 1))
     return range(0, q.shape[0], step), step
-
-
-def topk_torch(q: torch.Tensor, db: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices, distances) [Q, k] by (distance, index): key = distance * N + index is unique per item."""
-    n = db.shape[0]
-    ar = torch.arange(n, device=db.device)
-    starts, step = _blocks(q, n)
-    idx, dist = [], []
-    for s in starts:
-        key = torch.topk(distances(q[s:s + step], db) * n + ar, min(k, n), dim=1, largest=False).values
-        idx.append(key % n)
-        dist.append(key // n)
-    return torch.cat(idx), torch.cat(dist)
 
 
 def average_precision_torch(q: torch.Tensor, q_labels: torch.Tensor, db: torch.Tensor,
@@ -76,7 +47,7 @@ def average_precision_torch(q: torch.Tensor, q_labels: torch.Tensor, db: torch.T
 
 
 def _np_popcount(x: np.ndarray) -> np.ndarray:
-    """Per-word popcount of uint64: np.bitwise_count (numpy >= 2), else the same SWAR steps as above."""
+    """Per-word popcount of uint64: np.bitwise_count (numpy >= 2), else the SWAR steps of eval/hamming_torch.py."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x)
     x = x - ((x >> np.uint64(1)) & np.uint64(_M1))

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from eval.ray_session import join_or_start
 from eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
 
 IN_FLIGHT = 2  # chunks queued per actor
@@ -42,18 +43,6 @@ class _Encoder:
 
     def encode(self, k: int, paths: list[str]) -> tuple[int, Encoded]:
         return k, self.enc.encode(paths)
-
-
-def connect(address: str | None, cpus: int) -> bool:
-    """Join `address` (or the Ray this process already runs), else start a local one; True if started here."""
-    import ray
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    return True
 
 
 class EncoderPool:
@@ -147,7 +136,7 @@ def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 
         with tqdm(total=len(paths), desc="encode", unit="video", disable=not progress) as bar:
             return encode_paths(state, paths, chunk=DEFAULT_CHUNK, device=device, num_threads=num_threads,
                                 amp=amp, config=config, on_chunk=bar.update, static=static)
-    started = connect(address, workers * num_threads)
+    started = join_or_start(address, num_cpus=workers * num_threads)
     try:
         use_gpu = device == "gpu" or (device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
         pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval.codes import CodesError, num_words
+from eval.ray_session import join_or_start
 
 
 def open_codes(codes_path: str | Path, bits: int) -> np.ndarray:
@@ -123,13 +124,7 @@ class ShardedIndex:
             raise CodesError(f"ShardedIndex: ranges {ranges} must tile rows 0..{n} of {codes_path} exactly")
         self.num_db, self.bits, self.ranges = n, int(bits), covered
         self._started = False
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(address="local", num_cpus=len(covered) * cpus_per_shard, include_dashboard=False,
-                         log_to_driver=False)
-            self._started = True
+        self._started = join_or_start(address, num_cpus=len(covered) * cpus_per_shard)
         self.last_plan: dict[str, int] = {}
         self._actors: list[Any] = []
         try:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from eval.codes import Codes, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from eval.ray_session import join_or_start
 from eval.metrics import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db, reduce_metrics,
                           warn_missing_labels)
 
@@ -49,19 +50,6 @@ def query_blocks(num_queries: int, shards: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _connect(address: str | None, shards: int) -> bool:
-    """Connect to `address` (or an already running driver's Ray), else start a local one; True if started."""
-    import ray
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # "local": a fresh instance even if another Ray runs on this machine (ray.init() would join it)
-        ray.init(address="local", num_cpus=shards, include_dashboard=False, log_to_driver=False)
-    return True
-
-
 def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | None = None,
                      max_retries: int = 3, threads_per_shard: int = 1,
                      map_at_k_rel: Sequence[int] = MAP_AT_K_REL, map_at_k: Sequence[int] = MAP_AT_K,
@@ -75,7 +63,7 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
         raise ValueError(f"shards must be >= 1, got {shards}")
     pdb = prepare_db(db)
     warn_missing_labels(query, pdb, db.source)
-    started = _connect(address, shards * threads_per_shard)
+    started = join_or_start(address, num_cpus=shards * threads_per_shard)
     try:
         pdb_ref = ray.put(pdb)
         task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import ray
 
-from eval.encode_ray import EncodeError, EncoderPool, chunk_size, connect
+from eval.encode_ray import EncodeError, EncoderPool, chunk_size
+from eval.ray_session import join_or_start
 from eval.videos import encode_paths
 from model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
@@ -18,7 +19,7 @@ def setup(tmp_path_factory):
     paths.insert(4, str(root / "broken.webm"))  # a bad file mid-list keeps its place in the skipped list
     state = read_checkpoint(lsh_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", root))
     single = encode_paths(state, paths, chunk=4)
-    assert connect(None, 2)
+    assert join_or_start(None, num_cpus=2)
     pool = EncoderPool(state, workers=2)  # shared by the tests: starting actors is the slow part
     yield pool, paths, single
     pool.shutdown()

@@ -165,7 +165,7 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster
     again = Driver(cfg, cluster)
     rc, out, err = again.finish(timeout=600)
     assert rc == 0, err[-3000:]
-    assert "epoch 0 done" in out  # "resumed from <checkpoint>: epoch 0 done"
+    assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # after epoch 1 (index 0)
     assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
 
 
@@ -218,7 +218,7 @@ def test_sigkill_of_a_worker_mid_epoch_trains_every_epoch_once(cluster, data, tm
     os.kill(victim, signal.SIGKILL)
     rc, out, err = driver.finish(timeout=900)
     assert rc == 0, err[-3000:]
-    assert re.search(r"resumed from .*: epoch 0 done", out), out[-2000:]  # the new group resumed from epoch 0
+    assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # the new group: after epoch 1
     rows = read_metrics(tmp_path / "runs" / "kill")
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert [r["global_step"] for r in rows] == [2, 4, 6]

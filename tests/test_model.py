@@ -95,10 +95,10 @@ def test_driver_preflight_and_the_model_share_one_weights_resolver(tmp_path, mon
     kinetics400 alias is resolved by the same rule), so the two checks cannot drift apart."""
     from cluster import driver
     from cluster.config import load_config
-    from loaders.manifest import write_manifest
+    from loaders.manifest import VideoRecord, write_manifest
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    write_manifest(tmp_path / "data" / "manifests" / "split1" / "train.tsv", [])
+    write_manifest(tmp_path / "data" / "manifests" / "split1" / "train.tsv", [VideoRecord("a/v.webm", 0, "a")])
     for weights in (str(tmp_path / "nope.pth"), "kinetics400"):
         cfg = load_config(None, [f"data.root={tmp_path / 'data'}", f"model.weights={weights}"])
         with pytest.raises(WeightsError) as from_model:
