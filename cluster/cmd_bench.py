@@ -4,6 +4,7 @@ measured in the same run).
     c3dhash bench loss                    # shipped all-triplet loss vs a naive B^3 version
     c3dhash bench loader                  # DALI CPU vs a PyAV + DataLoader baseline
     c3dhash bench hamming -- --n 100000   # popcount search / exact mAP vs FAISS IndexBinaryFlat
+    c3dhash bench recipe -- --jobs 2      # the demo recipe on generated synthetic variants: test mAP each
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHES = ("loss", "loader", "hamming")
+BENCHES = ("loss", "loader", "hamming", "recipe")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming)")
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming | recipe)")
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- arguments for the benchmark script")
     p.set_defaults(func=cmd_bench)
