@@ -18,6 +18,8 @@ positive and negative pairs (vs the margin), the active-triplet fraction and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -201,18 +203,18 @@ def train_one(setup: Setup, v: Variant) -> Result:
     return res
 
 
-def _run_logged(args: tuple[Setup, Variant]) -> Result:
-    """One run in a pool process; its prints go to <work>/runs/<name>.log (the parallel runs stay readable)."""
-    setup, v = args
+def _pool_task(task: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """One run in a pool process, plain dicts in and out; its prints go to <work>/runs/<name>.log."""
+    setup, v = Setup(**task[0]), Variant(**task[1])
     log = Path(setup.work) / "runs" / f"{v.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
         try:
-            return train_one(setup, v)
+            return dataclasses.asdict(train_one(setup, v))
         except Exception as exc:  # one failed variant must not lose the others' figures
-            return Result(v.name, error=f"{type(exc).__name__}: {exc}")
+            return dataclasses.asdict(Result(v.name, error=f"{type(exc).__name__}: {exc}"))
 
 
 def run_all(setup: Setup, variants: list[Variant], *, jobs: int) -> list[Result]:
@@ -220,8 +222,13 @@ def run_all(setup: Setup, variants: list[Variant], *, jobs: int) -> list[Result]
         make_data(setup, v, workers=max(1, jobs))
     if jobs <= 1:
         return [train_one(setup, v) for v in variants]
+    # A spawned child finds the task function by module name: this file run as __main__ (directly, or by
+    # `c3dhash bench` through runpy) is not importable there, the module `bench_recipe` is (sys.path travels).
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    worker = importlib.import_module("bench_recipe")._pool_task
+    tasks = [(dataclasses.asdict(setup), dataclasses.asdict(v)) for v in variants]
     with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-        return pool.map(_run_logged, [(setup, v) for v in variants], chunksize=1)
+        return [Result(**r) for r in pool.map(worker, tasks, chunksize=1)]
 
 
 def stalled_epochs(res: Result, margin: float) -> int:

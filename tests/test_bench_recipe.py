@@ -27,7 +27,7 @@ def test_c3dhash_bench_recipe_trains_each_variant_in_parallel_and_reports_the_se
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     cmd = [str(Path(sys.executable).with_name("c3dhash")), "bench", "recipe", "--", "--variants",
            "shipped,shipped-s1", "--jobs", "2", "--work", str(tmp_path / "w"), "--json", str(out), *TINY]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == ["shipped", "shipped-s1"]
