@@ -3,6 +3,7 @@ benchmark measured (README: Recipe robustness).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_head_norm.py
 """
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -50,3 +51,12 @@ def test_sync_bn_conversion_covers_the_head_norm_and_the_config_key_loads():
     x = torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(3))
     assert net(x).shape == (4, 16)  # world size 1: plain BatchNorm on N x bits
     assert load_config(None, ["model.head_norm=true"]).model.head_norm is True
+
+
+def test_a_resume_that_toggles_the_head_norm_is_refused_before_anything_loads():
+    from distributed.job import config_to_dict
+    from distributed.resume import ResumeConfigError, check_resume
+    saved = config_to_dict(load_config(None, []))
+    current = config_to_dict(load_config(None, ["model.head_norm=true"]))
+    with pytest.raises(ResumeConfigError, match="model.head_norm"):
+        check_resume(saved, current, where="ckpt.pt")
