@@ -24,7 +24,7 @@ from distributed.config import TrainConfig
 from distributed.optim import lr_factor
 
 REFUSED = {
-    "model": ("bits", "backbone"),
+    "model": ("bits", "backbone", "head_norm"),
     "data": ("dataset", "split", "val_per_class", "num_frames", "stride", "resize", "crop", "mean", "std",
              "sampler", "batch_size", "pk_classes", "pk_samples", "seed"),
     "train": ("optimizer", "steps_per_epoch", "seed"),

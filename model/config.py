@@ -12,3 +12,6 @@ class ModelConfig:
     # Local torchvision r3d_18 Kinetics-400 state dict; "kinetics400" = torchvision's cache; None = random init.
     weights: str | None = None
     channels_last: bool = False  # channels_last_3d memory format (pays on GPU)
+    # BatchNorm (no affine) on the hash layer before tanh: every bit has batch mean 0 and variance 1, so the codes
+    # cannot all drift into one saturated corner (README: Recipe robustness).
+    head_norm: bool = False

@@ -19,10 +19,13 @@ from model.config import ModelConfig
 
 
 class HashNet(nn.Module):
-    def __init__(self, *, trunk: nn.Module, feature_dim: int, bits: int, channels_last: bool = False):
+    def __init__(self, *, trunk: nn.Module, feature_dim: int, bits: int, channels_last: bool = False,
+                 head_norm: bool = False):
         super().__init__()
         self.trunk = trunk
         self.head = nn.Linear(feature_dim, bits)
+        # No affine: a learnt scale and shift would give back the collapse direction the norm removes.
+        self.head_norm = nn.BatchNorm1d(bits, affine=False) if head_norm else None
         self.bits = bits
         self.channels_last = channels_last
 
@@ -39,16 +42,18 @@ class HashNet(nn.Module):
         return self.trunk(self._check(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.head(self.features(x)))
+        z = self.head(self.features(x))
+        return torch.tanh(self.head_norm(z) if self.head_norm is not None else z)
 
 
 def build_hash_net(*, bits: int, backbone: str = "r3d_18", weights: str | None = None,
-                   channels_last: bool = False) -> HashNet:
+                   channels_last: bool = False, head_norm: bool = False) -> HashNet:
     """Build the net; weights = a local torchvision state-dict path, "kinetics400" (its cache) or None."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
         raise ModelError(f"model.bits must be a positive integer, got {bits!r}")
     trunk = build_backbone(name=backbone, weights=weights)
-    net = HashNet(trunk=trunk, feature_dim=feature_dim(backbone), bits=bits, channels_last=channels_last)
+    net = HashNet(trunk=trunk, feature_dim=feature_dim(backbone), bits=bits, channels_last=channels_last,
+                  head_norm=head_norm)
     if channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
     return net
@@ -56,4 +61,4 @@ def build_hash_net(*, bits: int, backbone: str = "r3d_18", weights: str | None =
 
 def build_from_config(cfg: ModelConfig) -> HashNet:
     return build_hash_net(bits=cfg.bits, backbone=cfg.backbone, weights=cfg.weights,
-                          channels_last=cfg.channels_last)
+                          channels_last=cfg.channels_last, head_norm=cfg.head_norm)

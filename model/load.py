@@ -134,7 +134,8 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
                               for k in GEOMETRY_KEYS}
     geometry = ClipGeometry(**values)
     bits, backbone = int(cfg["model"]["bits"]), str(cfg["model"]["backbone"])
-    net = build_hash_net(bits=bits, backbone=backbone, weights=None)  # the weights come from the checkpoint
+    head_norm = bool(cfg["model"].get("head_norm", False))  # older checkpoints have no such key: off
+    net = build_hash_net(bits=bits, backbone=backbone, weights=None, head_norm=head_norm)  # weights: the checkpoint
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -1,0 +1,75 @@
+"""bench/bench_recipe.py at a tiny size (a few 4-frame clips, 8 bits, 1-2 steps), so the benchmark cannot rot.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_bench_recipe.py
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import bench_recipe as br  # noqa: E402
+
+TINY = ["--per-class", "4", "--frames", "6", "--epochs", "1", "--set", "data.num_frames=4",
+        "--set", "data.resize=[32,32]", "--set", "data.crop=[32,32]", "--set", "data.pk_classes=2",
+        "--set", "data.pk_samples=2", "--set", "train.steps_per_epoch=2", "--set", "model.bits=8",
+        "--set", "loss.margin=4.0", "--set", "data.clips_per_video=1", "--set", "data.val_per_class=1"]
+
+
+def test_c3dhash_bench_recipe_trains_each_variant_in_parallel_and_reports_the_seed_spread(tmp_path):
+    out = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    cmd = [str(Path(sys.executable).with_name("c3dhash")), "bench", "recipe", "--", "--variants",
+           "shipped,shipped-s1", "--jobs", "2", "--work", str(tmp_path / "w"), "--json", str(out), *TINY]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["shipped", "shipped-s1"]
+    for r in rows:
+        assert r["error"] == "" and 0.0 <= r["map_all"] <= 1.0 and r["minutes"] > 0
+        assert len(r["epochs"]) == 1 and math.isfinite(r["epochs"][0]["loss"])
+        assert (tmp_path / "w" / "runs" / f"{r['variant']}.log").is_file()  # each run's prints, apart
+    # same videos (one data set), other init/batch seed: another trajectory
+    assert rows[0]["epochs"][0]["loss"] != rows[1]["epochs"][0]["loss"]
+    assert len(list((tmp_path / "w" / "data").iterdir())) == 1
+    assert "shipped set over 2 seeds: mean" in proc.stdout and "load average at start" in proc.stdout
+
+
+def test_probe_records_every_step_and_stop_after_validates_without_a_test_figure(tmp_path, capsys):
+    res = br.main(["--variants", "c4-d1", "--probe", "--stop-after", "1", "--work", str(tmp_path), *TINY])
+    (r,) = res
+    assert [row["step"] for row in r.probe] == [1, 2]
+    row = r.probe[0]
+    assert 0 < row["h_abs"] <= 1 and row["d_pos"] >= 0 and row["d_neg"] >= 0 and row["margin"] == 4.0
+    assert row["g:head"] > 0 and row["g:trunk.stem.0"] > 0  # conv and linear weights, not BN's
+    assert math.isnan(r.map_all) and 0.0 <= r.epochs[0]["val_map"] <= 1.0
+    assert "probe c4-d1: step lr |h|" in capsys.readouterr().out
+
+
+def test_job_config_lets_the_user_override_win_and_fits_p_to_small_sets(tmp_path):
+    setup = br.Setup(epochs=4, overrides=("train.seed=7",))
+    cfg = br.job_config(setup, br.BY_NAME["shipped-s2"], tmp_path / "d", tmp_path / "runs" / "x")
+    assert (cfg.train.seed, cfg.data.seed, cfg.train.epochs, cfg.train.eval_every) == (7, 2, 4, 2)
+    assert cfg.data.root == str(tmp_path / "d") and cfg.cluster.name == "x"
+    small = br.job_config(br.Setup(), br.Variant("c3", classes=3), tmp_path / "d", tmp_path / "runs" / "y")
+    assert small.data.pk_classes == 3 and small.train.epochs == 26  # the config's own schedule
+
+
+def test_stalled_epochs_and_the_spread_line():
+    a = br.Result("shipped", map_all=0.9, epochs=[{"loss": 13.5}, {"loss": 12.0}, {"loss": 3.0}])
+    b = br.Result("shipped-s1", map_all=0.8, epochs=[{"loss": 13.0, "val_map": 0.5}])
+    assert br.stalled_epochs(a, 14.0) == 1 and br.stalled_epochs(b, 14.0) == 1
+    table = br.format_table([a, b], margin=14.0)
+    assert "mean 0.8500, min 0.8000, max 0.9000, stdev 0.0707" in table
+
+
+def test_unknown_variant_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        br.parse(["--variants", "shipped,nope"])
+    assert exc.value.code == 2 and "unknown nope" in capsys.readouterr().err
