@@ -314,23 +314,10 @@ def _cuda_available() -> bool:
 
 
 @njit(cache=True)
-def _radius_count(q, i, dbT, r, cnt):
-    """cnt[d] = items at distance d <= r from query i (sub-blocks whose minimum exceeds r are skipped)."""
-    n = dbT.shape[1]
-    dist = np.empty(SUB, np.uint16)
-    for s0 in range(0, n, SUB):
-        s1 = min(s0 + SUB, n)
-        if block_min(q, i, dbT, s0, s1) > r:
-            continue
-        block_distances(q, i, dbT, s0, s1, dist)
-        for j in range(s1 - s0):
-            if dist[j] <= r:
-                cnt[dist[j]] += 1
-
-
-@njit(cache=True)
-def _radius_fill(q, i, dbT, r, pos, out_idx, out_dist):
-    """Write query i's items with distance <= r at pos[d] (the next slot of distance d): (distance, index) order."""
+def _radius_scan(q, i, dbT, r, pos, out_idx, out_dist, fill):
+    """Query i's items at distance <= r, sub-blocks whose minimum exceeds r skipped. fill=False: pos[d] += 1
+    (the count pass); fill=True: write each item at pos[d], the next slot of its distance, so the output is in
+    (distance, index) order (the fill pass)."""
     n = dbT.shape[1]
     dist = np.empty(SUB, np.uint16)
     for s0 in range(0, n, SUB):
@@ -341,21 +328,22 @@ def _radius_fill(q, i, dbT, r, pos, out_idx, out_dist):
         for j in range(s1 - s0):
             d = dist[j]
             if d <= r:
-                out_idx[pos[d]] = s0 + j
-                out_dist[pos[d]] = d
+                if fill:
+                    out_idx[pos[d]] = s0 + j
+                    out_dist[pos[d]] = d
                 pos[d] += 1
 
 
 @njit(parallel=True, cache=True)
 def _radius_counts_kernel(q, dbT, r, counts):
     for i in prange(q.shape[0]):
-        _radius_count(q, i, dbT, r, counts[i])
+        _radius_scan(q, i, dbT, r, counts[i], np.empty(0, np.int64), np.empty(0, np.int32), False)
 
 
 @njit(parallel=True, cache=True)
 def _radius_fill_kernel(q, dbT, r, starts, out_idx, out_dist):
     for i in prange(q.shape[0]):
-        _radius_fill(q, i, dbT, r, starts[i].copy(), out_idx, out_dist)
+        _radius_scan(q, i, dbT, r, starts[i].copy(), out_idx, out_dist, True)
 
 
 def radius_search(q_codes: np.ndarray, db_codes: np.ndarray, r: int, *,
