@@ -55,8 +55,13 @@ def even_ranges(n: int, shards: int) -> list[tuple[int, int]]:
 class Shard:
     """Rows [start, stop) of a codes file, searched in this process (the body of each Ray actor)."""
 
-    def __init__(self, codes_path: str, bits: int, start: int, stop: int, m: int | None = None) -> None:
+    def __init__(self, codes_path: str, bits: int, start: int, stop: int, m: int | None = None,
+                 threads: int | None = None) -> None:
+        import numba
+
         from eval.nearest import Searcher
+        if threads:  # numba's pool defaults to every core: an actor of 1 CPU must not scan on all of them
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         arr = open_codes(codes_path, bits)
         if not 0 <= start < stop <= arr.shape[0]:
             raise CodesError(f"{codes_path}: row range [{start}, {stop}) outside its {arr.shape[0]} codes")
@@ -129,7 +134,7 @@ class ShardedIndex:
         self._actors: list[Any] = []
         try:
             actor = ray.remote(num_cpus=cpus_per_shard)(Shard)
-            self._actors = [actor.remote(str(codes_path), bits, a, b, m) for a, b in covered]
+            self._actors = [actor.remote(str(codes_path), bits, a, b, m, cpus_per_shard) for a, b in covered]
             if warm:
                 ray.get([a.warm.remote() for a in self._actors])
         except BaseException:

@@ -76,3 +76,12 @@ def test_codes_file_is_memory_mapped_and_checked(tmp_path):
     with pytest.raises(CodesError, match="must tile rows 0..6"):
         ShardedIndex(tmp_path / "c.npy", 128, ranges=[(0, 3), (4, 6)])
     assert even_ranges(10, 3) == [(0, 3), (3, 7), (7, 10)] and even_ranges(2, 4) == [(0, 1), (1, 2)]
+
+
+def test_each_actor_scans_on_its_own_cpus_only(local_ray, data):
+    """numba's pool defaults to every core: an actor of 1 CPU on it made 2 actors no faster than 1 (1.09x)."""
+    import numba
+    path, bits, _, _ = data
+    with ShardedIndex(path, bits, shards=2, cpus_per_shard=1) as index:
+        threads = ray.get([a.__ray_call__.remote(lambda self: numba.get_num_threads()) for a in index._actors])
+    assert threads == [1, 1]
