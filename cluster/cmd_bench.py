@@ -7,6 +7,7 @@ measured in the same run).
     c3dhash bench encode                  # sharded encoding: 1 vs 2 Ray encoder actors
     c3dhash bench mih -- --n 1000000      # multi-index hashing vs flat and FAISS binary indexes; sharded index
     c3dhash bench recipe -- --jobs 2      # the demo recipe on generated synthetic variants: test mAP each
+    c3dhash bench step                    # the CPU training step per clip geometry, channels_last, threads
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe")
+BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming | encode | mih | recipe)")
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming | encode | mih | recipe | step)")
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- arguments for the benchmark script")
     p.set_defaults(func=cmd_bench)

@@ -73,3 +73,17 @@ def test_unknown_variant_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         br.parse(["--variants", "shipped,nope"])
     assert exc.value.code == 2 and "unknown nope" in capsys.readouterr().err
+
+
+def test_c3dhash_bench_step_times_every_geometry_and_layout_against_the_configs_own(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [str(Path(sys.executable).with_name("c3dhash")), "bench", "step", "--", "--geometry", "2x16", "4x32",
+           "--batch", "4", "--repeats", "1", "--set", "data.num_frames=4", "--set", "data.crop=[32,32]",
+           "--set", "model.bits=8"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("threads")]
+    assert [(r[2], r[4]) for r in rows] == [("2x16", "off"), ("2x16", "on"), ("4x32", "off"), ("4x32", "on")]
+    assert all(float(r[7]) > 0 for r in rows)
+    assert rows[2][11] == "1.00x"  # the config's own geometry (channels first, oneDNN on) is the reference
+    assert "the config's geometry is 4x32" in proc.stdout and "load average" in proc.stdout

@@ -85,13 +85,20 @@ def _rank_ddp_step(rank):
     return dict(loss=loss.detach(), state={k: v.detach().clone() for k, v in net.state_dict().items()})
 
 
-def bn_case():
+BN_KINDS = (True, False, "head")  # BatchNorm3d with / without affine; "head": model.head_norm's N x bits BatchNorm1d
+
+
+def bn_case(kind=True):
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(sum(BN_SIZES), 5, 2, 3, 3, generator=g, dtype=torch.float64) * 3 + 7  # |mean| > std
+    shape = (sum(BN_SIZES), 5) if kind == "head" else (sum(BN_SIZES), 5, 2, 3, 3)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 7  # |mean| > std
     return x, torch.randn(x.shape, generator=g, dtype=torch.float64)  # input, upstream gradient
 
 
-def new_bn(affine):
+def new_bn(kind):
+    if kind == "head":
+        return nn.BatchNorm1d(5, affine=False).double().train()
+    affine = kind
     bn = nn.BatchNorm3d(5, affine=affine, momentum=None if affine else 0.3).double().train()
     if affine:
         with torch.no_grad():
@@ -102,8 +109,8 @@ def new_bn(affine):
 
 def _rank_bn(rank):
     out = {}
-    for affine in (True, False):
-        x, dy = bn_case()
+    for affine in BN_KINDS:
+        x, dy = bn_case(affine)
         bn = convert_sync_bn(new_bn(affine))
         xl = _local(x, BN_SIZES, rank).clone().requires_grad_(True)
         y = bn(xl)
@@ -193,10 +200,10 @@ def test_ddp_step_with_sync_bn_equals_single_process_step(ranks):
     assert (after["trunk.stem.1.running_mean"] - before["trunk.stem.1.running_mean"]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("affine", BN_KINDS)
 def test_cpu_sync_bn_equals_batch_norm_on_the_whole_batch(ranks, affine):
     """Output, input gradient, parameter gradients (summed over ranks) and running statistics."""
-    x, dy = bn_case()
+    x, dy = bn_case(affine)
     bn = new_bn(affine)
     xr = x.clone().requires_grad_(True)
     y = bn(xr)
