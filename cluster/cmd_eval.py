@@ -37,6 +37,9 @@ def format_metrics(m: dict[str, Any]) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.codes import load_codes
     from eval.metrics import evaluate, write_json
+    if args.address:  # fail in seconds, as `c3dhash train` does, not after ray.init's minutes of retries
+        from cluster.connect import probe
+        args.address = probe(args.address)
     query, db = load_codes(args.query), load_codes(args.db)
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)

@@ -57,6 +57,9 @@ def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: 
     from eval.encode_ray import encode_files
     if args.workers < 1 or args.threads < 1:
         raise ConfigError(f"--workers {args.workers} --threads {args.threads}: both must be >= 1")
+    if args.address:  # a dead address or a refused token: one line in seconds, before any video is read
+        from cluster.connect import probe
+        args.address = probe(args.address)
 
     def encode(state: dict[str, Any], paths: list[str]):
         return encode_files(state, paths, workers=args.workers, device=args.device, num_threads=args.threads,

@@ -27,7 +27,7 @@ from loaders.splits import build_splits, load_split
 from loaders.synth import format_summary, make_synth_dataset
 from model.hashnet import build_from_config
 
-TARGET_MAP, TARGET_MINUTES = 0.8, 15.0
+TARGET_MAP, TARGET_MINUTES = 0.9, 10.0  # issue 16: the shipped set on a quiet 2-core machine
 
 
 class Features(torch.nn.Module):

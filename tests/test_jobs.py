@@ -210,7 +210,11 @@ def test_dead_addresses_fail_fast_in_one_line(tmp_path):
     cases = {("job", "submit", "--address", f"http://127.0.0.1:{dead}", "--", "echo"): f"http://127.0.0.1:{dead}",
              ("train", "--config", str(REPO / "configs/synth-cpu.yaml"), "--set", f"data.root={data}",
               "--set", f"cluster.storage_path={tmp_path / 'runs'}", "--address", f"127.0.0.1:{dead}"):
-             f"127.0.0.1:{dead}"}
+             f"127.0.0.1:{dead}",
+             ("eval", "--query", "q.npz", "--db", "d.npz", "--shards", "2", "--address", f"127.0.0.1:{dead}"):
+             f"127.0.0.1:{dead}",
+             ("index", "--checkpoint", "best.pt", "--videos", str(data), "--out", str(tmp_path / "ix"),
+              "--workers", "2", "--address", f"127.0.0.1:{dead}"): f"127.0.0.1:{dead}"}
     for argv, address in cases.items():  # whole commands: bounds include importing torch/ray on a busy machine
         t0 = time.time()
         out = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], env=clean_env(tmp_path), cwd=REPO,
