@@ -141,9 +141,9 @@ class Trainer:
         t0, n, clips_seen, loss_sum, active_sum = time.time(), 0, 0, 0.0, 0.0
         last_print = t0
         for clips, labels in loader:
-            loss, active, h = self.train_step(clips.to(self.device), labels.to(self.device))
+            loss, active, h, batch = self.train_step(clips.to(self.device), labels.to(self.device))
             st.step_in_epoch, st.global_step, n = st.step_in_epoch + 1, st.global_step + 1, n + 1
-            clips_seen += len(clips) * get_world_size()
+            clips_seen += batch  # the global batch (unequal rank slices: not len(clips) x world)
             loss_sum, active_sum = loss_sum + loss, active_sum + active
             rate = clips_seen / max(1e-9, time.time() - t0)
             if st.global_step % max(1, self.job.train.log_every) == 0:
@@ -164,7 +164,8 @@ class Trainer:
     def lr(self) -> float:
         return float(self.sched.get_last_lr()[0])
 
-    def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor, int]:
+        """(global loss, active-triplet fraction, this rank's codes, clips in the global batch)."""
         cfg = self.job
         with autocast(self.device, cfg.train.amp):
             h = self.model(clips)
@@ -177,7 +178,7 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         active = float(stats["num_active"]) / max(1.0, float(stats["num_valid"]))
-        return float(loss.detach()), active, h.detach()
+        return float(loss.detach()), active, h.detach(), int(stats["num_points"])
 
     def _guard_finite(self, loss: torch.Tensor) -> None:
         """All ranks agree (one all-reduce of a flag): a non-finite loss on any rank stops every rank."""

@@ -110,7 +110,8 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
                      quant_weight: float = 0.0, return_stats: bool = False) -> Any:
     """Single-process loss over every valid triplet of the batch (see the module docstring).
 
-    Returns the 0-dim loss, or (loss, {"num_valid", "num_active"}) with 0-dim int64 tensors (no GPU sync).
+    Returns the 0-dim loss, or (loss, {"num_valid", "num_active"}) with 0-dim int64 tensors (no GPU sync)
+    and "num_points", the batch's rows (an int).
     """
     _check(h, labels, reduction)
     labels = labels.to(h.device)
@@ -122,7 +123,7 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
         loss = total / denom.clamp_min(1).to(h.dtype)
         if quant_weight:
             loss = loss + quant_weight * _quant_sum(h) / max(1, h.numel())
-    return (loss, {"num_valid": valid, "num_active": active}) if return_stats else loss
+    return (loss, {"num_valid": valid, "num_active": active, "num_points": h.shape[0]}) if return_stats else loss
 
 
 def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, margin: float, *,
@@ -164,4 +165,5 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
         local = world * (total / denom + quant_weight * quant / numel)
         global_value = (sums[0].to(h_local.dtype) / denom + quant_weight * sums[1].to(h_local.dtype) / numel)
         loss = global_value + (local - local.detach())
-    return (loss, {"num_valid": valid, "num_active": active_all}) if return_stats else loss
+    stats = {"num_valid": valid, "num_active": active_all, "num_points": h_all.shape[0]}  # the global batch
+    return (loss, stats) if return_stats else loss

@@ -69,7 +69,7 @@ def _rank_loss_cases(rank):
                                             quant_weight=qw, return_stats=True)
         loss.backward()
         out[name] = dict(loss=loss.detach(), grad=h_local.grad, valid=int(stats["num_valid"]),
-                         active=int(stats["num_active"]))
+                         active=int(stats["num_active"]), points=stats["num_points"])
     return out
 
 
@@ -176,6 +176,7 @@ def test_gathered_loss_and_grads_equal_single_process(ranks, name):
         got = res["loss"][name]
         assert_close(got["loss"], ref.detach(), **TOL)  # every rank logs the global value
         assert (got["valid"], got["active"]) == (int(stats["num_valid"]), int(stats["num_active"]))
+        assert got["points"] == stats["num_points"] == len(h)  # the global batch: what clips/s counts
         # DDP divides parameter gradients by the world size, so each rank's local gradient is world x the
         # single-process one; after DDP's mean the update is exactly the single-process update.
         assert_close(got["grad"] / WORLD, _local(h.grad, sizes, r), **TOL)
