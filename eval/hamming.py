@@ -43,7 +43,7 @@ PLANES_FILTER = not host_has_vector_popcount()
 # Building the planes costs about as much as scanning ~100 queries' worth of the database on the planes
 # filter's savings (measured: 1e6 x 128 bits); smaller batches without prepared planes keep the word-major path.
 PLANES_MIN_QUERIES = 256
-PLANES_CHUNK_BYTES = 16 << 10  # bit-planes per chunk: stay in L1 while a query block walks them
+PLANES_CHUNK_BYTES = 32 << 10  # bit-planes per chunk: stay in L1 while a query block walks them
 BACKENDS = ("auto", "numba", "torch")
 
 # numba's default "omp" layer shares libgomp with torch, and each parallel launch sets the process-wide OpenMP
