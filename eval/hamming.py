@@ -32,8 +32,8 @@ from numba import njit, prange
 
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
-from eval.planes import GROUP, LANES, MAX_BITS, bit_planes, host_has_vector_popcount, planes_below, \
-    query_masks
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, host_has_vector_popcount, \
+    planes_below, query_masks
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -125,43 +125,37 @@ def _topk_kernel(q, dbT, k, nbins, out_idx, out_dist):
 
 
 @njit(cache=True)
-def _row_distance(q, qi, db, j):
-    d = 0
-    for w in range(db.shape[1]):
-        d += popcount64(q[qi, w] ^ db[j, w])
-    return d
-
-
-@njit(cache=True)
-def _topk_planes_block(q, qm, q0, q1, db, P, gchunk, k, nbins, out_idx, out_dist):
+def _topk_planes_block(q, qm, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
     """_topk_block with the bit-sliced filter: a group's items below lim come as bit masks in index order,
-    and only those are measured (from the row codes) and offered to the buckets."""
-    nq, n = q1 - q0, db.shape[0]
+    with their distances in binary beside them, and only those are offered to the buckets."""
+    nq = q1 - q0
     cnt, buf, lim, below = _buckets(nq, nbins, k)
     lt = np.empty(LANES, np.uint64)
+    dbin = np.empty((COUNT_BITS, LANES), np.uint64)
     for c0 in range(0, P.shape[0], gchunk):
         for i in range(nq):
             for g in range(c0, min(P.shape[0], c0 + gchunk)):
-                if planes_below(P, g, qm[q0 + i], lim[i], lt) == 0:
+                if planes_below(P, g, qm[q0 + i], lim[i], lt, dbin) == 0:
                     continue  # the common case once the top k has filled up
                 for lane in range(LANES):
                     m = lt[lane]
                     while m:
-                        j = g * GROUP + lane * 64 + popcount64((m - np.uint64(1)) & ~m)  # lowest set bit
+                        t = popcount64((m - np.uint64(1)) & ~m)  # the lowest set bit
                         m &= m - np.uint64(1)
+                        j = g * GROUP + lane * 64 + t
                         if j >= n:
                             break  # the last group's padding
-                        d = _row_distance(q, q0 + i, db, j)
+                        d = count_at(dbin, lane, t)
                         if d < lim[i]:  # lim may have dropped since the group's test
                             _take(i, d, j, k, cnt, buf, lim, below)
     _emit(q0, nq, cnt, buf, out_idx, out_dist)
 
 
 @njit(parallel=True, cache=True)
-def _topk_planes_kernel(q, qm, db, P, gchunk, k, nbins, out_idx, out_dist):
+def _topk_planes_kernel(q, qm, n, P, gchunk, k, nbins, out_idx, out_dist):
     nblk = (q.shape[0] + QBLOCK - 1) // QBLOCK
     for b in prange(nblk):
-        _topk_planes_block(q, qm, b * QBLOCK, min(q.shape[0], (b + 1) * QBLOCK), db, P, gchunk, k, nbins,
+        _topk_planes_block(q, qm, b * QBLOCK, min(q.shape[0], (b + 1) * QBLOCK), n, P, gchunk, k, nbins,
                            out_idx, out_dist)
 
 
@@ -244,7 +238,7 @@ def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, 
             raise CodesError(f"topk: planes must be bit_planes(db_codes), uint64 {list(want)}; got {planes.dtype} "
                              f"{list(planes.shape)}")
         gchunk = max(1, PLANES_CHUNK_BYTES // (bits * LANES * 8))
-        _topk_planes_kernel(q, query_masks(q), db, planes, gchunk, kk, nbins, out_idx, out_dist)
+        _topk_planes_kernel(q, query_masks(q), db.shape[0], planes, gchunk, kk, nbins, out_idx, out_dist)
         return
     _topk_kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
 

@@ -3,8 +3,9 @@ without a vector popcount (AVX2: no VPOPCNTQ). Imports nothing from eval/; eval/
 
     P = bit_planes(db_codes)            # uint64 [G, bits, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t
     qm = query_masks(q_codes)           # uint64 [Q, bits]: all ones where the query's bit is 1, else 0
-    planes_below(P, g, qm[i], lim, lt)  # in numba: lt[l] bit t set <=> item 256g + 64l + t at distance < lim;
-                                        # returns the OR of lt (0: no item of the group is below lim)
+    planes_below(P, g, qm[i], lim, lt, cnt)  # in numba: lt[l] bit t set <=> item 256g + 64l + t at distance
+                                        # < lim; cnt [9, 4]: the distances in binary (cnt[k, l] bit t = bit k
+                                        # of item 256g + 64l + t's); returns the OR of lt (0: none below lim)
 
 Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
 costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items; XOR with the
@@ -26,6 +27,7 @@ from numba.extending import intrinsic
 
 GROUP = 256  # items per group: one 4 x 64-bit vector per bit-plane
 LANES = GROUP // 64
+COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # counts are 9 bits (< 512) and the sixteens counter 5 bits (<= 28 steps of 16 planes)
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
@@ -85,16 +87,16 @@ def _below(builder, count, lim):
 
 
 @intrinsic
-def planes_below(typingctx, P, g, qm, lim, lt):
+def planes_below(typingctx, P, g, qm, lim, lt, cnt):
     """See the module docstring. P's bit count must be a multiple of 16 and at most MAX_BITS."""
-    arrays = (P, qm, lt)
+    arrays = (P, qm, lt, cnt)
     if (not all(isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C" for a in arrays)
-            or (P.ndim, qm.ndim, lt.ndim) != (3, 1, 1)):
+            or (P.ndim, qm.ndim, lt.ndim, cnt.ndim) != (3, 1, 1, 2)):
         return None
-    sig = types.int64(P, types.int64, qm, types.int64, lt)
+    sig = types.int64(P, types.int64, qm, types.int64, lt, cnt)
 
     def codegen(context, builder, signature, args):
-        pa, qa, oa = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 4))
+        pa, qa, oa, ca = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 4, 5))
         g, lim = args[1], args[3]
         bits = builder.extract_value(pa.shape, 1)
         base = builder.gep(pa.data, [builder.mul(builder.mul(g, bits), ir.Constant(I64, LANES))])
@@ -104,7 +106,7 @@ def planes_below(typingctx, P, g, qm, lim, lt):
         builder.position_at_end(loop)
         b0 = builder.phi(I64)
         b0.add_incoming(ir.Constant(I64, 0), entry)
-        st = [builder.phi(VEC) for _ in range(9)]
+        st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
         for p in st:
             p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
         x = []
@@ -121,11 +123,23 @@ def planes_below(typingctx, P, g, qm, lim, lt):
         builder.position_at_end(done)
         lt_v = _below(builder, new, lim)
         builder.store(lt_v, builder.bitcast(oa.data, VEC.as_pointer()), align=8)
+        for k, v in enumerate(new):
+            builder.store(v, builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
+                          align=8)
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
         for k in range(1, LANES):
             r = builder.or_(r, builder.extract_element(lt_v, ir.Constant(I32, k)))
         return r
     return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def count_at(cnt, lane, t):
+    """Item (lane, t)'s distance from planes_below's cnt."""
+    d = 0
+    for k in range(COUNT_BITS):
+        d |= np.int64((cnt[k, lane] >> np.uint64(t)) & np.uint64(1)) << k
+    return d
 
 
 @njit(cache=True)

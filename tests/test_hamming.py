@@ -9,7 +9,7 @@ import pytest
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
-from eval.planes import bit_planes, planes_below, query_masks
+from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, query_masks
 from eval.search import search
 
 
@@ -72,17 +72,20 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
 @pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
 def test_bit_planes_layout_and_filter(words, n):
     """P[g, b, l] bit t is bit b of item 256g + 64l + t, and planes_below marks exactly the items at distance
-    < lim (every lim from 0 to bits + 1), the padding of the last group aside."""
+    < lim (every lim from 0 to bits + 1) and gives every item's distance, the padding of the last group aside."""
     from numba import njit
 
     @njit
     def masks(P, qm, lim):
         out = np.zeros((P.shape[0], 4), np.uint64)
-        lt = np.empty(4, np.uint64)
+        dist = np.zeros(P.shape[0] * 256, np.int64)
+        lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
         for g in range(P.shape[0]):
-            planes_below(P, g, qm, lim, lt)
+            planes_below(P, g, qm, lim, lt, cnt)
             out[g] = lt
-        return out
+            for j in range(256):
+                dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
+        return out, dist
     rng = np.random.default_rng(words * 1000 + n)
     bits = words * 64
     dbb, qb = tied_bits(n, bits, rng), tied_bits(3, bits, rng)
@@ -95,8 +98,10 @@ def test_bit_planes_layout_and_filter(words, n):
     qm = query_masks(q)
     for i in range(3):
         for lim in sorted({0, 1, int(d[i].min()), int(d[i].min()) + 1, int(np.median(d[i])), bits, bits + 1}):
-            got = np.unpackbits(masks(P, qm[i], lim).view(np.uint8), bitorder="little").astype(bool)[:n]
+            lt, dist = masks(P, qm[i], lim)
+            got = np.unpackbits(lt.view(np.uint8), bitorder="little").astype(bool)[:n]
             np.testing.assert_array_equal(got, d[i] < lim)
+            np.testing.assert_array_equal(dist[:n], d[i])
 
 
 def test_planes_must_match_the_database():
