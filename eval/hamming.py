@@ -43,8 +43,8 @@ PLANES_FILTER = not host_has_vector_popcount()
 # Without prepared planes a batch builds them when it will pay them back: building takes 13 / 55 / 133 ms for
 # 1e6 codes of 64 / 128 / 256 bits and saves 0.18 / 0.28 / 0.37 ms a query (measured): 70-360 queries.
 PLANES_MIN_QUERIES = 256
-# Queries sharing one pass over a chunk of bit-planes (in L2): 32 x 64 KiB was 5-9% faster than the
-# word-major path's 16 x L1 sizes (1e6 codes, 128 and 256 bits); bucket memory still within TOPK_BUCKET_BYTES.
+# Queries sharing one pass over a chunk of bit-planes (in L2): 32 queries x 64 KiB was 5-9% faster than
+# 16 x 32 KiB (1e6 codes, 128 and 256 bits); the bucket memory stays within TOPK_BUCKET_BYTES (see topk).
 PLANES_QBLOCK = 32
 PLANES_CHUNK_BYTES = 64 << 10
 BACKENDS = ("auto", "numba", "torch")
