@@ -71,8 +71,9 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
 @pytest.mark.parametrize("words", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
 def test_bit_planes_layout_and_filter(words, n):
-    """P[g, b, l] bit t is bit b of item 256g + 64l + t, and planes_below marks exactly the items at distance
-    < lim (every lim from 0 to bits + 1) and gives every item's distance, the padding of the last group aside."""
+    """P[g, b, l] bit t is bit b of item 256g + 64l + t (odd b XORed with b - 1), and planes_below marks exactly
+    the items at distance < lim (every lim from 0 to bits + 1) and gives every item's distance, the padding of
+    the last group aside."""
     from numba import njit
 
     @njit
@@ -93,6 +94,7 @@ def test_bit_planes_layout_and_filter(words, n):
     P = bit_planes(db)
     assert P.shape == ((n + 255) // 256, bits, 4) and P.dtype == np.uint64
     unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, bits, 4 * 64]
+    unpacked[:, 1::2] ^= unpacked[:, 0::2]  # odd planes are stored XORed with the even one before them
     np.testing.assert_array_equal(unpacked.transpose(0, 2, 1).reshape(-1, bits)[:n], dbb)
     d = reference_distances(qb, dbb)
     qm = query_masks(q)
