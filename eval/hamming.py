@@ -17,7 +17,7 @@ block of queries; each 256-item sub-block is tested without storing anything for
 limit, sub-blocks that cannot enter the current top K are skipped (almost all, once K items are found), and
 survivors go to per-distance buckets (at most K each, in index order). Because the scan is in index order,
 concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/planes.py
-(top-K 1.5-1.8x faster on AVX2 at 1e6 codes) when the database's bit-planes are given (`planes=bit_planes(db)`)
+(top-K 1.6-1.9x faster on AVX2 at 1e6 codes) when the database's bit-planes are given (`planes=bit_planes(db)`)
 or the query batch is large enough to pay for building them, and the word-major minimum otherwise or where
 AVX-512 VPOPCNTQ makes the popcount one instruction. A large K (buckets over TOPK_BUCKET_BYTES) takes a
 counting sort of each query's full distance row instead. Threads: numba.set_num_threads(n) (prange over query

@@ -11,10 +11,11 @@ without a vector popcount (AVX2: no VPOPCNTQ). Imports nothing from eval/; eval/
 
 Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
 costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items; XOR with the
-query bit and Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes) count the
-256 distances in binary (9 bit-planes) with ~6.3 ops per bit-plane: ~3.2 ops per item at 128 bits. Measured
-on this project's AVX2 VM (one 1024-item, L1-resident block, 16 queries, 1 thread): 5.4 / 3.0 / 1.6 G items/s
-against the word-major minimum's 3.2 / 1.9 / 1.1 at 64 / 128 / 256 bits. The distances are never unpacked:
+query bit and Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes; 4 for the
+first level, as pairs of planes are stored as (a, a ^ b)) count the 256 distances in binary (9 bit-planes) with
+~5.8 ops per bit-plane: ~2.9 ops per item at 128 bits. Measured on this project's AVX2 VM (one 1024-item,
+L1-resident block, 16 queries, 1 thread): 5.8 / 3.3 / 1.6 G items/s against the word-major minimum's
+3.2 / 1.9 / 1.1 at 64 / 128 / 256 bits. The distances are never unpacked:
 the comparison with lim runs on the planes, and the few items below it read their distance off `cnt`
 (re-measuring them from the row codes, cache misses, made top-K 6-14% slower at 1e6 codes).
 The kernel is LLVM IR built here (numba's scalar code was not vectorised: 4x slower).
