@@ -5,9 +5,10 @@ without a vector popcount (AVX2: no VPOPCNTQ). Imports nothing from eval/; eval/
                                         # (odd b: XORed with bit b - 1)
     qm = query_masks(q_codes)           # uint64 [Q, bits]: all ones where the query's bit is 1 (odd: XORed
                                         # with the bit before), else 0
-    planes_below(P, g, qm[i], lim, lt, cnt)  # in numba: lt[l] bit t set <=> item 256g + 64l + t at distance
-                                        # < lim; cnt [9, 4]: the distances in binary (cnt[k, l] bit t = bit k
-                                        # of item 256g + 64l + t's); returns the OR of lt (0: none below lim)
+    planes_below(P, g, qm[i], lim, lt, cnt)  # in numba: returns 0 when no item of group g is below lim;
+                                        # else lt[l] bit t set <=> item 256g + 64l + t at distance < lim, and
+                                        # cnt [9, 4] the distances in binary (cnt[k, l] bit t = bit k of item
+                                        # 256g + 64l + t's); lt and cnt are only written in that case
 
 Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
 costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items; XOR with the
@@ -132,13 +133,15 @@ def planes_below(typingctx, P, g, qm, lim, lt, cnt):
         builder.cbranch(builder.icmp_signed("<", nb0, bits), loop, done)
         builder.position_at_end(done)
         lt_v = _below(builder, new, lim)
-        builder.store(lt_v, builder.bitcast(oa.data, VEC.as_pointer()), align=8)
-        for k, v in enumerate(new):
-            builder.store(v, builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
-                          align=8)
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
         for k in range(1, LANES):
             r = builder.or_(r, builder.extract_element(lt_v, ir.Constant(I32, k)))
+        with builder.if_then(builder.icmp_unsigned("!=", r, ir.Constant(I64, 0)), likely=False):
+            # only groups with an item below lim (a few %) need the masks and counts
+            builder.store(lt_v, builder.bitcast(oa.data, VEC.as_pointer()), align=8)
+            for k, v in enumerate(new):
+                ptr = builder.gep(ca.data, [ir.Constant(I64, k * LANES)])
+                builder.store(v, builder.bitcast(ptr, VEC.as_pointer()), align=8)
         return r
     return sig, codegen
 

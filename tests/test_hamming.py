@@ -72,20 +72,20 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
 @pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
 def test_bit_planes_layout_and_filter(words, n):
     """P[g, b, l] bit t is bit b of item 256g + 64l + t (odd b XORed with b - 1), and planes_below marks exactly
-    the items at distance < lim (every lim from 0 to bits + 1) and gives every item's distance, the padding of
-    the last group aside."""
+    the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group aside, and gives
+    the distance of every item of each group it reports (and writes nothing for the others)."""
     from numba import njit
 
     @njit
     def masks(P, qm, lim):
         out = np.zeros((P.shape[0], 4), np.uint64)
-        dist = np.zeros(P.shape[0] * 256, np.int64)
+        dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
         lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
         for g in range(P.shape[0]):
-            planes_below(P, g, qm, lim, lt, cnt)
-            out[g] = lt
-            for j in range(256):
-                dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
+            if planes_below(P, g, qm, lim, lt, cnt):
+                out[g] = lt
+                for j in range(256):
+                    dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
         return out, dist
     rng = np.random.default_rng(words * 1000 + n)
     bits = words * 64
@@ -103,7 +103,11 @@ def test_bit_planes_layout_and_filter(words, n):
             lt, dist = masks(P, qm[i], lim)
             got = np.unpackbits(lt.view(np.uint8), bitorder="little").astype(bool)[:n]
             np.testing.assert_array_equal(got, d[i] < lim)
-            np.testing.assert_array_equal(dist[:n], d[i])
+            padded = np.full(P.shape[0] * 256, qb[i].sum())  # padding items: zero codes
+            padded[:n] = d[i]
+            reported = np.repeat((padded < lim).reshape(-1, 256).any(axis=1), 256)[:n]
+            np.testing.assert_array_equal(dist[:n][reported], d[i][reported])
+            assert (dist[:n][~reported] == -1).all()
 
 
 def test_planes_must_match_the_database():
