@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
-from eval.hamming import NSUB, block_distances, histogram, word_major
+from eval.hamming import word_major
+from eval.kernels import NSUB, block_distances, histogram
 from loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)

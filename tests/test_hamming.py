@@ -9,6 +9,7 @@ import pytest
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
+from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, query_masks
 from eval.search import search
 
 
@@ -32,13 +33,30 @@ def test_distances_match_bit_counting(bits):
     np.testing.assert_array_equal(d, reference_distances(qb, dbb))
 
 
+def topk_via(path: str, monkeypatch):
+    """topk through one filter: the word-major minimum, prepared bit-planes, or planes built in the call."""
+    import eval.hamming as hamming
+    if path == "word":
+        monkeypatch.setattr(hamming, "PLANES_FILTER", False)
+        return topk
+    monkeypatch.setattr(hamming, "PLANES_FILTER", True)
+    monkeypatch.setattr(hamming, "_topk_kernel", None)  # the word-major scan must not run
+    if path == "built":
+        monkeypatch.setattr(hamming, "PLANES_MIN_QUERIES", 1)
+        return topk
+    return lambda q, db, k: topk(q, db, k, planes=bit_planes(db))
+
+
 # N = 2600 spans several 1024-item chunks and 256-item sub-blocks, with a partial last one.
-@pytest.mark.parametrize("bits, n", [(8, 2600), (8, 37), (64, 2600), (128, 1500), (256, 2600), (320, 700)])
-def test_topk_is_the_stable_ranking(bits, n):
+@pytest.mark.parametrize("path", ["word", "planes", "built"])
+@pytest.mark.parametrize("bits, n", [(8, 2600), (8, 37), (64, 2600), (128, 1500), (192, 300), (256, 2600),
+                                     (320, 700), (320, 3)])
+def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
+    topk = topk_via(path, monkeypatch)
     rng = np.random.default_rng(n + bits)
     qb, dbb = tied_bits(21, bits, rng), tied_bits(n, bits, rng)
-    dbb[5:40] = dbb[4]  # exact duplicates: pure index-order ties
-    qb[3] = dbb[4]
+    dbb[5:40] = dbb[min(4, n - 1)]  # exact duplicates: pure index-order ties
+    qb[3] = dbb[min(4, n - 1)]
     ref_d = reference_distances(qb, dbb)
     order = np.argsort(ref_d, axis=1, kind="stable")
     q, db = pack_bits(qb), pack_bits(dbb)
@@ -48,6 +66,54 @@ def test_topk_is_the_stable_ranking(bits, n):
         assert idx.shape == dist.shape == (21, kk) and idx.dtype == np.int64
         np.testing.assert_array_equal(idx, order[:, :kk])
         np.testing.assert_array_equal(dist, np.take_along_axis(ref_d, order[:, :kk], 1))
+
+
+@pytest.mark.parametrize("words", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
+def test_bit_planes_layout_and_filter(words, n):
+    """P[g, b, l] bit t is bit b of item 256g + 64l + t (odd b XORed with b - 1), and planes_below marks exactly
+    the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group aside, and gives
+    the distance of every item of each group it reports (and writes nothing for the others)."""
+    from numba import njit
+
+    @njit
+    def masks(P, qm, lim):
+        out = np.zeros((P.shape[0], 4), np.uint64)
+        dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
+        lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
+        for g in range(P.shape[0]):
+            if planes_below(P, g, qm, lim, lt, cnt):
+                out[g] = lt
+                for j in range(256):
+                    dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
+        return out, dist
+    rng = np.random.default_rng(words * 1000 + n)
+    bits = words * 64
+    dbb, qb = tied_bits(n, bits, rng), tied_bits(3, bits, rng)
+    db, q = pack_bits(dbb), pack_bits(qb)
+    P = bit_planes(db)
+    assert P.shape == ((n + 255) // 256, bits, 4) and P.dtype == np.uint64
+    unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, bits, 4 * 64]
+    unpacked[:, 1::2] ^= unpacked[:, 0::2]  # odd planes are stored XORed with the even one before them
+    np.testing.assert_array_equal(unpacked.transpose(0, 2, 1).reshape(-1, bits)[:n], dbb)
+    d = reference_distances(qb, dbb)
+    qm = query_masks(q)
+    for i in range(3):
+        for lim in sorted({0, 1, int(d[i].min()), int(d[i].min()) + 1, int(np.median(d[i])), bits, bits + 1}):
+            lt, dist = masks(P, qm[i], lim)
+            got = np.unpackbits(lt.view(np.uint8), bitorder="little").astype(bool)[:n]
+            np.testing.assert_array_equal(got, d[i] < lim)
+            padded = np.full(P.shape[0] * 256, qb[i].sum())  # padding items: zero codes
+            padded[:n] = d[i]
+            reported = np.repeat((padded < lim).reshape(-1, 256).any(axis=1), 256)[:n]
+            np.testing.assert_array_equal(dist[:n][reported], d[i][reported])
+            assert (dist[:n][~reported] == -1).all()
+
+
+def test_planes_must_match_the_database():
+    q, db = np.zeros((2, 1), np.uint64), np.zeros((300, 1), np.uint64)
+    with pytest.raises(CodesError, match="planes must be bit_planes"):
+        topk(q, db, 3, planes=bit_planes(db[:10]))
 
 
 @pytest.mark.parametrize("budget", [0, 1 << 40])
