@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from eval.codes import CodesError, check_pair, num_words
+from eval import hamming
 from eval.hamming import radius_search, topk, word_major
+from eval.planes import MAX_BITS, bit_planes
 
 METHODS = ("auto", "mih", "flat")
 SAMPLE = 16  # queries MIH answers before "auto" decides for the rest
@@ -42,6 +44,7 @@ class Searcher:
         self.bits, self.m = int(bits), m
         self._tables = None
         self._dbT: np.ndarray | None = None
+        self._planes: np.ndarray | None = None
         self.last_plan: dict[str, int] = {}
 
     @property
@@ -58,6 +61,12 @@ class Searcher:
         if self._dbT is None:
             self._dbT = word_major(self.codes)
         return self._dbT
+
+    def planes(self) -> np.ndarray | None:
+        """The bit-sliced layout of eval/planes.py where topk's faster filter applies (no VPOPCNTQ), else None."""
+        if self._planes is None and hamming.PLANES_FILTER and self.bits <= MAX_BITS:
+            self._planes = bit_planes(self.codes)
+        return self._planes
 
     def _method(self, method: str, nq: int) -> str:
         if method not in METHODS:
@@ -81,7 +90,7 @@ class Searcher:
         kk, how = min(int(k), self.num_db), self._method(method, q.shape[0])
         if how == "flat":
             self.last_plan = {"mih": 0, "flat": q.shape[0]}
-            return topk(q, self.codes, kk, dbT=self.dbT())
+            return topk(q, self.codes, kk, dbT=self.dbT(), planes=self.planes())
         from eval.mih import mih_knn
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
@@ -98,7 +107,7 @@ class Searcher:
             idx, dist, ok = np.concatenate([idx, i2]), np.concatenate([dist, d2]), np.concatenate([ok, ok2])
         bad = np.flatnonzero(~ok)
         if len(bad):
-            idx[bad], dist[bad] = topk(q[bad], self.codes, kk, dbT=self.dbT())
+            idx[bad], dist[bad] = topk(q[bad], self.codes, kk, dbT=self.dbT(), planes=self.planes())
         self.last_plan = {"mih": int(q.shape[0] - len(bad)), "flat": int(len(bad))}
         return idx, dist
 

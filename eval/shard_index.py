@@ -16,7 +16,8 @@ as in one process. Radius results are concatenated and ordered the same way.
 Memory per actor: the map itself costs nothing up front (pages are read on demand and shared); the MIH
 tables (built at start with warm=True) hold m bucket-ordered copies of the shard's codes plus their ids,
 about m x (8 W + 4) bytes per code (m = 3 at 64 bits: 36 bytes per code); the flat scan reads the map
-directly at 64 bits and a word-major copy (8 W bytes per code) of wider codes.
+directly at 64 bits and a word-major copy (8 W bytes per code) of wider codes, plus (on CPUs without a vector
+popcount) the bit-sliced copy of eval/planes.py that its top-K filter reads (the codes' own size again).
 """
 from __future__ import annotations
 
@@ -77,8 +78,10 @@ class Shard:
         return off, idx + self.start, dist
 
     def warm(self) -> int:
-        """Build the MIH tables now (so the first query does not pay for them); returns the shard size."""
+        """Build the MIH tables and flat layouts now (the first query does not pay for them); returns the size."""
         self.searcher.tables()
+        self.searcher.dbT()
+        self.searcher.planes()
         return self.searcher.num_db
 
 

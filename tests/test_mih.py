@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from eval.codes import CodesError, pack_bits
+from eval import hamming
 from eval.hamming import radius_search, topk
 from eval.mih import build_tables, default_m, mih_knn
 from eval.nearest import Searcher
+from eval.planes import MAX_BITS
 
 
 def codes(kind: str, n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,6 +53,8 @@ def test_knn_equals_the_stable_ranking(kind, bits):
             idx, dist = s.knn(q, k, method=method)
             np.testing.assert_array_equal(idx, order[:, :kk], err_msg=f"{method} k={k}")
             np.testing.assert_array_equal(dist, np.take_along_axis(d, order[:, :kk], 1))
+    # the flat scans went through the bit-sliced filter where it applies (CPUs without VPOPCNTQ)
+    assert (s._planes is not None) == (hamming.PLANES_FILTER and bits <= MAX_BITS)
 
 
 @pytest.mark.parametrize("kind, bits", CASES)
