@@ -16,10 +16,13 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench_recipe as br  # noqa: E402
 
-TINY = ["--per-class", "4", "--frames", "6", "--epochs", "1", "--set", "data.num_frames=4",
+# stride 1: a 4-frame clip at the shipped stride 2 spans 7 frames, more than these 6-frame videos (one start
+# only): the K = 2 clips of a class came out identical (d_pos 0, no active triplet); margin 12 for 8 bits: with the head
+# norm the codes start ~0.85 x bits apart
+TINY = ["--per-class", "4", "--frames", "6", "--epochs", "1", "--set", "data.num_frames=4", "--set", "data.stride=1",
         "--set", "data.resize=[32,32]", "--set", "data.crop=[32,32]", "--set", "data.pk_classes=2",
         "--set", "data.pk_samples=2", "--set", "train.steps_per_epoch=2", "--set", "model.bits=8",
-        "--set", "loss.margin=4.0", "--set", "data.clips_per_video=1", "--set", "data.val_per_class=1"]
+        "--set", "loss.margin=12.0", "--set", "data.clips_per_video=1", "--set", "data.val_per_class=1"]
 
 
 def test_c3dhash_bench_recipe_trains_each_variant_in_parallel_and_reports_the_seed_spread(tmp_path):
@@ -46,7 +49,7 @@ def test_probe_records_every_step_and_stop_after_validates_without_a_test_figure
     (r,) = res
     assert [row["step"] for row in r.probe] == [1, 2]
     row = r.probe[0]
-    assert 0 < row["h_abs"] <= 1 and row["d_pos"] >= 0 and row["d_neg"] >= 0 and row["margin"] == 4.0
+    assert 0 < row["h_abs"] <= 1 and row["d_pos"] >= 0 and row["d_neg"] >= 0 and row["margin"] == 12.0
     assert row["g:head"] > 0 and row["g:trunk.stem.0"] > 0  # conv and linear weights, not BN's
     assert math.isnan(r.map_all) and 0.0 <= r.epochs[0]["val_map"] <= 1.0
     assert "probe c4-d1: step lr |h|" in capsys.readouterr().out
