@@ -31,7 +31,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (loss | loader | hamming | encode | mih | recipe | step)")
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (" + " | ".join(BENCHES) + ")")
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- arguments for the benchmark script")
     p.set_defaults(func=cmd_bench)
