@@ -58,6 +58,12 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 
+def use_threads(n: int) -> None:
+    """The kernels' thread count in this process, at most numba's pool size. A Ray task or actor of n CPUs
+    calls it: numba's pool defaults to every core of the node, whatever the process was given."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
 @njit(parallel=True, cache=True)
 def _distances_kernel(q, dbT, out):
     for i in prange(q.shape[0]):

@@ -58,11 +58,10 @@ class Shard:
 
     def __init__(self, codes_path: str, bits: int, start: int, stop: int, m: int | None = None,
                  threads: int | None = None) -> None:
-        import numba
-
+        from eval.hamming import use_threads
         from eval.nearest import Searcher
-        if threads:  # numba's pool defaults to every core: an actor of 1 CPU must not scan on all of them
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        if threads:  # an actor of 1 CPU must not scan on every core of the node
+            use_threads(threads)
         arr = open_codes(codes_path, bits)
         if not 0 <= start < stop <= arr.shape[0]:
             raise CodesError(f"{codes_path}: row range [{start}, {stop}) outside its {arr.shape[0]} codes")

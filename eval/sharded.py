@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from eval.codes import Codes, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from eval.hamming import use_threads
 from eval.ray_session import join_or_start
 from eval.metrics import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db, reduce_metrics,
                           warn_missing_labels)
@@ -30,8 +31,7 @@ _REMOTE: Any = None
 
 def _stats_task(pdb: PreparedDb, q_codes: np.ndarray, q_labels: np.ndarray, ks: np.ndarray,
                 expected_ties: bool, threads: int) -> dict[str, np.ndarray]:
-    import numba
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    use_threads(threads)
     return per_query_stats(q_codes, q_labels, pdb, ks, expected_ties)
 
 
