@@ -98,9 +98,8 @@ def bn_case(kind=True):
 def new_bn(kind):
     if kind == "head":
         return nn.BatchNorm1d(5, affine=False).double().train()
-    affine = kind
-    bn = nn.BatchNorm3d(5, affine=affine, momentum=None if affine else 0.3).double().train()
-    if affine:
+    bn = nn.BatchNorm3d(5, affine=kind, momentum=None if kind else 0.3).double().train()
+    if kind:
         with torch.no_grad():
             bn.weight.copy_(torch.linspace(0.5, 2.0, 5, dtype=torch.float64))
             bn.bias.copy_(torch.linspace(-1.0, 1.0, 5, dtype=torch.float64))
@@ -109,14 +108,14 @@ def new_bn(kind):
 
 def _rank_bn(rank):
     out = {}
-    for affine in BN_KINDS:
-        x, dy = bn_case(affine)
-        bn = convert_sync_bn(new_bn(affine))
+    for kind in BN_KINDS:
+        x, dy = bn_case(kind)
+        bn = convert_sync_bn(new_bn(kind))
         xl = _local(x, BN_SIZES, rank).clone().requires_grad_(True)
         y = bn(xl)
         (y * _local(dy, BN_SIZES, rank)).sum().backward()
-        out[affine] = dict(y=y.detach(), grad=xl.grad, running=(bn.running_mean.clone(), bn.running_var.clone()),
-                           params=[p.grad for p in bn.parameters()])
+        out[kind] = dict(y=y.detach(), grad=xl.grad, running=(bn.running_mean.clone(), bn.running_var.clone()),
+                         params=[p.grad for p in bn.parameters()])
     return out
 
 
@@ -201,19 +200,19 @@ def test_ddp_step_with_sync_bn_equals_single_process_step(ranks):
     assert (after["trunk.stem.1.running_mean"] - before["trunk.stem.1.running_mean"]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("affine", BN_KINDS)
-def test_cpu_sync_bn_equals_batch_norm_on_the_whole_batch(ranks, affine):
+@pytest.mark.parametrize("kind", BN_KINDS)
+def test_cpu_sync_bn_equals_batch_norm_on_the_whole_batch(ranks, kind):
     """Output, input gradient, parameter gradients (summed over ranks) and running statistics."""
-    x, dy = bn_case(affine)
-    bn = new_bn(affine)
+    x, dy = bn_case(kind)
+    bn = new_bn(kind)
     xr = x.clone().requires_grad_(True)
     y = bn(xr)
     (y * dy).sum().backward()
     for r, res in enumerate(ranks):
-        got = res["bn"][affine]
+        got = res["bn"][kind]
         assert_close(got["y"], _local(y.detach(), BN_SIZES, r), **TOL)
         assert_close(got["grad"], _local(xr.grad, BN_SIZES, r), **TOL)
         assert_close(got["running"][0], bn.running_mean, **TOL)
         assert_close(got["running"][1], bn.running_var, **TOL)
     for i, p in enumerate(bn.parameters()):
-        assert_close(sum(res["bn"][affine]["params"][i] for res in ranks), p.grad, **TOL)
+        assert_close(sum(res["bn"][kind]["params"][i] for res in ranks), p.grad, **TOL)
