@@ -150,23 +150,26 @@ class Driver:
 
 
 def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster, data, tmp_path):
-    cfg = config_file(data, tmp_path, "intr", epochs=3)
+    # 6 epochs, interrupted after the first: worker lines reach the driver through Ray's log monitor, which
+    # lags under load, so a 3-epoch run could end before the signal came (it once exited 0 that way)
+    cfg = config_file(data, tmp_path, "intr", epochs=6)
     first = Driver(cfg, cluster)
-    first.wait_for("epoch 1/3: val mAP@all", timeout=400)  # the line ends with "checkpoint saved"
+    first.wait_for("epoch 1/6: val mAP@all", timeout=400)  # the line ends with "checkpoint saved"
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
     rc, out, err = first.finish(timeout=120)
-    assert rc == 130 and "interrupted" in err.splitlines(), err[-2000:]  # the CLI's line, among Ray's logs
+    assert rc == 130 and "interrupted" in err.splitlines(), (out[-1500:], err[-1500:])  # the CLI's line
     assert time.time() - t0 < 60
     run = tmp_path / "runs" / "intr"
-    assert [r["epoch"] for r in read_metrics(run)] == [0]  # the saved epoch was registered before stopping
+    saved = [r["epoch"] for r in read_metrics(run)]
+    assert saved == list(range(len(saved))) and 1 <= len(saved) < 6, saved  # stopped mid-run, epoch 1 kept
     assert not (run / ".lock").exists()
 
     again = Driver(cfg, cluster)
     rc, out, err = again.finish(timeout=600)
     assert rc == 0, err[-3000:]
-    assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # after epoch 1 (index 0)
-    assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
+    assert re.search(rf"resumed from .*: next epoch {len(saved) + 1} step 1 ", out), out[-2000:]  # after the last
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(6))
 
 
 def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(cluster, data, tmp_path):
