@@ -4,10 +4,11 @@
     c3dhash bench encode -- --per-class 4 --frames 16 --repeats 1     # ~1 min on 2 shared cores
 
 Synthetic VP9 videos (loaders/synth.py) are encoded by a random-init r3d_18 + hash head at the demo's geometry
-(8 frames, resize 40, crop 32, 4 clips per video). Each pool's actors are started and warmed up (model built,
-first chunk encoded) before timing, so the figure is steady-state videos per second; the pools alternate over
-`--repeats` rounds (fair on a shared machine) and the best round of each counts. Target: >= 1.8x with 2 workers
-on a quiet 2-core machine; the load average is printed because this only means something on a quiet one.
+(configs/synth-cpu.yaml: frames, stride, resize, crop, clips per video). Each pool's actors are started and
+warmed up (model built, first chunk encoded) before timing, so the figure is steady-state videos per second; the
+pools alternate over `--repeats` rounds (fair on a shared machine) and the best round of each counts. Target: >=
+1.8x with 2 workers on a quiet 2-core machine; the load average is printed because this only means something on
+a quiet one.
 The codes of the two pools are compared too (they must be equal bit for bit).
 """
 from __future__ import annotations
@@ -72,8 +73,10 @@ def main() -> None:
         finally:
             ray.shutdown()
     load = os.getloadavg()
-    print(f"{len(paths)} videos ({args.frames} frames, 48x64 VP9), 8 x 32 x 32 clips, 4 clips per video, "
-          f"{args.bits} bits, 1 CPU per actor")
+    d = state["config"]["data"]
+    print(f"{len(paths)} videos ({args.frames} frames, 48x64 VP9), {d['num_frames']} x {d['crop'][0]} x "
+          f"{d['crop'][1]} clips at stride {d['stride']}, {d['clips_per_video']} clips per video, {args.bits} bits, "
+          f"1 CPU per actor")
     print(f"1 worker: {best[1]:.2f} videos/s   2 workers: {best[2]:.2f} videos/s   "
           f"speedup {best[2] / best[1]:.2f}x (target >= 1.8x on a quiet 2-core machine)")
     print(f"codes of 1 and 2 workers equal bit for bit: {np.array_equal(outputs[1], outputs[2])}")
