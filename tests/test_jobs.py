@@ -192,7 +192,7 @@ def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
     data = make_tiny_dataset(tmp_path / "synth")
     t0 = time.time()
     bad = run_line(f"c3dhash train --config configs/synth-cpu.yaml --set data.root={data} "
-                   f"--set cluster.storage_path={tmp_path / 'runs'} "
+                   f"--set data.pk_classes=4 --set cluster.storage_path={tmp_path / 'runs'} "
                    f"--address 127.0.0.1:{gcs}", clean_env(other))
     assert bad.returncode == 2 and time.time() - t0 < 60, bad.stderr[-2000:]  # ray.init alone took 20 s
     last = bad.stderr.strip().splitlines()[-1]
@@ -209,7 +209,8 @@ def test_dead_addresses_fail_fast_in_one_line(tmp_path):
     dead = free_port()
     cases = {("job", "submit", "--address", f"http://127.0.0.1:{dead}", "--", "echo"): f"http://127.0.0.1:{dead}",
              ("train", "--config", str(REPO / "configs/synth-cpu.yaml"), "--set", f"data.root={data}",
-              "--set", f"cluster.storage_path={tmp_path / 'runs'}", "--address", f"127.0.0.1:{dead}"):
+              "--set", "data.pk_classes=4", "--set", f"cluster.storage_path={tmp_path / 'runs'}",  # 4 classes
+              "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
              ("eval", "--query", "q.npz", "--db", "d.npz", "--shards", "2", "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
