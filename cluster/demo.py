@@ -1,4 +1,4 @@
-"""The embedded default job (`make demo`): synth -> splits -> train (local Ray, 2 CPU workers) -> encode ->
+"""The embedded default job (`make demo`): synth -> splits -> train (local Ray, the config's workers) -> encode ->
 evaluate test queries against the train database, next to two baselines:
 
 - LSH: a random projection of the *untrained* backbone's features (what you get without learning);
