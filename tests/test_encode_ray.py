@@ -1,5 +1,9 @@
 """Encoding sharded over Ray actors: the single-process codes bit for bit, every video once in input order,
 and a killed actor's chunks redone by a new one."""
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import ray
@@ -19,11 +23,14 @@ def setup(tmp_path_factory):
     paths.insert(4, str(root / "broken.webm"))  # a bad file mid-list keeps its place in the skipped list
     state = read_checkpoint(lsh_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", root))
     single = encode_paths(state, paths, chunk=4)
+    before = set(Path(tempfile.gettempdir()).glob("c3dhash-enc-*"))
     assert join_or_start(None, num_cpus=2)
     pool = EncoderPool(state, workers=2)  # shared by the tests: starting actors is the slow part
     yield pool, paths, single
     pool.shutdown()
     ray.shutdown()
+    for leftover in set(Path(tempfile.gettempdir()).glob("c3dhash-enc-*")) - before:
+        shutil.rmtree(leftover, ignore_errors=True)  # the killed actors' scratch folders: SIGKILL skips cleanup
 
 
 def test_sharded_codes_equal_single_process_codes(setup):
