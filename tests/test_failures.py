@@ -158,10 +158,11 @@ def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
     rc, out, err = first.finish(timeout=120)
-    assert rc == 130 and "interrupted" in err.splitlines(), (out[-1500:], err[-1500:])  # the CLI's line
-    assert time.time() - t0 < 60
     run = tmp_path / "runs" / "intr"
     saved = [r["epoch"] for r in read_metrics(run)]
+    # rc 0 has been seen twice under load: `saved` tells a run that ended before the signal from a lost signal
+    assert rc == 130 and "interrupted" in err.splitlines(), (rc, saved, out[-800:], err[-800:])  # the CLI's line
+    assert time.time() - t0 < 60
     assert saved == list(range(len(saved))) and 1 <= len(saved) < 6, saved  # stopped mid-run, epoch 1 kept
     assert not (run / ".lock").exists()
 
