@@ -1,5 +1,6 @@
-"""Bit-sliced ("vertical") Hamming filter: which of 256 database items lie below a distance, for top-K on CPUs
-without a vector popcount (AVX2: no VPOPCNTQ). Imports nothing from eval/; eval/hamming.py sits above it.
+"""Bit-sliced ("vertical") Hamming kernels for CPUs without a vector popcount (AVX2: no VPOPCNTQ): which of 256
+database items lie below a distance (top-K), and their per-distance counts (exact mAP). Imports nothing from
+eval/; eval/hamming.py and eval/metrics.py sit above it.
 
     P = bit_planes(db_codes)            # uint64 [G, bits, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t
                                         # (odd b: XORed with bit b - 1)
@@ -30,10 +31,12 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+
 GROUP = 256  # items per group: one 4 x 64-bit vector per bit-plane
 LANES = GROUP // 64
 COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # counts are 9 bits (< 512) and the sixteens counter 5 bits (<= 28 steps of 16 planes)
+HIST_BRANCH_VALUES = 8  # planes_hist tests subtrees of this many distances or more for emptiness
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
 VEC = ir.VectorType(I64, LANES)
@@ -97,52 +100,117 @@ def _below(builder, count, lim):
     return lt
 
 
+def _group_counts(builder, pa, qa, g):
+    """The 9 count planes (LANES x 64 items' distances in binary) of group g: P's planes XOR the query's masks,
+    16 at a time through the carry-save counter."""
+    bits = builder.extract_value(pa.shape, 1)
+    base = builder.gep(pa.data, [builder.mul(builder.mul(g, bits), ir.Constant(I64, LANES))])
+    entry = builder.block
+    loop, done = builder.append_basic_block("planes.loop"), builder.append_basic_block("planes.done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    b0 = builder.phi(I64)
+    b0.add_incoming(ir.Constant(I64, 0), entry)
+    st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
+    for p in st:
+        p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
+    x = []
+    for k in range(16):
+        b = builder.add(b0, ir.Constant(I64, k))
+        ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
+        x.append(builder.xor(builder.load(ptr, align=8), _splat(builder, builder.load(builder.gep(qa.data, [b])))))
+    new = _count_step(builder, x, st)
+    nb0 = builder.add(b0, ir.Constant(I64, 16))
+    for p, v in zip(st, new):
+        p.add_incoming(v, builder.block)
+    b0.add_incoming(nb0, builder.block)
+    builder.cbranch(builder.icmp_signed("<", nb0, bits), loop, done)
+    builder.position_at_end(done)
+    return new
+
+
+def _store_counts(builder, ca, count):
+    for k, v in enumerate(count):
+        builder.store(v, builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
+                      align=8)
+
+
+def _uint64_arrays(arrays, ndims):
+    return (all(isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C" for a in arrays)
+            and tuple(a.ndim for a in arrays) == ndims)
+
+
 @intrinsic
 def planes_below(typingctx, P, g, qm, lim, lt, cnt):
     """See the module docstring. P's bit count must be a multiple of 16 and at most MAX_BITS."""
-    arrays = (P, qm, lt, cnt)
-    if (not all(isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C" for a in arrays)
-            or (P.ndim, qm.ndim, lt.ndim, cnt.ndim) != (3, 1, 1, 2)):
+    if not _uint64_arrays((P, qm, lt, cnt), (3, 1, 1, 2)):
         return None
     sig = types.int64(P, types.int64, qm, types.int64, lt, cnt)
 
     def codegen(context, builder, signature, args):
         pa, qa, oa, ca = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 4, 5))
-        g, lim = args[1], args[3]
-        bits = builder.extract_value(pa.shape, 1)
-        base = builder.gep(pa.data, [builder.mul(builder.mul(g, bits), ir.Constant(I64, LANES))])
-        entry = builder.block
-        loop, done = builder.append_basic_block("planes.loop"), builder.append_basic_block("planes.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        b0 = builder.phi(I64)
-        b0.add_incoming(ir.Constant(I64, 0), entry)
-        st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
-        for p in st:
-            p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
-        x = []
-        for k in range(16):
-            b = builder.add(b0, ir.Constant(I64, k))
-            ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-            x.append(builder.xor(builder.load(ptr, align=8), _splat(builder, builder.load(builder.gep(qa.data, [b])))))
-        new = _count_step(builder, x, st)
-        nb0 = builder.add(b0, ir.Constant(I64, 16))
-        for p, v in zip(st, new):
-            p.add_incoming(v, builder.block)
-        b0.add_incoming(nb0, builder.block)
-        builder.cbranch(builder.icmp_signed("<", nb0, bits), loop, done)
-        builder.position_at_end(done)
-        lt_v = _below(builder, new, lim)
+        new = _group_counts(builder, pa, qa, args[1])
+        lt_v = _below(builder, new, args[3])
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
         for k in range(1, LANES):
             r = builder.or_(r, builder.extract_element(lt_v, ir.Constant(I32, k)))
         with builder.if_then(builder.icmp_unsigned("!=", r, ir.Constant(I64, 0)), likely=False):
             # only groups with an item below lim (a few %) need the masks and counts
             builder.store(lt_v, builder.bitcast(oa.data, VEC.as_pointer()), align=8)
-            for k, v in enumerate(new):
-                ptr = builder.gep(ca.data, [ir.Constant(I64, k * LANES)])
-                builder.store(v, builder.bitcast(ptr, VEC.as_pointer()), align=8)
+            _store_counts(builder, ca, new)
         return r
+    return sig, codegen
+
+
+def _vector_ctpop(builder):
+    name = "llvm.ctpop.v%di64" % LANES
+    return builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(VEC, [VEC]), name=name)
+
+
+def _accumulate(builder, mask, accp, value):
+    """acc[value] += per-lane popcount of mask (LLVM lowers the vector ctpop to VPSHUFB nibble lookups +
+    VPSADBW on AVX2, VPOPCNTQ where the CPU has it)."""
+    ptr = builder.bitcast(builder.gep(accp, [ir.Constant(I64, value * LANES)]), VEC.as_pointer())
+    builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
+                  align=8)
+
+
+def _split(builder, mask, count, k, prefix, accp):
+    """Accumulate every value prefix + [0, 2^(k+1)) of mask's items, count[k] first: the items of one branch are
+    mask & ~count[k], of the other mask & count[k]. Subtrees of 8+ values are tested and skipped when empty, so
+    a group costs about its distinct distances (concentrated on trained codes); smaller ones run branch-free
+    (a mispredicted test costs more than a few empty lookups)."""
+    if k < 0:
+        _accumulate(builder, mask, accp, prefix)
+        return
+    ones = ir.Constant(VEC, [-1] * LANES)
+    for bit in (0, 1):
+        lo = prefix | (bit << k)
+        if lo > MAX_BITS:
+            continue
+        child = builder.and_(mask, count[k] if bit else builder.xor(count[k], ones))
+        if (1 << k) >= HIST_BRANCH_VALUES:
+            wide = builder.bitcast(child, ir.IntType(64 * LANES))
+            with builder.if_then(builder.icmp_unsigned("!=", wide, ir.Constant(wide.type, 0))):
+                _split(builder, child, count, k - 1, lo, accp)
+        else:
+            _split(builder, child, count, k - 1, lo, accp)
+
+
+@intrinsic
+def planes_hist(typingctx, P, g, qm, cnt, acc):
+    """Group g's distances to the query: cnt [COUNT_BITS, LANES] = them in binary (as planes_below's), and
+    acc [(MAX_BITS + 1) * LANES] += their per-distance counts (acc[d * LANES + l] counts lane l's items at d)."""
+    if not _uint64_arrays((P, qm, cnt, acc), (3, 1, 2, 1)):
+        return None
+    sig = types.none(P, types.int64, qm, cnt, acc)
+
+    def codegen(context, builder, signature, args):
+        pa, qa, ca, aa = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4))
+        new = _group_counts(builder, pa, qa, args[1])
+        _store_counts(builder, ca, new)
+        _split(builder, ir.Constant(VEC, [-1] * LANES), new, COUNT_BITS - 1, 0, aa.data)
+        return context.get_dummy_value()
     return sig, codegen
 
 
@@ -153,6 +221,36 @@ def count_at(cnt, lane, t):
     for k in range(COUNT_BITS):
         d |= np.int64((cnt[k, lane] >> np.uint64(t)) & np.uint64(1)) << k
     return d
+
+
+@intrinsic
+def ties_from(typingctx, cnt, d, lane, t):
+    """How many items of planes_hist's group (cnt: its counts) lie at distance d at or after item (lane, t), in
+    index order. Branch-free vector code: an exact mAP calls it for every relevant item (~1% of all)."""
+    if not _uint64_arrays((cnt,), (2,)) or not all(isinstance(x, types.Integer) for x in (d, lane, t)):
+        return None
+    sig = types.int64(cnt, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ca = context.make_array(signature.args[0])(context, builder, args[0])
+        d, lane, t = args[1:]
+        zero, ones = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
+        dv, eq = _splat(builder, d), ones
+        for k in range(COUNT_BITS):
+            ptr = builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer())
+            bit_clear = builder.sext(builder.icmp_unsigned("==", builder.and_(dv, ir.Constant(VEC, [1 << k] * LANES)),
+                                                           zero), VEC)
+            eq = builder.and_(eq, builder.xor(builder.load(ptr, align=8), bit_clear))
+        lanes = ir.Constant(VEC, list(range(LANES)))
+        after = builder.sext(builder.icmp_signed(">", lanes, _splat(builder, lane)), VEC)
+        here = builder.and_(builder.sext(builder.icmp_signed("==", lanes, _splat(builder, lane)), VEC),
+                            builder.shl(ones, _splat(builder, t)))
+        c = builder.call(_vector_ctpop(builder), [builder.and_(eq, builder.or_(after, here))])
+        r = builder.extract_element(c, ir.Constant(I32, 0))
+        for k in range(1, LANES):
+            r = builder.add(r, builder.extract_element(c, ir.Constant(I32, k)))
+        return r
+    return sig, codegen
 
 
 @njit(cache=True)
