@@ -38,9 +38,9 @@ from tqdm import tqdm
 from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from eval.hamming import PLANES_FILTER, word_major
-from eval.kernels import BIG, NSUB, block_distances, histogram
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_hist, query_masks, \
-    ties_from
+from eval.kernels import NSUB, block_distances, histogram, popcount64
+from eval.planes import GROUP, LANES, MAX_BITS, count_planes, query_select
+from eval.planes_hist import HIST_BINS, planes_hist
 from loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
@@ -57,7 +57,8 @@ LAYOUTS = ("auto", "planes", "words")
 class PreparedDb:
     """The database laid out for the kernels, built once (and put once in Ray's object store)."""
     dbT: np.ndarray | None  # uint64 [W, N], word-major codes (the word-major scan), or None
-    planes: np.ndarray | None  # eval/planes.py's bit-planes (the bit-sliced scan), or None
+    planes: np.ndarray | None  # eval/planes.py's count_planes (the bit-sliced scan), or None
+    grouped_codes: np.ndarray | None  # uint64 [N, W], the codes in by_label order (bit-sliced scan), or None
     by_label: np.ndarray  # int64 [N], database indices grouped by label, ascending inside a group
     label_values: np.ndarray  # int64 [L], sorted distinct labels
     label_starts: np.ndarray  # int64 [L], where each label's group starts in by_label
@@ -84,8 +85,9 @@ def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
     grouped = db.labels[by_label]
     starts = np.concatenate([[0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]).astype(np.int64)
     counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
-    return PreparedDb(None if planes else word_major(db.codes), bit_planes(db.codes) if planes else None,
-                      by_label, grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db))
+    return PreparedDb(None if planes else word_major(db.codes), count_planes(db.codes) if planes else None,
+                      np.ascontiguousarray(db.codes[by_label]) if planes else None, by_label,
+                      grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db))
 
 
 @njit(cache=True)
@@ -179,38 +181,53 @@ def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
 
 
 @njit(cache=True)
-def _scan_planes_block(qm, popq, q0, q1, P, n, gchunk, by_label, rstart, rcount, ks, nbins, expected,
-                       ap_all, ap_exp, ksum, krel, hist, relh):
-    """_scan_block on the bit-planes: planes_hist counts each group's distances per bin, and a relevant item's
-    position among the earlier items at its distance d is the count at d so far less the group's items at d
-    from it on (ties_from)."""
+def _group_distances(q, qi, grouped, start, count, out):
+    """out[r] = distance of query qi to grouped[start + r], r < count."""
+    for r in range(count):
+        out[r] = 0
+    for w in range(q.shape[1]):
+        a = q[qi, w]
+        for r in range(count):
+            out[r] += popcount64(a ^ grouped[start + r, w])
+
+
+@njit(cache=True)
+def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
+                       expected, ap_all, ap_exp, ksum, krel, hist, relh):
+    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, each query's relevant items
+    become per-group bit masks and slots, and planes_hist counts a group and places its relevant items."""
     nq, ng = q1 - q0, P.shape[0]
-    acc = np.zeros((nq, (MAX_BITS + 1) * LANES), np.uint64)
-    cnt = np.empty((COUNT_BITS, LANES), np.uint64)
+    acc = np.zeros((nq, HIST_BINS * LANES), np.uint64)
+    leafs = np.zeros(HIST_BINS * LANES, np.uint64)
+    rel = np.zeros((gchunk, LANES), np.uint64)
+    slot = np.zeros(gchunk + 1, np.int64)
     off = np.zeros(nq + 1, np.int64)
     for i in range(nq):
         off[i + 1] = off[i] + rcount[q0 + i]
     reld = np.empty(off[nq], np.int64)
     relp = np.empty(off[nq], np.int64)
     ptr = np.zeros(nq, np.int64)
+    for i in range(nq):  # the relevant items' distances, from their codes (one vectorised pass)
+        _group_distances(q, q0 + i, grouped, rstart[q0 + i], rcount[q0 + i], reld[off[i]:off[i + 1]])
     for c0 in range(0, ng, gchunk):
+        c1 = min(ng, c0 + gchunk)
         for i in range(nq):
-            qi, a, r = q0 + i, acc[i], ptr[i]
-            base, rend = rstart[q0 + i], rcount[q0 + i]
-            nxt = by_label[base + r] if r < rend else BIG
-            for g in range(c0, min(ng, c0 + gchunk)):
-                planes_hist(P, g, qm[qi], cnt, a)
-                while nxt < (g + 1) * GROUP:
-                    lane, t = (nxt >> 6) & (LANES - 1), nxt & 63
-                    d = count_at(cnt, lane, t)
-                    seen = a[d * LANES] + a[d * LANES + 1] + a[d * LANES + 2] + a[d * LANES + 3]
-                    reld[off[i] + r] = d
-                    relp[off[i] + r] = np.int64(seen) - ties_from(cnt, d, lane, t)
-                    r += 1
-                    nxt = by_label[base + r] if r < rend else BIG
+            qi, r = q0 + i, ptr[i]
+            base, rend = rstart[qi], rcount[qi]
+            rel[:] = 0
+            slot[:] = 0
+            while r < rend and by_label[base + r] < c1 * GROUP:  # this chunk's relevant items
+                j = by_label[base + r]
+                rel[(j >> 8) - c0, (j >> 6) & (LANES - 1)] |= np.uint64(1) << np.uint64(j & 63)
+                slot[(j >> 8) - c0 + 1] += 1
+                r += 1
+            slot[0] = off[i] + ptr[i]
+            for g in range(c0, c1):
+                slot[g - c0 + 1] += slot[g - c0]
+                planes_hist(P, g, sel[qi], acc[i], leafs, rel[g - c0], slot[g - c0], reld, relp)
             ptr[i] = r
     for i in range(nq):
-        total = acc[i].reshape(MAX_BITS + 1, LANES)[:nbins].sum(axis=1).astype(np.int64)
+        total = acc[i].reshape(HIST_BINS, LANES)[:nbins].sum(axis=1).astype(np.int64)
         total[popq[q0 + i]] -= ng * GROUP - n  # the last group's padding items: zero codes
         hist[q0 + i] = total
         _finish_query(total, reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ks, expected, q0 + i,
@@ -218,13 +235,13 @@ def _scan_planes_block(qm, popq, q0, q1, P, n, gchunk, by_label, rstart, rcount,
 
 
 @njit(parallel=True, cache=True)
-def _scan_planes_kernel(qm, popq, P, n, qblock, gchunk, by_label, rstart, rcount, ks, nbins, expected, ap_all,
-                        ap_exp, ksum, krel, hist, relh):
-    nblk = (qm.shape[0] + qblock - 1) // qblock
+def _scan_planes_kernel(q, sel, popq, P, n, qblock, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
+                        expected, ap_all, ap_exp, ksum, krel, hist, relh):
+    nblk = (q.shape[0] + qblock - 1) // qblock
     for b in prange(nblk):
-        q0, q1 = b * qblock, min(qm.shape[0], (b + 1) * qblock)
-        _scan_planes_block(qm, popq, q0, q1, P, n, gchunk, by_label, rstart, rcount, ks, nbins, expected,
-                           ap_all, ap_exp, ksum, krel, hist, relh)
+        q0, q1 = b * qblock, min(q.shape[0], (b + 1) * qblock)
+        _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
+                           expected, ap_all, ap_exp, ksum, krel, hist, relh)
 
 
 @njit(parallel=True, cache=True)
@@ -281,10 +298,10 @@ def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, 
         P = pdb.planes
         gchunk = max(1, PLANES_CHUNK_BYTES // (P.shape[1] * LANES * 8))
         popq = np.bitwise_count(q_codes).sum(axis=1).astype(np.int64)
-        _scan_planes_kernel(query_masks(q_codes), popq, P, pdb.num_db, EVAL_PLANES_QBLOCK, gchunk, pdb.by_label,
-                            rstart.astype(np.int64), rcount.astype(np.int64), kk.astype(np.int64), nb,
-                            bool(expected_ties), out["ap_all"], out["ap_exp"], out["ksum"], out["krel"],
-                            out["hist"], out["relhist"])
+        _scan_planes_kernel(np.ascontiguousarray(q_codes), query_select(q_codes, pdb.bits), popq, P, pdb.num_db,
+                            EVAL_PLANES_QBLOCK, gchunk, pdb.by_label, pdb.grouped_codes, rstart.astype(np.int64),
+                            rcount.astype(np.int64), kk.astype(np.int64), nb, bool(expected_ties), out["ap_all"],
+                            out["ap_exp"], out["ksum"], out["krel"], out["hist"], out["relhist"])
     elif nq:
         _scan_kernel(np.ascontiguousarray(q_codes), pdb.dbT, pdb.by_label, rstart.astype(np.int64),
                      rcount.astype(np.int64), kk.astype(np.int64), nb, bool(expected_ties), out["ap_all"],
@@ -326,12 +343,12 @@ def reduce_metrics(stats: dict[str, np.ndarray], *, ks: np.ndarray, num_db: int,
 
 def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = MAP_AT_K_REL,
              map_at_k: Sequence[int] = MAP_AT_K, precision_at_k: Sequence[int] = PRECISION_AT_K,
-             expected_ties: bool = False,
-             progress: bool = False) -> dict[str, Any]:
-    """All metrics of `query` against `db` (see the module docstring), in this process (numba threads)."""
+             expected_ties: bool = False, progress: bool = False, layout: str = "auto") -> dict[str, Any]:
+    """All metrics of `query` against `db` (see the module docstring), in this process (numba threads);
+    layout: prepare_db's (the same numbers either way)."""
     check_query_db(query, db)
     ks = all_ks(map_at_k_rel, map_at_k, precision_at_k)
-    pdb = prepare_db(db)
+    pdb = prepare_db(db, layout=layout)
     warn_missing_labels(query, pdb, db.source)
     step = PROGRESS_STEP if progress else len(query)
     parts = [per_query_stats(query.codes[a:a + step], query.labels[a:a + step], pdb, ks, expected_ties)

@@ -1,6 +1,6 @@
 """Bit-sliced ("vertical") Hamming kernels for CPUs without a vector popcount (AVX2: no VPOPCNTQ): which of 256
-database items lie below a distance (top-K), and their per-distance counts (exact mAP). Imports nothing from
-eval/; eval/hamming.py and eval/metrics.py sit above it.
+database items lie below a distance (top-K), and their per-distance counts (exact mAP). Imports only
+eval/kernels.py; eval/hamming.py and eval/metrics.py sit above it.
 
     P = bit_planes(db_codes)            # uint64 [G, bits, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t
                                         # (odd b: XORed with bit b - 1)
@@ -31,12 +31,15 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from eval.kernels import popcount64
+
 
 GROUP = 256  # items per group: one 4 x 64-bit vector per bit-plane
 LANES = GROUP // 64
 COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # counts are 9 bits (< 512) and the sixteens counter 5 bits (<= 28 steps of 16 planes)
-HIST_BRANCH_VALUES = 8  # planes_hist tests subtrees of this many distances or more for emptiness
+SUM_BITS = COUNT_BITS + 1  # selected_counts' two's complement arithmetic (|q| + |x| < 1024)
+SEL_HDR = 2 + SUM_BITS  # query_select row: [selected planes (a multiple of 16), zeros mode, (|q| + 1) bits, planes]
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
 VEC = ir.VectorType(I64, LANES)
@@ -49,7 +52,7 @@ def host_has_vector_popcount() -> bool:
     return "+avx512vpopcntdq" in feats.split(",")
 
 
-def _splat(builder, x):
+def splat(builder, x):
     v = builder.insert_element(ir.Constant(VEC, ir.Undefined), x, ir.Constant(I32, 0))
     return builder.shuffle_vector(v, ir.Constant(VEC, ir.Undefined), ir.Constant(ir.VectorType(I32, LANES),
                                                                                  [0] * LANES))
@@ -94,7 +97,7 @@ def _below(builder, count, lim):
     lt, eq = ir.Constant(VEC, [0] * LANES), ones
     for k in range(len(count) - 1, -1, -1):
         bit = builder.and_(builder.lshr(lim, ir.Constant(I64, k)), ir.Constant(I64, 1))
-        lk = _splat(builder, builder.sub(ir.Constant(I64, 0), bit))
+        lk = splat(builder, builder.sub(ir.Constant(I64, 0), bit))
         lt = builder.or_(lt, builder.and_(builder.and_(eq, builder.xor(count[k], ones)), lk))
         eq = builder.and_(eq, builder.xor(builder.xor(count[k], lk), ones))
     return lt
@@ -118,7 +121,7 @@ def _group_counts(builder, pa, qa, g):
     for k in range(16):
         b = builder.add(b0, ir.Constant(I64, k))
         ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-        x.append(builder.xor(builder.load(ptr, align=8), _splat(builder, builder.load(builder.gep(qa.data, [b])))))
+        x.append(builder.xor(builder.load(ptr, align=8), splat(builder, builder.load(builder.gep(qa.data, [b])))))
     new = _count_step(builder, x, st)
     nb0 = builder.add(b0, ir.Constant(I64, 16))
     for p, v in zip(st, new):
@@ -129,13 +132,92 @@ def _group_counts(builder, pa, qa, g):
     return new
 
 
+def _count_step_plain(builder, x, st):
+    """_count_step for 16 plain bit-planes (full adders throughout)."""
+    o, t, f, e = st[:4]
+    eights = []
+    for half in (0, 8):
+        fours = []
+        for quarter in (half, half + 4):
+            tA, o = _csa(builder, o, x[quarter], x[quarter + 1])
+            tB, o = _csa(builder, o, x[quarter + 2], x[quarter + 3])
+            fx, t = _csa(builder, t, tA, tB)
+            fours.append(fx)
+        ex, f = _csa(builder, f, fours[0], fours[1])
+        eights.append(ex)
+    c, e = _csa(builder, e, eights[0], eights[1])
+    new = [o, t, f, e]
+    for s in st[4:]:
+        new.append(builder.xor(s, c))
+        c = builder.and_(s, c)
+    return new
+
+
+def selected_counts(builder, pa, sa, g):
+    """Group g's distances in binary from count_planes' layout and a query_select row: c = the sum of the selected
+    planes (half the bits or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c
+    (its clear bits), as A + ~B + (|q| + 1) in 10-bit two's complement. Half the planes of _group_counts, and
+    no XOR with the query."""
+    nplanes = builder.extract_value(pa.shape, 1)
+    base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
+    n16 = builder.load(sa.data)
+    entry = builder.block
+    loop, done = builder.append_basic_block("sel.loop"), builder.append_basic_block("sel.done")
+    builder.cbranch(builder.icmp_signed(">", n16, ir.Constant(I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    i0 = builder.phi(I64)
+    i0.add_incoming(ir.Constant(I64, 0), entry)
+    st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
+    for p in st:
+        p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
+    x = []
+    for k in range(16):
+        b = builder.load(builder.gep(sa.data, [builder.add(i0, ir.Constant(I64, SEL_HDR + k))]))
+        ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
+        x.append(builder.load(ptr, align=8))
+    new = _count_step_plain(builder, x, st)
+    ni0 = builder.add(i0, ir.Constant(I64, 16))
+    for p, v in zip(st, new):
+        p.add_incoming(v, builder.block)
+    i0.add_incoming(ni0, builder.block)
+    builder.cbranch(builder.icmp_signed("<", ni0, n16), loop, done)
+    builder.position_at_end(done)
+    c = []
+    for p, v in zip(st, new):
+        phi = builder.phi(VEC)
+        phi.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
+        phi.add_incoming(v, loop)
+        c.append(phi)
+    zero, ones = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
+    xbase = builder.sub(nplanes, ir.Constant(I64, COUNT_BITS + 1))
+    X = []
+    for k in range(COUNT_BITS):
+        ptr = builder.gep(base, [builder.mul(builder.add(xbase, ir.Constant(I64, k)), ir.Constant(I64, LANES))])
+        X.append(builder.load(builder.bitcast(ptr, VEC.as_pointer()), align=8))
+    X.append(zero)
+    Y = [zero] + c[:SUM_BITS - 1]  # 2c
+    zeros_mode = builder.icmp_signed("!=", builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])),
+                                     ir.Constant(I64, 0))
+    out, carry, rc = [], zero, zero
+    for k in range(SUM_BITS):
+        a = builder.select(zeros_mode, Y[k], X[k])
+        nb = builder.xor(builder.select(zeros_mode, X[k], Y[k]), ones)
+        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 2 + k)])))
+        cy, sm = _csa(builder, a, nb, kk)  # a + ~b + K: carry-save, then one ripple add
+        u = builder.xor(sm, carry)
+        out.append(builder.xor(u, rc))
+        rc = builder.or_(builder.and_(sm, carry), builder.and_(u, rc))
+        carry = cy
+    return out[:COUNT_BITS]
+
+
 def _store_counts(builder, ca, count):
     for k, v in enumerate(count):
         builder.store(v, builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
                       align=8)
 
 
-def _uint64_arrays(arrays, ndims):
+def uint64_arrays(arrays, ndims):
     return (all(isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C" for a in arrays)
             and tuple(a.ndim for a in arrays) == ndims)
 
@@ -143,7 +225,7 @@ def _uint64_arrays(arrays, ndims):
 @intrinsic
 def planes_below(typingctx, P, g, qm, lim, lt, cnt):
     """See the module docstring. P's bit count must be a multiple of 16 and at most MAX_BITS."""
-    if not _uint64_arrays((P, qm, lt, cnt), (3, 1, 1, 2)):
+    if not uint64_arrays((P, qm, lt, cnt), (3, 1, 1, 2)):
         return None
     sig = types.int64(P, types.int64, qm, types.int64, lt, cnt)
 
@@ -162,58 +244,6 @@ def planes_below(typingctx, P, g, qm, lim, lt, cnt):
     return sig, codegen
 
 
-def _vector_ctpop(builder):
-    name = "llvm.ctpop.v%di64" % LANES
-    return builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(VEC, [VEC]), name=name)
-
-
-def _accumulate(builder, mask, accp, value):
-    """acc[value] += per-lane popcount of mask (LLVM lowers the vector ctpop to VPSHUFB nibble lookups +
-    VPSADBW on AVX2, VPOPCNTQ where the CPU has it)."""
-    ptr = builder.bitcast(builder.gep(accp, [ir.Constant(I64, value * LANES)]), VEC.as_pointer())
-    builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
-                  align=8)
-
-
-def _split(builder, mask, count, k, prefix, accp):
-    """Accumulate every value prefix + [0, 2^(k+1)) of mask's items, count[k] first: the items of one branch are
-    mask & ~count[k], of the other mask & count[k]. Subtrees of 8+ values are tested and skipped when empty, so
-    a group costs about its distinct distances (concentrated on trained codes); smaller ones run branch-free
-    (a mispredicted test costs more than a few empty lookups)."""
-    if k < 0:
-        _accumulate(builder, mask, accp, prefix)
-        return
-    ones = ir.Constant(VEC, [-1] * LANES)
-    for bit in (0, 1):
-        lo = prefix | (bit << k)
-        if lo > MAX_BITS:
-            continue
-        child = builder.and_(mask, count[k] if bit else builder.xor(count[k], ones))
-        if (1 << k) >= HIST_BRANCH_VALUES:
-            wide = builder.bitcast(child, ir.IntType(64 * LANES))
-            with builder.if_then(builder.icmp_unsigned("!=", wide, ir.Constant(wide.type, 0))):
-                _split(builder, child, count, k - 1, lo, accp)
-        else:
-            _split(builder, child, count, k - 1, lo, accp)
-
-
-@intrinsic
-def planes_hist(typingctx, P, g, qm, cnt, acc):
-    """Group g's distances to the query: cnt [COUNT_BITS, LANES] = them in binary (as planes_below's), and
-    acc [(MAX_BITS + 1) * LANES] += their per-distance counts (acc[d * LANES + l] counts lane l's items at d)."""
-    if not _uint64_arrays((P, qm, cnt, acc), (3, 1, 2, 1)):
-        return None
-    sig = types.none(P, types.int64, qm, cnt, acc)
-
-    def codegen(context, builder, signature, args):
-        pa, qa, ca, aa = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4))
-        new = _group_counts(builder, pa, qa, args[1])
-        _store_counts(builder, ca, new)
-        _split(builder, ir.Constant(VEC, [-1] * LANES), new, COUNT_BITS - 1, 0, aa.data)
-        return context.get_dummy_value()
-    return sig, codegen
-
-
 @njit(cache=True, inline="always")
 def count_at(cnt, lane, t):
     """Item (lane, t)'s distance from planes_below's cnt."""
@@ -221,36 +251,6 @@ def count_at(cnt, lane, t):
     for k in range(COUNT_BITS):
         d |= np.int64((cnt[k, lane] >> np.uint64(t)) & np.uint64(1)) << k
     return d
-
-
-@intrinsic
-def ties_from(typingctx, cnt, d, lane, t):
-    """How many items of planes_hist's group (cnt: its counts) lie at distance d at or after item (lane, t), in
-    index order. Branch-free vector code: an exact mAP calls it for every relevant item (~1% of all)."""
-    if not _uint64_arrays((cnt,), (2,)) or not all(isinstance(x, types.Integer) for x in (d, lane, t)):
-        return None
-    sig = types.int64(cnt, types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        ca = context.make_array(signature.args[0])(context, builder, args[0])
-        d, lane, t = args[1:]
-        zero, ones = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
-        dv, eq = _splat(builder, d), ones
-        for k in range(COUNT_BITS):
-            ptr = builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer())
-            bit_clear = builder.sext(builder.icmp_unsigned("==", builder.and_(dv, ir.Constant(VEC, [1 << k] * LANES)),
-                                                           zero), VEC)
-            eq = builder.and_(eq, builder.xor(builder.load(ptr, align=8), bit_clear))
-        lanes = ir.Constant(VEC, list(range(LANES)))
-        after = builder.sext(builder.icmp_signed(">", lanes, _splat(builder, lane)), VEC)
-        here = builder.and_(builder.sext(builder.icmp_signed("==", lanes, _splat(builder, lane)), VEC),
-                            builder.shl(ones, _splat(builder, t)))
-        c = builder.call(_vector_ctpop(builder), [builder.and_(eq, builder.or_(after, here))])
-        r = builder.extract_element(c, ir.Constant(I32, 0))
-        for k in range(1, LANES):
-            r = builder.add(r, builder.extract_element(c, ir.Constant(I32, k)))
-        return r
-    return sig, codegen
 
 
 @njit(cache=True)
@@ -270,7 +270,7 @@ def _transpose64(a):
 
 
 @njit(parallel=True, cache=True)
-def _planes_kernel(db, out):
+def _planes_kernel(db, out, paired):
     n, nw = db.shape
     for g in prange(out.shape[0]):
         a = np.empty(64, np.uint64)
@@ -280,9 +280,18 @@ def _planes_kernel(db, out):
                 for t in range(64):
                     a[t] = db[j0 + t, w] if j0 + t < n else np.uint64(0)  # padding items: zero codes, never reported
                 _transpose64(a)
-                for b in range(1, 64, 2):
-                    a[b] ^= a[b - 1]  # pairs as (a, a ^ b): saves the counter one op per pair (_csa_pair)
+                if paired:
+                    for b in range(1, 64, 2):
+                        a[b] ^= a[b - 1]  # pairs as (a, a ^ b): saves the counter one op per pair (_csa_pair)
                 out[g, w * 64:(w + 1) * 64, lane] = a
+            if not paired:  # then the items' popcounts in binary, and a zero plane (query_select's padding)
+                for t in range(64):
+                    pc = 0
+                    if j0 + t < n:
+                        for w in range(nw):
+                            pc += popcount64(db[j0 + t, w])
+                    for k in range(COUNT_BITS):
+                        out[g, nw * 64 + k, lane] |= np.uint64((pc >> k) & 1) << np.uint64(t)
 
 
 def bit_planes(db: np.ndarray) -> np.ndarray:
@@ -290,7 +299,35 @@ def bit_planes(db: np.ndarray) -> np.ndarray:
     XORed with the even one before it."""
     out = np.empty(((db.shape[0] + GROUP - 1) // GROUP, db.shape[1] * 64, LANES), np.uint64)
     if db.shape[0]:
-        _planes_kernel(np.ascontiguousarray(db), out)
+        _planes_kernel(np.ascontiguousarray(db), out, True)
+    return out
+
+
+def count_planes(db: np.ndarray) -> np.ndarray:
+    """uint64 [N, W] codes -> [ceil(N / 256), 64 W + COUNT_BITS + 1, 4]: bit-planes as they are, then the items'
+    popcounts in binary, then a zero plane (see query_select)."""
+    out = np.zeros(((db.shape[0] + GROUP - 1) // GROUP, db.shape[1] * 64 + COUNT_BITS + 1, LANES), np.uint64)
+    if db.shape[0]:
+        _planes_kernel(np.ascontiguousarray(db), out, False)
+    return out
+
+
+def query_select(q: np.ndarray, bits: int) -> np.ndarray:
+    """int64 [Q, SEL_HDR + 64 W + 16] per query: the count_planes planes selected_counts adds (its set bits, or
+    its clear bits below `bits` when fewer), padded to a multiple of 16 with the zero plane; see selected_counts."""
+    words = q.shape[1]
+    unpacked = np.unpackbits(np.ascontiguousarray(q).view(np.uint8), axis=1, bitorder="little")[:, :bits]
+    out = np.zeros((q.shape[0], SEL_HDR + words * 64 + 16), np.int64)
+    zero_plane = words * 64 + COUNT_BITS
+    for i, row in enumerate(unpacked):
+        pc = int(row.sum())
+        zeros = pc > bits // 2
+        idx = np.flatnonzero(row == (0 if zeros else 1))
+        n16 = -(-len(idx) // 16) * 16
+        out[i, 0], out[i, 1] = n16, -1 if zeros else 0
+        out[i, 2:2 + SUM_BITS] = -((pc + 1) >> np.arange(SUM_BITS) & 1)
+        out[i, SEL_HDR:SEL_HDR + n16] = zero_plane
+        out[i, SEL_HDR:SEL_HDR + len(idx)] = idx
     return out
 
 

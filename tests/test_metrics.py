@@ -14,7 +14,7 @@ import pytest
 
 from cluster.cli import main
 from eval.codes import Codes, CodesError, pack_bits, save_codes
-from eval.metrics import MissingLabelWarning, evaluate
+from eval.metrics import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
 
 KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
 
@@ -56,8 +56,9 @@ def as_codes(b, labels):
 
 
 # (bits, N): 8 bits = heavy ties; N = 2500 crosses the kernel's 1024-item chunks; 100 bits = 2 words.
+@pytest.mark.parametrize("layout", ["planes", "words"])
 @pytest.mark.parametrize("bits, n", [(8, 60), (8, 2500), (16, 700), (100, 400)])
-def test_metrics_match_bruteforce(bits, n):
+def test_metrics_match_bruteforce(bits, n, layout):
     rng = np.random.default_rng(bits * n)
     dbb, _ = tied_codes(n, bits, None, rng)
     dl = rng.integers(0, 6, n)
@@ -68,7 +69,8 @@ def test_metrics_match_bruteforce(bits, n):
     missing = int((~np.isin(ql, dl)).sum())
     assert missing
     with pytest.warns(MissingLabelWarning, match=f"{missing} of 40 queries have a label that never occurs"):
-        m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS)
+        m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS,
+                     layout=layout)
     ref = reference_metrics(qb, ql, dbb, dl)
     close = dict(rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(m["map_all"], np.mean(ref["ap"]), **close)
@@ -81,6 +83,42 @@ def test_metrics_match_bruteforce(bits, n):
     np.testing.assert_allclose(m["pr_curve"]["recall"], np.mean(ref["rec_r"], axis=0), **close)
     assert (m["num_queries"], m["num_db"], m["bits"]) == (40, n, bits)
     assert "map_all_expected" not in m
+
+
+# Widths: 1 word padded (1, 48), exact words (64, 256), padded multi-word (96, 130), the planes' maximum (448);
+# N around the 256-item groups and beyond a chunk of groups (chunks are 64 KiB of planes: 8-128 groups).
+@pytest.mark.parametrize("bits", [1, 48, 64, 96, 130, 256, 448])
+@pytest.mark.parametrize("n, kind", [(1, "tied"), (255, "tied"), (257, "uniform"), (9000, "tied"), (40000, "uniform")])
+def test_bit_sliced_scan_equals_word_major(bits, n, kind):
+    """The two layouts' per-query values (AP, @K sums, histograms, expected-ties AP) are equal, not close."""
+    rng = np.random.default_rng(bits + n)
+    if kind == "tied":
+        dbb, dl = tied_codes(n, bits, None, rng, prototypes=3, flip=min(0.3, 2 / bits))
+        dbb[: n // 3] = dbb[0]  # a third of the database one code: index-order ties within and across groups
+    else:
+        dbb, dl = rng.integers(0, 2, (n, bits)).astype(bool), rng.integers(0, 4, n)
+    dl[: n // 2] = 1  # one label holds half the database (many relevant items per group)
+    qb, _ = tied_codes(24, bits, None, rng, prototypes=3)
+    ql = rng.integers(0, 6, 24)  # labels 4, 5: no relevant item
+    qb[:2] = dbb[0], ~dbb[0]
+    db = as_codes(dbb, dl)
+    q = as_codes(qb, ql)
+    ks = all_ks(KS, KS, KS)
+    got = {layout: per_query_stats(q.codes, q.labels, prepare_db(db, layout=layout), ks, expected_ties=True)
+           for layout in ("planes", "words")}
+    assert prepare_db(db, layout="planes").planes is not None and prepare_db(db, layout="words").dbT is not None
+    for key, value in got["words"].items():
+        np.testing.assert_array_equal(got["planes"][key], value, err_msg=key)
+    assert got["words"]["hist"].sum() == 24 * n
+
+
+def test_layout_errors():
+    db = as_codes(np.zeros((3, 449), bool), np.zeros(3, int))
+    with pytest.raises(CodesError, match="at most 448 bits"):
+        prepare_db(db, layout="planes")
+    assert prepare_db(db).planes is None  # "auto" takes the word-major scan beyond the planes' width
+    with pytest.raises(CodesError, match="layout must be one of"):
+        prepare_db(db, layout="bits")
 
 
 def test_no_missing_label_warning_when_every_label_occurs(recwarn):

@@ -1,0 +1,132 @@
+"""Per-distance counts of 256 database items at a time from their bit-planes, for exact mAP on CPUs without a
+vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
+
+    P, sel = count_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
+    planes_hist(P, g, sel[i], acc, leafs, rel, slot, reld, relp)   # in numba, group g of query i:
+        acc [HIST_BINS * LANES] += the group's per-distance counts (acc[d * LANES + l]: lane l's items at d);
+        leafs [HIST_BINS * LANES]: scratch (the group's items at each distance, as bit masks);
+        rel [LANES]: the group's relevant items (bit t of rel[l] = item 256 g + 64 l + t): the r-th of them in
+        index order, at distance reld[slot + r] (the caller's), gets relp[slot + r] = the earlier items at it
+
+How: selected_counts gives the group's distances in binary (9 bit-planes); a tree of masks splits the 256
+items by the count bits, most significant first (mask & ~count[k], mask & count[k]); subtrees of 16+ values
+are tested and skipped when empty, so a group costs about its distinct distances (concentrated on trained
+codes), and each 8-value block runs branch-free down to its leaves, whose vector popcount (VPSHUFB nibble
+lookups + VPSADBW on AVX2) adds to acc. Measured (1e6 codes, 1 thread, AVX2 Zen 3, cycles per item at 64 /
+128 / 256 bits): counting 0.43 / 0.77 / 1.21, the tree 0.40 / 0.75 / 1.13, the relevant items (1%) ~0.2.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, selected_counts, uint64_arrays
+
+BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
+# few empty lookups; 4- and 16-value blocks measured slower)
+HIST_BINS = ((MAX_BITS >> BLOCK_BITS) + 1) << BLOCK_BITS  # acc / leafs entries: whole blocks of values
+ZERO, ONES = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
+
+
+def _vector_ctpop(builder):
+    name = "llvm.ctpop.v%di64" % LANES
+    return builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(VEC, [VEC]), name=name)
+
+
+def _nonzero(builder, v):
+    wide = builder.bitcast(v, ir.IntType(64 * LANES))
+    return builder.icmp_unsigned("!=", wide, ir.Constant(wide.type, 0))
+
+
+def _hsum(builder, v):
+    r = builder.extract_element(v, ir.Constant(I32, 0))
+    for k in range(1, LANES):
+        r = builder.add(r, builder.extract_element(v, ir.Constant(I32, k)))
+    return r
+
+
+def _acc_ptr(builder, ctx, value):
+    return builder.bitcast(builder.gep(ctx["acc"], [value]), VEC.as_pointer())
+
+
+def _leaves(builder, mask, count, k, prefix, ctx):
+    """acc[v] += popcount of mask's items at each value v = prefix + [0, 2^(k+1)), branch-free."""
+    if k < 0:
+        at = ir.Constant(I64, prefix * LANES)
+        builder.store(mask, builder.bitcast(builder.gep(ctx["leafs"], [at]), VEC.as_pointer()), align=8)
+        ptr = _acc_ptr(builder, ctx, at)
+        builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
+                      align=8)
+        return
+    for bit in (0, 1):
+        lo = prefix | (bit << k)
+        if lo <= MAX_BITS:
+            _leaves(builder, builder.and_(mask, count[k] if bit else builder.xor(count[k], ONES)), count, k - 1, lo,
+                    ctx)
+
+
+def _relevant(builder, ctx):
+    """After the group is counted: each relevant item (ascending) at distance d = reld[slot] (the caller's)
+    gets relp[slot] = the earlier items at d = acc[d] (now including this group) - the group's items at d from
+    it on (its leaf mask, kept in leafs, and the item's bit and all later ones). Branch-free but for the loop
+    over the set bits of rel: a test per lane cost a mispredict each."""
+    i256 = ir.IntType(64 * LANES)
+    zero = ir.Constant(i256, 0)
+    rb0 = builder.bitcast(ctx["rel"], i256)
+    with builder.if_then(builder.icmp_unsigned("!=", rb0, zero)):
+        head = builder.block
+        loop, done = builder.append_basic_block("rel.loop"), builder.append_basic_block("rel.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        rb, slot = builder.phi(i256), builder.phi(I64)
+        rb.add_incoming(rb0, head)
+        slot.add_incoming(ctx["slot"], head)
+        low = builder.and_(rb, builder.sub(zero, rb))  # the item's bit
+        after = builder.bitcast(builder.sub(zero, low), VEC)  # it and every later item of the group
+        d4 = builder.mul(builder.load(builder.gep(ctx["reld"], [slot])), ir.Constant(I64, LANES))
+        leaf = builder.load(builder.bitcast(builder.gep(ctx["leafs"], [d4]), VEC.as_pointer()), align=8)
+        seen = builder.sub(_hsum(builder, builder.load(_acc_ptr(builder, ctx, d4), align=8)),
+                           _hsum(builder, builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
+        builder.store(seen, builder.gep(ctx["relp"], [slot]))
+        nrb = builder.xor(rb, low)
+        rb.add_incoming(nrb, builder.block)
+        slot.add_incoming(builder.add(slot, ir.Constant(I64, 1)), builder.block)
+        builder.cbranch(builder.icmp_unsigned("!=", nrb, zero), loop, done)
+        builder.position_at_end(done)
+
+
+def _split(builder, mask, count, k, prefix, ctx):
+    """Count mask's items, whose values are prefix + [0, 2^(k+1)), by the count bits k, k - 1, ..."""
+    if k < BLOCK_BITS:
+        _leaves(builder, mask, count, k, prefix, ctx)
+        return
+    for bit in (0, 1):
+        lo = prefix | (bit << k)
+        if lo > MAX_BITS:
+            continue
+        child = builder.and_(mask, count[k] if bit else builder.xor(count[k], ONES))
+        with builder.if_then(_nonzero(builder, child)):
+            _split(builder, child, count, k - 1, lo, ctx)
+
+
+def _int64_vector(a):
+    return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
+
+
+@intrinsic
+def planes_hist(typingctx, P, g, sel, acc, leafs, rel, slot, reld, relp):
+    """See the module docstring."""
+    if not (uint64_arrays((P, acc, leafs, rel), (3, 1, 1, 1)) and all(_int64_vector(a) for a in (sel, reld, relp))):
+        return None
+    sig = types.none(P, types.int64, sel, acc, leafs, rel, types.int64, reld, relp)
+
+    def codegen(context, builder, signature, args):
+        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4, 5, 7, 8)}
+        count = selected_counts(builder, arr[0], arr[2], args[1])
+        relv = builder.load(builder.bitcast(arr[5].data, VEC.as_pointer()), align=8)
+        ctx = dict(acc=arr[3].data, leafs=arr[4].data, rel=relv, slot=args[6], reld=arr[7].data, relp=arr[8].data)
+        _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
+        _relevant(builder, ctx)
+        return context.get_dummy_value()
+    return sig, codegen
