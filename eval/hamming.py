@@ -34,7 +34,7 @@ from numba import njit, prange
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
 from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, host_has_vector_popcount, \
-    planes_below, query_masks
+    planes_below, query_select
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -135,7 +135,7 @@ def _topk_kernel(q, dbT, k, nbins, out_idx, out_dist):
 
 
 @njit(cache=True)
-def _topk_planes_block(q, qm, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
+def _topk_planes_block(q, sel, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
     """_topk_block with the bit-sliced filter: a group's items below lim come as bit masks in index order,
     with their distances in binary beside them, and only those are offered to the buckets."""
     nq = q1 - q0
@@ -145,7 +145,7 @@ def _topk_planes_block(q, qm, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist)
     for c0 in range(0, P.shape[0], gchunk):
         for i in range(nq):
             for g in range(c0, min(P.shape[0], c0 + gchunk)):
-                if planes_below(P, g, qm[q0 + i], lim[i], lt, dbin) == 0:
+                if planes_below(P, g, sel[q0 + i], lim[i], lt, dbin) == 0:
                     continue  # the common case once the top k has filled up
                 for lane in range(LANES):
                     m = lt[lane]
@@ -162,10 +162,10 @@ def _topk_planes_block(q, qm, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist)
 
 
 @njit(parallel=True, cache=True)
-def _topk_planes_kernel(q, qm, n, P, qblock, gchunk, k, nbins, out_idx, out_dist):
+def _topk_planes_kernel(q, sel, n, P, qblock, gchunk, k, nbins, out_idx, out_dist):
     nblk = (q.shape[0] + qblock - 1) // qblock
     for b in prange(nblk):
-        _topk_planes_block(q, qm, b * qblock, min(q.shape[0], (b + 1) * qblock), n, P, gchunk, k, nbins,
+        _topk_planes_block(q, sel, b * qblock, min(q.shape[0], (b + 1) * qblock), n, P, gchunk, k, nbins,
                            out_idx, out_dist)
 
 
@@ -243,13 +243,14 @@ def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, 
     if PLANES_FILTER and bits <= MAX_BITS and (planes is not None or build):
         if planes is None:
             planes = bit_planes(db)
-        want = ((db.shape[0] + GROUP - 1) // GROUP, bits, LANES)
+        want = ((db.shape[0] + GROUP - 1) // GROUP, bits + COUNT_BITS + 1, LANES)
         if planes.dtype != np.uint64 or planes.shape != want or not planes.flags.c_contiguous:
             raise CodesError(f"topk: planes must be bit_planes(db_codes), uint64 {list(want)}; got {planes.dtype} "
                              f"{list(planes.shape)}")
-        gchunk = max(1, PLANES_CHUNK_BYTES // (bits * LANES * 8))
+        gchunk = max(1, PLANES_CHUNK_BYTES // (want[1] * LANES * 8))
         qblock = max(QBLOCK, min(PLANES_QBLOCK, TOPK_BUCKET_BYTES // (nbins * kk * 8)))
-        _topk_planes_kernel(q, query_masks(q), db.shape[0], planes, qblock, gchunk, kk, nbins, out_idx, out_dist)
+        _topk_planes_kernel(q, query_select(q, bits), db.shape[0], planes, qblock, gchunk, kk, nbins, out_idx,
+                            out_dist)
         return
     _topk_kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
 

@@ -39,7 +39,7 @@ from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from eval.hamming import PLANES_FILTER, word_major
 from eval.kernels import NSUB, block_distances, histogram, popcount64
-from eval.planes import GROUP, LANES, MAX_BITS, count_planes, query_select
+from eval.planes import GROUP, LANES, MAX_BITS, bit_planes, query_select
 from eval.planes_hist import HIST_BINS, planes_hist
 from loaders.atomic import atomic_write_text
 
@@ -57,7 +57,7 @@ LAYOUTS = ("auto", "planes", "words")
 class PreparedDb:
     """The database laid out for the kernels, built once (and put once in Ray's object store)."""
     dbT: np.ndarray | None  # uint64 [W, N], word-major codes (the word-major scan), or None
-    planes: np.ndarray | None  # eval/planes.py's count_planes (the bit-sliced scan), or None
+    planes: np.ndarray | None  # eval/planes.py's bit_planes (the bit-sliced scan), or None
     grouped_codes: np.ndarray | None  # uint64 [N, W], the codes in by_label order (bit-sliced scan), or None
     by_label: np.ndarray  # int64 [N], database indices grouped by label, ascending inside a group
     label_values: np.ndarray  # int64 [L], sorted distinct labels
@@ -85,7 +85,7 @@ def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
     grouped = db.labels[by_label]
     starts = np.concatenate([[0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]).astype(np.int64)
     counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
-    return PreparedDb(None if planes else word_major(db.codes), count_planes(db.codes) if planes else None,
+    return PreparedDb(None if planes else word_major(db.codes), bit_planes(db.codes) if planes else None,
                       np.ascontiguousarray(db.codes[by_label]) if planes else None, by_label,
                       grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db))
 

@@ -1,26 +1,26 @@
 """Bit-sliced ("vertical") Hamming kernels for CPUs without a vector popcount (AVX2: no VPOPCNTQ): which of 256
-database items lie below a distance (top-K), and their per-distance counts (exact mAP). Imports only
-eval/kernels.py; eval/hamming.py and eval/metrics.py sit above it.
+database items lie below a distance (top-K, here) and their per-distance counts (exact mAP, eval/planes_hist.py).
+Imports only eval/kernels.py; eval/hamming.py, eval/planes_hist.py and eval/metrics.py sit above it.
 
-    P = bit_planes(db_codes)            # uint64 [G, bits, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t
-                                        # (odd b: XORed with bit b - 1)
-    qm = query_masks(q_codes)           # uint64 [Q, bits]: all ones where the query's bit is 1 (odd: XORed
-                                        # with the bit before), else 0
-    planes_below(P, g, qm[i], lim, lt, cnt)  # in numba: returns 0 when no item of group g is below lim;
-                                        # else lt[l] bit t set <=> item 256g + 64l + t at distance < lim, and
-                                        # cnt [9, 4] the distances in binary (cnt[k, l] bit t = bit k of item
-                                        # 256g + 64l + t's); lt and cnt are only written in that case
+    P = bit_planes(db_codes)        # uint64 [G, 64 W + 10, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t,
+                                    # then 9 planes of the items' popcounts in binary, then a zero plane
+    sel = query_select(q_codes, bits)   # int64 [Q, ...]: which planes each query adds (selected_counts)
+    planes_below(P, g, sel[i], lim, lt, cnt)  # in numba: returns 0 when no item of group g is below lim;
+                                    # else lt[l] bit t set <=> item 256g + 64l + t at distance < lim, and
+                                    # cnt [9, 4] the distances in binary (cnt[k, l] bit t = bit k of item
+                                    # 256g + 64l + t's); lt and cnt are only written in that case
 
 Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
-costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items; XOR with the
-query bit and Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes; 4 for the
-first level, as pairs of planes are stored as (a, a ^ b)) count the 256 distances in binary (9 bit-planes) with
-~5.8 ops per bit-plane: ~2.9 ops per item at 128 bits. Measured on this project's AVX2 VM (one 1024-item,
-L1-resident block, 16 queries, 1 thread): 5.8 / 3.3 / 1.6 G items/s against the word-major minimum's
-3.2 / 1.9 / 1.1 at 64 / 128 / 256 bits. The distances are never unpacked:
-the comparison with lim runs on the planes, and the few items below it read their distance off `cnt`
+costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items, and
+Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes) count them in binary.
+Only half the planes or fewer are counted: with c = the sum of the planes where the query has a 1,
+d = |q| + |x| - 2c (|x|: the item's popcount, stored), or with the planes where it has a 0, d = |q| - |x| + 2c,
+whichever is shorter (~5 ops per counted plane, ~1.3 ops per item at 128 bits, and no XOR with the query).
+Measured (1e6 codes, 1 thread, cycles per item at 64 / 128 / 256 bits): 0.43 / 0.77 / 1.21 for the counts,
+against 0.38 / 0.74 / 1.7 for all planes XORed with the query. The distances are never unpacked: the
+comparison with lim runs on the planes, and the few items below it read their distance off `cnt`
 (re-measuring them from the row codes, cache misses, made top-K 6-14% slower at 1e6 codes).
-The kernel is LLVM IR built here (numba's scalar code was not vectorised: 4x slower).
+The kernels are LLVM IR built here (numba's scalar code was not vectorised: 4x slower).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from eval.kernels import popcount64
 GROUP = 256  # items per group: one 4 x 64-bit vector per bit-plane
 LANES = GROUP // 64
 COUNT_BITS = 9  # distances < 512
-MAX_BITS = 448  # counts are 9 bits (< 512) and the sixteens counter 5 bits (<= 28 steps of 16 planes)
+MAX_BITS = 448  # distances in 9 bits (< 512); a count adds at most 224 planes (the sixteens counter: 5 bits)
 SUM_BITS = COUNT_BITS + 1  # selected_counts' two's complement arithmetic (|q| + |x| < 1024)
 SEL_HDR = 2 + SUM_BITS  # query_select row: [selected planes (a multiple of 16), zeros mode, (|q| + 1) bits, planes]
 
@@ -64,33 +64,6 @@ def _csa(builder, a, b, c):
     return builder.or_(builder.and_(a, b), builder.and_(u, c)), builder.xor(u, c)
 
 
-def _csa_pair(builder, o, a, u):
-    """_csa(o, a, b) given a and u = a ^ b (the planes store pairs that way): 4 ops instead of 5."""
-    return builder.xor(a, builder.and_(builder.xor(a, o), u)), builder.xor(o, u)
-
-
-def _count_step(builder, x, st):
-    """Add 16 bit-planes into the binary counter st = [ones, twos, fours, eights, s16, s32, ..., s256]; x holds
-    them as pairs (a, a ^ b), see bit_planes."""
-    o, t, f, e = st[:4]
-    eights = []
-    for half in (0, 8):
-        fours = []
-        for quarter in (half, half + 4):
-            tA, o = _csa_pair(builder, o, x[quarter], x[quarter + 1])
-            tB, o = _csa_pair(builder, o, x[quarter + 2], x[quarter + 3])
-            fx, t = _csa(builder, t, tA, tB)
-            fours.append(fx)
-        ex, f = _csa(builder, f, fours[0], fours[1])
-        eights.append(ex)
-    c, e = _csa(builder, e, eights[0], eights[1])
-    new = [o, t, f, e]
-    for s in st[4:]:  # ripple the sixteens carry up
-        new.append(builder.xor(s, c))
-        c = builder.and_(s, c)
-    return new
-
-
 def _below(builder, count, lim):
     """Bit-sliced count < lim, most significant bit first: lt |= eq & ~d & L, eq &= ~(d ^ L)."""
     ones = ir.Constant(VEC, [-1] * LANES)
@@ -103,37 +76,9 @@ def _below(builder, count, lim):
     return lt
 
 
-def _group_counts(builder, pa, qa, g):
-    """The 9 count planes (LANES x 64 items' distances in binary) of group g: P's planes XOR the query's masks,
-    16 at a time through the carry-save counter."""
-    bits = builder.extract_value(pa.shape, 1)
-    base = builder.gep(pa.data, [builder.mul(builder.mul(g, bits), ir.Constant(I64, LANES))])
-    entry = builder.block
-    loop, done = builder.append_basic_block("planes.loop"), builder.append_basic_block("planes.done")
-    builder.branch(loop)
-    builder.position_at_end(loop)
-    b0 = builder.phi(I64)
-    b0.add_incoming(ir.Constant(I64, 0), entry)
-    st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
-    for p in st:
-        p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
-    x = []
-    for k in range(16):
-        b = builder.add(b0, ir.Constant(I64, k))
-        ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-        x.append(builder.xor(builder.load(ptr, align=8), splat(builder, builder.load(builder.gep(qa.data, [b])))))
-    new = _count_step(builder, x, st)
-    nb0 = builder.add(b0, ir.Constant(I64, 16))
-    for p, v in zip(st, new):
-        p.add_incoming(v, builder.block)
-    b0.add_incoming(nb0, builder.block)
-    builder.cbranch(builder.icmp_signed("<", nb0, bits), loop, done)
-    builder.position_at_end(done)
-    return new
-
-
-def _count_step_plain(builder, x, st):
-    """_count_step for 16 plain bit-planes (full adders throughout)."""
+def _count_step(builder, x, st):
+    """Add 16 bit-planes x into the binary counter st = [ones, twos, fours, eights, s16, s32, ...]
+    (Harley-Seal: full adders, the sixteens carry rippled up)."""
     o, t, f, e = st[:4]
     eights = []
     for half in (0, 8):
@@ -154,9 +99,9 @@ def _count_step_plain(builder, x, st):
 
 
 def selected_counts(builder, pa, sa, g):
-    """Group g's distances in binary from count_planes' layout and a query_select row: c = the sum of the selected
+    """Group g's distances in binary from bit_planes' layout and a query_select row: c = the sum of the selected
     planes (half the bits or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c
-    (its clear bits), as A + ~B + (|q| + 1) in 10-bit two's complement. Half the planes of _group_counts, and
+    (its clear bits), as A + ~B + (|q| + 1) in 10-bit two's complement. Half the planes of a full count, and
     no XOR with the query."""
     nplanes = builder.extract_value(pa.shape, 1)
     base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
@@ -175,7 +120,7 @@ def selected_counts(builder, pa, sa, g):
         b = builder.load(builder.gep(sa.data, [builder.add(i0, ir.Constant(I64, SEL_HDR + k))]))
         ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
         x.append(builder.load(ptr, align=8))
-    new = _count_step_plain(builder, x, st)
+    new = _count_step(builder, x, st)
     ni0 = builder.add(i0, ir.Constant(I64, 16))
     for p, v in zip(st, new):
         p.add_incoming(v, builder.block)
@@ -223,15 +168,16 @@ def uint64_arrays(arrays, ndims):
 
 
 @intrinsic
-def planes_below(typingctx, P, g, qm, lim, lt, cnt):
-    """See the module docstring. P's bit count must be a multiple of 16 and at most MAX_BITS."""
-    if not uint64_arrays((P, qm, lt, cnt), (3, 1, 1, 2)):
+def planes_below(typingctx, P, g, sel, lim, lt, cnt):
+    """See the module docstring."""
+    if (not uint64_arrays((P, lt, cnt), (3, 1, 2)) or not isinstance(sel, types.Array) or sel.dtype != types.int64
+            or sel.ndim != 1):
         return None
-    sig = types.int64(P, types.int64, qm, types.int64, lt, cnt)
+    sig = types.int64(P, types.int64, sel, types.int64, lt, cnt)
 
     def codegen(context, builder, signature, args):
         pa, qa, oa, ca = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 4, 5))
-        new = _group_counts(builder, pa, qa, args[1])
+        new = selected_counts(builder, pa, qa, args[1])
         lt_v = _below(builder, new, args[3])
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
         for k in range(1, LANES):
@@ -270,7 +216,7 @@ def _transpose64(a):
 
 
 @njit(parallel=True, cache=True)
-def _planes_kernel(db, out, paired):
+def _planes_kernel(db, out):
     n, nw = db.shape
     for g in prange(out.shape[0]):
         a = np.empty(64, np.uint64)
@@ -280,40 +226,26 @@ def _planes_kernel(db, out, paired):
                 for t in range(64):
                     a[t] = db[j0 + t, w] if j0 + t < n else np.uint64(0)  # padding items: zero codes, never reported
                 _transpose64(a)
-                if paired:
-                    for b in range(1, 64, 2):
-                        a[b] ^= a[b - 1]  # pairs as (a, a ^ b): saves the counter one op per pair (_csa_pair)
                 out[g, w * 64:(w + 1) * 64, lane] = a
-            if not paired:  # then the items' popcounts in binary, and a zero plane (query_select's padding)
-                for t in range(64):
-                    pc = 0
-                    if j0 + t < n:
-                        for w in range(nw):
-                            pc += popcount64(db[j0 + t, w])
-                    for k in range(COUNT_BITS):
-                        out[g, nw * 64 + k, lane] |= np.uint64((pc >> k) & 1) << np.uint64(t)
+            for t in range(64):  # then the items' popcounts in binary (the zero plane after them stays zero)
+                pc = 0
+                if j0 + t < n:
+                    for w in range(nw):
+                        pc += popcount64(db[j0 + t, w])
+                for k in range(COUNT_BITS):
+                    out[g, nw * 64 + k, lane] |= np.uint64((pc >> k) & 1) << np.uint64(t)
 
 
 def bit_planes(db: np.ndarray) -> np.ndarray:
-    """uint64 [N, W] codes -> [ceil(N / 256), 64 W, 4] bit-planes (see the module docstring), each odd plane
-    XORed with the even one before it."""
-    out = np.empty(((db.shape[0] + GROUP - 1) // GROUP, db.shape[1] * 64, LANES), np.uint64)
-    if db.shape[0]:
-        _planes_kernel(np.ascontiguousarray(db), out, True)
-    return out
-
-
-def count_planes(db: np.ndarray) -> np.ndarray:
-    """uint64 [N, W] codes -> [ceil(N / 256), 64 W + COUNT_BITS + 1, 4]: bit-planes as they are, then the items'
-    popcounts in binary, then a zero plane (see query_select)."""
+    """uint64 [N, W] codes -> [ceil(N / 256), 64 W + COUNT_BITS + 1, 4] (see the module docstring)."""
     out = np.zeros(((db.shape[0] + GROUP - 1) // GROUP, db.shape[1] * 64 + COUNT_BITS + 1, LANES), np.uint64)
     if db.shape[0]:
-        _planes_kernel(np.ascontiguousarray(db), out, False)
+        _planes_kernel(np.ascontiguousarray(db), out)
     return out
 
 
 def query_select(q: np.ndarray, bits: int) -> np.ndarray:
-    """int64 [Q, SEL_HDR + 64 W + 16] per query: the count_planes planes selected_counts adds (its set bits, or
+    """int64 [Q, SEL_HDR + 64 W + 16] per query: the bit_planes planes selected_counts adds (its set bits, or
     its clear bits below `bits` when fewer), padded to a multiple of 16 with the zero plane; see selected_counts."""
     words = q.shape[1]
     unpacked = np.unpackbits(np.ascontiguousarray(q).view(np.uint8), axis=1, bitorder="little")[:, :bits]
@@ -329,11 +261,3 @@ def query_select(q: np.ndarray, bits: int) -> np.ndarray:
         out[i, SEL_HDR:SEL_HDR + n16] = zero_plane
         out[i, SEL_HDR:SEL_HDR + len(idx)] = idx
     return out
-
-
-def query_masks(q: np.ndarray) -> np.ndarray:
-    """uint64 [Q, W] -> [Q, 64 W]: all ones where the query's bit is set, odd bits XORed with the even one
-    before them (like bit_planes)."""
-    bits = np.unpackbits(np.ascontiguousarray(q).view(np.uint8), axis=1, bitorder="little")
-    bits[:, 1::2] ^= bits[:, 0::2]
-    return np.where(bits.astype(bool), np.uint64(0xFFFFFFFFFFFFFFFF), np.uint64(0))

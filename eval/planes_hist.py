@@ -1,7 +1,7 @@
 """Per-distance counts of 256 database items at a time from their bit-planes, for exact mAP on CPUs without a
 vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
 
-    P, sel = count_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
+    P, sel = bit_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
     planes_hist(P, g, sel[i], acc, leafs, rel, slot, reld, relp)   # in numba, group g of query i:
         acc [HIST_BINS * LANES] += the group's per-distance counts (acc[d * LANES + l]: lane l's items at d);
         leafs [HIST_BINS * LANES]: scratch (the group's items at each distance, as bit masks);

@@ -9,7 +9,7 @@ import pytest
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
-from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, query_masks
+from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, query_select
 from eval.search import search
 
 
@@ -71,18 +71,19 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
 @pytest.mark.parametrize("words", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
 def test_bit_planes_layout_and_filter(words, n):
-    """P[g, b, l] bit t is bit b of item 256g + 64l + t (odd b XORed with b - 1), and planes_below marks exactly
+    """P[g, b, l] bit t is bit b of item 256g + 64l + t, then the items' popcounts, then a zero plane; planes_below
+    marks exactly
     the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group aside, and gives
     the distance of every item of each group it reports (and writes nothing for the others)."""
     from numba import njit
 
     @njit
-    def masks(P, qm, lim):
+    def masks(P, sel, lim):
         out = np.zeros((P.shape[0], 4), np.uint64)
         dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
         lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
         for g in range(P.shape[0]):
-            if planes_below(P, g, qm, lim, lt, cnt):
+            if planes_below(P, g, sel, lim, lt, cnt):
                 out[g] = lt
                 for j in range(256):
                     dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
@@ -90,14 +91,18 @@ def test_bit_planes_layout_and_filter(words, n):
     rng = np.random.default_rng(words * 1000 + n)
     bits = words * 64
     dbb, qb = tied_bits(n, bits, rng), tied_bits(3, bits, rng)
+    qb[1], qb[2] = ~qb[0], False  # query_select takes the set bits of one, the clear bits of the other; none of 2
     db, q = pack_bits(dbb), pack_bits(qb)
     P = bit_planes(db)
-    assert P.shape == ((n + 255) // 256, bits, 4) and P.dtype == np.uint64
-    unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, bits, 4 * 64]
-    unpacked[:, 1::2] ^= unpacked[:, 0::2]  # odd planes are stored XORed with the even one before them
-    np.testing.assert_array_equal(unpacked.transpose(0, 2, 1).reshape(-1, bits)[:n], dbb)
+    assert P.shape == ((n + 255) // 256, bits + COUNT_BITS + 1, 4) and P.dtype == np.uint64
+    unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, planes, 4 * 64]
+    items = unpacked.transpose(0, 2, 1).reshape(-1, bits + COUNT_BITS + 1)
+    np.testing.assert_array_equal(items[:n, :bits], dbb)
+    popcounts = (items[:, bits:bits + COUNT_BITS].astype(int) << np.arange(COUNT_BITS)).sum(axis=1)
+    np.testing.assert_array_equal(popcounts[:n], dbb.sum(axis=1))
+    assert not items[n:, :bits + COUNT_BITS].any() and not items[:, -1].any()  # padding items, zero plane
     d = reference_distances(qb, dbb)
-    qm = query_masks(q)
+    qm = query_select(q, bits)
     for i in range(3):
         for lim in sorted({0, 1, int(d[i].min()), int(d[i].min()) + 1, int(np.median(d[i])), bits, bits + 1}):
             lt, dist = masks(P, qm[i], lim)
