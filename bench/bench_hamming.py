@@ -7,8 +7,8 @@
 Rows, per code width, all on the same database and queries:
   FAISS top-k      faiss.IndexBinaryFlat.search(q, k): the reference (it only finds the top k)
   c3dhash top-k    eval.hamming.topk: the same top k, ties by database index (distances checked == FAISS's),
-                   with the database's layouts prepared once like FAISS's index (word_major, and bit_planes
-                   where the bit-sliced filter is used: its build time is printed per width)
+                   with the database's layout prepared once like FAISS's index (prepare_db's bit-planes on
+                   CPUs without VPOPCNTQ, shared with the mAP row; its build time is printed per width)
   c3dhash mAP@all  eval.metrics.per_query_stats: exact mAP@all, mAP@K (both kinds), P@K and the PR curve
   numpy mAP@all    XOR + np.bitwise_count + stable argsort per query, on --ref-queries queries (checked ==
                    ours to 1e-12): what a straightforward implementation costs
@@ -37,8 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from eval.codes import Codes  # noqa: E402
-from eval.hamming import PLANES_FILTER, topk, word_major  # noqa: E402
-from eval.planes import bit_planes  # noqa: E402
+from eval.hamming import topk, word_major  # noqa: E402
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K  # noqa: E402
 from eval.metrics import all_ks, per_query_stats, prepare_db  # noqa: E402
 
@@ -108,9 +107,9 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
     add, _ = timed(lambda: index.add(db.view(np.uint8)))
     qbytes = qc.view(np.uint8)
     dbT = word_major(db)
-    bit_planes(db[:1])  # JIT
-    build, planes = timed(lambda: bit_planes(db)) if PLANES_FILTER else ((0.0, 0.0), None)
-    pdb = prepare_db(Codes(db, bits, dl, np.zeros(len(db), "U1")))
+    prepare_db(Codes(db[:1], bits, dl[:1], np.zeros(1, "U1")))  # JIT
+    build, pdb = timed(lambda: prepare_db(Codes(db, bits, dl, np.zeros(len(db), "U1"))))
+    planes = pdb.planes  # the same bit-planes serve top-K and the metrics (None: word-major)
     _, ours_d = topk(qc, db, args.k, dbT=dbT, planes=planes)
     faiss_d, _ = index.search(qbytes, args.k)
     assert (np.sort(faiss_d, axis=1) == ours_d).all(), "top-k distances differ from FAISS"
@@ -131,9 +130,8 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
         tw, tc = counts[name] / wall, counts[name] / cpu
         print(f"{bits:5d}  {name:<38} {wall:8.3f} {tw / 1e9:9.3f} {tw / (counts[base] / res[base][0]):8.2f}x"
               f"  {cpu:8.3f} {tc / 1e9:9.3f} {tc / (counts[base] / res[base][1]):8.2f}x")
-    if planes is not None:
-        print(f"{bits:5d}  (bit_planes(db) for c3dhash topk, built once: {build[0]:.3f} s wall; FAISS's add: "
-              f"{add[0]:.3f} s)")
+    print(f"{bits:5d}  (prepare_db(db): {'bit-planes' if planes is not None else 'word-major codes'} and label "
+          f"groups for both c3dhash rows, built once: {build[0]:.3f} s wall; FAISS's add: {add[0]:.3f} s)")
 
 
 def bench_sharded(args: argparse.Namespace, bits: int) -> None:

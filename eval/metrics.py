@@ -46,8 +46,8 @@ from loaders.atomic import atomic_write_text
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
-EVAL_PLANES_QBLOCK = 16  # queries sharing a chunk of bit-planes
-PLANES_CHUNK_BYTES = 64 << 10  # bit-planes per chunk (L2)
+EVAL_PLANES_QBLOCK = 32  # queries sharing a chunk of bit-planes
+PLANES_CHUNK_BYTES = 256 << 10  # bit-planes per chunk (L2: 32 x 256 KiB 3-10% faster than 16 x 64 KiB)
 
 
 LAYOUTS = ("auto", "planes", "words")
@@ -198,7 +198,6 @@ def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rs
     become per-group bit masks and slots, and planes_hist counts a group and places its relevant items."""
     nq, ng = q1 - q0, P.shape[0]
     acc = np.zeros((nq, HIST_BINS * LANES), np.uint64)
-    leafs = np.zeros(HIST_BINS * LANES, np.uint64)
     rel = np.zeros((gchunk, LANES), np.uint64)
     slot = np.zeros(gchunk + 1, np.int64)
     off = np.zeros(nq + 1, np.int64)
@@ -224,7 +223,7 @@ def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rs
             slot[0] = off[i] + ptr[i]
             for g in range(c0, c1):
                 slot[g - c0 + 1] += slot[g - c0]
-                planes_hist(P, g, sel[qi], acc[i], leafs, rel[g - c0], slot[g - c0], reld, relp)
+                planes_hist(P, g, sel[qi], acc[i], rel[g - c0], slot[g - c0], reld, relp)
             ptr[i] = r
     for i in range(nq):
         total = acc[i].reshape(HIST_BINS, LANES)[:nbins].sum(axis=1).astype(np.int64)

@@ -2,9 +2,8 @@
 vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
 
     P, sel = bit_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
-    planes_hist(P, g, sel[i], acc, leafs, rel, slot, reld, relp)   # in numba, group g of query i:
+    planes_hist(P, g, sel[i], acc, rel, slot, reld, relp)   # in numba, group g of query i:
         acc [HIST_BINS * LANES] += the group's per-distance counts (acc[d * LANES + l]: lane l's items at d);
-        leafs [HIST_BINS * LANES]: scratch (the group's items at each distance, as bit masks);
         rel [LANES]: the group's relevant items (bit t of rel[l] = item 256 g + 64 l + t): the r-th of them in
         index order, at distance reld[slot + r] (the caller's), gets relp[slot + r] = the earlier items at it
 
@@ -21,7 +20,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, selected_counts, uint64_arrays
+from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, selected_counts, splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -41,7 +40,7 @@ def _nonzero(builder, v):
 
 def _hsum(builder, v):
     r = builder.extract_element(v, ir.Constant(I32, 0))
-    for k in range(1, LANES):
+    for k in range(1, v.type.count):
         r = builder.add(r, builder.extract_element(v, ir.Constant(I32, k)))
     return r
 
@@ -53,9 +52,7 @@ def _acc_ptr(builder, ctx, value):
 def _leaves(builder, mask, count, k, prefix, ctx):
     """acc[v] += popcount of mask's items at each value v = prefix + [0, 2^(k+1)), branch-free."""
     if k < 0:
-        at = ir.Constant(I64, prefix * LANES)
-        builder.store(mask, builder.bitcast(builder.gep(ctx["leafs"], [at]), VEC.as_pointer()), align=8)
-        ptr = _acc_ptr(builder, ctx, at)
+        ptr = _acc_ptr(builder, ctx, ir.Constant(I64, prefix * LANES))
         builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
                       align=8)
         return
@@ -66,11 +63,11 @@ def _leaves(builder, mask, count, k, prefix, ctx):
                     ctx)
 
 
-def _relevant(builder, ctx):
+def _relevant(builder, count, ctx):
     """After the group is counted: each relevant item (ascending) at distance d = reld[slot] (the caller's)
     gets relp[slot] = the earlier items at d = acc[d] (now including this group) - the group's items at d from
-    it on (its leaf mask, kept in leafs, and the item's bit and all later ones). Branch-free but for the loop
-    over the set bits of rel: a test per lane cost a mispredict each."""
+    it on (the mask of items at d, rebuilt from the counts: keeping every leaf's mask cost 15% in stores).
+    Branch-free but for the loop over the set bits of rel: a test per lane cost a mispredict each."""
     i256 = ir.IntType(64 * LANES)
     zero = ir.Constant(i256, 0)
     rb0 = builder.bitcast(ctx["rel"], i256)
@@ -84,9 +81,13 @@ def _relevant(builder, ctx):
         slot.add_incoming(ctx["slot"], head)
         low = builder.and_(rb, builder.sub(zero, rb))  # the item's bit
         after = builder.bitcast(builder.sub(zero, low), VEC)  # it and every later item of the group
-        d4 = builder.mul(builder.load(builder.gep(ctx["reld"], [slot])), ir.Constant(I64, LANES))
-        leaf = builder.load(builder.bitcast(builder.gep(ctx["leafs"], [d4]), VEC.as_pointer()), align=8)
-        seen = builder.sub(_hsum(builder, builder.load(_acc_ptr(builder, ctx, d4), align=8)),
+        d = builder.load(builder.gep(ctx["reld"], [slot]))
+        leaf = ONES  # the group's items at d
+        for k in range(COUNT_BITS):
+            bit = builder.and_(builder.lshr(d, ir.Constant(I64, k)), ir.Constant(I64, 1))
+            leaf = builder.and_(leaf, builder.xor(count[k], splat(builder, builder.sub(bit, ir.Constant(I64, 1)))))
+        accd = _acc_ptr(builder, ctx, builder.mul(d, ir.Constant(I64, LANES)))
+        seen = builder.sub(_hsum(builder, builder.load(accd, align=8)),
                            _hsum(builder, builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
         builder.store(seen, builder.gep(ctx["relp"], [slot]))
         nrb = builder.xor(rb, low)
@@ -115,18 +116,18 @@ def _int64_vector(a):
 
 
 @intrinsic
-def planes_hist(typingctx, P, g, sel, acc, leafs, rel, slot, reld, relp):
+def planes_hist(typingctx, P, g, sel, acc, rel, slot, reld, relp):
     """See the module docstring."""
-    if not (uint64_arrays((P, acc, leafs, rel), (3, 1, 1, 1)) and all(_int64_vector(a) for a in (sel, reld, relp))):
+    if not (uint64_arrays((P, acc, rel), (3, 1, 1)) and all(_int64_vector(a) for a in (sel, reld, relp))):
         return None
-    sig = types.none(P, types.int64, sel, acc, leafs, rel, types.int64, reld, relp)
+    sig = types.none(P, types.int64, sel, acc, rel, types.int64, reld, relp)
 
     def codegen(context, builder, signature, args):
-        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4, 5, 7, 8)}
+        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4, 6, 7)}
         count = selected_counts(builder, arr[0], arr[2], args[1])
-        relv = builder.load(builder.bitcast(arr[5].data, VEC.as_pointer()), align=8)
-        ctx = dict(acc=arr[3].data, leafs=arr[4].data, rel=relv, slot=args[6], reld=arr[7].data, relp=arr[8].data)
+        relv = builder.load(builder.bitcast(arr[4].data, VEC.as_pointer()), align=8)
+        ctx = dict(acc=arr[3].data, rel=relv, slot=args[5], reld=arr[6].data, relp=arr[7].data)
         _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
-        _relevant(builder, ctx)
+        _relevant(builder, count, ctx)
         return context.get_dummy_value()
     return sig, codegen
