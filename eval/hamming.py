@@ -17,7 +17,7 @@ block of queries; each 256-item sub-block is tested without storing anything for
 limit, sub-blocks that cannot enter the current top K are skipped (almost all, once K items are found), and
 survivors go to per-distance buckets (at most K each, in index order). Because the scan is in index order,
 concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/planes.py
-(top-K 1.6-1.9x faster on AVX2 at 1e6 codes) when the database's bit-planes are given (`planes=bit_planes(db)`)
+(faster on AVX2: README, Performance) when the database's bit-planes are given (`planes=bit_planes(db)`)
 or the query batch is large enough to pay for building them, and the word-major minimum otherwise or where
 AVX-512 VPOPCNTQ makes the popcount one instruction. A large K (buckets over TOPK_BUCKET_BYTES) takes a
 counting sort of each query's full distance row instead. Threads: numba.set_num_threads(n) (prange over query
@@ -41,8 +41,9 @@ CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a que
 SUB = 256  # sub-block whose minimum decides whether to look at its items one by one
 TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
 PLANES_FILTER = not host_has_vector_popcount()
-# Without prepared planes a batch builds them when it will pay them back: building takes 13 / 55 / 133 ms for
-# 1e6 codes of 64 / 128 / 256 bits and saves 0.18 / 0.28 / 0.37 ms a query (measured): 70-360 queries.
+# Without prepared planes a batch builds them when it will pay them back: building took 13 / 55 / 133 ms for
+# 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,
+# before the planes carried the items' popcounts): 70-360 queries.
 PLANES_MIN_QUERIES = 256
 # Queries sharing one pass over a chunk of bit-planes (in L2): 32 queries x 64 KiB was 5-9% faster than
 # 16 x 32 KiB (1e6 codes, 128 and 256 bits); the bucket memory stays within TOPK_BUCKET_BYTES (see topk).

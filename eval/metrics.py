@@ -154,16 +154,21 @@ def _finish_query(total, reld, relp, ks, expected, row, ap_all, ap_exp, ksum, kr
 
 
 @njit(cache=True)
+def _relevant_buffers(rcount, q0, nq):
+    """Where each query of a block keeps its relevant items' (distance, position): off[i]..off[i + 1] of
+    reld / relp; ptr[i] = how many the scan has met so far."""
+    off = np.zeros(nq + 1, np.int64)
+    for i in range(nq):
+        off[i + 1] = off[i] + rcount[q0 + i]
+    return off, np.empty(off[nq], np.int64), np.empty(off[nq], np.int64), np.zeros(nq, np.int64)
+
+
+@njit(cache=True)
 def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
                 ap_all, ap_exp, ksum, krel, hist, relh):
     nq, n = q1 - q0, dbT.shape[1]
     h = np.zeros((nq, nbins * NSUB), np.int32)
-    off = np.zeros(nq + 1, np.int64)
-    for i in range(nq):
-        off[i + 1] = off[i] + rcount[q0 + i]
-    reld = np.empty(off[nq], np.int64)
-    relp = np.empty(off[nq], np.int64)
-    ptr = np.zeros(nq, np.int64)
+    off, reld, relp, ptr = _relevant_buffers(rcount, q0, nq)
     dist = np.empty(CHUNK, np.uint16)
     for c0 in range(0, n, CHUNK):
         c1 = min(n, c0 + CHUNK)
@@ -200,12 +205,7 @@ def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rs
     acc = np.zeros((nq, HIST_BINS * LANES), np.uint64)
     rel = np.zeros((gchunk, LANES), np.uint64)
     slot = np.zeros(gchunk + 1, np.int64)
-    off = np.zeros(nq + 1, np.int64)
-    for i in range(nq):
-        off[i + 1] = off[i] + rcount[q0 + i]
-    reld = np.empty(off[nq], np.int64)
-    relp = np.empty(off[nq], np.int64)
-    ptr = np.zeros(nq, np.int64)
+    off, reld, relp, ptr = _relevant_buffers(rcount, q0, nq)
     for i in range(nq):  # the relevant items' distances, from their codes (one vectorised pass)
         _group_distances(q, q0 + i, grouped, rstart[q0 + i], rcount[q0 + i], reld[off[i]:off[i + 1]])
     for c0 in range(0, ng, gchunk):
