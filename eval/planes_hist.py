@@ -10,22 +10,23 @@ vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py
 How: selected_counts gives the group's distances in binary (9 bit-planes); a tree of masks splits the 256
 items by the count bits, most significant first (mask & ~count[k], mask & count[k]); subtrees of 16+ values
 are tested and skipped when empty, so a group costs about its distinct distances (concentrated on trained
-codes), and each 8-value block runs branch-free down to its leaves, whose vector popcount (VPSHUFB nibble
-lookups + VPSADBW on AVX2) adds to acc. Measured (1e6 codes, 1 thread, AVX2 Zen 3, cycles per item at 64 /
-128 / 256 bits): counting 0.43 / 0.77 / 1.21, the tree 0.40 / 0.75 / 1.13, placing the relevant items (1% of
-the database) ~0.2 (with the caller's masks and ranks around it, 0.5-0.7).
+codes), and each 8-value block (queued, then run by one loop) goes branch-free down to its leaves, whose vector
+popcount (VPSHUFB nibble lookups + VPSADBW on AVX2) adds to acc. Measured (1e6 codes, 1 thread, AVX2 Zen 3,
+cycles per item at 64 / 128 / 256 bits): counting 0.43 / 0.77 / 1.21, the tree 0.40 / 0.75 / 1.13, placing
+the relevant items (1% of the database) ~0.2 (with the caller's masks and ranks around it, 0.5-0.7).
 """
 from __future__ import annotations
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, selected_counts, splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
-HIST_BINS = MAX_BITS + 1  # acc: one entry (LANES counts) per distance
+HIST_BINS = ((MAX_BITS >> BLOCK_BITS) + 1) << BLOCK_BITS  # acc: an entry (LANES counts) per distance, whole blocks
 ONES = ir.Constant(VEC, [-1] * LANES)
 
 
@@ -50,18 +51,38 @@ def _acc_ptr(builder, ctx, value):
     return builder.bitcast(builder.gep(ctx["acc"], [value]), VEC.as_pointer())
 
 
-def _leaves(builder, mask, count, k, prefix, ctx):
-    """acc[v] += popcount of mask's items at each value v = prefix + [0, 2^(k+1)), branch-free."""
+def _leaves(builder, mask, count, k, base, low, ctx):
+    """acc[v] += popcount of mask's items at each value v = base + low + [0, 2^(k+1)), branch-free (base: run
+    time)."""
     if k < 0:
-        ptr = _acc_ptr(builder, ctx, ir.Constant(I64, prefix * LANES))
+        at = builder.mul(builder.add(base, ir.Constant(I64, low)), ir.Constant(I64, LANES))
+        ptr = _acc_ptr(builder, ctx, at)
         builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
                       align=8)
         return
     for bit in (0, 1):
-        lo = prefix | (bit << k)
-        if lo <= MAX_BITS:
-            _leaves(builder, builder.and_(mask, count[k] if bit else builder.xor(count[k], ONES)), count, k - 1, lo,
-                    ctx)
+        _leaves(builder, builder.and_(mask, count[k] if bit else builder.xor(count[k], ONES)), count, k - 1, base,
+                low | (bit << k), ctx)
+
+
+def _blocks(builder, count, ctx):
+    """Count the blocks _split queued, with one copy of the block code (a copy per block: the same speed, in
+    one process interleaved, and 8 s more to compile: 24 vs 16 s for the metrics kernels)."""
+    work = ctx["work"]
+    n = builder.load(work["n"])
+    head = builder.block
+    loop, done = builder.append_basic_block("blocks.loop"), builder.append_basic_block("blocks.done")
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), head)
+    mask = builder.load(builder.gep(work["masks"], [ir.Constant(I64, 0), i]), align=8)
+    base = builder.load(builder.gep(work["prefix"], [ir.Constant(I64, 0), i]))
+    _leaves(builder, mask, count, BLOCK_BITS - 1, base, 0, ctx)
+    ni = builder.add(i, ir.Constant(I64, 1))
+    i.add_incoming(ni, builder.block)
+    builder.cbranch(builder.icmp_signed("<", ni, n), loop, done)
+    builder.position_at_end(done)
 
 
 def _relevant(builder, count, ctx):
@@ -100,8 +121,12 @@ def _relevant(builder, count, ctx):
 
 def _split(builder, mask, count, k, prefix, ctx):
     """Count mask's items, whose values are prefix + [0, 2^(k+1)), by the count bits k, k - 1, ..."""
-    if k < BLOCK_BITS:
-        _leaves(builder, mask, count, k, prefix, ctx)
+    if k < BLOCK_BITS:  # a block of 2^BLOCK_BITS values: queued for _blocks
+        work = ctx["work"]
+        n = builder.load(work["n"])
+        builder.store(mask, builder.gep(work["masks"], [ir.Constant(I64, 0), n]), align=8)
+        builder.store(ir.Constant(I64, prefix), builder.gep(work["prefix"], [ir.Constant(I64, 0), n]))
+        builder.store(builder.add(n, ir.Constant(I64, 1)), work["n"])
         return
     for bit in (0, 1):
         lo = prefix | (bit << k)
@@ -128,7 +153,12 @@ def planes_hist(typingctx, P, g, sel, acc, rel, slot, reld, relp):
         count = selected_counts(builder, arr[0], arr[2], args[1])
         relv = builder.load(builder.bitcast(arr[4].data, VEC.as_pointer()), align=8)
         ctx = dict(acc=arr[3].data, rel=relv, slot=args[5], reld=arr[6].data, relp=arr[7].data)
+        nblocks = (MAX_BITS >> BLOCK_BITS) + 1
+        ctx["work"] = dict(n=cgutils.alloca_once_value(builder, ir.Constant(I64, 0)),
+                           masks=cgutils.alloca_once(builder, ir.ArrayType(VEC, nblocks)),
+                           prefix=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)))
         _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
+        _blocks(builder, count, ctx)
         _relevant(builder, count, ctx)
         return context.get_dummy_value()
     return sig, codegen
