@@ -98,6 +98,25 @@ def _count_step(builder, x, st):
     return new
 
 
+def loop_open(builder, n, name):
+    """`for i in range(0, n, step)` in IR, no iteration when n <= 0: returns (i, the entry block, the loop block,
+    the block after it); the builder is left in the loop body, which loop_close ends."""
+    entry = builder.block
+    loop, done = builder.append_basic_block(name + ".loop"), builder.append_basic_block(name + ".done")
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    return i, entry, loop, done
+
+
+def loop_close(builder, i, step, n, loop, done):
+    ni = builder.add(i, ir.Constant(I64, step))
+    i.add_incoming(ni, builder.block)
+    builder.cbranch(builder.icmp_signed("<", ni, n), loop, done)
+    builder.position_at_end(done)
+
+
 def selected_counts(builder, pa, sa, g):
     """Group g's distances in binary from bit_planes' layout and a query_select row: c = the sum of the selected
     planes (half the bits or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c
@@ -106,12 +125,7 @@ def selected_counts(builder, pa, sa, g):
     nplanes = builder.extract_value(pa.shape, 1)
     base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
     n16 = builder.load(sa.data)
-    entry = builder.block
-    loop, done = builder.append_basic_block("sel.loop"), builder.append_basic_block("sel.done")
-    builder.cbranch(builder.icmp_signed(">", n16, ir.Constant(I64, 0)), loop, done)
-    builder.position_at_end(loop)
-    i0 = builder.phi(I64)
-    i0.add_incoming(ir.Constant(I64, 0), entry)
+    i0, entry, loop, done = loop_open(builder, n16, "sel")
     st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
     for p in st:
         p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
@@ -121,12 +135,9 @@ def selected_counts(builder, pa, sa, g):
         ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
         x.append(builder.load(ptr, align=8))
     new = _count_step(builder, x, st)
-    ni0 = builder.add(i0, ir.Constant(I64, 16))
     for p, v in zip(st, new):
         p.add_incoming(v, builder.block)
-    i0.add_incoming(ni0, builder.block)
-    builder.cbranch(builder.icmp_signed("<", ni0, n16), loop, done)
-    builder.position_at_end(done)
+    loop_close(builder, i0, 16, n16, loop, done)
     c = []
     for p, v in zip(st, new):
         phi = builder.phi(VEC)

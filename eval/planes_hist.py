@@ -22,7 +22,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, selected_counts, splat, uint64_arrays
+from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, loop_close, loop_open, selected_counts, \
+    splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -70,19 +71,11 @@ def _blocks(builder, count, ctx):
     one process interleaved, and 8 s more to compile: 24 vs 16 s for the metrics kernels)."""
     work = ctx["work"]
     n = builder.load(work["n"])
-    head = builder.block
-    loop, done = builder.append_basic_block("blocks.loop"), builder.append_basic_block("blocks.done")
-    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(I64, 0)), loop, done)
-    builder.position_at_end(loop)
-    i = builder.phi(I64)
-    i.add_incoming(ir.Constant(I64, 0), head)
+    i, _, loop, done = loop_open(builder, n, "blocks")
     mask = builder.load(builder.gep(work["masks"], [ir.Constant(I64, 0), i]), align=8)
     base = builder.load(builder.gep(work["prefix"], [ir.Constant(I64, 0), i]))
     _leaves(builder, mask, count, BLOCK_BITS - 1, base, 0, ctx)
-    ni = builder.add(i, ir.Constant(I64, 1))
-    i.add_incoming(ni, builder.block)
-    builder.cbranch(builder.icmp_signed("<", ni, n), loop, done)
-    builder.position_at_end(done)
+    loop_close(builder, i, 1, n, loop, done)
 
 
 def _relevant(builder, count, ctx):
