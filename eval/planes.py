@@ -178,11 +178,14 @@ def uint64_arrays(arrays, ndims):
             and tuple(a.ndim for a in arrays) == ndims)
 
 
+def int64_vector(a):
+    return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
+
+
 @intrinsic
 def planes_below(typingctx, P, g, sel, lim, lt, cnt):
     """See the module docstring."""
-    if (not uint64_arrays((P, lt, cnt), (3, 1, 2)) or not isinstance(sel, types.Array) or sel.dtype != types.int64
-            or sel.ndim != 1):
+    if not (uint64_arrays((P, lt, cnt), (3, 1, 2)) and int64_vector(sel)):
         return None
     sig = types.int64(P, types.int64, sel, types.int64, lt, cnt)
 

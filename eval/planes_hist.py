@@ -22,8 +22,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, loop_close, loop_open, selected_counts, \
-    splat, uint64_arrays
+from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, int64_vector, loop_close, loop_open, \
+    selected_counts, splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -132,14 +132,10 @@ def _split(builder, mask, count, k, prefix, ctx):
             _split(builder, child, count, k - 1, lo, ctx)
 
 
-def _int64_vector(a):
-    return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
-
-
 @intrinsic
 def planes_hist(typingctx, P, g, sel, acc, rel, slot, reld, relp):
     """See the module docstring."""
-    if not (uint64_arrays((P, acc, rel), (3, 1, 1)) and all(_int64_vector(a) for a in (sel, reld, relp))):
+    if not (uint64_arrays((P, acc, rel), (3, 1, 1)) and all(int64_vector(a) for a in (sel, reld, relp))):
         return None
     sig = types.none(P, types.int64, sel, acc, rel, types.int64, reld, relp)
 
