@@ -60,13 +60,15 @@ def stop_head(temp: str) -> None:
             except OSError:
                 pass
         return out
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    # gcs_server, raylet and the autoscaler monitor outlive a SIGTERM by 16 s+ (a graceful drain nobody needs
+    # here, and 15 s of every teardown): 2 s, then SIGKILL
+    for sig, grace in ((signal.SIGTERM, 2), (signal.SIGKILL, 15)):
         for pid in pids():
             try:
                 os.kill(pid, sig)
             except OSError:
                 pass
-        deadline = time.time() + 15
+        deadline = time.time() + grace
         while pids() and time.time() < deadline:
             time.sleep(0.5)
     shutil.rmtree(temp, ignore_errors=True)
