@@ -199,32 +199,22 @@ def _group_distances(q, qi, grouped, start, count, out):
 @njit(cache=True)
 def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
                        expected, ap_all, ap_exp, ksum, krel, hist, relh):
-    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, each query's relevant items
-    become per-group bit masks and slots, and planes_hist counts a group and places its relevant items."""
+    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, planes_hist counts each
+    query's items in a group and places its relevant items there (they come in index order)."""
     nq, ng = q1 - q0, P.shape[0]
     acc = np.zeros((nq, HIST_BINS * LANES), np.uint64)
-    rel = np.zeros((gchunk, LANES), np.uint64)
-    slot = np.zeros(gchunk + 1, np.int64)
     off, reld, relp, ptr = _relevant_buffers(rcount, q0, nq)
     for i in range(nq):  # the relevant items' distances, from their codes (one vectorised pass)
         _group_distances(q, q0 + i, grouped, rstart[q0 + i], rcount[q0 + i], reld[off[i]:off[i + 1]])
     for c0 in range(0, ng, gchunk):
         c1 = min(ng, c0 + gchunk)
         for i in range(nq):
-            qi, r = q0 + i, ptr[i]
-            base, rend = rstart[qi], rcount[qi]
-            rel[:] = 0
-            slot[:] = 0
-            while r < rend and by_label[base + r] < c1 * GROUP:  # this chunk's relevant items
-                j = by_label[base + r]
-                rel[(j >> 8) - c0, (j >> 6) & (LANES - 1)] |= np.uint64(1) << np.uint64(j & 63)
-                slot[(j >> 8) - c0 + 1] += 1
-                r += 1
-            slot[0] = off[i] + ptr[i]
+            qi = q0 + i
+            jl = by_label[rstart[qi]:rstart[qi] + rcount[qi]]
+            rd, rp, p = reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ptr[i]
             for g in range(c0, c1):
-                slot[g - c0 + 1] += slot[g - c0]
-                planes_hist(P, g, sel[qi], acc[i], rel[g - c0], slot[g - c0], reld, relp)
-            ptr[i] = r
+                p = planes_hist(P, g, sel[qi], acc[i], jl, p, rd, rp)
+            ptr[i] = p
     for i in range(nq):
         total = acc[i].reshape(HIST_BINS, LANES)[:nbins].sum(axis=1).astype(np.int64)
         total[popq[q0 + i]] -= ng * GROUP - n  # the last group's padding items: zero codes

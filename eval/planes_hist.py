@@ -2,18 +2,22 @@
 vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
 
     P, sel = bit_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
-    planes_hist(P, g, sel[i], acc, rel, slot, reld, relp)   # in numba, group g of query i:
+    p = planes_hist(P, g, sel[i], acc, jl, p, reld, relp)   # in numba, group g of query i:
         acc [HIST_BINS * LANES] += the group's per-distance counts (acc[d * LANES + l]: lane l's items at d);
-        rel [LANES]: the group's relevant items (bit t of rel[l] = item 256 g + 64 l + t): the r-th of them in
-        index order, at distance reld[slot + r] (the caller's), gets relp[slot + r] = the earlier items at it
+        jl: the query's relevant database indices, ascending; those of group g from jl[p] on, at distances
+        reld[p], ... (the caller's), get relp[p], ... = the earlier items at their distance; returns the next p
 
 How: selected_counts gives the group's distances in binary (9 bit-planes); a tree of masks splits the 256
 items by the count bits, most significant first (mask & ~count[k], mask & count[k]); subtrees of 16+ values
 are tested and skipped when empty, so a group costs about its distinct distances (concentrated on trained
-codes), and each 8-value block (queued, then run by one loop) goes branch-free down to its leaves, whose vector
-popcount (VPSHUFB nibble lookups + VPSADBW on AVX2) adds to acc. Measured (1e6 codes, 1 thread, AVX2 Zen 3,
-cycles per item at 64 / 128 / 256 bits): counting 0.43 / 0.77 / 1.21, the tree 0.40 / 0.75 / 1.13, placing
-the relevant items (1% of the database) ~0.2 (with the caller's masks and ranks around it, 0.5-0.7).
+codes); each 8-value block (queued, then run by one loop) is split branch-free by one AND a value with the
+group's 8 masks of the 3 low count bits, and each leaf's vector popcount (VPSHUFB nibble lookups + VPSADBW on
+AVX2) adds to acc. A relevant item's leaf is its block's mask & the low mask of its distance, and the items
+from it on come from a constant table (its earlier, equal-distance items: acc[d] - popcount(leaf & FROM[t])).
+Measured (1e6 codes, 1 thread, AVX2 Zen 3, cycles per item at 128 / 256 bits, interleaved in one process):
+counting ~0.9 / 1.3, the tree ~0.75 / 1.0, the relevant items (1% of the database) ~0.3 / 0.4 in here and
+~0.25 in the caller (their distances from the codes, ranks); with per-group bit masks of the relevant items
+and a loop over their set bits, the part in here cost 0.5-0.7 (exact mAP 10-20% slower in all).
 """
 from __future__ import annotations
 
@@ -22,13 +26,13 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, I32, I64, LANES, MAX_BITS, VEC, int64_vector, loop_close, loop_open, \
-    selected_counts, splat, uint64_arrays
+from eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, int64_vector, loop_close, loop_open, \
+    selected_counts, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
 HIST_BINS = ((MAX_BITS >> BLOCK_BITS) + 1) << BLOCK_BITS  # acc: an entry (LANES counts) per distance, whole blocks
-ZERO, ONES = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
+ONES = ir.Constant(VEC, [-1] * LANES)
 
 
 def _vector_ctpop(builder):
@@ -52,66 +56,82 @@ def _acc_ptr(builder, ctx, value):
     return builder.bitcast(builder.gep(ctx["acc"], [value]), VEC.as_pointer())
 
 
-def _leaves(builder, mask, count, k, base, low, ctx):
-    """acc[v] += popcount of mask's items at each value v = base + low + [0, 2^(k+1)), branch-free (base: run
-    time)."""
-    if k < 0:
-        at = builder.mul(builder.add(base, ir.Constant(I64, low)), ir.Constant(I64, LANES))
-        ptr = _acc_ptr(builder, ctx, at)
-        builder.store(builder.add(builder.load(ptr, align=8), builder.call(_vector_ctpop(builder), [mask])), ptr,
-                      align=8)
-        return
-    for bit in (0, 1):
-        _leaves(builder, builder.and_(mask, count[k] if bit else builder.xor(count[k], ONES)), count, k - 1, base,
-                low | (bit << k), ctx)
-
-
-def _blocks(builder, count, ctx):
-    """Count the blocks _split queued, with one copy of the block code (a copy per block: the same speed, in
-    one process interleaved, and 8 s more to compile: 24 vs 16 s for the metrics kernels)."""
+def _blocks(builder, low, ctx):
+    """Count the blocks _split queued: acc[base + v] += popcount(block mask & low[v]), v < 8, branch-free, with
+    one copy of the block code (a copy per block: the same speed, in one process interleaved, and 8 s more to
+    compile: 24 vs 16 s for the metrics kernels)."""
     work = ctx["work"]
     n = builder.load(work["n"])
     i, _, loop, done = loop_open(builder, n, "blocks")
     mask = builder.load(builder.gep(work["masks"], [ir.Constant(I64, 0), i]), align=8)
     base = builder.load(builder.gep(work["prefix"], [ir.Constant(I64, 0), i]))
-    _leaves(builder, mask, count, BLOCK_BITS - 1, base, 0, ctx)
+    for v, m in enumerate(low):
+        ptr = _acc_ptr(builder, ctx, builder.mul(builder.add(base, ir.Constant(I64, v)), ir.Constant(I64, LANES)))
+        leaf = builder.call(_vector_ctpop(builder), [builder.and_(mask, m)])
+        builder.store(builder.add(builder.load(ptr, align=8), leaf), ptr, align=8)
     loop_close(builder, i, 1, n, loop, done)
 
 
+def _from_table(builder):
+    """FROM[t]: the group's items t, t + 1, ..., 255 (a constant table, 8 KiB)."""
+    name = "c3dhash_planes_from"
+    table = builder.module.globals.get(name)
+    if table is None:
+        rows = [ir.Constant(VEC, [(-1 if lane > t >> 6 else (-1 << (t & 63)) if lane == t >> 6 else 0)
+                                  for lane in range(LANES)]) for t in range(GROUP)]
+        table = cgutils.global_constant(builder.module, name, ir.Constant(ir.ArrayType(VEC, GROUP), rows))
+        table.align = 32
+    return table
+
+
+def _low_masks(builder, count):
+    """[v] for v < 8: the group's items whose count bits below BLOCK_BITS equal v's (a leaf = its block's
+    queued mask & [v]: one AND a leaf, not a tree of them per block), as values and stored (the relevant
+    items' lookups)."""
+    out = cgutils.alloca_once(builder, ir.ArrayType(VEC, 1 << BLOCK_BITS))
+    level = [ONES]
+    for k in range(BLOCK_BITS - 1, -1, -1):
+        level = [builder.and_(m, count[k] if bit else builder.xor(count[k], ONES)) for m in level for bit in (0, 1)]
+    for v, m in enumerate(level):  # level[v]: bits k = BLOCK_BITS - 1 .. 0 of v, most significant first
+        builder.store(m, builder.gep(out, [ir.Constant(I64, 0), ir.Constant(I64, v)]), align=8)
+    return level, out
+
+
 def _relevant(builder, count, ctx):
-    """After the group is counted: each relevant item (ascending) at distance d = reld[slot] (the caller's)
-    gets relp[slot] = the earlier items at d = acc[d] (now including this group) - the group's items at d from
-    it on (the mask of items at d, rebuilt from the counts: keeping every leaf's mask cost 15% in stores).
-    Branch-free but for the loop over the set bits of rel: a test per lane cost a mispredict each."""
-    i256 = ir.IntType(64 * LANES)
-    zero = ir.Constant(i256, 0)
-    rb0 = builder.bitcast(ctx["rel"], i256)
-    with builder.if_then(builder.icmp_unsigned("!=", rb0, zero)):
-        head = builder.block
-        loop, done = builder.append_basic_block("rel.loop"), builder.append_basic_block("rel.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        rb, slot = builder.phi(i256), builder.phi(I64)
-        rb.add_incoming(rb0, head)
-        slot.add_incoming(ctx["slot"], head)
-        low = builder.and_(rb, builder.sub(zero, rb))  # the item's bit
-        after = builder.bitcast(builder.sub(zero, low), VEC)  # it and every later item of the group
-        d = builder.load(builder.gep(ctx["reld"], [slot]))
-        dv, leaf = splat(builder, d), ONES  # leaf: the group's items at d
-        for k in range(COUNT_BITS):  # count[k], or its complement where bit k of d is 0 (vector compares, not a
-            # scalar bit broadcast per k: 3-7% of the whole scan)
-            clear = builder.sext(builder.icmp_unsigned("==", builder.and_(dv, ir.Constant(VEC, [1 << k] * LANES)),
-                                                       ZERO), VEC)
-            leaf = builder.and_(leaf, builder.xor(count[k], clear))
-        accd = _acc_ptr(builder, ctx, builder.mul(d, ir.Constant(I64, LANES)))
-        seen = _hsum(builder, builder.sub(builder.load(accd, align=8),
-                                          builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
-        builder.store(seen, builder.gep(ctx["relp"], [slot]))
-        nrb = builder.xor(rb, low)
-        rb.add_incoming(nrb, builder.block)
-        slot.add_incoming(builder.add(slot, ir.Constant(I64, 1)), builder.block)
-        builder.cbranch(builder.icmp_unsigned("!=", nrb, zero), loop, done)
-        builder.position_at_end(done)
+    """After the group is counted: each relevant item of group g (jl[p], ascending, from p on) at distance
+    d = reld[p] (the caller's) gets relp[p] = the earlier items at d = acc[d] (now including this group) - the
+    group's items at d from it on: its 8-value block's queued mask & the mask of d's 3 low bits (keeping every
+    leaf's mask cost 15% in stores) & FROM[its position]. Returns the next p."""
+    jl, reld, relp = ctx["jl"], ctx["reld"], ctx["relp"]
+    head = builder.block
+    test, check, body, done = (builder.append_basic_block("rel." + s) for s in ("test", "check", "body", "done"))
+    end = builder.mul(builder.add(ctx["g"], ir.Constant(I64, 1)), ir.Constant(I64, GROUP))
+    builder.branch(test)
+    builder.position_at_end(test)
+    p = builder.phi(I64)
+    p.add_incoming(ctx["p"], head)
+    builder.cbranch(builder.icmp_signed("<", p, ctx["rend"]), check, done)
+    builder.position_at_end(check)
+    j = builder.load(builder.gep(jl, [p]))
+    builder.cbranch(builder.icmp_signed("<", j, end), body, done)
+    builder.position_at_end(body)
+    d = builder.load(builder.gep(reld, [p]))
+    work = ctx["work"]
+    blk = builder.load(builder.gep(work["block_of"], [ir.Constant(I64, 0),
+                                                      builder.lshr(d, ir.Constant(I64, BLOCK_BITS))]))
+    low = builder.and_(d, ir.Constant(I64, (1 << BLOCK_BITS) - 1))
+    leaf = builder.and_(builder.load(builder.gep(work["masks"], [ir.Constant(I64, 0), blk]), align=8),
+                        builder.load(builder.gep(ctx["low_masks"], [ir.Constant(I64, 0), low]), align=8))
+    pos = builder.and_(j, ir.Constant(I64, GROUP - 1))
+    after = builder.load(builder.gep(_from_table(builder), [ir.Constant(I64, 0), pos]), align=32)
+    accd = _acc_ptr(builder, ctx, builder.mul(d, ir.Constant(I64, LANES)))
+    seen = _hsum(builder, builder.sub(builder.load(accd, align=8),
+                                      builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
+    builder.store(seen, builder.gep(relp, [p]))
+    p.add_incoming(builder.add(p, ir.Constant(I64, 1)), builder.block)
+    builder.branch(test)
+    builder.position_at_end(done)
+    return p
 
 
 def _split(builder, mask, count, k, prefix, ctx):
@@ -121,6 +141,7 @@ def _split(builder, mask, count, k, prefix, ctx):
         n = builder.load(work["n"])
         builder.store(mask, builder.gep(work["masks"], [ir.Constant(I64, 0), n]), align=8)
         builder.store(ir.Constant(I64, prefix), builder.gep(work["prefix"], [ir.Constant(I64, 0), n]))
+        builder.store(n, builder.gep(work["block_of"], [ir.Constant(I64, 0), ir.Constant(I64, prefix >> BLOCK_BITS)]))
         builder.store(builder.add(n, ir.Constant(I64, 1)), work["n"])
         return
     for bit in (0, 1):
@@ -133,23 +154,24 @@ def _split(builder, mask, count, k, prefix, ctx):
 
 
 @intrinsic
-def planes_hist(typingctx, P, g, sel, acc, rel, slot, reld, relp):
+def planes_hist(typingctx, P, g, sel, acc, jl, p, reld, relp):
     """See the module docstring."""
-    if not (uint64_arrays((P, acc, rel), (3, 1, 1)) and all(int64_vector(a) for a in (sel, reld, relp))):
+    if not (uint64_arrays((P, acc), (3, 1)) and all(int64_vector(a) for a in (sel, jl, reld, relp))):
         return None
-    sig = types.none(P, types.int64, sel, acc, rel, types.int64, reld, relp)
+    sig = types.int64(P, types.int64, sel, acc, jl, types.int64, reld, relp)
 
     def codegen(context, builder, signature, args):
         arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4, 6, 7)}
         count = selected_counts(builder, arr[0], arr[2], args[1])
-        relv = builder.load(builder.bitcast(arr[4].data, VEC.as_pointer()), align=8)
-        ctx = dict(acc=arr[3].data, rel=relv, slot=args[5], reld=arr[6].data, relp=arr[7].data)
+        ctx = dict(acc=arr[3].data, jl=arr[4].data, rend=builder.extract_value(arr[4].shape, 0), g=args[1],
+                   p=args[5], reld=arr[6].data, relp=arr[7].data)
         nblocks = (MAX_BITS >> BLOCK_BITS) + 1
         ctx["work"] = dict(n=cgutils.alloca_once_value(builder, ir.Constant(I64, 0)),
                            masks=cgutils.alloca_once(builder, ir.ArrayType(VEC, nblocks)),
-                           prefix=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)))
+                           prefix=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)),
+                           block_of=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)))
         _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
-        _blocks(builder, count, ctx)
-        _relevant(builder, count, ctx)
-        return context.get_dummy_value()
+        low, ctx["low_masks"] = _low_masks(builder, count)
+        _blocks(builder, low, ctx)
+        return _relevant(builder, count, ctx)
     return sig, codegen
