@@ -39,7 +39,7 @@ LANES = GROUP // 64
 COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # distances in 9 bits (< 512); a count adds at most 224 planes (the sixteens counter: 5 bits)
 SUM_BITS = COUNT_BITS + 1  # selected_counts' two's complement arithmetic (|q| + |x| < 1024)
-SEL_HDR = 2 + SUM_BITS  # query_select row: [selected planes (a multiple of 16), zeros mode, (|q| + 1) bits, planes]
+SEL_HDR = 3 + SUM_BITS  # query_select row: [n16, zeros mode, n8, (|q| + 1) bits, planes]: n16 + 8 n8 planes
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
 VEC = ir.VectorType(I64, LANES)
@@ -98,6 +98,23 @@ def _count_step(builder, x, st):
     return new
 
 
+def _count_step8(builder, x, st):
+    """Add 8 bit-planes x into st (_count_step's first half; its eights carry rippled up)."""
+    o, t, f = st[:3]
+    fours = []
+    for quarter in (0, 4):
+        tA, o = _csa(builder, o, x[quarter], x[quarter + 1])
+        tB, o = _csa(builder, o, x[quarter + 2], x[quarter + 3])
+        fx, t = _csa(builder, t, tA, tB)
+        fours.append(fx)
+    c, f = _csa(builder, f, fours[0], fours[1])
+    new = [o, t, f]
+    for s in st[3:]:
+        new.append(builder.xor(s, c))
+        c = builder.and_(s, c)
+    return new
+
+
 def loop_open(builder, n, name):
     """`for i in range(0, n, step)` in IR, no iteration when n <= 0: returns (i, the entry block, the loop block,
     the block after it); the builder is left in the loop body, which loop_close ends."""
@@ -115,6 +132,27 @@ def loop_close(builder, i, step, n, loop, done):
     i.add_incoming(ni, builder.block)
     builder.cbranch(builder.icmp_signed("<", ni, n), loop, done)
     builder.position_at_end(done)
+
+
+def _tail8(builder, base, sa, n16, c):
+    """The last 8 selected planes when the row has them (n8 = 1: half the zero planes a 16-plane step pads)."""
+    head = builder.block
+    n8 = builder.load(builder.gep(sa.data, [ir.Constant(I64, 2)]))
+    with builder.if_then(builder.icmp_signed("!=", n8, ir.Constant(I64, 0))):
+        x = []
+        for k in range(8):
+            b = builder.load(builder.gep(sa.data, [builder.add(n16, ir.Constant(I64, SEL_HDR + k))]))
+            ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
+            x.append(builder.load(ptr, align=8))
+        more = _count_step8(builder, x, c)
+        tail = builder.block
+    out = []
+    for before, after in zip(c, more):
+        phi = builder.phi(VEC)
+        phi.add_incoming(before, head)
+        phi.add_incoming(after, tail)
+        out.append(phi)
+    return out
 
 
 def selected_counts(builder, pa, sa, g):
@@ -144,6 +182,7 @@ def selected_counts(builder, pa, sa, g):
         phi.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
         phi.add_incoming(v, loop)
         c.append(phi)
+    c = _tail8(builder, base, sa, n16, c)
     zero, ones = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
     xbase = builder.sub(nplanes, ir.Constant(I64, COUNT_BITS + 1))
     X = []
@@ -152,13 +191,13 @@ def selected_counts(builder, pa, sa, g):
         X.append(builder.load(builder.bitcast(ptr, VEC.as_pointer()), align=8))
     X.append(zero)
     Y = [zero] + c[:SUM_BITS - 1]  # 2c
-    zeros_mode = builder.icmp_signed("!=", builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])),
-                                     ir.Constant(I64, 0))
+    zmask = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])))  # -1 in zeros mode
+    nzmask = builder.xor(zmask, ones)
     out, carry, rc = [], zero, zero
     for k in range(SUM_BITS):
-        a = builder.select(zeros_mode, Y[k], X[k])
-        nb = builder.xor(builder.select(zeros_mode, X[k], Y[k]), ones)
-        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 2 + k)])))
+        # |q| + |x| - 2c = X + ~Y + K, or |q| - |x| + 2c = ~X + Y + K: (X ^ Z) + (Y ^ ~Z) + K, no select
+        a, nb = builder.xor(X[k], zmask), builder.xor(Y[k], nzmask)
+        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 3 + k)])))
         cy, sm = _csa(builder, a, nb, kk)  # a + ~b + K: carry-save, then one ripple add
         u = builder.xor(sm, carry)
         out.append(builder.xor(u, rc))
@@ -260,7 +299,8 @@ def bit_planes(db: np.ndarray) -> np.ndarray:
 
 def query_select(q: np.ndarray, bits: int) -> np.ndarray:
     """int64 [Q, SEL_HDR + 64 W + 16] per query: the bit_planes planes selected_counts adds (its set bits, or
-    its clear bits below `bits` when fewer), padded to a multiple of 16 with the zero plane; see selected_counts."""
+    its clear bits below `bits` when fewer), padded with the zero plane to a multiple of 16, or to one plus 8
+    when the last 16 would hold 8 or fewer (n8 = 1: one 8-plane step; ~4 zero planes fewer); see selected_counts."""
     words = q.shape[1]
     unpacked = np.unpackbits(np.ascontiguousarray(q).view(np.uint8), axis=1, bitorder="little")[:, :bits]
     out = np.zeros((q.shape[0], SEL_HDR + words * 64 + 16), np.int64)
@@ -269,9 +309,13 @@ def query_select(q: np.ndarray, bits: int) -> np.ndarray:
         pc = int(row.sum())
         zeros = pc > bits // 2
         idx = np.flatnonzero(row == (0 if zeros else 1))
-        n16 = -(-len(idx) // 16) * 16
-        out[i, 0], out[i, 1] = n16, -1 if zeros else 0
-        out[i, 2:2 + SUM_BITS] = -((pc + 1) >> np.arange(SUM_BITS) & 1)
-        out[i, SEL_HDR:SEL_HDR + n16] = zero_plane
+        n16, n8 = len(idx) // 16 * 16, 0
+        if 0 < len(idx) - n16 <= 8:
+            n8 = 1  # one 8-plane step for the last few planes
+        elif len(idx) > n16:
+            n16 += 16
+        out[i, 0], out[i, 1], out[i, 2] = n16, -1 if zeros else 0, n8
+        out[i, 3:3 + SUM_BITS] = -((pc + 1) >> np.arange(SUM_BITS) & 1)
+        out[i, SEL_HDR:SEL_HDR + n16 + 8 * n8] = zero_plane
         out[i, SEL_HDR:SEL_HDR + len(idx)] = idx
     return out
