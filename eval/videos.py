@@ -17,7 +17,10 @@ repeating its last frame (as in training) and listed in `padded`.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,6 +39,35 @@ from loaders.transcode import even_size, transcode_video
 from model.load import ClipGeometry, LoadedHashNet, from_state
 
 DEFAULT_CHUNK = 16  # videos per unit of work: a progress step, and what a lost worker's replacement redoes
+SCRATCH_PREFIX = "c3dhash-enc-"  # + "<pid>-": a chunk's transcoded copies, removed when the chunk is done
+STALE_SCRATCH_S = 600  # and a folder whose process is gone is removed once this old (its last change)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_scratch(root: str | None = None, *, min_age_s: float = STALE_SCRATCH_S) -> list[Path]:
+    """Remove the scratch folders of encoders that died inside a chunk (a killed Ray actor cannot clean up):
+    those whose process is gone and that nobody changed for min_age_s (a /tmp shared across PID namespaces
+    would otherwise lose a live one). Returns what it removed."""
+    removed, now = [], time.time()
+    for folder in Path(root or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or _alive(int(pid)) or now - folder.stat().st_mtime < min_age_s:
+                continue
+        except OSError:  # removed meanwhile
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 @dataclass
@@ -96,7 +128,8 @@ class ChunkEncoder:
         g = self.model.geometry
         res = Encoded(np.zeros((len(paths), self.model.bits), np.float32))
         span = clip_span(g.num_frames, g.stride)
-        with tempfile.TemporaryDirectory(prefix="c3dhash-enc-") as tmp:
+        remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
             records, where = [], []
             for pos, path in enumerate(paths):
                 src, reason, frames = self._prepare(str(Path(path).absolute()), Path(tmp), pos)

@@ -90,3 +90,22 @@ def test_encode_cli_writes_the_codes_of_the_checkpoint(setup, tmp_path, capsys):
         codes.ids.tolist()
     assert main(["encode", "--checkpoint", "best", "--split", "test", "--out", str(tmp_path / "y.npz")]) == 2
     assert "needs --config" in capsys.readouterr().err
+
+
+def test_stale_scratch_of_a_dead_encoder_is_removed_and_live_or_recent_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from eval.videos import SCRATCH_PREFIX, STALE_SCRATCH_S, remove_stale_scratch
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a process that has exited
+    old = os.stat(tmp_path).st_mtime - 2 * STALE_SCRATCH_S
+    names = {"dead-old": f"{SCRATCH_PREFIX}{dead}-a", "dead-recent": f"{SCRATCH_PREFIX}{dead}-b",
+             "live-old": f"{SCRATCH_PREFIX}{os.getpid()}-c", "not-ours": "c3dhash-other-1-d"}
+    for key, name in names.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0.webm").write_bytes(b"x")
+        if key != "dead-recent":
+            os.utime(tmp_path / name, (old, old))
+    assert remove_stale_scratch(str(tmp_path)) == [tmp_path / names["dead-old"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "dead-old")
