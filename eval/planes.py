@@ -134,17 +134,22 @@ def loop_close(builder, i, step, n, loop, done):
     builder.position_at_end(done)
 
 
+def _selected_planes(builder, base, sa, start, count):
+    """The group's planes named by the query_select row's entries start, ..., start + count - 1."""
+    x = []
+    for k in range(count):
+        b = builder.load(builder.gep(sa.data, [builder.add(start, ir.Constant(I64, SEL_HDR + k))]))
+        ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
+        x.append(builder.load(ptr, align=8))
+    return x
+
+
 def _tail8(builder, base, sa, n16, c):
     """The last 8 selected planes when the row has them (n8 = 1: half the zero planes a 16-plane step pads)."""
     head = builder.block
     n8 = builder.load(builder.gep(sa.data, [ir.Constant(I64, 2)]))
     with builder.if_then(builder.icmp_signed("!=", n8, ir.Constant(I64, 0))):
-        x = []
-        for k in range(8):
-            b = builder.load(builder.gep(sa.data, [builder.add(n16, ir.Constant(I64, SEL_HDR + k))]))
-            ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-            x.append(builder.load(ptr, align=8))
-        more = _count_step8(builder, x, c)
+        more = _count_step8(builder, _selected_planes(builder, base, sa, n16, 8), c)
         tail = builder.block
     out = []
     for before, after in zip(c, more):
@@ -167,12 +172,7 @@ def selected_counts(builder, pa, sa, g):
     st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
     for p in st:
         p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
-    x = []
-    for k in range(16):
-        b = builder.load(builder.gep(sa.data, [builder.add(i0, ir.Constant(I64, SEL_HDR + k))]))
-        ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-        x.append(builder.load(ptr, align=8))
-    new = _count_step(builder, x, st)
+    new = _count_step(builder, _selected_planes(builder, base, sa, i0, 16), st)
     for p, v in zip(st, new):
         p.add_incoming(v, builder.block)
     loop_close(builder, i0, 16, n16, loop, done)
