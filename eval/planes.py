@@ -198,7 +198,7 @@ def selected_counts(builder, pa, sa, g):
         # |q| + |x| - 2c = X + ~Y + K, or |q| - |x| + 2c = ~X + Y + K: (X ^ Z) + (Y ^ ~Z) + K, no select
         a, nb = builder.xor(X[k], zmask), builder.xor(Y[k], nzmask)
         kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 3 + k)])))
-        cy, sm = _csa(builder, a, nb, kk)  # a + ~b + K: carry-save, then one ripple add
+        cy, sm = _csa(builder, a, nb, kk)  # a + nb + K: carry-save, then one ripple add
         u = builder.xor(sm, carry)
         out.append(builder.xor(u, rc))
         rc = builder.or_(builder.and_(sm, carry), builder.and_(u, rc))

@@ -97,7 +97,7 @@ def _low_masks(builder, count):
     return level, out
 
 
-def _relevant(builder, count, ctx):
+def _relevant(builder, ctx):
     """After the group is counted: each relevant item of group g (jl[p], ascending, from p on) at distance
     d = reld[p] (the caller's) gets relp[p] = the earlier items at d = acc[d] (now including this group) - the
     group's items at d from it on: its 8-value block's queued mask & the mask of d's 3 low bits (keeping every
@@ -173,5 +173,5 @@ def planes_hist(typingctx, P, g, sel, acc, jl, p, reld, relp):
         _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
         low, ctx["low_masks"] = _low_masks(builder, count)
         _blocks(builder, low, ctx)
-        return _relevant(builder, count, ctx)
+        return _relevant(builder, ctx)
     return sig, codegen
