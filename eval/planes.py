@@ -76,31 +76,8 @@ def _below(builder, count, lim):
     return lt
 
 
-def _count_step(builder, x, st):
-    """Add 16 bit-planes x into the binary counter st = [ones, twos, fours, eights, s16, s32, ...]
-    (Harley-Seal: full adders, the sixteens carry rippled up)."""
-    o, t, f, e = st[:4]
-    eights = []
-    for half in (0, 8):
-        fours = []
-        for quarter in (half, half + 4):
-            tA, o = _csa(builder, o, x[quarter], x[quarter + 1])
-            tB, o = _csa(builder, o, x[quarter + 2], x[quarter + 3])
-            fx, t = _csa(builder, t, tA, tB)
-            fours.append(fx)
-        ex, f = _csa(builder, f, fours[0], fours[1])
-        eights.append(ex)
-    c, e = _csa(builder, e, eights[0], eights[1])
-    new = [o, t, f, e]
-    for s in st[4:]:
-        new.append(builder.xor(s, c))
-        c = builder.and_(s, c)
-    return new
-
-
-def _count_step8(builder, x, st):
-    """Add 8 bit-planes x into st (_count_step's first half; its eights carry rippled up)."""
-    o, t, f = st[:3]
+def _add8(builder, x, o, t, f):
+    """8 bit-planes x into the ones, twos and fours of a binary counter: (the eights carry, o, t, f)."""
     fours = []
     for quarter in (0, 4):
         tA, o = _csa(builder, o, x[quarter], x[quarter + 1])
@@ -108,11 +85,31 @@ def _count_step8(builder, x, st):
         fx, t = _csa(builder, t, tA, tB)
         fours.append(fx)
     c, f = _csa(builder, f, fours[0], fours[1])
-    new = [o, t, f]
-    for s in st[3:]:
-        new.append(builder.xor(s, c))
+    return c, o, t, f
+
+
+def _ripple(builder, high, c):
+    """Carry c into the counter's higher bits (half adders)."""
+    out = []
+    for s in high:
+        out.append(builder.xor(s, c))
         c = builder.and_(s, c)
-    return new
+    return out
+
+
+def _count_step(builder, x, st):
+    """Add 16 bit-planes x into the binary counter st = [ones, twos, fours, eights, s16, s32, ...]
+    (Harley-Seal: full adders, the sixteens carry rippled up)."""
+    e0, o, t, f = _add8(builder, x[:8], *st[:3])
+    e1, o, t, f = _add8(builder, x[8:], o, t, f)
+    c, e = _csa(builder, st[3], e0, e1)
+    return [o, t, f, e] + _ripple(builder, st[4:], c)
+
+
+def _count_step8(builder, x, st):
+    """Add 8 bit-planes x into st (_count_step's first half; its eights carry rippled up)."""
+    c, o, t, f = _add8(builder, x, *st[:3])
+    return [o, t, f] + _ripple(builder, st[3:], c)
 
 
 def loop_open(builder, n, name):
