@@ -34,7 +34,8 @@ from numba import njit, prange
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
 from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, host_has_vector_popcount, \
-    planes_below, query_select
+    planes_below, planes_dist
+from eval.planes_select import plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -136,17 +137,26 @@ def _topk_kernel(q, dbT, k, nbins, out_idx, out_dist):
 
 
 @njit(cache=True)
-def _topk_planes_block(q, sel, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
+def _topk_planes_block(sel, anchor, anchors, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
     """_topk_block with the bit-sliced filter: a group's items below lim come as bit masks in index order,
-    with their distances in binary beside them, and only those are offered to the buckets."""
+    with their distances in binary beside them, and only those are offered to the buckets; each anchor's
+    distances are counted once per chunk (eval/planes_select.py)."""
     nq = q1 - q0
     cnt, buf, lim, below = _buckets(nq, nbins, k)
     lt = np.empty(LANES, np.uint64)
     dbin = np.empty((COUNT_BITS, LANES), np.uint64)
+    A = np.zeros((gchunk, COUNT_BITS, LANES), np.uint64)
     for c0 in range(0, P.shape[0], gchunk):
+        c1 = min(P.shape[0], c0 + gchunk)
+        cur = -1
         for i in range(nq):
-            for g in range(c0, min(P.shape[0], c0 + gchunk)):
-                if planes_below(P, g, sel[q0 + i], lim[i], lt, dbin) == 0:
+            a = anchor[q0 + i]
+            if a >= 0 and a != cur:  # a block's queries of one anchor run together
+                for g in range(c0, c1):
+                    planes_dist(P, g, anchors[a], A, g - c0)
+                cur = a
+            for g in range(c0, c1):
+                if planes_below(P, g, sel[q0 + i], A, g - c0, lim[i], lt, dbin) == 0:
                     continue  # the common case once the top k has filled up
                 for lane in range(LANES):
                     m = lt[lane]
@@ -163,11 +173,10 @@ def _topk_planes_block(q, sel, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist
 
 
 @njit(parallel=True, cache=True)
-def _topk_planes_kernel(q, sel, n, P, qblock, gchunk, k, nbins, out_idx, out_dist):
-    nblk = (q.shape[0] + qblock - 1) // qblock
-    for b in prange(nblk):
-        _topk_planes_block(q, sel, b * qblock, min(q.shape[0], (b + 1) * qblock), n, P, gchunk, k, nbins,
-                           out_idx, out_dist)
+def _topk_planes_kernel(sel, anchor, anchors, starts, n, P, gchunk, k, nbins, out_idx, out_dist):
+    for b in prange(starts.shape[0] - 1):
+        _topk_planes_block(sel, anchor, anchors, starts[b], starts[b + 1], n, P, gchunk, k, nbins, out_idx,
+                           out_dist)
 
 
 @njit(parallel=True, cache=True)
@@ -250,8 +259,11 @@ def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, 
                              f"{list(planes.shape)}")
         gchunk = max(1, PLANES_CHUNK_BYTES // (want[1] * LANES * 8))
         qblock = max(QBLOCK, min(PLANES_QBLOCK, TOPK_BUCKET_BYTES // (nbins * kk * 8)))
-        _topk_planes_kernel(q, query_select(q, bits), db.shape[0], planes, qblock, gchunk, kk, nbins, out_idx,
-                            out_dist)
+        plan = plan_queries(q, bits, qblock)
+        run_idx, run_dist = np.empty_like(out_idx), np.empty_like(out_dist)
+        _topk_planes_kernel(plan.rows, plan.anchor, plan.anchors, plan.starts, db.shape[0], planes, gchunk, kk,
+                            nbins, run_idx, run_dist)
+        out_idx[plan.order], out_dist[plan.order] = run_idx, run_dist
         return
     _topk_kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
 

@@ -39,8 +39,9 @@ from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from eval.hamming import PLANES_FILTER, word_major
 from eval.kernels import NSUB, block_distances, histogram, popcount64
-from eval.planes import GROUP, LANES, MAX_BITS, bit_planes, query_select
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, planes_dist
 from eval.planes_hist import HIST_BINS, planes_hist
+from eval.planes_select import cluster_order, plan_queries
 from loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
@@ -58,7 +59,7 @@ class PreparedDb:
     """The database laid out for the kernels, built once (and put once in Ray's object store)."""
     dbT: np.ndarray | None  # uint64 [W, N], word-major codes (the word-major scan), or None
     planes: np.ndarray | None  # eval/planes.py's bit_planes (the bit-sliced scan), or None
-    grouped_codes: np.ndarray | None  # uint64 [N, W], the codes in by_label order (bit-sliced scan), or None
+    grouped_codes: np.ndarray | None  # uint64 [W, N], word-major codes in by_label order (bit-sliced scan), or None
     by_label: np.ndarray  # int64 [N], database indices grouped by label, ascending inside a group
     label_values: np.ndarray  # int64 [L], sorted distinct labels
     label_starts: np.ndarray  # int64 [L], where each label's group starts in by_label
@@ -87,7 +88,7 @@ def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
     starts = np.concatenate([[0], np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]).astype(np.int64)
     counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
     return PreparedDb(None if planes else word_major(db.codes), bit_planes(db.codes) if planes else None,
-                      np.ascontiguousarray(db.codes[by_label]) if planes else None, by_label,
+                      word_major(db.codes[by_label]) if planes else None, by_label,
                       grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db))
 
 
@@ -188,33 +189,42 @@ def _scan_block(q, q0, q1, dbT, by_label, rstart, rcount, ks, nbins, expected,
 
 @njit(cache=True)
 def _group_distances(q, qi, grouped, start, count, out):
-    """out[r] = distance of query qi to grouped[start + r], r < count."""
+    """out[r] = distance of query qi to item start + r of grouped (word-major: contiguous per word, 1.4x faster
+    than the row codes' strided words), r < count."""
     for r in range(count):
         out[r] = 0
     for w in range(q.shape[1]):
         a = q[qi, w]
         for r in range(count):
-            out[r] += popcount64(a ^ grouped[start + r, w])
+            out[r] += popcount64(a ^ grouped[w, start + r])
 
 
 @njit(cache=True)
-def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
-                       expected, ap_all, ap_exp, ksum, krel, hist, relh):
-    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, planes_hist counts each
-    query's items in a group and places its relevant items there (they come in index order)."""
+def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
+                       nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, each anchor's distances once
+    (eval/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
+    items there (they come in index order)."""
     nq, ng = q1 - q0, P.shape[0]
     acc = np.zeros((nq, HIST_BINS * LANES), np.uint64)
+    A = np.zeros((gchunk, COUNT_BITS, LANES), np.uint64)
     off, reld, relp, ptr = _relevant_buffers(rcount, q0, nq)
     for i in range(nq):  # the relevant items' distances, from their codes (one vectorised pass)
         _group_distances(q, q0 + i, grouped, rstart[q0 + i], rcount[q0 + i], reld[off[i]:off[i + 1]])
     for c0 in range(0, ng, gchunk):
         c1 = min(ng, c0 + gchunk)
+        cur = -1
         for i in range(nq):
             qi = q0 + i
+            a = anchor[qi]
+            if a >= 0 and a != cur:  # a block's queries of one anchor run together
+                for g in range(c0, c1):
+                    planes_dist(P, g, anchors[a], A, g - c0)
+                cur = a
             jl = by_label[rstart[qi]:rstart[qi] + rcount[qi]]
             rd, rp, p = reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ptr[i]
             for g in range(c0, c1):
-                p = planes_hist(P, g, sel[qi], acc[i], jl, p, rd, rp)
+                p = planes_hist(P, g, sel[qi], A, g - c0, acc[i], jl, p, rd, rp)
             ptr[i] = p
     for i in range(nq):
         total = acc[i].reshape(HIST_BINS, LANES)[:nbins].sum(axis=1).astype(np.int64)
@@ -225,13 +235,11 @@ def _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rs
 
 
 @njit(parallel=True, cache=True)
-def _scan_planes_kernel(q, sel, popq, P, n, qblock, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
-                        expected, ap_all, ap_exp, ksum, krel, hist, relh):
-    nblk = (q.shape[0] + qblock - 1) // qblock
-    for b in prange(nblk):
-        q0, q1 = b * qblock, min(q.shape[0], (b + 1) * qblock)
-        _scan_planes_block(q, sel, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks, nbins,
-                           expected, ap_all, ap_exp, ksum, krel, hist, relh)
+def _scan_planes_kernel(q, sel, anchor, anchors, starts, popq, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
+                        nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+    for b in prange(starts.shape[0] - 1):
+        _scan_planes_block(q, sel, anchor, anchors, popq, starts[b], starts[b + 1], P, n, gchunk, by_label, grouped,
+                           rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh)
 
 
 @njit(parallel=True, cache=True)
@@ -287,11 +295,16 @@ def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, 
     if nq and pdb.planes is not None:
         P = pdb.planes
         gchunk = max(1, PLANES_CHUNK_BYTES // (P.shape[1] * LANES * 8))
-        popq = np.bitwise_count(q_codes).sum(axis=1).astype(np.int64)
-        _scan_planes_kernel(np.ascontiguousarray(q_codes), query_select(q_codes, pdb.bits), popq, P, pdb.num_db,
-                            EVAL_PLANES_QBLOCK, gchunk, pdb.by_label, pdb.grouped_codes, rstart.astype(np.int64),
-                            rcount.astype(np.int64), kk.astype(np.int64), nb, bool(expected_ties), out["ap_all"],
-                            out["ap_exp"], out["ksum"], out["krel"], out["hist"], out["relhist"])
+        plan = plan_queries(q_codes, pdb.bits, EVAL_PLANES_QBLOCK)
+        o = plan.order
+        run = {k: np.zeros_like(v) for k, v in out.items() if k != "num_rel"}  # in run order
+        _scan_planes_kernel(np.ascontiguousarray(q_codes[o]), plan.rows, plan.anchor, plan.anchors, plan.starts,
+                            np.bitwise_count(q_codes[o]).sum(axis=1).astype(np.int64), P, pdb.num_db, gchunk,
+                            pdb.by_label, pdb.grouped_codes, rstart[o].astype(np.int64), rcount[o].astype(np.int64),
+                            kk.astype(np.int64), nb, bool(expected_ties), run["ap_all"], run["ap_exp"], run["ksum"],
+                            run["krel"], run["hist"], run["relhist"])
+        for k, v in run.items():
+            out[k][o] = v
     elif nq:
         _scan_kernel(np.ascontiguousarray(q_codes), pdb.dbT, pdb.by_label, rstart.astype(np.int64),
                      rcount.astype(np.int64), kk.astype(np.int64), nb, bool(expected_ties), out["ap_all"],
@@ -341,9 +354,16 @@ def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = MAP_AT_K_
     pdb = prepare_db(db, layout=layout)
     warn_missing_labels(query, pdb, db.source)
     step = PROGRESS_STEP if progress else len(query)
-    parts = [per_query_stats(query.codes[a:a + step], query.labels[a:a + step], pdb, ks, expected_ties)
+    # steps of clustered queries (eval/planes_select.py: a cluster's queries share their anchor's counts)
+    order = cluster_order(query.codes, pdb.bits)[1] if pdb.planes is not None else np.arange(len(query))
+    codes, labels = query.codes[order], query.labels[order]
+    parts = [per_query_stats(codes[a:a + step], labels[a:a + step], pdb, ks, expected_ties)
              for a in tqdm(range(0, len(query), step), desc="eval", unit="block", disable=not progress)]
-    return reduce_metrics(concat_stats(parts), ks=ks, num_db=pdb.num_db, bits=pdb.bits,
+    stats = {}
+    for k, v in concat_stats(parts).items():
+        stats[k] = np.empty_like(v)
+        stats[k][order] = v  # back in query order: the reduction's float sums are order-dependent
+    return reduce_metrics(stats, ks=ks, num_db=pdb.num_db, bits=pdb.bits,
                           map_at_k_rel=map_at_k_rel, map_at_k=map_at_k, precision_at_k=precision_at_k,
                           expected_ties=expected_ties)
 

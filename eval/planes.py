@@ -1,21 +1,25 @@
 """Bit-sliced ("vertical") Hamming kernels for CPUs without a vector popcount (AVX2: no VPOPCNTQ): which of 256
 database items lie below a distance (top-K, here) and their per-distance counts (exact mAP, eval/planes_hist.py).
-Imports only eval/kernels.py; eval/hamming.py, eval/planes_hist.py and eval/metrics.py sit above it.
+Imports only eval/kernels.py; eval/planes_select.py (the rows), eval/hamming.py, eval/planes_hist.py and
+eval/metrics.py sit above it.
 
     P = bit_planes(db_codes)        # uint64 [G, 64 W + 10, 4]: P[g, b, l] bit t = bit b of item 256g + 64l + t,
                                     # then 9 planes of the items' popcounts in binary, then a zero plane
-    sel = query_select(q_codes, bits)   # int64 [Q, ...]: which planes each query adds (selected_counts)
-    planes_below(P, g, sel[i], lim, lt, cnt)  # in numba: returns 0 when no item of group g is below lim;
-                                    # else lt[l] bit t set <=> item 256g + 64l + t at distance < lim, and
-                                    # cnt [9, 4] the distances in binary (cnt[k, l] bit t = bit k of item
-                                    # 256g + 64l + t's); lt and cnt are only written in that case
+    plan = plan_queries(q_codes, bits, qblock)   # eval/planes_select.py: each query's row (which planes it adds)
+    planes_dist(P, g, plan.anchors[a], A, ai)    # in numba: A[ai] = group g's distances to anchor a, in binary
+    planes_below(P, g, sel, A, ai, lim, lt, cnt)  # returns 0 when no item of group g is below lim; else lt[l]
+                                    # bit t set <=> item 256g + 64l + t at distance < lim, and cnt [9, 4] the
+                                    # distances in binary (cnt[k, l] bit t = bit k of item 256g + 64l + t's); lt
+                                    # and cnt are only written in that case. A[ai]: a relative row's anchor
 
 Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
 costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256 items, and
 Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes) count them in binary.
-Only half the planes or fewer are counted: with c = the sum of the planes where the query has a 1,
+A direct row counts half the planes or fewer: with c = the sum of the planes where the query has a 1,
 d = |q| + |x| - 2c (|x|: the item's popcount, stored), or with the planes where it has a 0, d = |q| - |x| + 2c,
 whichever is shorter (~5 ops per counted plane, ~1.3 ops per item at 128 bits, and no XOR with the query).
+A relative row counts only the bits where its query differs from an anchor whose distances were counted
+once for the group (d = d(x, m) - |T| + 2c, each plane XORed with the query's bit: the same cost a plane).
 Measured (1e6 codes, 1 thread, cycles per item at 64 / 128 / 256 bits): 0.43 / 0.77 / 1.21 for the counts,
 against 0.38 / 0.74 / 1.7 for all planes XORed with the query. The distances are never unpacked: the
 comparison with lim runs on the planes, and the few items below it read their distance off `cnt`
@@ -39,7 +43,7 @@ LANES = GROUP // 64
 COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # distances in 9 bits (< 512); a count adds at most 224 planes (the sixteens counter: 5 bits)
 SUM_BITS = COUNT_BITS + 1  # selected_counts' two's complement arithmetic (|q| + |x| < 1024)
-SEL_HDR = 3 + SUM_BITS  # query_select row: [n16, zeros mode, n8, (|q| + 1) bits, planes]: n16 + 8 n8 planes
+SEL_HDR = 5 + SUM_BITS  # a row: [n16, X mask, n8, Y mask, relative, K bits, planes..., masks...] (planes_select)
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
 VEC = ir.VectorType(I64, LANES)
@@ -131,70 +135,92 @@ def loop_close(builder, i, step, n, loop, done):
     builder.position_at_end(done)
 
 
-def _selected_planes(builder, base, sa, start, count):
-    """The group's planes named by the query_select row's entries start, ..., start + count - 1."""
+def _selected_planes(builder, base, sa, start, count, masked):
+    """The group's planes named by the query_select row's entries start, ..., start + count - 1; masked
+    (relative rows): each XORed with its entry in the row's second half (0 or -1: the query's bit)."""
     x = []
+    half = builder.lshr(builder.sub(builder.extract_value(sa.shape, 0), ir.Constant(I64, SEL_HDR)), ir.Constant(I64, 1))
     for k in range(count):
-        b = builder.load(builder.gep(sa.data, [builder.add(start, ir.Constant(I64, SEL_HDR + k))]))
+        at = builder.add(start, ir.Constant(I64, SEL_HDR + k))
+        b = builder.load(builder.gep(sa.data, [at]))
         ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
-        x.append(builder.load(ptr, align=8))
+        v = builder.load(ptr, align=8)
+        if masked:
+            v = builder.xor(v, splat(builder, builder.load(builder.gep(sa.data, [builder.add(at, half)]))))
+        x.append(v)
     return x
 
 
-def _tail8(builder, base, sa, n16, c):
+def _tail8(builder, base, sa, n16, c, masked):
     """The last 8 selected planes when the row has them (n8 = 1: half the zero planes a 16-plane step pads)."""
     head = builder.block
     n8 = builder.load(builder.gep(sa.data, [ir.Constant(I64, 2)]))
     with builder.if_then(builder.icmp_signed("!=", n8, ir.Constant(I64, 0))):
-        more = _count_step8(builder, _selected_planes(builder, base, sa, n16, 8), c)
+        more = _count_step8(builder, _selected_planes(builder, base, sa, n16, 8, masked), c)
         tail = builder.block
+    return _phis(builder, [(c, head), (more, tail)])
+
+
+def _phis(builder, incoming):
+    """One phi per vector of equal-length lists [(values, block), ...]."""
     out = []
-    for before, after in zip(c, more):
+    for k in range(len(incoming[0][0])):
         phi = builder.phi(VEC)
-        phi.add_incoming(before, head)
-        phi.add_incoming(after, tail)
+        for vals, block in incoming:
+            phi.add_incoming(vals[k], block)
         out.append(phi)
     return out
 
 
-def selected_counts(builder, pa, sa, g):
-    """Group g's distances in binary from bit_planes' layout and a query_select row: c = the sum of the selected
-    planes (half the bits or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c
-    (its clear bits), as A + ~B + (|q| + 1) in 10-bit two's complement. Half the planes of a full count, and
-    no XOR with the query."""
-    nplanes = builder.extract_value(pa.shape, 1)
-    base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
+def _count_selected(builder, base, sa, masked):
+    """c = the sum of the row's selected planes (XORed with its masks when masked), in binary: COUNT_BITS planes."""
     n16 = builder.load(sa.data)
     i0, entry, loop, done = loop_open(builder, n16, "sel")
     st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
     for p in st:
         p.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
-    new = _count_step(builder, _selected_planes(builder, base, sa, i0, 16), st)
+    new = _count_step(builder, _selected_planes(builder, base, sa, i0, 16, masked), st)
     for p, v in zip(st, new):
         p.add_incoming(v, builder.block)
     loop_close(builder, i0, 16, n16, loop, done)
-    c = []
-    for p, v in zip(st, new):
-        phi = builder.phi(VEC)
-        phi.add_incoming(ir.Constant(VEC, [0] * LANES), entry)
-        phi.add_incoming(v, loop)
-        c.append(phi)
-    c = _tail8(builder, base, sa, n16, c)
-    zero, ones = ir.Constant(VEC, [0] * LANES), ir.Constant(VEC, [-1] * LANES)
-    xbase = builder.sub(nplanes, ir.Constant(I64, COUNT_BITS + 1))
+    c = _phis(builder, [([ir.Constant(VEC, [0] * LANES)] * COUNT_BITS, entry), (new, loop)])
+    return _tail8(builder, base, sa, n16, c, masked)
+
+
+def selected_counts(builder, pa, sa, g, ba, bi):
+    """Group g's distances in binary from bit_planes' layout and a query_select row (ba, bi: the relative rows'
+    anchor distances, planes_dist's out[bi]). A direct row: c = the sum of the selected planes (half the bits
+    or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c (its clear bits),
+    as X + ~Y + (|q| + 1) in 10-bit two's complement: half the planes of a full count, no XOR with the query.
+    A relative row (eval/planes_select.py: q's anchor m differs from q on the bits T): c = sum over T of
+    (plane ^ q's bit), then d = d(x, m) - |T| + 2c, as X + Y + K with X = d(x, m)."""
+    nplanes = builder.extract_value(pa.shape, 1)
+    base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
+    rel = builder.icmp_signed("!=", builder.load(builder.gep(sa.data, [ir.Constant(I64, 4)])), ir.Constant(I64, 0))
+    with builder.if_else(rel) as (relative, direct):
+        with relative:
+            c_rel, b_rel = _count_selected(builder, base, sa, True), builder.block
+        with direct:
+            c_dir, b_dir = _count_selected(builder, base, sa, False), builder.block
+    c = _phis(builder, [(c_rel, b_rel), (c_dir, b_dir)])
+    zero = ir.Constant(VEC, [0] * LANES)
+    xplanes = builder.gep(base, [builder.mul(builder.sub(nplanes, ir.Constant(I64, COUNT_BITS + 1)),
+                                             ir.Constant(I64, LANES))])
+    anchor = builder.gep(ba.data, [builder.mul(bi, ir.Constant(I64, COUNT_BITS * LANES))])
+    xbase = builder.select(rel, anchor, xplanes)  # |x| (direct) or d(x, m) (relative)
     X = []
     for k in range(COUNT_BITS):
-        ptr = builder.gep(base, [builder.mul(builder.add(xbase, ir.Constant(I64, k)), ir.Constant(I64, LANES))])
+        ptr = builder.gep(xbase, [ir.Constant(I64, k * LANES)])
         X.append(builder.load(builder.bitcast(ptr, VEC.as_pointer()), align=8))
     X.append(zero)
     Y = [zero] + c[:SUM_BITS - 1]  # 2c
-    zmask = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])))  # -1 in zeros mode
-    nzmask = builder.xor(zmask, ones)
+    zx = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])))  # -1: ~X (zeros mode)
+    zy = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 3)])))  # -1: ~Y (set-bits mode)
     out, carry, rc = [], zero, zero
     for k in range(SUM_BITS):
-        # |q| + |x| - 2c = X + ~Y + K, or |q| - |x| + 2c = ~X + Y + K: (X ^ Z) + (Y ^ ~Z) + K, no select
-        a, nb = builder.xor(X[k], zmask), builder.xor(Y[k], nzmask)
-        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 3 + k)])))
+        # |q| + |x| - 2c = X + ~Y + K, |q| - |x| + 2c = ~X + Y + K, d(x, m) - |T| + 2c = X + Y + K: no select
+        a, nb = builder.xor(X[k], zx), builder.xor(Y[k], zy)
+        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, SEL_HDR - SUM_BITS + k)])))
         cy, sm = _csa(builder, a, nb, kk)  # a + nb + K: carry-save, then one ripple add
         u = builder.xor(sm, carry)
         out.append(builder.xor(u, rc))
@@ -218,25 +244,47 @@ def int64_vector(a):
     return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
 
 
+def _arrays(context, signature, builder, args, which):
+    return {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in which}
+
+
 @intrinsic
-def planes_below(typingctx, P, g, sel, lim, lt, cnt):
+def planes_below(typingctx, P, g, sel, A, ai, lim, lt, cnt):
     """See the module docstring."""
-    if not (uint64_arrays((P, lt, cnt), (3, 1, 2)) and int64_vector(sel)):
+    if not (uint64_arrays((P, A, lt, cnt), (3, 3, 1, 2)) and int64_vector(sel)):
         return None
-    sig = types.int64(P, types.int64, sel, types.int64, lt, cnt)
+    sig = types.int64(P, types.int64, sel, A, types.int64, types.int64, lt, cnt)
 
     def codegen(context, builder, signature, args):
-        pa, qa, oa, ca = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 4, 5))
-        new = selected_counts(builder, pa, qa, args[1])
-        lt_v = _below(builder, new, args[3])
+        arr = _arrays(context, signature, builder, args, (0, 2, 3, 6, 7))
+        new = selected_counts(builder, arr[0], arr[2], args[1], arr[3], args[4])
+        lt_v = _below(builder, new, args[5])
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
         for k in range(1, LANES):
             r = builder.or_(r, builder.extract_element(lt_v, ir.Constant(I32, k)))
         with builder.if_then(builder.icmp_unsigned("!=", r, ir.Constant(I64, 0)), likely=False):
             # only groups with an item below lim (a few %) need the masks and counts
-            builder.store(lt_v, builder.bitcast(oa.data, VEC.as_pointer()), align=8)
-            _store_counts(builder, ca, new)
+            builder.store(lt_v, builder.bitcast(arr[6].data, VEC.as_pointer()), align=8)
+            _store_counts(builder, arr[7], new)
         return r
+    return sig, codegen
+
+
+@intrinsic
+def planes_dist(typingctx, P, g, sel, A, ai):
+    """A[ai] = group g's distances to a direct row's query (an anchor), in binary: COUNT_BITS x LANES words."""
+    if not (uint64_arrays((P, A), (3, 3)) and int64_vector(sel)):
+        return None
+    sig = types.void(P, types.int64, sel, A, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr = _arrays(context, signature, builder, args, (0, 2, 3))
+        new = selected_counts(builder, arr[0], arr[2], args[1], arr[3], ir.Constant(I64, 0))
+        out = builder.gep(arr[3].data, [builder.mul(args[4], ir.Constant(I64, COUNT_BITS * LANES))])
+        for k, v in enumerate(new):
+            builder.store(v, builder.bitcast(builder.gep(out, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
+                          align=8)
+        return context.get_dummy_value()
     return sig, codegen
 
 
@@ -291,28 +339,4 @@ def bit_planes(db: np.ndarray) -> np.ndarray:
     out = np.zeros(((db.shape[0] + GROUP - 1) // GROUP, db.shape[1] * 64 + COUNT_BITS + 1, LANES), np.uint64)
     if db.shape[0]:
         _planes_kernel(np.ascontiguousarray(db), out)
-    return out
-
-
-def query_select(q: np.ndarray, bits: int) -> np.ndarray:
-    """int64 [Q, SEL_HDR + 64 W + 16] per query: the bit_planes planes selected_counts adds (its set bits, or
-    its clear bits below `bits` when fewer), padded with the zero plane to a multiple of 16, or to one plus 8
-    when the last 16 would hold 8 or fewer (n8 = 1: one 8-plane step; ~4 zero planes fewer); see selected_counts."""
-    words = q.shape[1]
-    unpacked = np.unpackbits(np.ascontiguousarray(q).view(np.uint8), axis=1, bitorder="little")[:, :bits]
-    out = np.zeros((q.shape[0], SEL_HDR + words * 64 + 16), np.int64)
-    zero_plane = words * 64 + COUNT_BITS
-    for i, row in enumerate(unpacked):
-        pc = int(row.sum())
-        zeros = pc > bits // 2
-        idx = np.flatnonzero(row == (0 if zeros else 1))
-        n16, n8 = len(idx) // 16 * 16, 0
-        if 0 < len(idx) - n16 <= 8:
-            n8 = 1  # one 8-plane step for the last few planes
-        elif len(idx) > n16:
-            n16 += 16
-        out[i, 0], out[i, 1], out[i, 2] = n16, -1 if zeros else 0, n8
-        out[i, 3:3 + SUM_BITS] = -((pc + 1) >> np.arange(SUM_BITS) & 1)
-        out[i, SEL_HDR:SEL_HDR + n16 + 8 * n8] = zero_plane
-        out[i, SEL_HDR:SEL_HDR + len(idx)] = idx
     return out

@@ -1,8 +1,9 @@
 """Per-distance counts of 256 database items at a time from their bit-planes, for exact mAP on CPUs without a
 vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
 
-    P, sel = bit_planes(db_codes), query_select(q_codes, bits)   # eval/planes.py
-    p = planes_hist(P, g, sel[i], acc, jl, p, reld, relp)   # in numba, group g of query i:
+    P, plan = bit_planes(db_codes), plan_queries(q_codes, bits, qblock)   # eval/planes.py, planes_select.py
+    p = planes_hist(P, g, plan.rows[i], A, ai, acc, jl, p, reld, relp)   # in numba, group g of query i
+        (A[ai]: its anchor's distances for group g from planes_dist, when its row is relative):
         acc [HIST_BINS * LANES] += the group's per-distance counts (acc[d * LANES + l]: lane l's items at d);
         jl: the query's relevant database indices, ascending; those of group g from jl[p] on, at distances
         reld[p], ... (the caller's), get relp[p], ... = the earlier items at their distance; returns the next p
@@ -154,17 +155,17 @@ def _split(builder, mask, count, k, prefix, ctx):
 
 
 @intrinsic
-def planes_hist(typingctx, P, g, sel, acc, jl, p, reld, relp):
+def planes_hist(typingctx, P, g, sel, A, ai, acc, jl, p, reld, relp):
     """See the module docstring."""
-    if not (uint64_arrays((P, acc), (3, 1)) and all(int64_vector(a) for a in (sel, jl, reld, relp))):
+    if not (uint64_arrays((P, A, acc), (3, 3, 1)) and all(int64_vector(a) for a in (sel, jl, reld, relp))):
         return None
-    sig = types.int64(P, types.int64, sel, acc, jl, types.int64, reld, relp)
+    sig = types.int64(P, types.int64, sel, A, types.int64, acc, jl, types.int64, reld, relp)
 
     def codegen(context, builder, signature, args):
-        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 4, 6, 7)}
-        count = selected_counts(builder, arr[0], arr[2], args[1])
-        ctx = dict(acc=arr[3].data, jl=arr[4].data, rend=builder.extract_value(arr[4].shape, 0), g=args[1],
-                   p=args[5], reld=arr[6].data, relp=arr[7].data)
+        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 5, 6, 8, 9)}
+        count = selected_counts(builder, arr[0], arr[2], args[1], arr[3], args[4])
+        ctx = dict(acc=arr[5].data, jl=arr[6].data, rend=builder.extract_value(arr[6].shape, 0), g=args[1],
+                   p=args[7], reld=arr[8].data, relp=arr[9].data)
         nblocks = (MAX_BITS >> BLOCK_BITS) + 1
         ctx["work"] = dict(n=cgutils.alloca_once_value(builder, ir.Constant(I64, 0)),
                            masks=cgutils.alloca_once(builder, ir.ArrayType(VEC, nblocks)),

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
-from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, query_select
+from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, planes_dist
+from eval.planes_select import direct_row, relative_row, row_length
 from eval.search import search
 
 
@@ -68,31 +70,53 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
         np.testing.assert_array_equal(dist, np.take_along_axis(ref_d, order[:, :kk], 1))
 
 
+@njit
+def _below_masks(P, sel, arow, lim):
+    """planes_below over every group (anchor arow's distances counted first, for a relative row)."""
+    A = np.zeros((P.shape[0], COUNT_BITS, 4), np.uint64)
+    for g in range(P.shape[0]):
+        planes_dist(P, g, arow, A, g)
+    out = np.zeros((P.shape[0], 4), np.uint64)
+    dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
+    lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
+    for g in range(P.shape[0]):
+        if planes_below(P, g, sel, A, g, lim, lt, cnt):
+            out[g] = lt
+            for j in range(256):
+                dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
+    return out, dist
+
+
+def _rows(qb: np.ndarray, words: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(row, anchor row) per query: its direct row, then relative rows against anchors at distance 0, a few
+    bits, half the bits and all the bits (planes_select's two kinds of row; the anchor's is direct)."""
+    zero_plane, out = words * 64 + COUNT_BITS, []
+    for qbits in qb.astype(np.uint8):
+        direct = np.zeros(row_length(words), np.int64)
+        direct_row(direct, qbits, zero_plane)
+        out.append((direct, direct))
+        for flip in (0, 3, len(qbits) // 2, len(qbits)):
+            m = qbits.copy()
+            m[rng.choice(len(qbits), flip, replace=False)] ^= 1
+            rel, arow = np.zeros(row_length(words), np.int64), np.zeros(row_length(words), np.int64)
+            relative_row(rel, qbits, m, zero_plane)
+            direct_row(arow, m, zero_plane)
+            out.append((rel, arow))
+    return out
+
+
 @pytest.mark.parametrize("words", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
 def test_bit_planes_layout_and_filter(words, n):
     """P[g, b, l] bit t is bit b of item 256g + 64l + t, then the items' popcounts, then a zero plane; planes_below
-    marks exactly
-    the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group aside, and gives
-    the distance of every item of each group it reports (and writes nothing for the others)."""
-    from numba import njit
-
-    @njit
-    def masks(P, sel, lim):
-        out = np.zeros((P.shape[0], 4), np.uint64)
-        dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
-        lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
-        for g in range(P.shape[0]):
-            if planes_below(P, g, sel, lim, lt, cnt):
-                out[g] = lt
-                for j in range(256):
-                    dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
-        return out, dist
+    marks exactly the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group
+    aside, and gives the distance of every item of each group it reports (and writes nothing for the others):
+    with a query's direct row and with its rows relative to anchors near, halfway and opposite."""
     rng = np.random.default_rng(words * 1000 + n)
     bits = words * 64
     dbb, qb = tied_bits(n, bits, rng), tied_bits(3, bits, rng)
-    qb[1], qb[2] = ~qb[0], False  # query_select takes the set bits of one, the clear bits of the other; none of 2
-    db, q = pack_bits(dbb), pack_bits(qb)
+    qb[1], qb[2] = ~qb[0], False  # direct rows take the set bits of one, the clear bits of the other; none of 2
+    db = pack_bits(dbb)
     P = bit_planes(db)
     assert P.shape == ((n + 255) // 256, bits + COUNT_BITS + 1, 4) and P.dtype == np.uint64
     unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, planes, 4 * 64]
@@ -102,10 +126,11 @@ def test_bit_planes_layout_and_filter(words, n):
     np.testing.assert_array_equal(popcounts[:n], dbb.sum(axis=1))
     assert not items[n:, :bits + COUNT_BITS].any() and not items[:, -1].any()  # padding items, zero plane
     d = reference_distances(qb, dbb)
-    qm = query_select(q, bits)
-    for i in range(3):
+    rows = _rows(qb, words, rng)
+    for r, (sel, arow) in enumerate(rows):
+        i = r // (len(rows) // 3)
         for lim in sorted({0, 1, int(d[i].min()), int(d[i].min()) + 1, int(np.median(d[i])), bits, bits + 1}):
-            lt, dist = masks(P, qm[i], lim)
+            lt, dist = _below_masks(P, sel, arow, lim)
             got = np.unpackbits(lt.view(np.uint8), bitorder="little").astype(bool)[:n]
             np.testing.assert_array_equal(got, d[i] < lim)
             padded = np.full(P.shape[0] * 256, qb[i].sum())  # padding items: zero codes
