@@ -8,17 +8,21 @@ vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py
         jl: the query's relevant database indices, ascending; those of group g from jl[p] on, at distances
         reld[p], ... (the caller's), get relp[p], ... = the earlier items at their distance; returns the next p
 
-How: selected_counts gives the group's distances in binary (9 bit-planes); a tree of masks splits the 256
-items by the count bits, most significant first (mask & ~count[k], mask & count[k]); subtrees of 16+ values
-are tested and skipped when empty, so a group costs about its distinct distances (concentrated on trained
-codes); each 8-value block (queued, then run by one loop) is split branch-free by one AND a value with the
-group's 8 masks of the 3 low count bits, and each leaf's vector popcount (VPSHUFB nibble lookups + VPSADBW on
-AVX2) adds to acc. A relevant item's leaf is its block's mask & the low mask of its distance, and the items
-from it on come from a constant table (its earlier, equal-distance items: acc[d] - popcount(leaf & FROM[t])).
-Measured (1e6 codes, 1 thread, AVX2 Zen 3, cycles per item at 128 / 256 bits, interleaved in one process):
-counting ~0.9 / 1.3, the tree ~0.75 / 1.0, the relevant items (1% of the database) ~0.3 / 0.4 in here and
-~0.25 in the caller (their distances from the codes, ranks); with per-group bit masks of the relevant items
-and a loop over their set bits, the part in here cost 0.5-0.7 (exact mAP 10-20% slower in all).
+How: selected_counts gives the group's distances in binary (9 bit-planes); a tree of masks splits the group's
+items other than the relevant ones by the count bits, most significant first (mask & ~count[k],
+mask & count[k]); subtrees of 16+ values are tested and skipped when empty, so a group costs about its
+distinct distances (concentrated on trained codes); each 8-value block (queued, then run by one loop) is split
+branch-free by one AND a value with the group's 8 masks of the 3 low count bits, and each leaf's vector
+popcount (VPSHUFB nibble lookups + VPSADBW on AVX2) adds to acc. The relevant items (a query's own class: on
+trained codes its near items, whose sparse blocks would cost a popcount per distance and mispredicted tests)
+are counted one by one in index order: an item's earlier, equal-distance items are acc[d] - popcount(leaf &
+FROM[t]) (its block's mask & the low mask of its distance, the items from it on from a constant table), then
+acc[d] counts it. Measured (1e6 codes, 1 thread, cycles per item at 128 / 256 bits, interleaved in one
+process): counting ~0.55 / 1.3 (direct rows), the tree ~0.7 / 1.0, mispredicted tests and loop exits ~0.3,
+the relevant items (1% of the database) ~0.4 in all (here and in the caller: their distances, ranks); keeping
+them out of the tree: the same at 128 bits, 3-11% faster at 256 (the near items lie 4 standard deviations
+below the rest there, 2.8 at 128); with per-group bit masks of the relevant items and a loop over their set
+bits, the part in here cost 0.5-0.7 (exact mAP 10-20% slower in all).
 """
 from __future__ import annotations
 
@@ -74,13 +78,15 @@ def _blocks(builder, low, ctx):
 
 
 def _from_table(builder):
-    """FROM[t]: the group's items t, t + 1, ..., 255 (a constant table, 8 KiB)."""
+    """FROM[t]: the group's items t, t + 1, ..., 255, and two empty rows (a constant table, 8 KiB): item t alone
+    is FROM[t] ^ FROM[t + 1], and t = 256 none."""
     name = "c3dhash_planes_from"
     table = builder.module.globals.get(name)
     if table is None:
         rows = [ir.Constant(VEC, [(-1 if lane > t >> 6 else (-1 << (t & 63)) if lane == t >> 6 else 0)
                                   for lane in range(LANES)]) for t in range(GROUP)]
-        table = cgutils.global_constant(builder.module, name, ir.Constant(ir.ArrayType(VEC, GROUP), rows))
+        rows += [ir.Constant(VEC, [0] * LANES)] * 2
+        table = cgutils.global_constant(builder.module, name, ir.Constant(ir.ArrayType(VEC, GROUP + 2), rows))
         table.align = 32
     return table
 
@@ -99,10 +105,11 @@ def _low_masks(builder, count):
 
 
 def _relevant(builder, ctx):
-    """After the group is counted: each relevant item of group g (jl[p], ascending, from p on) at distance
-    d = reld[p] (the caller's) gets relp[p] = the earlier items at d = acc[d] (now including this group) - the
-    group's items at d from it on: its 8-value block's queued mask & the mask of d's 3 low bits (keeping every
-    leaf's mask cost 15% in stores) & FROM[its position]. Returns the next p."""
+    """After the tree: each relevant item of group g (jl[p], ascending, from p on) at distance d = reld[p] (the
+    caller's) gets relp[p] = the earlier items at d = acc[d] (now with the group's other items and its earlier
+    relevant ones) - the group's other items at d from it on: its 8-value block's queued mask (or the empty one)
+    & the mask of d's 3 low bits (keeping every leaf's mask cost 15% in stores) & FROM[its position]; then acc[d]
+    counts it. Returns the next p."""
     jl, reld, relp = ctx["jl"], ctx["reld"], ctx["relp"]
     head = builder.block
     test, check, body, done = (builder.append_basic_block("rel." + s) for s in ("test", "check", "body", "done"))
@@ -129,10 +136,80 @@ def _relevant(builder, ctx):
     seen = _hsum(builder, builder.sub(builder.load(accd, align=8),
                                       builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
     builder.store(seen, builder.gep(relp, [p]))
+    lane = builder.gep(ctx["acc"], [builder.add(builder.mul(d, ir.Constant(I64, LANES)),
+                                                builder.lshr(pos, ir.Constant(I64, 6)))])
+    builder.store(builder.add(builder.load(lane), ir.Constant(I64, 1)), lane)  # counted here, not in the tree
     p.add_incoming(builder.add(p, ir.Constant(I64, 1)), builder.block)
     builder.branch(test)
     builder.position_at_end(done)
     return p
+
+
+REL_SLOTS = 3  # relevant items a group taken branch-free, the rest in a loop (2 or 6 slots measured slower)
+
+
+def _mark_relevant(builder, ctx, j, d, valid):
+    """Item j (if valid) joins the relevant mask; its block's lookup is preset to the empty mask (its block may
+    hold no other item, then the tree queues nothing there)."""
+    t = builder.select(valid, builder.and_(j, ir.Constant(I64, GROUP - 1)), ir.Constant(I64, GROUP))
+    table = _from_table(builder)
+    one = builder.xor(builder.load(builder.gep(table, [ir.Constant(I64, 0), t]), align=32),
+                      builder.load(builder.gep(table, [ir.Constant(I64, 0), builder.add(t, ir.Constant(I64, 1))]),
+                                   align=32))
+    work = ctx["work"]
+    builder.store(ir.Constant(I64, work["empty"]), builder.gep(work["block_of"], [
+        ir.Constant(I64, 0), builder.lshr(d, ir.Constant(I64, BLOCK_BITS))]))
+    return one
+
+
+def _relevant_mask(builder, ctx):
+    """The group's relevant items (jl[p], ... below the group's end) as a mask: REL_SLOTS of them branch-free,
+    the rest (rare) in a loop. They stay out of the tree (on trained codes they are the near items, whose
+    sparse blocks would cost a popcount per distance and mispredicted tests) and _relevant counts them."""
+    jl, reld, p, rend = ctx["jl"], ctx["reld"], ctx["p"], ctx["rend"]
+    end = builder.mul(builder.add(ctx["g"], ir.Constant(I64, 1)), ir.Constant(I64, GROUP))
+    zero = ir.Constant(VEC, [0] * LANES)
+    head = builder.block
+    any_left = builder.icmp_signed("<", p, rend)
+    with builder.if_then(any_left):
+        r, valid = zero, None
+        last = builder.sub(rend, ir.Constant(I64, 1))
+        for s in range(REL_SLOTS):
+            at = builder.add(p, ir.Constant(I64, s))
+            idx = builder.select(builder.icmp_signed("<", at, rend), at, last)
+            j = builder.load(builder.gep(jl, [idx]))
+            valid = builder.and_(builder.icmp_signed("<", at, rend), builder.icmp_signed("<", j, end))
+            r = builder.or_(r, _mark_relevant(builder, ctx, j, builder.load(builder.gep(reld, [idx])), valid))
+        slots = builder.block
+        more = builder.append_basic_block("relmask.more")
+        loop = builder.append_basic_block("relmask.loop")
+        done = builder.append_basic_block("relmask.done")
+        builder.cbranch(valid, more, done)  # all slots taken: maybe more items
+        builder.position_at_end(more)
+        start = builder.add(p, ir.Constant(I64, REL_SLOTS))
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        q = builder.phi(I64)
+        q.add_incoming(start, more)
+        rl = builder.phi(VEC)
+        rl.add_incoming(r, more)
+        ok = builder.icmp_signed("<", q, rend)
+        qc = builder.select(ok, q, last)
+        j = builder.load(builder.gep(jl, [qc]))
+        ok = builder.and_(ok, builder.icmp_signed("<", j, end))
+        rl2 = builder.or_(rl, _mark_relevant(builder, ctx, j, builder.load(builder.gep(reld, [qc])), ok))
+        q.add_incoming(builder.add(q, ir.Constant(I64, 1)), loop)
+        rl.add_incoming(rl2, loop)
+        builder.cbranch(ok, loop, done)
+        builder.position_at_end(done)
+        inner = builder.phi(VEC)
+        inner.add_incoming(r, slots)
+        inner.add_incoming(rl2, loop)
+        body = builder.block
+    out = builder.phi(VEC)
+    out.add_incoming(zero, head)
+    out.add_incoming(inner, body)
+    return out
 
 
 def _split(builder, mask, count, k, prefix, ctx):
@@ -167,11 +244,14 @@ def planes_hist(typingctx, P, g, sel, A, ai, acc, jl, p, reld, relp):
         ctx = dict(acc=arr[5].data, jl=arr[6].data, rend=builder.extract_value(arr[6].shape, 0), g=args[1],
                    p=args[7], reld=arr[8].data, relp=arr[9].data)
         nblocks = (MAX_BITS >> BLOCK_BITS) + 1
-        ctx["work"] = dict(n=cgutils.alloca_once_value(builder, ir.Constant(I64, 0)),
-                           masks=cgutils.alloca_once(builder, ir.ArrayType(VEC, nblocks)),
+        ctx["work"] = dict(n=cgutils.alloca_once_value(builder, ir.Constant(I64, 0)), empty=nblocks,
+                           masks=cgutils.alloca_once(builder, ir.ArrayType(VEC, nblocks + 1)),
                            prefix=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)),
                            block_of=cgutils.alloca_once(builder, ir.ArrayType(I64, nblocks)))
-        _split(builder, ONES, count, COUNT_BITS - 1, 0, ctx)
+        builder.store(ir.Constant(VEC, [0] * LANES), builder.gep(ctx["work"]["masks"], [
+            ir.Constant(I64, 0), ir.Constant(I64, nblocks)]), align=8)  # the empty mask
+        rel = _relevant_mask(builder, ctx)
+        _split(builder, builder.xor(rel, ONES), count, COUNT_BITS - 1, 0, ctx)
         low, ctx["low_masks"] = _low_masks(builder, count)
         _blocks(builder, low, ctx)
         return _relevant(builder, ctx)
