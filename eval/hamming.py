@@ -34,8 +34,8 @@ from numba import njit, prange
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
 from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, host_has_vector_popcount, \
-    planes_below, planes_dist
-from eval.planes_select import plan_queries
+    planes_below
+from eval.planes_select import anchor_counts, plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -150,11 +150,7 @@ def _topk_planes_block(sel, anchor, anchors, q0, q1, n, P, gchunk, k, nbins, out
         c1 = min(P.shape[0], c0 + gchunk)
         cur = -1
         for i in range(nq):
-            a = anchor[q0 + i]
-            if a >= 0 and a != cur:  # a block's queries of one anchor run together
-                for g in range(c0, c1):
-                    planes_dist(P, g, anchors[a], A, g - c0)
-                cur = a
+            cur = anchor_counts(P, anchor, anchors, q0 + i, cur, c0, c1, A)
             for g in range(c0, c1):
                 if planes_below(P, g, sel[q0 + i], A, g - c0, lim[i], lt, dbin) == 0:
                     continue  # the common case once the top k has filled up

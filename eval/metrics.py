@@ -39,9 +39,9 @@ from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from eval.hamming import PLANES_FILTER, word_major
 from eval.kernels import NSUB, block_distances, histogram, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, planes_dist
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes
 from eval.planes_hist import HIST_BINS, planes_hist
-from eval.planes_select import cluster_order, plan_queries
+from eval.planes_select import anchor_counts, cluster_order, plan_queries
 from loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
@@ -216,11 +216,7 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
         cur = -1
         for i in range(nq):
             qi = q0 + i
-            a = anchor[qi]
-            if a >= 0 and a != cur:  # a block's queries of one anchor run together
-                for g in range(c0, c1):
-                    planes_dist(P, g, anchors[a], A, g - c0)
-                cur = a
+            cur = anchor_counts(P, anchor, anchors, qi, cur, c0, c1, A)
             jl = by_label[rstart[qi]:rstart[qi] + rcount[qi]]
             rd, rp, p = reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ptr[i]
             for g in range(c0, c1):

@@ -142,11 +142,11 @@ def _selected_planes(builder, base, sa, start, count, masked):
     half = builder.lshr(builder.sub(builder.extract_value(sa.shape, 0), ir.Constant(I64, SEL_HDR)), ir.Constant(I64, 1))
     for k in range(count):
         at = builder.add(start, ir.Constant(I64, SEL_HDR + k))
-        b = builder.load(builder.gep(sa.data, [at]))
+        b = row_entry(builder, sa, at)
         ptr = builder.bitcast(builder.gep(base, [builder.mul(b, ir.Constant(I64, LANES))]), VEC.as_pointer())
         v = builder.load(ptr, align=8)
         if masked:
-            v = builder.xor(v, splat(builder, builder.load(builder.gep(sa.data, [builder.add(at, half)]))))
+            v = builder.xor(v, row_mask(builder, sa, builder.add(at, half)))
         x.append(v)
     return x
 
@@ -154,7 +154,7 @@ def _selected_planes(builder, base, sa, start, count, masked):
 def _tail8(builder, base, sa, n16, c, masked):
     """The last 8 selected planes when the row has them (n8 = 1: half the zero planes a 16-plane step pads)."""
     head = builder.block
-    n8 = builder.load(builder.gep(sa.data, [ir.Constant(I64, 2)]))
+    n8 = row_entry(builder, sa, 2)
     with builder.if_then(builder.icmp_signed("!=", n8, ir.Constant(I64, 0))):
         more = _count_step8(builder, _selected_planes(builder, base, sa, n16, 8, masked), c)
         tail = builder.block
@@ -174,7 +174,7 @@ def _phis(builder, incoming):
 
 def _count_selected(builder, base, sa, masked):
     """c = the sum of the row's selected planes (XORed with its masks when masked), in binary: COUNT_BITS planes."""
-    n16 = builder.load(sa.data)
+    n16 = row_entry(builder, sa, 0)
     i0, entry, loop, done = loop_open(builder, n16, "sel")
     st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
     for p in st:
@@ -196,7 +196,7 @@ def selected_counts(builder, pa, sa, g, ba, bi):
     (plane ^ q's bit), then d = d(x, m) - |T| + 2c, as X + Y + K with X = d(x, m)."""
     nplanes = builder.extract_value(pa.shape, 1)
     base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
-    rel = builder.icmp_signed("!=", builder.load(builder.gep(sa.data, [ir.Constant(I64, 4)])), ir.Constant(I64, 0))
+    rel = builder.icmp_signed("!=", row_entry(builder, sa, 4), ir.Constant(I64, 0))
     with builder.if_else(rel) as (relative, direct):
         with relative:
             c_rel, b_rel = _count_selected(builder, base, sa, True), builder.block
@@ -214,13 +214,13 @@ def selected_counts(builder, pa, sa, g, ba, bi):
         X.append(builder.load(builder.bitcast(ptr, VEC.as_pointer()), align=8))
     X.append(zero)
     Y = [zero] + c[:SUM_BITS - 1]  # 2c
-    zx = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 1)])))  # -1: ~X (zeros mode)
-    zy = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, 3)])))  # -1: ~Y (set-bits mode)
+    zx = row_mask(builder, sa, 1)  # -1: ~X (zeros mode)
+    zy = row_mask(builder, sa, 3)  # -1: ~Y (set-bits mode)
     out, carry, rc = [], zero, zero
     for k in range(SUM_BITS):
         # |q| + |x| - 2c = X + ~Y + K, |q| - |x| + 2c = ~X + Y + K, d(x, m) - |T| + 2c = X + Y + K: no select
         a, nb = builder.xor(X[k], zx), builder.xor(Y[k], zy)
-        kk = splat(builder, builder.load(builder.gep(sa.data, [ir.Constant(I64, SEL_HDR - SUM_BITS + k)])))
+        kk = row_mask(builder, sa, SEL_HDR - SUM_BITS + k)
         cy, sm = _csa(builder, a, nb, kk)  # a + nb + K: carry-save, then one ripple add
         u = builder.xor(sm, carry)
         out.append(builder.xor(u, rc))
@@ -244,6 +244,31 @@ def int64_vector(a):
     return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
 
 
+ROW_DTYPE = np.int32  # eval/planes_select.py's rows: plane numbers < 512, counts, masks 0 / -1 (half int64's)
+MASK8 = ir.VectorType(I32, 2 * LANES)
+
+
+def row_vector(a):
+    return isinstance(a, types.Array) and a.dtype == types.int32 and a.ndim == 1
+
+
+def _row_at(builder, sa, at):
+    return builder.gep(sa.data, [ir.Constant(I64, at) if isinstance(at, int) else at])
+
+
+def row_entry(builder, sa, at):
+    """Entry `at` (an int or an i64 value) of a row, as i64."""
+    return builder.sext(builder.load(_row_at(builder, sa, at)), I64)
+
+
+def row_mask(builder, sa, at):
+    """A 0 / -1 entry of a row as a vector of its bits (one 32-bit broadcast load, VPBROADCASTD)."""
+    v = builder.insert_element(ir.Constant(MASK8, ir.Undefined), builder.load(_row_at(builder, sa, at)),
+                               ir.Constant(I32, 0))
+    return builder.bitcast(builder.shuffle_vector(v, ir.Constant(MASK8, ir.Undefined),
+                                                  ir.Constant(ir.VectorType(I32, 2 * LANES), [0] * (2 * LANES))), VEC)
+
+
 def _arrays(context, signature, builder, args, which):
     return {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in which}
 
@@ -251,7 +276,7 @@ def _arrays(context, signature, builder, args, which):
 @intrinsic
 def planes_below(typingctx, P, g, sel, A, ai, lim, lt, cnt):
     """See the module docstring."""
-    if not (uint64_arrays((P, A, lt, cnt), (3, 3, 1, 2)) and int64_vector(sel)):
+    if not (uint64_arrays((P, A, lt, cnt), (3, 3, 1, 2)) and row_vector(sel)):
         return None
     sig = types.int64(P, types.int64, sel, A, types.int64, types.int64, lt, cnt)
 
@@ -273,7 +298,7 @@ def planes_below(typingctx, P, g, sel, A, ai, lim, lt, cnt):
 @intrinsic
 def planes_dist(typingctx, P, g, sel, A, ai):
     """A[ai] = group g's distances to a direct row's query (an anchor), in binary: COUNT_BITS x LANES words."""
-    if not (uint64_arrays((P, A), (3, 3)) and int64_vector(sel)):
+    if not (uint64_arrays((P, A), (3, 3)) and row_vector(sel)):
         return None
     sig = types.void(P, types.int64, sel, A, types.int64)
 

@@ -32,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, int64_vector, loop_close, loop_open, \
-    selected_counts, uint64_arrays
+    row_vector, selected_counts, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -234,7 +234,8 @@ def _split(builder, mask, count, k, prefix, ctx):
 @intrinsic
 def planes_hist(typingctx, P, g, sel, A, ai, acc, jl, p, reld, relp):
     """See the module docstring."""
-    if not (uint64_arrays((P, A, acc), (3, 3, 1)) and all(int64_vector(a) for a in (sel, jl, reld, relp))):
+    if not (uint64_arrays((P, A, acc), (3, 3, 1)) and row_vector(sel)
+            and all(int64_vector(a) for a in (jl, reld, relp))):
         return None
     sig = types.int64(P, types.int64, sel, A, types.int64, acc, jl, types.int64, reld, relp)
 

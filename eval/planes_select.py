@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from eval.kernels import popcount64
-from eval.planes import COUNT_BITS, SEL_HDR, SUM_BITS
+from eval.planes import COUNT_BITS, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
 
 MAX_LEADERS = 1024  # clustering costs Q x leaders popcounts; later queries run direct rows
 XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against a direct row's
@@ -36,9 +36,9 @@ XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against
 class QueryPlan:
     order: np.ndarray  # int64 [Q]: the queries in run order (plan position i is query order[i])
     starts: np.ndarray  # int64 [blocks + 1]: block b runs plan positions starts[b] .. starts[b + 1] - 1
-    rows: np.ndarray  # int64 [Q, row]: selected_counts rows, in run order
+    rows: np.ndarray  # int32 [Q, row]: selected_counts rows, in run order
     anchor: np.ndarray  # int64 [Q]: the row of `anchors` a relative row counts against, -1 for a direct row
-    anchors: np.ndarray  # int64 [A, row]: the anchors' direct rows
+    anchors: np.ndarray  # int32 [A, row]: the anchors' direct rows
 
 
 def row_length(words: int) -> int:
@@ -97,7 +97,7 @@ def relative_row(row, qbits, mbits, zero_plane):
     for b in range(qbits.shape[0]):
         if qbits[b] != mbits[b]:
             idx[n] = b
-            row[SEL_HDR + half + n] = -np.int64(qbits[b])
+            row[SEL_HDR + half + n] = -np.int32(qbits[b])
             n += 1
     row[1], row[3], row[4] = 0, 0, 1
     _set_k(row, -n)
@@ -116,7 +116,7 @@ def _direct_rows(qbits, rows, zero_plane):
 def _try_anchor(rows, cost, qbits, lo, hi, mbits, arow, zero_plane):
     """Rows lo..hi - 1 relative to anchor mbits where that is cheaper, when the savings pay for the anchor's
     direct row (arow, filled); returns whether the anchor is used."""
-    trial = np.zeros((hi - lo, rows.shape[1]), np.int64)
+    trial = np.zeros((hi - lo, rows.shape[1]), rows.dtype)
     gain = np.zeros(hi - lo)
     for k in range(hi - lo):
         gain[k] = max(cost[lo + k] - relative_row(trial[k], qbits[lo + k], mbits, zero_plane) * XOR_COST, 0.0)
@@ -133,8 +133,8 @@ def _unpack(q: np.ndarray, bits: int) -> np.ndarray:
 
 
 def query_select(q: np.ndarray, bits: int) -> np.ndarray:
-    """int64 [Q, row_length(W)]: each query's direct row (its set or clear bits, the fewer; see selected_counts)."""
-    out = np.zeros((q.shape[0], row_length(q.shape[1])), np.int64)
+    """int32 [Q, row_length(W)]: each query's direct row (its set or clear bits, the fewer; see selected_counts)."""
+    out = np.zeros((q.shape[0], row_length(q.shape[1])), ROW_DTYPE)
     _direct_rows(_unpack(q, bits), out, q.shape[1] * 64 + COUNT_BITS)
     return out
 
@@ -197,7 +197,7 @@ def plan_queries(q: np.ndarray, bits: int, qblock: int) -> QueryPlan:
     run_key = key[order]
     pieces, starts = _pieces(run_key, qblock)
     qbits = _unpack(q[order], bits)
-    rows = np.zeros((nq, row_length(words)), np.int64)
+    rows = np.zeros((nq, row_length(words)), ROW_DTYPE)
     cost = _direct_rows(qbits, rows, zero_plane)
     anchor = np.full(nq, -1, np.int64)
     anchors, majority = [], {}
@@ -208,9 +208,21 @@ def plan_queries(q: np.ndarray, bits: int, qblock: int) -> QueryPlan:
         if c not in majority:  # the whole cluster's majority bits (a split cluster's pieces share it)
             members = qbits[run_key == c]
             majority[c] = (2 * members.sum(axis=0, dtype=np.int64) > len(members)).astype(np.uint8)
-        arow = np.zeros(row_length(words), np.int64)
+        arow = np.zeros(row_length(words), ROW_DTYPE)
         if _try_anchor(rows, cost, qbits, lo, hi, majority[c], arow, zero_plane):
             anchor[lo:hi][rows[lo:hi, 4] == 1] = len(anchors)
             anchors.append(arow)
     return QueryPlan(order, np.array(starts, np.int64), rows, anchor,
-                     np.array(anchors, np.int64).reshape(len(anchors), row_length(words)))
+                     np.array(anchors, ROW_DTYPE).reshape(len(anchors), row_length(words)))
+
+
+@njit(cache=True)
+def anchor_counts(P, anchor, anchors, qi, cur, c0, c1, A):
+    """Before run position qi's pass over groups c0 .. c1 - 1: its anchor's distances into A[g - c0], once per
+    anchor and chunk (a block's queries of one anchor run together); returns the anchor A now holds."""
+    a = anchor[qi]
+    if a < 0 or a == cur:
+        return cur
+    for g in range(c0, c1):
+        planes_dist(P, g, anchors[a], A, g - c0)
+    return a

@@ -10,7 +10,7 @@ from numba import njit
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
-from eval.planes import COUNT_BITS, bit_planes, count_at, planes_below, planes_dist
+from eval.planes import COUNT_BITS, ROW_DTYPE, bit_planes, count_at, planes_below, planes_dist
 from eval.planes_select import direct_row, relative_row, row_length
 from eval.search import search
 
@@ -92,13 +92,13 @@ def _rows(qb: np.ndarray, words: int, rng: np.random.Generator) -> list[tuple[np
     bits, half the bits and all the bits (planes_select's two kinds of row; the anchor's is direct)."""
     zero_plane, out = words * 64 + COUNT_BITS, []
     for qbits in qb.astype(np.uint8):
-        direct = np.zeros(row_length(words), np.int64)
+        direct = np.zeros(row_length(words), ROW_DTYPE)
         direct_row(direct, qbits, zero_plane)
         out.append((direct, direct))
         for flip in (0, 3, len(qbits) // 2, len(qbits)):
             m = qbits.copy()
             m[rng.choice(len(qbits), flip, replace=False)] ^= 1
-            rel, arow = np.zeros(row_length(words), np.int64), np.zeros(row_length(words), np.int64)
+            rel, arow = np.zeros(row_length(words), ROW_DTYPE), np.zeros(row_length(words), ROW_DTYPE)
             relative_row(rel, qbits, m, zero_plane)
             direct_row(arow, m, zero_plane)
             out.append((rel, arow))
