@@ -229,9 +229,10 @@ def selected_counts(builder, pa, sa, g, ba, bi):
     return out[:COUNT_BITS]
 
 
-def _store_counts(builder, ca, count):
+def _store_counts(builder, out, count):
+    """count's COUNT_BITS vectors to out (a uint64 pointer), one after another."""
     for k, v in enumerate(count):
-        builder.store(v, builder.bitcast(builder.gep(ca.data, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
+        builder.store(v, builder.bitcast(builder.gep(out, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
                       align=8)
 
 
@@ -269,7 +270,8 @@ def row_mask(builder, sa, at):
                                                   ir.Constant(ir.VectorType(I32, 2 * LANES), [0] * (2 * LANES))), VEC)
 
 
-def _arrays(context, signature, builder, args, which):
+def arrays(context, signature, builder, args, which):
+    """The intrinsic's array arguments `which`, as numba array structs by argument position."""
     return {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in which}
 
 
@@ -281,7 +283,7 @@ def planes_below(typingctx, P, g, sel, A, ai, lim, lt, cnt):
     sig = types.int64(P, types.int64, sel, A, types.int64, types.int64, lt, cnt)
 
     def codegen(context, builder, signature, args):
-        arr = _arrays(context, signature, builder, args, (0, 2, 3, 6, 7))
+        arr = arrays(context, signature, builder, args, (0, 2, 3, 6, 7))
         new = selected_counts(builder, arr[0], arr[2], args[1], arr[3], args[4])
         lt_v = _below(builder, new, args[5])
         r = builder.extract_element(lt_v, ir.Constant(I32, 0))
@@ -290,7 +292,7 @@ def planes_below(typingctx, P, g, sel, A, ai, lim, lt, cnt):
         with builder.if_then(builder.icmp_unsigned("!=", r, ir.Constant(I64, 0)), likely=False):
             # only groups with an item below lim (a few %) need the masks and counts
             builder.store(lt_v, builder.bitcast(arr[6].data, VEC.as_pointer()), align=8)
-            _store_counts(builder, arr[7], new)
+            _store_counts(builder, arr[7].data, new)
         return r
     return sig, codegen
 
@@ -303,12 +305,10 @@ def planes_dist(typingctx, P, g, sel, A, ai):
     sig = types.void(P, types.int64, sel, A, types.int64)
 
     def codegen(context, builder, signature, args):
-        arr = _arrays(context, signature, builder, args, (0, 2, 3))
+        arr = arrays(context, signature, builder, args, (0, 2, 3))
         new = selected_counts(builder, arr[0], arr[2], args[1], arr[3], ir.Constant(I64, 0))
-        out = builder.gep(arr[3].data, [builder.mul(args[4], ir.Constant(I64, COUNT_BITS * LANES))])
-        for k, v in enumerate(new):
-            builder.store(v, builder.bitcast(builder.gep(out, [ir.Constant(I64, k * LANES)]), VEC.as_pointer()),
-                          align=8)
+        _store_counts(builder, builder.gep(arr[3].data, [builder.mul(args[4], ir.Constant(I64, COUNT_BITS * LANES))]),
+                      new)
         return context.get_dummy_value()
     return sig, codegen
 

@@ -31,8 +31,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, int64_vector, loop_close, loop_open, \
-    row_vector, selected_counts, uint64_arrays
+from eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, loop_close, \
+    loop_open, row_vector, selected_counts, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -240,7 +240,7 @@ def planes_hist(typingctx, P, g, sel, A, ai, acc, jl, p, reld, relp):
     sig = types.int64(P, types.int64, sel, A, types.int64, acc, jl, types.int64, reld, relp)
 
     def codegen(context, builder, signature, args):
-        arr = {i: context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3, 5, 6, 8, 9)}
+        arr = arrays(context, signature, builder, args, (0, 2, 3, 5, 6, 8, 9))
         count = selected_counts(builder, arr[0], arr[2], args[1], arr[3], args[4])
         ctx = dict(acc=arr[5].data, jl=arr[6].data, rend=builder.extract_value(arr[6].shape, 0), g=args[1],
                    p=args[7], reld=arr[8].data, relp=arr[9].data)
