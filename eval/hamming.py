@@ -17,9 +17,9 @@ block of queries; each 256-item sub-block is tested without storing anything for
 limit, sub-blocks that cannot enter the current top K are skipped (almost all, once K items are found), and
 survivors go to per-distance buckets (at most K each, in index order). Because the scan is in index order,
 concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/planes.py
-(faster on AVX2: README, Performance) when the database's bit-planes are given (`planes=bit_planes(db)`)
-or the query batch is large enough to pay for building them, and the word-major minimum otherwise or where
-AVX-512 VPOPCNTQ makes the popcount one instruction. A large K (buckets over TOPK_BUCKET_BYTES) takes a
+(faster on AVX2 and on AVX-512: README, Performance) when the database's bit-planes are given
+(`planes=bit_planes(db)`) or the query batch is large enough to pay for building them, and the word-major
+minimum otherwise or for codes over MAX_BITS. A large K (buckets over TOPK_BUCKET_BYTES) takes a
 counting sort of each query's full distance row instead. Threads: numba.set_num_threads(n) (prange over query
 blocks).
 """
@@ -33,15 +33,17 @@ from numba import njit, prange
 
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, host_has_vector_popcount, \
-    planes_below
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below
 from eval.planes_select import anchor_counts, plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
 SUB = 256  # sub-block whose minimum decides whether to look at its items one by one
 TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
-PLANES_FILTER = not host_has_vector_popcount()
+# The bit-sliced filter (eval/planes.py) for codes of up to MAX_BITS: faster than the word-major scan on AVX2
+# (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256 bits, the
+# word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM); the word-major kernels serve wider codes.
+PLANES_FILTER = True
 # Without prepared planes a batch builds them when it will pay them back: building took 13 / 55 / 133 ms for
 # 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,
 # before the planes carried the items' popcounts): 70-360 queries.
@@ -214,7 +216,7 @@ def topk(q_codes: np.ndarray, db_codes: np.ndarray, k: int, *, backend: str = "n
     """The k nearest database items per query, ties by database index: (indices int64, distances int32),
     each [Q, min(k, N)]. backend: numba (CPU), torch (CUDA if available, else CPU tensors), auto (torch
     when CUDA is available). When the caller searches the same database often: `dbT` = word_major(db_codes),
-    `planes` = bit_planes(db_codes) (the faster filter on CPUs without VPOPCNTQ; either one is enough)."""
+    `planes` = bit_planes(db_codes) (the faster filter, up to MAX_BITS; either one is enough)."""
     if backend not in BACKENDS:
         raise CodesError(f"topk: backend={backend!r}; choose one of {', '.join(BACKENDS)}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

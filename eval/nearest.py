@@ -63,7 +63,7 @@ class Searcher:
         return self._dbT
 
     def planes(self) -> np.ndarray | None:
-        """The bit-sliced layout of eval/planes.py where topk's faster filter applies (no VPOPCNTQ), else None."""
+        """The bit-sliced layout of eval/planes.py where topk's faster filter applies (up to MAX_BITS), else None."""
         if self._planes is None and hamming.PLANES_FILTER and self.bits <= MAX_BITS:
             self._planes = bit_planes(self.codes)
         return self._planes

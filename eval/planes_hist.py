@@ -1,5 +1,5 @@
-"""Per-distance counts of 256 database items at a time from their bit-planes, for exact mAP on CPUs without a
-vector popcount (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
+"""Per-distance counts of a group of database items (GROUP: 256 on AVX2, 512 on AVX-512) from their bit-planes,
+for exact mAP (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
 
     P, plan = bit_planes(db_codes), plan_queries(q_codes, bits, qblock)   # eval/planes.py, planes_select.py
     p = planes_hist(P, g, plan.rows[i], A, ai, acc, jl, p, reld, relp)   # in numba, group g of query i
@@ -13,9 +13,9 @@ items other than the relevant ones by the count bits, most significant first (ma
 mask & count[k]); subtrees of 16+ values are tested and skipped when empty, so a group costs about its
 distinct distances (concentrated on trained codes); each 8-value block (queued, then run by one loop) is split
 branch-free by one AND a value with the group's 8 masks of the 3 low count bits, and each leaf's vector
-popcount (VPSHUFB nibble lookups + VPSADBW on AVX2) adds to acc. The relevant items (a query's own class: on
-trained codes its near items, whose sparse blocks would cost a popcount per distance and mispredicted tests)
-are counted one by one in index order: an item's earlier, equal-distance items are acc[d] - popcount(leaf &
+popcount (VPSHUFB nibble lookups + VPSADBW on AVX2, VPOPCNTQ on AVX-512) adds to acc. The relevant items (a query's
+own class: on trained codes its near items, whose sparse blocks would cost a popcount per distance and mispredicted
+tests) are counted one by one in index order: an item's earlier, equal-distance items are acc[d] - popcount(leaf &
 FROM[t]) (its block's mask & the low mask of its distance, the items from it on from a constant table), then
 acc[d] counts it. Measured (1e6 codes, 1 thread, cycles per item at 128 / 256 bits, interleaved in one
 process): counting ~0.55 / 1.3 (direct rows), the tree ~0.7 / 1.0, mispredicted tests and loop exits ~0.3,
@@ -78,8 +78,8 @@ def _blocks(builder, low, ctx):
 
 
 def _from_table(builder):
-    """FROM[t]: the group's items t, t + 1, ..., 255, and two empty rows (a constant table, 8 KiB): item t alone
-    is FROM[t] ^ FROM[t + 1], and t = 256 none."""
+    """FROM[t]: the group's items t, t + 1, ..., GROUP - 1, and two empty rows (a constant table, 8 KiB on AVX2,
+    32 KiB on AVX-512): item t alone is FROM[t] ^ FROM[t + 1], and t = GROUP none."""
     name = "c3dhash_planes_from"
     table = builder.module.globals.get(name)
     if table is None:

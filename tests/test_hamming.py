@@ -10,7 +10,7 @@ from numba import njit
 
 from eval.codes import Codes, CodesError, pack_bits
 from eval.hamming import hamming_distances, topk
-from eval.planes import COUNT_BITS, ROW_DTYPE, bit_planes, count_at, planes_below, planes_dist
+from eval.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit_planes, count_at, planes_below, planes_dist
 from eval.planes_select import direct_row, relative_row, row_length
 from eval.search import search
 
@@ -73,17 +73,17 @@ def test_topk_is_the_stable_ranking(bits, n, path, monkeypatch):
 @njit
 def _below_masks(P, sel, arow, lim):
     """planes_below over every group (anchor arow's distances counted first, for a relative row)."""
-    A = np.zeros((P.shape[0], COUNT_BITS, 4), np.uint64)
+    A = np.zeros((P.shape[0], COUNT_BITS, LANES), np.uint64)
     for g in range(P.shape[0]):
         planes_dist(P, g, arow, A, g)
-    out = np.zeros((P.shape[0], 4), np.uint64)
-    dist = np.full(P.shape[0] * 256, -1, np.int64)  # -1: group reported nothing below lim
-    lt, cnt = np.empty(4, np.uint64), np.empty((COUNT_BITS, 4), np.uint64)
+    out = np.zeros((P.shape[0], LANES), np.uint64)
+    dist = np.full(P.shape[0] * GROUP, -1, np.int64)  # -1: group reported nothing below lim
+    lt, cnt = np.empty(LANES, np.uint64), np.empty((COUNT_BITS, LANES), np.uint64)
     for g in range(P.shape[0]):
         if planes_below(P, g, sel, A, g, lim, lt, cnt):
             out[g] = lt
-            for j in range(256):
-                dist[g * 256 + j] = count_at(cnt, j // 64, j % 64)
+            for j in range(GROUP):
+                dist[g * GROUP + j] = count_at(cnt, j // 64, j % 64)
     return out, dist
 
 
@@ -106,20 +106,21 @@ def _rows(qb: np.ndarray, words: int, rng: np.random.Generator) -> list[tuple[np
 
 
 @pytest.mark.parametrize("words", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("n", [1, 63, 256, 257, 700])
+@pytest.mark.parametrize("n", [1, 63, 256, 257, 513, 700])
 def test_bit_planes_layout_and_filter(words, n):
-    """P[g, b, l] bit t is bit b of item 256g + 64l + t, then the items' popcounts, then a zero plane; planes_below
-    marks exactly the items at distance < lim (every lim from 0 to bits + 1), the padding of the last group
-    aside, and gives the distance of every item of each group it reports (and writes nothing for the others):
-    with a query's direct row and with its rows relative to anchors near, halfway and opposite."""
+    """P[g, b, l] bit t is bit b of item GROUP g + 64l + t (GROUP = 64 LANES: 256 on AVX2, 512 on AVX-512),
+    then the items' popcounts, then a zero plane; planes_below marks exactly the items at distance < lim (every lim
+    from 0 to bits + 1), the padding of the last group aside, and gives the distance of every item of each group it
+    reports (and writes nothing for the others): with a query's direct row and with its rows relative to anchors
+    near, halfway and opposite."""
     rng = np.random.default_rng(words * 1000 + n)
     bits = words * 64
     dbb, qb = tied_bits(n, bits, rng), tied_bits(3, bits, rng)
     qb[1], qb[2] = ~qb[0], False  # direct rows take the set bits of one, the clear bits of the other; none of 2
     db = pack_bits(dbb)
     P = bit_planes(db)
-    assert P.shape == ((n + 255) // 256, bits + COUNT_BITS + 1, 4) and P.dtype == np.uint64
-    unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, planes, 4 * 64]
+    assert P.shape == ((n + GROUP - 1) // GROUP, bits + COUNT_BITS + 1, LANES) and P.dtype == np.uint64
+    unpacked = np.unpackbits(P.view(np.uint8), axis=-1, bitorder="little")  # [G, planes, GROUP]
     items = unpacked.transpose(0, 2, 1).reshape(-1, bits + COUNT_BITS + 1)
     np.testing.assert_array_equal(items[:n, :bits], dbb)
     popcounts = (items[:, bits:bits + COUNT_BITS].astype(int) << np.arange(COUNT_BITS)).sum(axis=1)
@@ -133,15 +134,15 @@ def test_bit_planes_layout_and_filter(words, n):
             lt, dist = _below_masks(P, sel, arow, lim)
             got = np.unpackbits(lt.view(np.uint8), bitorder="little").astype(bool)[:n]
             np.testing.assert_array_equal(got, d[i] < lim)
-            padded = np.full(P.shape[0] * 256, qb[i].sum())  # padding items: zero codes
+            padded = np.full(P.shape[0] * GROUP, qb[i].sum())  # padding items: zero codes
             padded[:n] = d[i]
-            reported = np.repeat((padded < lim).reshape(-1, 256).any(axis=1), 256)[:n]
+            reported = np.repeat((padded < lim).reshape(-1, GROUP).any(axis=1), GROUP)[:n]
             np.testing.assert_array_equal(dist[:n][reported], d[i][reported])
             assert (dist[:n][~reported] == -1).all()
 
 
 def test_planes_must_match_the_database():
-    q, db = np.zeros((2, 1), np.uint64), np.zeros((300, 1), np.uint64)
+    q, db = np.zeros((2, 1), np.uint64), np.zeros((1100, 1), np.uint64)  # 3 groups of 512 or 5 of 256
     with pytest.raises(CodesError, match="planes must be bit_planes"):
         topk(q, db, 3, planes=bit_planes(db[:10]))
 

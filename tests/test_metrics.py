@@ -86,9 +86,10 @@ def test_metrics_match_bruteforce(bits, n, layout):
 
 
 # Widths: 1 word padded (1, 48), exact words (64, 256), padded multi-word (96, 130), the planes' maximum (448);
-# N around the 256-item groups and beyond a chunk of groups (chunks are 64 KiB of planes: 8-128 groups).
+# N around the groups (256 items on AVX2, 512 on AVX-512) and beyond a chunk of groups.
 @pytest.mark.parametrize("bits", [1, 48, 64, 96, 130, 256, 448])
-@pytest.mark.parametrize("n, kind", [(1, "tied"), (255, "tied"), (257, "uniform"), (9000, "tied"), (40000, "uniform")])
+@pytest.mark.parametrize("n, kind", [(1, "tied"), (255, "tied"), (257, "uniform"), (513, "tied"), (9000, "tied"),
+                                     (40000, "uniform")])
 def test_bit_sliced_scan_equals_word_major(bits, n, kind):
     """The two layouts' per-query values (AP, @K sums, histograms, expected-ties AP) are equal, not close."""
     rng = np.random.default_rng(bits + n)
