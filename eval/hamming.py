@@ -33,7 +33,8 @@ from numba import njit, prange
 
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, prefetch_groups, \
+    vectors
 from eval.planes_select import anchor_counts, plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
@@ -145,13 +146,14 @@ def _topk_planes_block(sel, anchor, anchors, q0, q1, n, P, gchunk, k, nbins, out
     distances are counted once per chunk (eval/planes_select.py)."""
     nq = q1 - q0
     cnt, buf, lim, below = _buckets(nq, nbins, k)
-    lt = np.empty(LANES, np.uint64)
-    dbin = np.empty((COUNT_BITS, LANES), np.uint64)
-    A = np.zeros((gchunk, COUNT_BITS, LANES), np.uint64)
+    lt = vectors(LANES)
+    dbin = vectors(COUNT_BITS * LANES).reshape((COUNT_BITS, LANES))
+    A = vectors(gchunk * COUNT_BITS * LANES).reshape((gchunk, COUNT_BITS, LANES))
     for c0 in range(0, P.shape[0], gchunk):
         c1 = min(P.shape[0], c0 + gchunk)
         cur = -1
         for i in range(nq):
+            prefetch_groups(P, c1, min(P.shape[0], 2 * c1 - c0), i, nq)  # the next chunk, a piece a query
             cur = anchor_counts(P, anchor, anchors, q0 + i, cur, c0, c1, A)
             for g in range(c0, c1):
                 if planes_below(P, g, sel[q0 + i], A, g - c0, lim[i], lt, dbin) == 0:

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from eval.kernels import popcount64
-from eval.planes import COUNT_BITS, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
+from eval.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
 
 MAX_LEADERS = 1024  # clustering costs Q x leaders popcounts; later queries run direct rows
 XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against a direct row's
@@ -48,7 +48,8 @@ def row_length(words: int) -> int:
 @njit(cache=True)
 def _set_planes(row, idx, n, zero_plane):
     """Row planes idx[:n], padded with the zero plane to whole 16-plane steps (or one 8-plane step for the
-    last 8 or fewer); returns the planes counted."""
+    last 8 or fewer), each stored as its word offset b * LANES (the kernel's load then needs no shift: its
+    address is base + 8 x entry); returns the planes counted."""
     n16, n8 = n // 16 * 16, 0
     if 0 < n - n16 <= 8:
         n8 = 1  # one 8-plane step for the last few planes
@@ -56,7 +57,7 @@ def _set_planes(row, idx, n, zero_plane):
         n16 += 16
     row[0], row[2] = n16, n8
     for k in range(n16 + 8 * n8):
-        row[SEL_HDR + k] = idx[k] if k < n else zero_plane
+        row[SEL_HDR + k] = (idx[k] if k < n else zero_plane) * LANES
     return n16 + 8 * n8
 
 
