@@ -163,18 +163,24 @@ def _next_combination(x):
 
 @njit(cache=True)
 def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, keys_base, starts, starts_base,
-           cand_i, cand_d, nc, lim):
+           cand_i, cand_d, nc, hist, lk):
     """Visit every value at substring distance rho in table tb. An item is taken only at its first
     discovery in the probing order (rho, table) (no earlier table within rho, none within rho - 1), so each
     is counted once with no per-item state; its code is read from the table's own copy, sequentially.
-    Candidates with distance <= lim are appended (arrays grown as needed). Returns
-    (cand_i, cand_d, count, probes, visited)."""
+    Candidates with distance <= lim = lk[0] are appended (arrays grown as needed). k-NN (lk[2] = k > 0):
+    hist counts the candidates by distance, lk[1] those within lim, and lim drops to the k-th smallest
+    distance as soon as a candidate brings it down (an item beyond it cannot enter the top k: k candidates
+    lie within it), so a crowded bucket of trained codes costs a distance per item, not a candidate each
+    (the limit was updated only between probes: at 1e7 trained-like 64-bit codes a query's first bucket
+    held ~1e4 items, all taken). Radius (lk[2] = 0): lim stays. Returns (cand_i, cand_d, count, probes,
+    visited)."""
     s, m = length[tb], length.shape[0]
     if rho > s:
         return cand_i, cand_d, nc, 0, 0
     n, nw = ids.shape[0] // m, tcodes.shape[1]
     base = tb * n
     probes, visited = 0, 0
+    lim, nle, k = lk[0], lk[1], lk[2]
     mask = np.uint64((1 << rho) - 1)
     top = np.uint64(1) << np.uint64(s)
     while mask < top:
@@ -203,9 +209,16 @@ def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, k
             cand_i[nc] = ids[row]
             cand_d[nc] = d
             nc += 1
+            if k > 0:
+                hist[d] += 1
+                nle += 1
+                while nle - hist[lim] >= k:
+                    nle -= hist[lim]
+                    lim -= 1
         if rho == 0:
             break
         mask = _next_combination(mask)
+    lk[0], lk[1] = lim, nle
     return cand_i, cand_d, nc, probes, visited
 
 
@@ -231,17 +244,6 @@ def _ranked(cand_i, cand_d, nc, lim, n):
 
 
 @njit(cache=True)
-def _kth(hist, k):
-    """Smallest D with at least k candidates at distance <= D (the last bin when there are fewer)."""
-    c = 0
-    for d in range(hist.shape[0]):
-        c += hist[d]
-        if c >= k:
-            return d
-    return hist.shape[0] - 1
-
-
-@njit(cache=True)
 def _knn_one(tb_args, qcodes, qi, k, budget, out_idx, out_dist, out_work):
     """Exact top k of query qi by (distance, index) into out_*[qi]; False if it gave up (work > budget).
     out_work[qi] = the work it took (units of one flat-scan item)."""
@@ -251,18 +253,16 @@ def _knn_one(tb_args, qcodes, qi, k, budget, out_idx, out_dist, out_work):
     hist = np.zeros(bits + 1, np.int64)
     cand_i = np.empty(max(64, 2 * k), np.int64)
     cand_d = np.empty(max(64, 2 * k), np.int64)
-    nc, lim, work = 0, bits, 0.0
+    lk = np.array([bits, 0, k], np.int64)  # lim: the k-th smallest distance so far (bits while fewer than k)
+    nc, work = 0, 0.0
     for rho in range(length.max() + 1):
         for tb in range(m):
-            before = nc
             cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids,
                                                          tcodes, keys, keys_base, starts, starts_base,
-                                                         cand_i, cand_d, nc, lim)
+                                                         cand_i, cand_d, nc, hist, lk)
             work += probes * PROBE_COST + visited * CAND_COST
             out_work[qi] = work
-            for c in range(before, nc):
-                hist[cand_d[c]] += 1
-            lim = _kth(hist, k)
+            lim = lk[0]
             found_all = rho >= length[tb]  # one exhausted table has produced every item
             if found_all or lim <= m * rho + tb:
                 idx, dist = _ranked(cand_i, cand_d, nc, lim, n)
@@ -288,12 +288,13 @@ def _radius_one(tb_args, qcodes, qi, r, budget):
     cand_i = np.empty(64, np.int64)
     cand_d = np.empty(64, np.int64)
     nc, work = 0, 0.0
+    hist, lk = np.zeros(0, np.int64), np.array([r, 0, 0], np.int64)  # a fixed limit
     top_rho, last_table = r // m, r % m
     for rho in range(top_rho + 1):
         for tb in range(m if rho < top_rho else last_table + 1):
             cand_i, cand_d, nc, probes, visited = _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids,
                                                          tcodes, keys, keys_base, starts, starts_base,
-                                                         cand_i, cand_d, nc, r)
+                                                         cand_i, cand_d, nc, hist, lk)
             work += probes * PROBE_COST + visited * CAND_COST
             if rho >= length[tb]:
                 break
