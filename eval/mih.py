@@ -34,6 +34,7 @@ from numba import njit, prange
 
 from eval.codes import CodesError
 from eval.hamming import popcount64
+from eval.planes import prefetch
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
 # Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits: a probe (2-3
@@ -42,6 +43,7 @@ DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N
 PROBE_COST = 180.0
 CAND_COST = 90.0
 MAX_SUBSTRING = 32  # longer substrings cannot be enumerated usefully
+PREFETCH_AHEAD = 4  # a dense table's bucket offsets are prefetched this many probes ahead, its codes one ahead
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,18 @@ def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, k
     lim, nle, k = lk[0], lk[1], lk[2]
     mask = np.uint64((1 << rho) - 1)
     top = np.uint64(1) << np.uint64(s)
+    ahead, sb = mask, starts_base[tb]
+    for _ in range(PREFETCH_AHEAD):
+        if rho > 0 and ahead < top:
+            ahead = _next_combination(ahead)
     while mask < top:
+        if dense[tb] and rho > 0:  # probes are dependent random reads: fetch the next ones' while this one runs
+            if ahead < top:
+                prefetch(starts, sb + np.int64(qsub[tb] ^ ahead))
+                ahead = _next_combination(ahead)
+            nxt = _next_combination(mask)
+            if nxt < top:
+                prefetch(tcodes, (base + starts[sb + np.int64(qsub[tb] ^ nxt)]) * nw)
         lo, hi = _bucket(tb, qsub[tb] ^ mask, dense, keys, keys_base, starts, starts_base)
         probes += 1
         visited += hi - lo

@@ -333,7 +333,7 @@ def planes_dist(typingctx, P, g, sel, A, ai):
 
 
 @intrinsic
-def _prefetch(typingctx, a, i):
+def prefetch(typingctx, a, i):
     """llvm.prefetch of a's element i (read, into L2: locality 2) (PREFETCHT1); no fault on any address."""
     if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(i, types.Integer)):
         return None
@@ -362,7 +362,7 @@ def prefetch_groups(P, g0, g1, part, parts):
     step = (hi - lo + parts - 1) // parts
     a = lo + part * step
     for k in range(a, min(hi, a + step), 8):
-        _prefetch(flat, k)
+        prefetch(flat, k)
 
 
 @njit(cache=True)
