@@ -34,14 +34,16 @@ from numba import njit, prange
 
 from eval.codes import CodesError
 from eval.hamming import popcount64
-from eval.planes import prefetch
+from eval.planes import LANES, prefetch
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
-# Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits: a probe (2-3
-# dependent random loads) costs about as much as 180 items of a flat scan, a visited bucket entry about 90
-# (at half these, uniform 1e7 codes with k = 10 were sent to MIH and ran at 0.6x the flat scan).
-PROBE_COST = 180.0
-CAND_COST = 90.0
+# Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits on AVX2 (4 lanes): a
+# probe (2-3 dependent random loads) costs about as much as 180 items of a flat scan, a visited bucket entry about
+# 90 (at half these, uniform 1e7 codes with k = 10 were sent to MIH and ran at 0.6x the flat scan). On AVX-512
+# (8 lanes, Zen 5) a flat item costs 50-60 ps: MIH's time in flat items over its work so counted was 2.3-4.0x on
+# uniform codes (probes), 2.0-2.2x on trained-like 1e6 codes (visits; MIH 31.8 vs flat 59.5 us a query at k = 10,
+# 85.6 vs 74.0 at k = 100), hence 3x and 2x. The AVX2 figures predate the per-candidate limit and prefetching.
+PROBE_COST, CAND_COST = (540.0, 180.0) if LANES == 8 else (180.0, 90.0)
 MAX_SUBSTRING = 32  # longer substrings cannot be enumerated usefully
 PREFETCH_AHEAD = 4  # a dense table's bucket offsets are prefetched this many probes ahead, its codes one ahead
 
