@@ -16,7 +16,7 @@ branch-free by one AND a value with the group's 8 masks of the 3 low count bits,
 popcount (VPSHUFB nibble lookups + VPSADBW on AVX2, VPOPCNTQ on AVX-512) adds to acc. The relevant items (a query's
 own class: on trained codes its near items, whose sparse blocks would cost a popcount per distance and mispredicted
 tests) are counted one by one in index order: an item's earlier, equal-distance items are acc[d] - popcount(leaf &
-FROM[t]) (its block's mask & the low mask of its distance, the items from it on from a constant table), then
+FROM[t]) (its block's mask & the low mask of its distance, the items from it on: computed), then
 acc[d] counts it. Measured (1e6 codes, 1 thread, cycles per item at 128 / 256 bits, interleaved in one
 process): counting ~0.55 / 1.3 (direct rows), the tree ~0.7 / 1.0, mispredicted tests and loop exits ~0.3,
 the relevant items (1% of the database) ~0.4 in all (here and in the caller: their distances, ranks); keeping
@@ -31,8 +31,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, loop_close, \
-    loop_open, row_vector, selected_counts, uint64_arrays
+from eval.planes import COUNT_BITS, GROUP, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, loop_close, \
+    loop_open, row_vector, selected_counts, splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)
@@ -51,10 +51,35 @@ def _nonzero(builder, v):
 
 
 def _hsum(builder, v):
-    r = builder.extract_element(v, ir.Constant(I32, 0))
-    for k in range(1, v.type.count):
-        r = builder.add(r, builder.extract_element(v, ir.Constant(I32, k)))
-    return r
+    fn = builder.module.declare_intrinsic("llvm.vector.reduce.add.v%di64" % LANES, fnty=ir.FunctionType(I64, [VEC]))
+    return builder.call(fn, [v])
+
+
+IOTA = ir.Constant(VEC, list(range(LANES)))
+ZERO = ir.Constant(VEC, [0] * LANES)
+
+
+def _lane_bit(builder, t):
+    """Item t's lane (as a vector) and bit in the group."""
+    return splat(builder, builder.lshr(t, ir.Constant(I64, 6))), builder.and_(t, ir.Constant(I64, 63))
+
+
+def _from_mask(builder, t):
+    """The group's items t, t + 1, ..., GROUP - 1 (none for t = GROUP), computed: the lanes above t's all ones,
+    t's lane from its bit up (the same speed as a table of them, 8 KiB at 4 lanes and 32 KiB at 8, in 4
+    interleaved runs at 256 bits: no L1 spent on it)."""
+    lane, bit = _lane_bit(builder, t)
+    up = builder.select(builder.icmp_signed(">", IOTA, lane), ONES, ZERO)
+    at = builder.select(builder.icmp_signed("==", IOTA, lane),
+                        splat(builder, builder.shl(ir.Constant(I64, -1), bit)), ZERO)
+    return builder.or_(up, at)
+
+
+def _one_mask(builder, t):
+    """Item t alone (none for t = GROUP)."""
+    lane, bit = _lane_bit(builder, t)
+    return builder.select(builder.icmp_signed("==", IOTA, lane),
+                          splat(builder, builder.shl(ir.Constant(I64, 1), bit)), ZERO)
 
 
 def _acc_ptr(builder, ctx, value):
@@ -75,20 +100,6 @@ def _blocks(builder, low, ctx):
         leaf = builder.call(_vector_ctpop(builder), [builder.and_(mask, m)])
         builder.store(builder.add(builder.load(ptr, align=8), leaf), ptr, align=8)
     loop_close(builder, i, 1, n, loop, done)
-
-
-def _from_table(builder):
-    """FROM[t]: the group's items t, t + 1, ..., GROUP - 1, and two empty rows (a constant table, 8 KiB on AVX2,
-    32 KiB on AVX-512): item t alone is FROM[t] ^ FROM[t + 1], and t = GROUP none."""
-    name = "c3dhash_planes_from"
-    table = builder.module.globals.get(name)
-    if table is None:
-        rows = [ir.Constant(VEC, [(-1 if lane > t >> 6 else (-1 << (t & 63)) if lane == t >> 6 else 0)
-                                  for lane in range(LANES)]) for t in range(GROUP)]
-        rows += [ir.Constant(VEC, [0] * LANES)] * 2
-        table = cgutils.global_constant(builder.module, name, ir.Constant(ir.ArrayType(VEC, GROUP + 2), rows))
-        table.align = 32
-    return table
 
 
 def _low_masks(builder, count):
@@ -131,7 +142,7 @@ def _relevant(builder, ctx):
     leaf = builder.and_(builder.load(builder.gep(work["masks"], [ir.Constant(I64, 0), blk]), align=8),
                         builder.load(builder.gep(ctx["low_masks"], [ir.Constant(I64, 0), low]), align=8))
     pos = builder.and_(j, ir.Constant(I64, GROUP - 1))
-    after = builder.load(builder.gep(_from_table(builder), [ir.Constant(I64, 0), pos]), align=32)
+    after = _from_mask(builder, pos)
     accd = _acc_ptr(builder, ctx, builder.mul(d, ir.Constant(I64, LANES)))
     seen = _hsum(builder, builder.sub(builder.load(accd, align=8),
                                       builder.call(_vector_ctpop(builder), [builder.and_(leaf, after)])))
@@ -152,10 +163,7 @@ def _mark_relevant(builder, ctx, j, d, valid):
     """Item j (if valid) joins the relevant mask; its block's lookup is preset to the empty mask (its block may
     hold no other item, then the tree queues nothing there)."""
     t = builder.select(valid, builder.and_(j, ir.Constant(I64, GROUP - 1)), ir.Constant(I64, GROUP))
-    table = _from_table(builder)
-    one = builder.xor(builder.load(builder.gep(table, [ir.Constant(I64, 0), t]), align=32),
-                      builder.load(builder.gep(table, [ir.Constant(I64, 0), builder.add(t, ir.Constant(I64, 1))]),
-                                   align=32))
+    one = _one_mask(builder, t)
     work = ctx["work"]
     builder.store(ir.Constant(I64, work["empty"]), builder.gep(work["block_of"], [
         ir.Constant(I64, 0), builder.lshr(d, ir.Constant(I64, BLOCK_BITS))]))
