@@ -208,7 +208,7 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
     (eval/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
     items there (they come in index order)."""
     nq, ng = q1 - q0, P.shape[0]
-    acc = vectors(nq * HIST_BINS * LANES).reshape((nq, HIST_BINS * LANES))
+    acc = vectors(nq * HIST_BINS).reshape((nq, HIST_BINS))
     A = vectors(gchunk * COUNT_BITS * LANES).reshape((gchunk, COUNT_BITS, LANES))
     off, reld, relp, ptr = _relevant_buffers(rcount, q0, nq)
     for i in range(nq):  # the relevant items' distances, from their codes (one vectorised pass)
@@ -226,7 +226,7 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
                 p = planes_hist(P, g, sel[qi], A, g - c0, acc[i], jl, p, rd, rp)
             ptr[i] = p
     for i in range(nq):
-        total = acc[i].reshape(HIST_BINS, LANES)[:nbins].sum(axis=1).astype(np.int64)
+        total = acc[i, :nbins].astype(np.int64)
         total[popq[q0 + i]] -= ng * GROUP - n  # the last group's padding items: zero codes
         hist[q0 + i] = total
         _finish_query(total, reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ks, expected, q0 + i,
