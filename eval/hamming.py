@@ -49,9 +49,12 @@ PLANES_FILTER = True
 # 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,
 # before the planes carried the items' popcounts): 70-360 queries.
 PLANES_MIN_QUERIES = 256
-# Queries sharing one pass over a chunk of bit-planes (in L2): 32 queries x 64 KiB was 5-9% faster than
-# 16 x 32 KiB (1e6 codes, 128 and 256 bits); the bucket memory stays within TOPK_BUCKET_BYTES (see topk).
-PLANES_QBLOCK = 32
+# Queries sharing one pass over a chunk of bit-planes: 32 queries x 64 KiB was 5-9% faster than 16 x 32 KiB
+# (AVX2, 1e6 codes, 128 and 256 bits; 64 queries: no change there); on AVX-512 64 queries were 10% faster than 32
+# at 256 bits (the database streams from memory once a block: half as often), the same at 64 bits, and two
+# processes scanning at once slowed each other by 7% at 32, 1% at 64. The bucket memory stays within
+# TOPK_BUCKET_BYTES (see topk).
+PLANES_QBLOCK = 64
 PLANES_CHUNK_BYTES = 64 << 10
 BACKENDS = ("auto", "numba", "torch")
 
