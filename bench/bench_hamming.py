@@ -7,8 +7,8 @@
 Rows, per code width, all on the same database and queries:
   FAISS top-k      faiss.IndexBinaryFlat.search(q, k): the reference (it only finds the top k)
   c3dhash top-k    eval.hamming.topk: the same top k, ties by database index (distances checked == FAISS's),
-                   with the database's layout prepared once like FAISS's index (prepare_db's bit-planes on
-                   CPUs without VPOPCNTQ, shared with the mAP row; its build time is printed per width)
+                   with the database's layout prepared once like FAISS's index (prepare_db's bit-planes for
+                   codes of up to 448 bits, shared with the mAP row; its build time is printed per width)
   c3dhash mAP@all  eval.metrics.per_query_stats: exact mAP@all, mAP@K (both kinds), P@K and the PR curve
   numpy mAP@all    XOR + np.bitwise_count + stable argsort per query, on --ref-queries queries (checked ==
                    ours to 1e-12): what a straightforward implementation costs

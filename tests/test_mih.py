@@ -53,7 +53,7 @@ def test_knn_equals_the_stable_ranking(kind, bits):
             idx, dist = s.knn(q, k, method=method)
             np.testing.assert_array_equal(idx, order[:, :kk], err_msg=f"{method} k={k}")
             np.testing.assert_array_equal(dist, np.take_along_axis(d, order[:, :kk], 1))
-    # the flat scans went through the bit-sliced filter where it applies (CPUs without VPOPCNTQ)
+    # the flat scans went through the bit-sliced filter where it applies (codes of up to MAX_BITS)
     assert (s._planes is not None) == (hamming.PLANES_FILTER and bits <= MAX_BITS)
 
 
