@@ -43,7 +43,8 @@ SUB = 256  # sub-block whose minimum decides whether to look at its items one by
 TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
 # The bit-sliced filter (eval/planes.py) for codes of up to MAX_BITS: faster than the word-major scan on AVX2
 # (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256 bits, the
-# word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM); the word-major kernels serve wider codes.
+# word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM, before the prefetching and 64-query blocks:
+# 5.0-8.2x now, README); the word-major kernels serve wider codes.
 PLANES_FILTER = True
 # Without prepared planes a batch builds them when it will pay them back: building took 13 / 55 / 133 ms for
 # 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,

@@ -30,7 +30,8 @@ On AVX-512 (8 lanes) a full adder is two VPTERNLOGQ (LLVM fused only half of the
 group is 512 items, so the fixed costs per group (row decoding, tests, branches) count half per item. Measured
 on a Zen 5 VM (1e6 codes, 1000 queries, 1 thread, the benchmark's rows vs FAISS in the same run): exact mAP
 2.45 / 1.69 / 1.43x FAISS at 64 / 128 / 256 bits with 4 lanes, 3.2 / 2.3 / 1.8x with 8, against 1.24 / 1.14 /
-1.16x for the word-major VPOPCNTQ scan; a direct row's count at 256 bits 0.28 -> 0.21 ns an item with ternlog.
+1.16x for the word-major VPOPCNTQ scan; a direct row's count at 256 bits 0.28 -> 0.21 ns an item with ternlog
+(before prefetch_groups and the other steps since: README, Performance, has the final figures).
 """
 from __future__ import annotations
 
