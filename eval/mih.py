@@ -192,11 +192,11 @@ def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, k
         if rho > 0 and ahead < top:
             ahead = _next_combination(ahead)
     while mask < top:
+        nxt = _next_combination(mask) if rho > 0 else top  # the next probe's value (rho = 0: this one only)
         if dense[tb] and rho > 0:  # probes are dependent random reads: fetch the next ones' while this one runs
             if ahead < top:
                 prefetch(starts, sb + np.int64(qsub[tb] ^ ahead))
                 ahead = _next_combination(ahead)
-            nxt = _next_combination(mask)
             if nxt < top:
                 prefetch(tcodes, (base + starts[sb + np.int64(qsub[tb] ^ nxt)]) * nw)
         lo, hi = _bucket(tb, qsub[tb] ^ mask, dense, keys, keys_base, starts, starts_base)
@@ -230,9 +230,7 @@ def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, k
                 while nle - hist[lim] >= k:
                     nle -= hist[lim]
                     lim -= 1
-        if rho == 0:
-            break
-        mask = _next_combination(mask)
+        mask = nxt
     lk[0], lk[1] = lim, nle
     return cand_i, cand_d, nc, probes, visited
 
