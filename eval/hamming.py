@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from eval.codes import CodesError, check_pair
 from eval.kernels import block_distances, block_min, code_distance, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, prefetch_groups, \
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, prefetch_next_chunk, \
     vectors
 from eval.planes_select import anchor_counts, plan_queries
 
@@ -157,7 +157,7 @@ def _topk_planes_block(sel, anchor, anchors, q0, q1, n, P, gchunk, k, nbins, out
         c1 = min(P.shape[0], c0 + gchunk)
         cur = -1
         for i in range(nq):
-            prefetch_groups(P, c1, min(P.shape[0], 2 * c1 - c0), i, nq)  # the next chunk, a piece a query
+            prefetch_next_chunk(P, c0, c1, i, nq)
             cur = anchor_counts(P, anchor, anchors, q0 + i, cur, c0, c1, A)
             for g in range(c0, c1):
                 if planes_below(P, g, sel[q0 + i], A, g - c0, lim[i], lt, dbin) == 0:

@@ -39,7 +39,7 @@ from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from eval.hamming import PLANES_FILTER, word_major
 from eval.kernels import NSUB, block_distances, histogram, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_groups, vectors
+from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
 from eval.planes_hist import HIST_BINS, planes_hist
 from eval.planes_select import anchor_counts, cluster_order, plan_queries
 from loaders.atomic import atomic_write_text
@@ -48,7 +48,7 @@ PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not de
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
 EVAL_PLANES_QBLOCK = 64  # queries sharing a chunk of bit-planes (64: exact mAP 10-12% faster than 32 at 256 bits)
-# Bit-planes per chunk: with the next chunk prefetched (prefetch_groups), 64 KiB (about L1) was 5-12% faster than
+# Bit-planes per chunk: with the next chunk prefetched (prefetch_next_chunk), 64 KiB (about L1) was 5-12% faster than
 # 128 or 256 KiB at 256 bits on AVX-512 (Zen 5); without prefetching, 256 KiB had been 3-10% faster on AVX2.
 PLANES_CHUNK_BYTES = 64 << 10
 
@@ -218,7 +218,7 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
         cur = -1
         for i in range(nq):
             qi = q0 + i
-            prefetch_groups(P, c1, min(ng, 2 * c1 - c0), i, nq)  # the next chunk, a piece a query
+            prefetch_next_chunk(P, c0, c1, i, nq)
             cur = anchor_counts(P, anchor, anchors, qi, cur, c0, c1, A)
             jl = by_label[rstart[qi]:rstart[qi] + rcount[qi]]
             rd, rp, p = reld[off[i]:off[i + 1]], relp[off[i]:off[i + 1]], ptr[i]

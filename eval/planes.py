@@ -31,7 +31,7 @@ group is 512 items, so the fixed costs per group (row decoding, tests, branches)
 on a Zen 5 VM (1e6 codes, 1000 queries, 1 thread, the benchmark's rows vs FAISS in the same run): exact mAP
 2.45 / 1.69 / 1.43x FAISS at 64 / 128 / 256 bits with 4 lanes, 3.2 / 2.3 / 1.8x with 8, against 1.24 / 1.14 /
 1.16x for the word-major VPOPCNTQ scan; a direct row's count at 256 bits 0.28 -> 0.21 ns an item with ternlog
-(before prefetch_groups and the other steps since: README, Performance, has the final figures).
+(before prefetch_next_chunk and the other steps since: README, Performance, has the final figures).
 """
 from __future__ import annotations
 
@@ -351,11 +351,12 @@ def prefetch(typingctx, a, i):
 
 
 @njit(cache=True, inline="always")
-def prefetch_groups(P, g0, g1, part, parts):
-    """Prefetch part `part` of `parts` of groups g0 .. g1 - 1 of P (one line of 64 bytes at a time). A query
-    reads only its selected planes of a group, scattered over the group, so the first query of a block to need
-    a plane waited for memory (a chunk of 1e6 x 256-bit planes is read from DRAM once per query block): the
-    next chunk is fetched in pieces while the block works on this one."""
+def prefetch_next_chunk(P, c0, c1, part, parts):
+    """While a block of queries works on the chunk of groups c0 .. c1 - 1, prefetch part `part` of `parts` of
+    the next chunk (as many groups, one line of 64 bytes at a time). A query reads only its selected planes of
+    a group, scattered over the group, so the first query of a block to need a plane waited for memory (a chunk
+    of 1e6 x 256-bit planes is read from DRAM once per query block)."""
+    g0, g1 = c1, min(P.shape[0], 2 * c1 - c0)
     if g1 <= g0:
         return
     flat = P.reshape(P.size)
