@@ -41,11 +41,6 @@ QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
 SUB = 256  # sub-block whose minimum decides whether to look at its items one by one
 TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
-# The bit-sliced filter (eval/planes.py) for codes of up to MAX_BITS: faster than the word-major scan on AVX2
-# (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256 bits, the
-# word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM, before the prefetching and 64-query blocks:
-# 5.0-8.2x now, README); the word-major kernels serve wider codes.
-PLANES_FILTER = True
 # Without prepared planes a batch builds them when it will pay them back: building took 13 / 55 / 133 ms for
 # 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,
 # before the planes carried the items' popcounts): 70-360 queries.
@@ -254,7 +249,11 @@ def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, 
         return
     bits = q.shape[1] * 64
     build = dbT is None and q.shape[0] >= PLANES_MIN_QUERIES  # a prepared dbT says: this database is reused
-    if PLANES_FILTER and bits <= MAX_BITS and (planes is not None or build):
+    # The bit-sliced filter (eval/planes.py) for codes of up to MAX_BITS, on any CPU: faster than the word-major
+    # scan on AVX2 (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256
+    # bits, the word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM, before the prefetching and
+    # 64-query blocks: 5.0-8.2x now, README); the word-major kernels serve wider codes and small batches.
+    if bits <= MAX_BITS and (planes is not None or build):
         if planes is None:
             planes = bit_planes(db)
         want = ((db.shape[0] + GROUP - 1) // GROUP, bits + COUNT_BITS + 1, LANES)

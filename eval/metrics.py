@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from eval.codes import Codes, CodesError, check_query_db
 from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
-from eval.hamming import PLANES_FILTER, word_major
+from eval.hamming import word_major
 from eval.kernels import NSUB, block_distances, histogram, popcount64
 from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
 from eval.planes_hist import HIST_BINS, planes_hist
@@ -81,7 +81,7 @@ def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
     if layout == "planes" and db.bits > MAX_BITS:
         raise CodesError(f"evaluate: the bit-planes layout takes codes of at most {MAX_BITS} bits, got {db.bits}; "
                          f"use layout='words'")
-    planes = layout == "planes" or (layout == "auto" and PLANES_FILTER and db.bits <= MAX_BITS)
+    planes = layout == "planes" or (layout == "auto" and db.bits <= MAX_BITS)
     labels = db.labels
     if labels.min() >= np.iinfo(np.int16).min and labels.max() <= np.iinfo(np.int16).max:
         labels = labels.astype(np.int16)  # same stable order; numpy radix-sorts 16-bit keys (6x faster)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from eval.codes import CodesError, check_pair, num_words
-from eval import hamming
 from eval.hamming import radius_search, topk, word_major
 from eval.planes import MAX_BITS, bit_planes
 
@@ -64,7 +63,7 @@ class Searcher:
 
     def planes(self) -> np.ndarray | None:
         """The bit-sliced layout of eval/planes.py where topk's faster filter applies (up to MAX_BITS), else None."""
-        if self._planes is None and hamming.PLANES_FILTER and self.bits <= MAX_BITS:
+        if self._planes is None and self.bits <= MAX_BITS:
             self._planes = bit_planes(self.codes)
         return self._planes
 

@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 from eval.codes import Codes, CodesError, pack_bits
-from eval.hamming import hamming_distances, topk
+from eval.hamming import hamming_distances, topk, word_major
 from eval.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit_planes, count_at, planes_below, planes_dist
 from eval.planes_select import direct_row, relative_row, row_length
 from eval.search import search
@@ -38,10 +38,9 @@ def test_distances_match_bit_counting(bits):
 def topk_via(path: str, monkeypatch):
     """topk through one filter: the word-major minimum, prepared bit-planes, or planes built in the call."""
     import eval.hamming as hamming
-    if path == "word":
-        monkeypatch.setattr(hamming, "PLANES_FILTER", False)
-        return topk
-    monkeypatch.setattr(hamming, "PLANES_FILTER", True)
+    if path == "word":  # a given word-major copy: no planes are built
+        monkeypatch.setattr(hamming, "_topk_planes_kernel", None)  # the bit-sliced filter must not run
+        return lambda q, db, k: topk(q, db, k, dbT=word_major(db))
     monkeypatch.setattr(hamming, "_topk_kernel", None)  # the word-major scan must not run
     if path == "built":
         monkeypatch.setattr(hamming, "PLANES_MIN_QUERIES", 1)
