@@ -38,7 +38,7 @@ print(c['options']['install_requires'])" > /tmp/requirements.txt \
  && pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# The packages (see setup.cfg [options.packages.find]), the shipped configs and the benchmarks. Editable
+# The package (setup.py maps the folders under `c3dhash`), the shipped configs and the benchmarks. Editable
 # install: `c3dhash bench` finds bench/ beside the packages, as in a source checkout.
 COPY --chown=1000:100 bench/ bench/
 COPY --chown=1000:100 cluster/ cluster/
@@ -47,4 +47,5 @@ COPY --chown=1000:100 eval/ eval/
 COPY --chown=1000:100 loaders/ loaders/
 COPY --chown=1000:100 model/ model/
 COPY --chown=1000:100 configs/ configs/
+COPY --chown=1000:100 setup.py __init__.py ./
 RUN pip install --no-cache-dir --no-deps -e . && c3dhash --help > /dev/null

@@ -12,7 +12,7 @@ export RAY_AUTH_MODE := disabled
 setup: $(STAMP)
 
 # Re-installs only when the package metadata changed; torch/torchvision come from the machine's wheel cache.
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# DALI follows torch's CUDA major (13): drop the CUDA 12 build an older checkout installed (both own nvidia/dali)

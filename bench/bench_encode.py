@@ -24,10 +24,10 @@ import numpy as np
 import ray
 import torch
 
-from cluster.config import config_to_dict, load_config
-from eval.encode_ray import EncoderPool, chunk_size, connect
-from loaders.synth import make_synth_dataset
-from model.hashnet import build_hash_net
+from c3dhash.cluster.config import config_to_dict, load_config
+from c3dhash.eval.encode_ray import EncoderPool, chunk_size, connect
+from c3dhash.loaders.synth import make_synth_dataset
+from c3dhash.model.hashnet import build_hash_net
 
 
 def make_state(bits: int) -> dict:

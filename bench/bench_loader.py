@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from loaders.config import DataConfig
-from loaders.manifest import VideoRecord
-from loaders.pipelines import build_train_loader
-from loaders.sampler import Clip, clip_span, start_frame
-from loaders.synth import make_synth_dataset
-from loaders.videoio import probe_video
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.pipelines import build_train_loader
+from c3dhash.loaders.sampler import Clip, clip_span, start_frame
+from c3dhash.loaders.synth import make_synth_dataset
+from c3dhash.loaders.videoio import probe_video
 
 
 class PyAVClips(Dataset):

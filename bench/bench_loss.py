@@ -22,13 +22,11 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from distributed.triplet import all_triplet_loss, sq_distances  # noqa: E402
+from c3dhash.distributed.triplet import all_triplet_loss, sq_distances  # noqa: E402
 
 NAIVE_BYTES_PER_TRIPLET = 15  # float32 terms + relu output + its grad, three bool masks
 

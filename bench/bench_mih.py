@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +35,10 @@ from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from eval.hamming import topk  # noqa: E402
-from eval.mih import default_m  # noqa: E402
-from eval.nearest import Searcher  # noqa: E402
+from c3dhash.eval.hamming import topk  # noqa: E402
+from c3dhash.eval.mih import default_m  # noqa: E402
+from c3dhash.eval.nearest import Searcher  # noqa: E402
 
 
 def make_codes(kind: str, n: int, q: int, bits: int, classes: int, flip: float, seed: int = 0):
@@ -148,7 +146,7 @@ def bench_sharded(args: argparse.Namespace) -> None:
     """The same queries through ShardedIndex with 1 and 2 actors (flat scan forced: the work that splits)."""
     import ray
 
-    from eval.shard_index import ShardedIndex
+    from c3dhash.eval.shard_index import ShardedIndex
     n = args.n[0]
     db, q = make_codes("trained", n, args.flat_queries, args.bits, args.classes, args.flip)
     ref = topk(q, db, 10)

@@ -32,20 +32,19 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from cluster.config import load_config  # noqa: E402
-from distributed import checkpoint as ckpt  # noqa: E402
-from distributed.build import build_data, build_model  # noqa: E402
-from distributed.job import JobConfig  # noqa: E402
-from distributed.trainer import Hooks, Trainer  # noqa: E402
-from distributed.triplet import sq_distances  # noqa: E402
-from eval.encode import encode_loader, to_codes  # noqa: E402
-from eval.metrics import evaluate  # noqa: E402
-from loaders.atomic import atomic_write_text  # noqa: E402
-from loaders.pipelines import build_eval_loader  # noqa: E402
-from loaders.splits import build_splits, load_split  # noqa: E402
-from loaders.synth import make_synth_dataset  # noqa: E402
+from c3dhash.cluster.config import load_config  # noqa: E402
+from c3dhash.distributed import checkpoint as ckpt  # noqa: E402
+from c3dhash.distributed.build import build_data, build_model  # noqa: E402
+from c3dhash.distributed.job import JobConfig  # noqa: E402
+from c3dhash.distributed.trainer import Hooks, Trainer  # noqa: E402
+from c3dhash.distributed.triplet import sq_distances  # noqa: E402
+from c3dhash.eval.encode import encode_loader, to_codes  # noqa: E402
+from c3dhash.eval.metrics import evaluate  # noqa: E402
+from c3dhash.loaders.atomic import atomic_write_text  # noqa: E402
+from c3dhash.loaders.pipelines import build_eval_loader  # noqa: E402
+from c3dhash.loaders.splits import build_splits, load_split  # noqa: E402
+from c3dhash.loaders.synth import make_synth_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth-cpu.yaml"

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from cluster.config import load_config  # noqa: E402
-from distributed.optim import build_optimizer  # noqa: E402
-from distributed.triplet import all_triplet_loss  # noqa: E402
-from model.hashnet import build_hash_net  # noqa: E402
+from c3dhash.cluster.config import load_config  # noqa: E402
+from c3dhash.distributed.optim import build_optimizer  # noqa: E402
+from c3dhash.distributed.triplet import all_triplet_loss  # noqa: E402
+from c3dhash.model.hashnet import build_hash_net  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synth-cpu.yaml"
 

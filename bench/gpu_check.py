@@ -22,6 +22,7 @@ it with ray, nvidia.dali and numba made unimportable).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import sys
@@ -35,11 +36,16 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuB
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # a checkout, not an installed package
+sys.path.insert(0, str(ROOT / "bench"))  # gpu_check_search, beside this file
+if importlib.util.find_spec("c3dhash") is None:  # a bare checkout (the GPU image has torch, no install):
+    _spec = importlib.util.spec_from_file_location(  # its root is the package, as setup.py maps it
+        "c3dhash", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    sys.modules["c3dhash"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["c3dhash"])
 
-from distributed.checkpoint import atomic_save, load, rng_state, set_rng_state  # noqa: E402
-from distributed.triplet import all_triplet_loss  # noqa: E402
-from model import build_hash_net  # noqa: E402
+from c3dhash.distributed.checkpoint import atomic_save, load, rng_state, set_rng_state  # noqa: E402
+from c3dhash.distributed.triplet import all_triplet_loss  # noqa: E402
+from c3dhash.model import build_hash_net  # noqa: E402
 
 MARGIN, BITS, PER_CLASS = 20.0, 64, 4
 
@@ -253,7 +259,7 @@ def check_syncbn(device: torch.device, sizes: Sizes) -> str:
     from torch import nn
     from torch.nn.modules._functions import SyncBatchNorm as TorchSyncBN
 
-    from distributed.syncbn import _CpuSyncBatchNorm
+    from c3dhash.distributed.syncbn import _CpuSyncBatchNorm
 
     with tempfile.TemporaryDirectory() as tmp:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{tmp}/pg",

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from eval.hamming_torch import hamming_distances_torch as distances  # torch only: no numba
-from eval.hamming_torch import topk_torch
+from c3dhash.eval.hamming_torch import hamming_distances_torch as distances  # torch only: no numba
+from c3dhash.eval.hamming_torch import topk_torch
 
 _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
 BLOCK_ELEMENTS = 1 << 26  # [queries, N] elements per block (512 MiB of int64): bounds GPU memory
@@ -75,9 +75,9 @@ def reference(q, ql, db, dbl, k) -> tuple[np.ndarray, np.ndarray, float, str]:
     """CPU (indices, distances, mAP@all, how): eval/'s numba kernels when numba imports (what `c3dhash eval`
     runs), else numpy."""
     try:
-        from eval.codes import Codes
-        from eval.hamming import topk
-        from eval.metrics import evaluate
+        from c3dhash.eval.codes import Codes
+        from c3dhash.eval.hamming import topk
+        from c3dhash.eval.metrics import evaluate
     except ImportError:
         return (*_numpy_reference(q, ql, db, dbl, k), "numpy")
     idx, dist = topk(q, db, k)

@@ -22,11 +22,11 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
-from distributed.failures import is_project_error
+from c3dhash.distributed.failures import is_project_error
 
 # Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
-COMMAND_MODULES = ("cluster.cmd_data", "cluster.cmd_loaders", "cluster.cmd_train", "cluster.cmd_index",
-                   "cluster.cmd_eval", "cluster.cmd_show", "cluster.cmd_export", "cluster.cmd_bench")
+COMMAND_MODULES = tuple(f"c3dhash.cluster.cmd_{name}" for name in
+                        ("data", "loaders", "train", "index", "eval", "show", "export", "bench"))
 
 
 def version() -> str:

@@ -11,9 +11,9 @@ import sys
 import typing
 import warnings
 
-from loaders.config import Dataset
-from loaders.synth import MOTIONS
-from loaders.videoio import CODECS
+from c3dhash.loaders.config import Dataset
+from c3dhash.loaders.synth import MOTIONS
+from c3dhash.loaders.videoio import CODECS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -25,7 +25,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from loaders.synth import make_synth_dataset
+    from c3dhash.loaders.synth import make_synth_dataset
     summary = make_synth_dataset(args.out, classes=args.classes, per_class=args.per_class, frames=args.frames,
                                  size=args.size, codec=args.codec, seed=args.seed, fps=args.fps,
                                  workers=args.workers)
@@ -35,7 +35,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from loaders.splits import build_splits, split_stats
+    from c3dhash.loaders.splits import build_splits, split_stats
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = build_splits(dataset=args.dataset, root=args.root, split=args.split, manifest_dir=args.out,
@@ -52,7 +52,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
-    from loaders.transcode import transcode_tree
+    from c3dhash.loaders.transcode import transcode_tree
     summary = transcode_tree(args.src, args.out, codec=args.codec, size=args.size, workers=args.workers)
     if summary.size != tuple(args.size):
         print(f"note: size {args.size[0]}x{args.size[1]} rounded to even {summary.size[0]}x{summary.size[1]} "

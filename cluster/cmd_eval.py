@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cluster.cmd_show import add_checkpoint_arg
-from eval.config import EvalConfig
+from c3dhash.cluster.cmd_show import add_checkpoint_arg
+from c3dhash.eval.config import EvalConfig
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -35,16 +35,16 @@ def format_metrics(m: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from eval.codes import load_codes
-    from eval.metrics import evaluate, write_json
+    from c3dhash.eval.codes import load_codes
+    from c3dhash.eval.metrics import evaluate, write_json
     if args.address:  # fail in seconds, as `c3dhash train` does, not after ray.init's minutes of retries
-        from cluster.connect import probe
+        from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
     query, db = load_codes(args.query), load_codes(args.db)
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)
     if args.shards > 1 or args.address:
-        from eval.sharded import evaluate_sharded
+        from c3dhash.eval.sharded import evaluate_sharded
         m = evaluate_sharded(query, db, shards=args.shards, address=args.address or None,
                              max_retries=args.max_retries, threads_per_shard=args.threads_per_shard, **kw)
     else:
@@ -53,25 +53,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {write_json(args.json, m)}")
     if args.plots or args.tensorboard:  # PR curve from true counts + distance histograms: cluster/cmd_show.py
-        from cluster.cmd_show import write_eval_curves
+        from c3dhash.cluster.cmd_show import write_eval_curves
         write_eval_curves(query, db, m, png=args.plots, run_dir=args.tensorboard)
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     if args.video:  # query videos against an index folder: cluster/cmd_show.py
-        from cluster.cmd_show import cmd_search_videos
+        from c3dhash.cluster.cmd_show import cmd_search_videos
         return cmd_search_videos(args)
     from pathlib import Path
 
-    from eval.codes import load_codes
-    from eval.metrics import write_json
+    from c3dhash.eval.codes import load_codes
+    from c3dhash.eval.metrics import write_json
     if Path(args.index).is_dir():
-        from eval.index import load_index
+        from c3dhash.eval.index import load_index
         db = load_index(args.index).as_codes()
     else:
         db = load_codes(args.index)
-    from eval.search import search
+    from c3dhash.eval.search import search
     res = search(load_codes(args.query), db, args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cluster.cmd_index import add_model_args, resolve_model
+from c3dhash.cluster.cmd_index import add_model_args, resolve_model
 
 CARD_FILE = "c3dhash.json"
 
@@ -24,8 +24,8 @@ CARD_FILE = "c3dhash.json"
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from loaders.atomic import atomic_path
-    from model.load import export_program, load_hash_net
+    from c3dhash.loaders.atomic import atomic_path
+    from c3dhash.model.load import export_program, load_hash_net
     path, config, _ = resolve_model(args)
     m = load_hash_net(path, config=config)
     program = export_program(m)

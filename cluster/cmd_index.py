@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ConfigError
+from c3dhash.cluster.config import ConfigError
 
 
 def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -39,26 +39,26 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, Any]:
     """(checkpoint file, --config as a dict of sections or None, the JobConfig or None)."""
-    from cluster.config import config_to_dict, load_config
+    from c3dhash.cluster.config import config_to_dict, load_config
     cfg = load_config(args.config, args.overrides) if args.config else None
     path = args.checkpoint
     if path in ("best", "latest"):
         if cfg is None:
             raise ConfigError(f"--checkpoint {path} needs --config (to find the run folder); or pass the file, "
                               f"e.g. --checkpoint runs/<name>/best.pt")
-        from cluster.driver import run_dir
-        from distributed.checkpoint import resolve
+        from c3dhash.cluster.driver import run_dir
+        from c3dhash.distributed.checkpoint import resolve
         path = str(resolve(run_dir(cfg), path))
     return path, config_to_dict(cfg) if cfg else None, cfg
 
 
 def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: bool = False):
     """encode(state, paths) for the chosen workers (eval/encode_ray.py)."""
-    from eval.encode_ray import encode_files
+    from c3dhash.eval.encode_ray import encode_files
     if args.workers < 1 or args.threads < 1:
         raise ConfigError(f"--workers {args.workers} --threads {args.threads}: both must be >= 1")
     if args.address:  # a dead address or a refused token: one line in seconds, before any video is read
-        from cluster.connect import probe
+        from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
 
     def encode(state: dict[str, Any], paths: list[str]):
@@ -70,7 +70,7 @@ def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: 
 def failed_job(func):
     """A sharded encoding that could not finish (workers kept dying) is a failed job: exit 1, not 2."""
     def run(args: argparse.Namespace) -> int:
-        from eval.encode_ray import EncodeError
+        from c3dhash.eval.encode_ray import EncodeError
         try:
             return func(args)
         except EncodeError as exc:
@@ -88,7 +88,7 @@ def report_skips(skipped: list[tuple[str, str]], padded: list[str]) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from eval.index import build_index
+    from c3dhash.eval.index import build_index
     path, config, _ = resolve_model(args)
     s = build_index(checkpoint=path, out=args.out, encode=encoder(args, config), videos=args.videos,
                     manifest=args.manifest, root=args.root, add=args.add, config=config)
@@ -104,11 +104,11 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cluster.config import section_from_dict
-    from eval.codes import Codes, pack_bits, save_codes
-    from loaders.config import DataConfig
-    from loaders.splits import load_split
-    from model.load import from_state, read_checkpoint
+    from c3dhash.cluster.config import section_from_dict
+    from c3dhash.eval.codes import Codes, pack_bits, save_codes
+    from c3dhash.loaders.config import DataConfig
+    from c3dhash.loaders.splits import load_split
+    from c3dhash.model.load import from_state, read_checkpoint
     path, config, cfg = resolve_model(args)
     state = read_checkpoint(path)
     model = from_state(state, config=config, source=path)

@@ -35,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _locate(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    from cluster.config import ConfigError, load_config
-    from loaders.config import DataConfig
-    from loaders.splits import manifest_dir
+    from c3dhash.cluster.config import ConfigError, load_config
+    from c3dhash.loaders.config import DataConfig
+    from c3dhash.loaders.splits import manifest_dir
 
     if args.config:
         data = load_config(args.config, args.set).data
@@ -54,7 +54,7 @@ def _backend(requested: str, decode: bool) -> tuple[str, int | None]:
     so a CPU-only data pod can check files meant for GPU training."""
     import torch
 
-    from loaders.probe import decode_device
+    from c3dhash.loaders.probe import decode_device
 
     device_id = torch.cuda.current_device() if torch.cuda.is_available() else None
     if not decode and requested == "gpu":
@@ -63,7 +63,7 @@ def _backend(requested: str, decode: bool) -> tuple[str, int | None]:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from loaders.probe import check_data
+    from c3dhash.loaders.probe import check_data
 
     root, manifest_dir, device = _locate(args)
     backend, device_id = _backend(args.device or device, not args.no_decode)

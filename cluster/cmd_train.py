@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from cluster.config import load_config
+from c3dhash.cluster.config import load_config
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -14,18 +14,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cluster.driver import run_training
+    from c3dhash.cluster.driver import run_training
     run_training(load_config(args.config, args.overrides), address=args.address)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cluster.demo import run_demo
+    from c3dhash.cluster.demo import run_demo
     return run_demo(config=args.config, overrides=args.overrides, data_root=args.data)
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from cluster import jobs
+    from c3dhash.cluster import jobs
     if args.action == "submit":
         cmd = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
         job_id = jobs.submit(args.address, shlex.join(cmd), working_dir=args.working_dir)

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
-from distributed.job import ClusterConfig, JobConfig, config_to_dict
-from loaders.atomic import atomic_write_text
+from c3dhash.distributed.job import ClusterConfig, JobConfig, config_to_dict
+from c3dhash.loaders.atomic import atomic_write_text
 
 
 __all__ = ["ClusterConfig", "ConfigError", "JobConfig", "config_to_dict", "load_config", "save_config"]

@@ -1,6 +1,6 @@
 """Joining Ray: fail within seconds, in one line naming the address and the fix, instead of minutes of warnings.
 
-    from cluster.connect import connect, check_capacity, explain
+    from c3dhash.cluster.connect import connect, check_capacity, explain
     connect(address, num_cpus=4)              # ADDR / RAY_ADDRESS / a new local Ray; raises ConnectError
     check_capacity(num_workers=4, cpus_per_worker=1, use_gpu=True)   # refuses what the cluster cannot place
     raise ConnectError(explain(exc, address)) # the same advice for the Jobs API (cluster/jobs.py)

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cluster.config import JobConfig, load_config
-from cluster.driver import run_dir, run_training
-from distributed import checkpoint as ckpt
-from eval.codes import Codes, save_codes
-from eval.encode import encode_loader, to_codes
-from eval.metrics import evaluate
-from loaders.pipelines import build_eval_loader
-from loaders.splits import build_splits, load_split
-from loaders.synth import format_summary, make_synth_dataset
-from model.hashnet import build_from_config
+from c3dhash.cluster.config import JobConfig, load_config
+from c3dhash.cluster.driver import run_dir, run_training
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.eval.codes import Codes, save_codes
+from c3dhash.eval.encode import encode_loader, to_codes
+from c3dhash.eval.metrics import evaluate
+from c3dhash.loaders.pipelines import build_eval_loader
+from c3dhash.loaders.splits import build_splits, load_split
+from c3dhash.loaders.synth import format_summary, make_synth_dataset
+from c3dhash.model.hashnet import build_from_config
 
 TARGET_MAP, TARGET_MINUTES = 0.9, 10.0  # issue 16: the shipped set on a quiet 2-core machine
 

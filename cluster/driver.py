@@ -24,15 +24,15 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 
-from cluster.config import JobConfig, config_to_dict, save_config
-from cluster.connect import check_capacity, connect
-from cluster.fit import ProjectTrainer, fit
-from cluster.lock import run_lock
-from cluster.preflight import preflight
-from distributed import checkpoint as ckpt
-from distributed.failures import guarded
-from distributed.resume import check_resume
-from distributed.worker import train_loop_per_worker
+from c3dhash.cluster.config import JobConfig, config_to_dict, save_config
+from c3dhash.cluster.connect import check_capacity, connect
+from c3dhash.cluster.fit import ProjectTrainer, fit
+from c3dhash.cluster.lock import run_lock
+from c3dhash.cluster.preflight import preflight
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.failures import guarded
+from c3dhash.distributed.resume import check_resume
+from c3dhash.distributed.worker import train_loop_per_worker
 
 
 class MetricsLog(UserCallback):

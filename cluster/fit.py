@@ -29,8 +29,8 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
 from ray.train.v2.api.exceptions import TrainingFailedError
 
-from distributed.checkpoint import CHECKPOINT_FILE
-from distributed.failures import TrainingFailed, first_project_error
+from c3dhash.distributed.checkpoint import CHECKPOINT_FILE
+from c3dhash.distributed.failures import TrainingFailed, first_project_error
 
 GRACE_S = 10.0  # longest wait for the controller to register checkpoints already written
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of the registered checkpoints

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from cluster.connect import ConnectError, explain
+from c3dhash.cluster.connect import ConnectError, explain
 
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 AGENT_WAIT_S = 120.0  # how long submit retries while a fresh head's job agent starts

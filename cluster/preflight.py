@@ -1,6 +1,6 @@
 """Everything the driver can check before Ray starts a worker: one clear line instead of a retried worker crash.
 
-    from cluster.preflight import preflight
+    from c3dhash.cluster.preflight import preflight
     plan = preflight(cfg)          # raises DataError / ConfigError naming the file (and line) or key and the fix
     plan.steps_per_epoch, plan.num_train, plan.num_val
 
@@ -16,13 +16,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.config import JobConfig
-from loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest
-from loaders.probe import SKIP_FILE, unsupported_codec
-from loaders.sampler import PKSampler, RandomSampler
-from loaders.splits import build_splits, load_split, manifest_path
-from loaders.videoio import probe_video
-from model.backbone import resolve_weights
+from c3dhash.cluster.config import JobConfig
+from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest
+from c3dhash.loaders.probe import SKIP_FILE, unsupported_codec
+from c3dhash.loaders.sampler import PKSampler, RandomSampler
+from c3dhash.loaders.splits import build_splits, load_split, manifest_path
+from c3dhash.loaders.videoio import probe_video
+from c3dhash.model.backbone import resolve_weights
 
 
 @dataclass(frozen=True)

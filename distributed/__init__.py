@@ -10,11 +10,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "distributed.env": ("barrier", "get_device", "get_local_rank", "get_rank", "get_world_size", "is_dist",
-                        "is_main"),
-    "distributed.gather": ("all_gather_rows", "all_gather_sizes"),
-    "distributed.syncbn": ("GatherSyncBatchNorm", "convert_sync_bn"),
-    "distributed.triplet": ("LossError", "all_triplet_loss", "gathered_triplet_loss", "num_valid_triplets"),
+    "env": ("barrier", "get_device", "get_local_rank", "get_rank", "get_world_size", "is_dist",
+            "is_main"),
+    "gather": ("all_gather_rows", "all_gather_sizes"),
+    "syncbn": ("GatherSyncBatchNorm", "convert_sync_bn"),
+    "triplet": ("LossError", "all_triplet_loss", "gathered_triplet_loss", "num_valid_triplets"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -23,4 +23,4 @@ __all__ = sorted(_WHERE)
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'distributed' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

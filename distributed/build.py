@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
-from distributed.env import get_rank, get_world_size
-from distributed.job import JobConfig
-from distributed.syncbn import convert_sync_bn
-from distributed.trainer import EvalSet
-from loaders.pipelines import TrainLoader, build_eval_loader, build_train_loader
-from loaders.splits import load_split
-from model.hashnet import build_from_config
+from c3dhash.distributed.env import get_rank, get_world_size
+from c3dhash.distributed.job import JobConfig
+from c3dhash.distributed.syncbn import convert_sync_bn
+from c3dhash.distributed.trainer import EvalSet
+from c3dhash.loaders.pipelines import TrainLoader, build_eval_loader, build_train_loader
+from c3dhash.loaders.splits import load_split
+from c3dhash.model.hashnet import build_from_config
 
 
 def build_model(job: JobConfig, device: torch.device) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from loaders.atomic import atomic_write
+from c3dhash.loaders.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from distributed.env import is_dist
+from c3dhash.distributed.env import is_dist
 
 
 def gather_outputs(index: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

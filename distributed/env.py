@@ -1,6 +1,6 @@
 """Rank/world/device helpers that also work with no process group (then: rank 0 of a world of 1).
 
-    from distributed.env import get_rank, get_world_size, is_main, barrier, is_dist
+    from c3dhash.distributed.env import get_rank, get_world_size, is_main, barrier, is_dist
     if is_main(): print("only once")
     if is_dist(world_above=1): dist.all_reduce(t)     # the one "is a process group up?" test of the project
 

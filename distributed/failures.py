@@ -1,6 +1,6 @@
 """Which failures are the user's, across the Ray boundary: never retried, shown as the project's own one line.
 
-    from distributed.failures import is_project_error, first_project_error, guarded
+    from c3dhash.distributed.failures import is_project_error, first_project_error, guarded
     TorchTrainer(guarded(train_loop_per_worker), ...)       # the driver wraps the worker loop
     err = first_project_error(training_failed_error)       # the original DataError/ConfigError/... or None
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fc
 
-from distributed.env import get_world_size
+from c3dhash.distributed.env import get_world_size
 
 
 def all_gather_sizes(n: int, *, device: torch.device | str = "cpu") -> list[int]:

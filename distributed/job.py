@@ -1,7 +1,7 @@
 """The composed job config that every worker receives (defined here, on floor 3, so workers never import the
 CLI; cluster/config.py re-exports it and owns loading, overrides and validation).
 
-    from distributed.job import JobConfig, config_to_dict
+    from c3dhash.distributed.job import JobConfig, config_to_dict
     job = JobConfig()                    # every section's defaults
     config_to_dict(job)["train"]["lr"]   # plain dict (lists, not tuples): YAML, checkpoints, comparisons
 """
@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from distributed.config import LossConfig, TrainConfig
-from eval.config import EvalConfig
-from loaders.config import DataConfig
-from model.config import ModelConfig
+from c3dhash.distributed.config import LossConfig, TrainConfig
+from c3dhash.eval.config import EvalConfig
+from c3dhash.loaders.config import DataConfig
+from c3dhash.model.config import ModelConfig
 
 
 @dataclass(frozen=True)

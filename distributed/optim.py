@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from distributed.config import TrainConfig
+from c3dhash.distributed.config import TrainConfig
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from distributed.config import TrainConfig
-from distributed.optim import lr_factor
+from c3dhash.distributed.config import TrainConfig
+from c3dhash.distributed.optim import lr_factor
 
 REFUSED = {
     "model": ("bits", "backbone", "head_norm"),

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules._functions import SyncBatchNorm as _TorchSyncBN
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from distributed.env import get_world_size
+from c3dhash.distributed.env import get_world_size
 
 
 class _CpuSyncBatchNorm(torch.autograd.Function):

@@ -24,19 +24,19 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from distributed import checkpoint as ckpt
-from distributed.collect import broadcast_from_zero, gather_outputs
-from distributed.env import get_rank, get_world_size, is_dist
-from distributed.job import JobConfig, config_to_dict
-from distributed.optim import build_optimizer, build_scheduler
-from distributed.resume import ConfigDiff, apply_optimizer_config, check_resume
-from distributed.tensorboard import RankZeroWriter
-from distributed.triplet import gathered_triplet_loss
-from eval.codes import Codes
-from eval.curves import pr_counts
-from eval.encode import autocast, encode_loader, to_codes
-from eval.metrics import evaluate
-from loaders.manifest import VideoRecord
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.collect import broadcast_from_zero, gather_outputs
+from c3dhash.distributed.env import get_rank, get_world_size, is_dist
+from c3dhash.distributed.job import JobConfig, config_to_dict
+from c3dhash.distributed.optim import build_optimizer, build_scheduler
+from c3dhash.distributed.resume import ConfigDiff, apply_optimizer_config, check_resume
+from c3dhash.distributed.tensorboard import RankZeroWriter
+from c3dhash.distributed.triplet import gathered_triplet_loss
+from c3dhash.eval.codes import Codes
+from c3dhash.eval.curves import pr_counts
+from c3dhash.eval.encode import autocast, encode_loader, to_codes
+from c3dhash.eval.metrics import evaluate
+from c3dhash.loaders.manifest import VideoRecord
 
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 

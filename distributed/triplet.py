@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from distributed.env import get_rank, get_world_size
-from distributed.gather import all_gather_rows, all_gather_sizes
+from c3dhash.distributed.env import get_rank, get_world_size
+from c3dhash.distributed.gather import all_gather_rows, all_gather_sizes
 
 REDUCTIONS = ("all", "active")
 # Anchor rows per chunk when counting: bounds the sort/searchsorted temporaries to ~CHUNK_ELEMS per matrix.

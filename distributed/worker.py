@@ -20,11 +20,11 @@ import ray.train
 import ray.train.torch
 import torch
 
-from distributed import checkpoint as ckpt
-from distributed.build import build_data, build_model
-from distributed.env import require_cuda
-from distributed.job import JobConfig
-from distributed.trainer import Hooks, Trainer
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.build import build_data, build_model
+from c3dhash.distributed.env import require_cuda
+from c3dhash.distributed.job import JobConfig
+from c3dhash.distributed.trainer import Hooks, Trainer
 
 
 def quiet_ray_train(level: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from loaders.atomic import atomic_write
+from c3dhash.loaders.atomic import atomic_write
 
 KINDS = ("auto", "sign", "binary")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.codes import Codes, CodesError
-from loaders.atomic import atomic_write
+from c3dhash.eval.codes import Codes, CodesError
+from c3dhash.loaders.atomic import atomic_write
 
 QUERY_BLOCK = 256
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.codes import Codes, pack_bits
-from loaders.manifest import VideoRecord
+from c3dhash.eval.codes import Codes, pack_bits
+from c3dhash.loaders.manifest import VideoRecord
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from eval.ray_session import join_or_start
-from eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
+from c3dhash.eval.ray_session import join_or_start
+from c3dhash.eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
 
 IN_FLIGHT = 2  # chunks queued per actor
 

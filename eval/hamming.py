@@ -31,11 +31,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from eval.codes import CodesError, check_pair
-from eval.kernels import block_distances, block_min, code_distance, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, prefetch_next_chunk, \
-    vectors
-from eval.planes_select import anchor_counts, plan_queries
+from c3dhash.eval.codes import CodesError, check_pair
+from c3dhash.eval.kernels import block_distances, block_min, code_distance, popcount64
+from c3dhash.eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, \
+    prefetch_next_chunk, vectors
+from c3dhash.eval.planes_select import anchor_counts, plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -229,7 +229,7 @@ def topk(q_codes: np.ndarray, db_codes: np.ndarray, k: int, *, backend: str = "n
     if backend == "torch":
         import torch
 
-        from eval.hamming_torch import topk_torch
+        from c3dhash.eval.hamming_torch import topk_torch
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         idx, dist = topk_torch(torch.from_numpy(q.view(np.int64)).to(dev),
                                torch.from_numpy(db.view(np.int64)).to(dev), kk)

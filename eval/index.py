@@ -32,12 +32,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eval.codes import Codes, num_words, pack_bits
-from eval.videos import Encoded
-from loaders.atomic import atomic_write, atomic_write_text
-from loaders.manifest import VideoRecord, read_manifest, tsv_text, write_manifest
-from loaders.probe import filter_records
-from loaders.videoio import VIDEO_EXTS
+from c3dhash.eval.codes import Codes, num_words, pack_bits
+from c3dhash.eval.videos import Encoded
+from c3dhash.loaders.atomic import atomic_write, atomic_write_text
+from c3dhash.loaders.manifest import VideoRecord, read_manifest, tsv_text, write_manifest
+from c3dhash.loaders.probe import filter_records
+from c3dhash.loaders.videoio import VIDEO_EXTS
 
 FORMAT, VERSION = "c3dhash-index", 1
 CODES, ITEMS, META, SKIPPED = "codes.npy", "items.tsv", "meta.json", "skipped.tsv"
@@ -233,7 +233,7 @@ def build_index(*, checkpoint: str, out: str | Path, encode: Callable[[dict, lis
                 videos: str | None = None, manifest: str | None = None, root: str | None = None,
                 add: bool = False, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Encode the videos (`encode(state, paths)`: in process or sharded) and write the index; a summary."""
-    from model.load import from_state, read_checkpoint
+    from c3dhash.model.load import from_state, read_checkpoint
     out = Path(out).absolute()
     check_target(out)
     records, base, by_folder = _sources(videos, manifest, root)

@@ -1,6 +1,6 @@
 """Retrieval metrics of query codes against a database, exact, with Hamming ties broken by database index.
 
-    from eval import evaluate, load_codes
+    from c3dhash.eval import evaluate, load_codes
     m = evaluate(load_codes("test.npz"), load_codes("train.npz"))      # dict, see below
     m["map_all"], m["map_at_k_rel"][100], m["map_at_k"][5], m["pr_curve"]["precision"]
 
@@ -35,14 +35,14 @@ import numpy as np
 from numba import njit, prange
 from tqdm import tqdm
 
-from eval.codes import Codes, CodesError, check_query_db
-from eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
-from eval.hamming import word_major
-from eval.kernels import NSUB, block_distances, histogram, popcount64
-from eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
-from eval.planes_hist import HIST_BINS, planes_hist
-from eval.planes_select import anchor_counts, cluster_order, plan_queries
-from loaders.atomic import atomic_write_text
+from c3dhash.eval.codes import Codes, CodesError, check_query_db
+from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from c3dhash.eval.hamming import word_major
+from c3dhash.eval.kernels import NSUB, block_distances, histogram, popcount64
+from c3dhash.eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
+from c3dhash.eval.planes_hist import HIST_BINS, planes_hist
+from c3dhash.eval.planes_select import anchor_counts, cluster_order, plan_queries
+from c3dhash.loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)

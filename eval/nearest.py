@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.codes import CodesError, check_pair, num_words
-from eval.hamming import radius_search, topk, word_major
-from eval.planes import MAX_BITS, bit_planes
+from c3dhash.eval.codes import CodesError, check_pair, num_words
+from c3dhash.eval.hamming import radius_search, topk, word_major
+from c3dhash.eval.planes import MAX_BITS, bit_planes
 
 METHODS = ("auto", "mih", "flat")
 SAMPLE = 16  # queries MIH answers before "auto" decides for the rest
@@ -52,7 +52,7 @@ class Searcher:
 
     def tables(self):
         if self._tables is None:
-            from eval.mih import build_tables
+            from c3dhash.eval.mih import build_tables
             self._tables = build_tables(self.codes, self.bits, self.m)
         return self._tables
 
@@ -75,7 +75,7 @@ class Searcher:
         if self.num_db < MIN_MIH_N:
             return "flat"
         if self._tables is None:
-            from eval.mih import default_m
+            from c3dhash.eval.mih import default_m
             m = self.m or default_m(self.bits, self.num_db)
             if nq * self.num_db < 2 * BUILD_COST * m * self.num_db:
                 return "flat"
@@ -90,7 +90,7 @@ class Searcher:
         if how == "flat":
             self.last_plan = {"mih": 0, "flat": q.shape[0]}
             return topk(q, self.codes, kk, dbT=self.dbT(), planes=self.planes())
-        from eval.mih import mih_knn
+        from c3dhash.eval.mih import mih_knn
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
             idx, dist, ok, _ = mih_knn(tables, q, kk)
@@ -119,7 +119,7 @@ class Searcher:
         if how == "flat":
             self.last_plan = {"mih": 0, "flat": q.shape[0]}
             return radius_search(q, self.codes, r, dbT=self.dbT())
-        from eval.mih import mih_radius
+        from c3dhash.eval.mih import mih_radius
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
             parts, ok = mih_radius(tables, q, r)

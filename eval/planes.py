@@ -42,7 +42,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from eval.kernels import popcount64
+from c3dhash.eval.kernels import popcount64
 
 
 def host_features() -> list[str]:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from eval.kernels import popcount64
-from eval.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
+from c3dhash.eval.kernels import popcount64
+from c3dhash.eval.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
 
 MAX_LEADERS = 1024  # clustering costs Q x leaders popcounts; later queries run direct rows
 XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against a direct row's

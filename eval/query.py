@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from eval.codes import Codes, pack_bits
-from eval.hamming import topk
-from eval.index import UNKNOWN, VideoIndex, VideoIndexError
-from eval.videos import Encoded, encode_paths
+from c3dhash.eval.codes import Codes, pack_bits
+from c3dhash.eval.hamming import topk
+from c3dhash.eval.index import UNKNOWN, VideoIndex, VideoIndexError
+from c3dhash.eval.videos import Encoded, encode_paths
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Query:
 def index_model(idx: VideoIndex, checkpoint: str | None) -> dict[str, Any]:
     """The checkpoint dict to encode queries with: `checkpoint` or the one the index was built from,
     refused unless its fingerprint is the index's."""
-    from model.load import from_state, read_checkpoint
+    from c3dhash.model.load import from_state, read_checkpoint
     path = checkpoint or idx.meta.get("model", {}).get("source")
     if not path or not Path(path).exists():
         raise VideoIndexError(f"{idx.path}: its checkpoint {path!r} is not there; pass the model it was built "

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.codes import CodesError, num_words
-from eval.ray_session import join_or_start
+from c3dhash.eval.codes import CodesError, num_words
+from c3dhash.eval.ray_session import join_or_start
 
 
 def open_codes(codes_path: str | Path, bits: int) -> np.ndarray:
@@ -58,8 +58,8 @@ class Shard:
 
     def __init__(self, codes_path: str, bits: int, start: int, stop: int, m: int | None = None,
                  threads: int | None = None) -> None:
-        from eval.hamming import use_threads
-        from eval.nearest import Searcher
+        from c3dhash.eval.hamming import use_threads
+        from c3dhash.eval.nearest import Searcher
         if threads:  # an actor of 1 CPU must not scan on every core of the node
             use_threads(threads)
         arr = open_codes(codes_path, bits)

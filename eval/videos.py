@@ -28,15 +28,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from eval.encode import encode_loader
-from loaders.config import DataConfig
-from loaders.manifest import VideoRecord
-from loaders.pipelines import build_eval_loader
-from loaders.probe import decode_device, unsupported_codec
-from loaders.videoio import probe_video
-from loaders.sampler import clip_span
-from loaders.transcode import even_size, transcode_video
-from model.load import ClipGeometry, LoadedHashNet, from_state
+from c3dhash.eval.encode import encode_loader
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.pipelines import build_eval_loader
+from c3dhash.loaders.probe import decode_device, unsupported_codec
+from c3dhash.loaders.videoio import probe_video
+from c3dhash.loaders.sampler import clip_span
+from c3dhash.loaders.transcode import even_size, transcode_video
+from c3dhash.model.load import ClipGeometry, LoadedHashNet, from_state
 
 DEFAULT_CHUNK = 16  # videos per unit of work: a progress step, and what a lost worker's replacement redoes
 SCRATCH_PREFIX = "c3dhash-enc-"  # + "<pid>-": a chunk's transcoded copies, removed when the chunk is done

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loaders.atomic import atomic_write_text
+from c3dhash.loaders.atomic import atomic_write_text
 
 HEADER = ("path", "label", "class_name")
 

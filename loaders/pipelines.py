@@ -40,12 +40,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from loaders.config import DataConfig
-from loaders.manifest import DataError, VideoRecord
-from loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
-from loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
-                             start_frame, train_clips)
-from loaders.videoio import probe_video
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.manifest import DataError, VideoRecord
+from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
+from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
+                                     start_frame, train_clips)
+from c3dhash.loaders.videoio import probe_video
 
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,

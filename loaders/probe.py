@@ -25,9 +25,9 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from loaders.atomic import atomic_write_text
-from loaders.manifest import DataError, DataWarning, VideoRecord, tsv_text
-from loaders.videoio import probe_video
+from c3dhash.loaders.atomic import atomic_write_text
+from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, tsv_text
+from c3dhash.loaders.videoio import probe_video
 
 SKIP_FILE = "skip.tsv"
 SKIP_HEADER = ("path", "reason")
@@ -194,7 +194,7 @@ def check_data(*, root: str | Path, manifest_dir: str | Path, workers: int = 2, 
     is written (a skip list naming the whole split would empty it for training, and the cause is nearly
     always the setup: a wrong root, or H.264 files checked against the CPU decoder) and DataError says so.
     """
-    from loaders.manifest import read_manifest
+    from c3dhash.loaders.manifest import read_manifest
 
     root = Path(root)
     if not root.is_dir():

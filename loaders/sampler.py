@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from loaders.manifest import DataError
+from c3dhash.loaders.manifest import DataError
 
 
 @dataclass(frozen=True)

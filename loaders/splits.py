@@ -3,7 +3,7 @@
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1     # -> data/ucf101/manifests/split1/*.tsv
     c3dhash splits --dataset synth --root data/synth
 
-    from loaders.splits import build_splits, load_split, manifest_dir
+    from c3dhash.loaders.splits import build_splits, load_split, manifest_dir
     records = build_splits(dataset="hmdb51", root="data/hmdb51", split=1)  # {"train": [..], "val", "test"}
     train = load_split(cfg.data, "train")      # <manifest_dir(cfg.data)>/train.tsv minus skip.tsv
 
@@ -35,10 +35,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from loaders.config import DataConfig, Dataset
-from loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest, write_manifest
-from loaders.probe import filter_records
-from loaders.videoio import VIDEO_EXTS
+from c3dhash.loaders.config import DataConfig, Dataset
+from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest, write_manifest
+from c3dhash.loaders.probe import filter_records
+from c3dhash.loaders.videoio import VIDEO_EXTS
 
 DATASETS = typing.get_args(Dataset)  # one list: the Literal of DataConfig.dataset
 LIST_DIRS = {"ucf101": "ucfTrainTestlist", "synth": "ucfTrainTestlist",

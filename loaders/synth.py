@@ -3,7 +3,7 @@
     c3dhash synth --out data/synth                      # 8 classes x 48 videos, 32 frames, 48x64, VP9
     c3dhash splits --dataset synth --root data/synth    # -> data/synth/manifests/split1/{train,val,test}.tsv
 
-    from loaders.synth import make_synth_dataset
+    from c3dhash.loaders.synth import make_synth_dataset
     summary = make_synth_dataset("data/tiny", classes=4, per_class=4, frames=8, size=(32, 32), codec="mjpeg")
     print(summary.format_summary())
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from loaders.manifest import DataError
-from loaders.videoio import CODECS, codec_ext, write_video
+from c3dhash.loaders.manifest import DataError
+from c3dhash.loaders.videoio import CODECS, codec_ext, write_video
 
 # Class name -> motion. Order = classInd order; `classes=C` takes the first C.
 MOTIONS = ("MoveRight", "MoveLeft", "MoveUp", "MoveDown", "SpinClockwise", "SpinCounterclockwise",

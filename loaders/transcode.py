@@ -3,7 +3,7 @@
     c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --workers 8
     c3dhash splits --dataset ucf101 --root data/ucf101
 
-    from loaders.transcode import transcode_tree
+    from c3dhash.loaders.transcode import transcode_tree
     summary = transcode_tree("raw/UCF101", "data/ucf101", codec="h264", size=(128, 172))
 
 UCF101 and HMDB-51 ship MPEG-4 Part 2 .avi with long GOPs, which DALI's CPU decoder cannot read. Every video
@@ -32,9 +32,9 @@ from pathlib import Path
 import av
 from tqdm import tqdm
 
-from loaders.atomic import atomic_path, atomic_write_text, stale_temps
-from loaders.manifest import DataError, tsv_text
-from loaders.videoio import CODECS, VIDEO_EXTS, VideoError, codec_ext, open_writer
+from c3dhash.loaders.atomic import atomic_path, atomic_write_text, stale_temps
+from c3dhash.loaders.manifest import DataError, tsv_text
+from c3dhash.loaders.videoio import CODECS, VIDEO_EXTS, VideoError, codec_ext, open_writer
 
 FAILURES = "transcode_failures.tsv"
 COPY_EXTS = (".txt",)  # official split lists travel with the videos

@@ -21,7 +21,7 @@ import av
 import numpy as np
 from av.video.stream import VideoStream
 
-from loaders.manifest import DataError
+from c3dhash.loaders.manifest import DataError
 
 GOP = 16  # max frames between keyframes
 

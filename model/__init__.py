@@ -9,15 +9,15 @@ from typing import Any
 
 _EXPORTS = {
     **dict.fromkeys(("KINETICS_MEAN", "KINETICS_STD", "BACKBONES", "ModelError", "WeightsError", "build_backbone",
-                     "kinetics_norm", "resolve_weights"), "model.backbone"),
-    "ModelConfig": "model.config",
-    **dict.fromkeys(("HashNet", "build_from_config", "build_hash_net"), "model.hashnet"),
-    **dict.fromkeys(("ClipGeometry", "LoadedHashNet", "export_program", "load_hash_net"), "model.load"),
+                     "kinetics_norm", "resolve_weights"), "backbone"),
+    "ModelConfig": "config",
+    **dict.fromkeys(("HashNet", "build_from_config", "build_hash_net"), "hashnet"),
+    **dict.fromkeys(("ClipGeometry", "LoadedHashNet", "export_program", "load_hash_net"), "load"),
 }
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module 'model' has no attribute {name!r}")

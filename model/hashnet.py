@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.backbone import ModelError, build_backbone, feature_dim
-from model.config import ModelConfig
+from c3dhash.model.backbone import ModelError, build_backbone, feature_dim
+from c3dhash.model.config import ModelConfig
 
 
 class HashNet(nn.Module):

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from model.backbone import ModelError
-from model.hashnet import HashNet, build_hash_net
+from c3dhash.model.backbone import ModelError
+from c3dhash.model.hashnet import HashNet, build_hash_net
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ CRASH_AT = (1, 1)  # (epoch, step in epoch) before which the last rank raises, o
 
 
 def crash_once_loop(config: dict[str, Any]) -> None:
-    from distributed import worker
-    from distributed.env import get_rank, get_world_size
-    from distributed.trainer import Trainer
+    from c3dhash.distributed import worker
+    from c3dhash.distributed.env import get_rank, get_world_size
+    from c3dhash.distributed.trainer import Trainer
 
     marker = Path(config["run_dir"]) / ".fault_injected"
     real_step = Trainer.train_step
@@ -43,9 +43,9 @@ TRAINED = ".steps_trained"  # in the run folder: "<world size> <global step>" pe
 def hold_loop(config: dict[str, Any]) -> None:
     import time
 
-    from distributed import worker
-    from distributed.env import get_rank, get_world_size
-    from distributed.trainer import Trainer
+    from c3dhash.distributed import worker
+    from c3dhash.distributed.env import get_rank, get_world_size
+    from c3dhash.distributed.trainer import Trainer
 
     real_step, log = Trainer.train_step, Path(config["run_dir"]) / TRAINED
 

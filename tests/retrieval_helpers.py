@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cluster.config import config_to_dict, load_config
-from distributed import checkpoint as ckpt
-from loaders.videoio import write_video
-from model.hashnet import build_hash_net
+from c3dhash.cluster.config import config_to_dict, load_config
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.loaders.videoio import write_video
+from c3dhash.model.hashnet import build_hash_net
 
 GEOMETRY = ["data.num_frames=4", "data.stride=1", "data.resize=[32, 32]", "data.crop=[32, 32]",
             "data.clips_per_video=2", "data.device=cpu", "data.num_threads=1"]
@@ -45,10 +45,10 @@ def make_videos(root: Path, *, classes: int = 3, per_class: int = 3, first: int 
 
 def lsh_checkpoint(path: Path, root: Path, *, bits: int = 64, seed: int = 0) -> Path:
     """best.pt-like checkpoint: random trunk, LSH head centred on the mean feature of the videos under root."""
-    from eval.videos import product_data
-    from loaders.manifest import VideoRecord
-    from loaders.pipelines import build_eval_loader
-    from model.load import ClipGeometry
+    from c3dhash.eval.videos import product_data
+    from c3dhash.loaders.manifest import VideoRecord
+    from c3dhash.loaders.pipelines import build_eval_loader
+    from c3dhash.model.load import ClipGeometry
     cfg = load_config(None, [*GEOMETRY, f"model.bits={bits}"])
     torch.manual_seed(seed)
     net = build_hash_net(bits=bits).eval()

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from loaders.atomic import atomic_path, atomic_write, atomic_write_text, stale_temps
+from c3dhash.loaders.atomic import atomic_path, atomic_write, atomic_write_text, stale_temps
 
 
 def test_replaces_whole_file_with_normal_mode(tmp_path):

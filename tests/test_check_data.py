@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 
-from cluster.cli import main
-from loaders.manifest import DataError, VideoRecord, write_manifest
-from loaders.probe import DataWarning, filter_records, load_skip_list, probe_videos, write_skip_list
-from loaders.videoio import VideoError, probe_video
+from c3dhash.cluster.cli import main
+from c3dhash.loaders.manifest import DataError, VideoRecord, write_manifest
+from c3dhash.loaders.probe import DataWarning, filter_records, load_skip_list, probe_videos, write_skip_list
+from c3dhash.loaders.videoio import VideoError, probe_video
 from tests.videos import make_dataset, write_video
 
 
@@ -52,7 +52,7 @@ def test_probe_reports_each_bad_file_once_with_a_reason(messy, decode):
 
 
 def test_dali_decode_check_catches_what_pyav_misses(messy, monkeypatch):
-    import loaders.probe as probe
+    import c3dhash.loaders.probe as probe
 
     root, good, extra = messy
     monkeypatch.setattr(probe, "_pyav_reason", lambda path, device: "")  # let everything past PyAV
@@ -110,7 +110,7 @@ class _CountingPipelines:
     """Wraps loaders.probe._decode_pipeline: records (batch_size, device, device_id) of each pipeline built."""
 
     def __init__(self, monkeypatch, fake_device: str | None = None):
-        import loaders.probe as probe
+        import c3dhash.loaders.probe as probe
 
         self.built: list[tuple[int, str, int | None]] = []
         real = probe._decode_pipeline
@@ -125,7 +125,7 @@ class _CountingPipelines:
 
 
 def test_decode_check_builds_one_pipeline_for_many_files(messy, monkeypatch, tmp_path):
-    import loaders.probe as probe
+    import c3dhash.loaders.probe as probe
 
     root, good, _ = messy
     many = [dataclasses.replace(r, path=f"copy{i}/{r.path}") for i in range(3) for r in good]  # 18 files
@@ -138,7 +138,7 @@ def test_decode_check_builds_one_pipeline_for_many_files(messy, monkeypatch, tmp
 
 
 def test_decode_check_finds_the_same_bad_files_batched(messy, monkeypatch):
-    import loaders.probe as probe
+    import c3dhash.loaders.probe as probe
 
     root, good, extra = messy
     monkeypatch.setattr(probe, "_pyav_reason", lambda path, device: "")  # let everything past PyAV
@@ -156,7 +156,7 @@ def test_decode_check_finds_the_same_bad_files_batched(messy, monkeypatch):
 
 def test_decode_recovery_uses_the_callers_gpu_not_gpu_0(messy, monkeypatch):
     """Finding: ranks 1..3 of a node re-decoded on GPU 0. Every pipeline must get the caller's device_id."""
-    import loaders.probe as probe
+    import c3dhash.loaders.probe as probe
 
     root, good, extra = messy
     pipes = _CountingPipelines(monkeypatch, fake_device="cpu")
@@ -169,9 +169,9 @@ def test_decode_recovery_uses_the_callers_gpu_not_gpu_0(messy, monkeypatch):
 def test_loader_recovery_passes_its_own_device(monkeypatch, tmp_path):
     from collections import deque
 
-    from loaders import pipelines
-    from loaders.config import DataConfig
-    from loaders.sampler import Clip
+    from c3dhash.loaders import pipelines
+    from c3dhash.loaders.config import DataConfig
+    from c3dhash.loaders.sampler import Clip
 
     seen = {}
     monkeypatch.setattr(pipelines, "decode_device", lambda requested, device_id: "mixed")

@@ -6,9 +6,9 @@ import pickle
 import pytest
 import torch
 
-from distributed import checkpoint as ckpt
-from distributed.config import TrainConfig
-from distributed.optim import build_optimizer, build_scheduler, lr_factor
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.config import TrainConfig
+from c3dhash.distributed.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_atomic_save_round_trips_and_leaves_no_temp(tmp_path):

@@ -13,7 +13,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 # Builds the parser, asks every subcommand (and sub-subcommand) for --help, then lists what got imported.
 EVERY_HELP = """
 import argparse, contextlib, io, json, sys
-from cluster.cli import build_parser, main
+from c3dhash.cluster.cli import build_parser, main
 
 def commands(parser, prefix=()):
     for action in parser._actions:
@@ -43,7 +43,7 @@ def test_every_help_imports_no_heavy_package():
 
 
 def test_help_via_importtime_of_the_entry_point():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "cluster.cli", "--help"], env=ENV,
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "c3dhash.cluster.cli", "--help"], env=ENV,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage: c3dhash" in out.stdout
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
@@ -53,7 +53,7 @@ def test_help_via_importtime_of_the_entry_point():
 def test_version_prints_setup_cfg_version():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    out = subprocess.run([sys.executable, "-m", "cluster.cli", "--version"], env=ENV, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "c3dhash.cluster.cli", "--version"], env=ENV, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0
     assert out.stdout.strip() == f"c3dhash {cfg.get('metadata', 'version')}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.codes import Codes, CodesError, load_codes, pack_bits, save_codes, unpack_bits
+from c3dhash.eval.codes import Codes, CodesError, load_codes, pack_bits, save_codes, unpack_bits
 
 
 def reference_pack(bits01: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import (RANGES, ClusterConfig, ConfigError, JobConfig, config_from_dict, load_config,
-                            save_config)
-from distributed.config import TrainConfig
-from loaders.config import DataConfig
-from loaders.splits import DATASETS
+from c3dhash.cluster.config import (RANGES, ClusterConfig, ConfigError, JobConfig, config_from_dict, load_config,
+                                    save_config)
+from c3dhash.distributed.config import TrainConfig
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.splits import DATASETS
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 

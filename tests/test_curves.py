@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from browser import colour_blobs, needs_chromium, screenshot
-from cluster.cli import main
-from distributed.tensorboard import RankZeroWriter
-from eval.codes import Codes, pack_bits, save_codes, unpack_bits
-from eval.curves import pr_counts, radii_with_retrieved
+from c3dhash.cluster.cli import main
+from c3dhash.distributed.tensorboard import RankZeroWriter
+from c3dhash.eval.codes import Codes, pack_bits, save_codes, unpack_bits
+from c3dhash.eval.curves import pr_counts, radii_with_retrieved
 
 BITS = 16
 RUN_COLOUR = (255, 112, 67)  # TensorBoard's colour of the first run
@@ -128,10 +128,10 @@ def test_training_validation_writes_the_true_counts(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
-    from distributed.config import LossConfig, TrainConfig
-    from distributed.job import ClusterConfig, JobConfig
-    from distributed.trainer import Trainer
-    from model.config import ModelConfig
+    from c3dhash.distributed.config import LossConfig, TrainConfig
+    from c3dhash.distributed.job import ClusterConfig, JobConfig
+    from c3dhash.distributed.trainer import Trainer
+    from c3dhash.model.config import ModelConfig
     from train_helpers import TensorTrainLoader, tensor_eval_set, tensor_videos, tiny_net
     x, labels = tensor_videos(3, 4)
     qx, qlabels = tensor_videos(3, 1, seed=1)

@@ -26,12 +26,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from distributed import checkpoint as ckpt
-from distributed.config import LossConfig, TrainConfig
-from distributed.job import ClusterConfig, JobConfig
-from distributed.syncbn import convert_sync_bn
-from distributed.trainer import Hooks, Trainer
-from model.config import ModelConfig
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.config import LossConfig, TrainConfig
+from c3dhash.distributed.job import ClusterConfig, JobConfig
+from c3dhash.distributed.syncbn import convert_sync_bn
+from c3dhash.distributed.trainer import Hooks, Trainer
+from c3dhash.model.config import ModelConfig
 from train_helpers import FolderReport, TensorTrainLoader, tensor_videos, tiny_net
 
 P, K, STEPS, EPOCHS, BITS = 3, 2, 3, 3, 8

@@ -23,15 +23,15 @@ from ray.train.v2._internal.execution.failure_handling import FailureDecision
 from ray.train.v2.api.config import FailureConfig
 from ray.train.v2.api.exceptions import WorkerGroupError
 
-from cluster.config import config_to_dict, load_config
-from cluster.connect import placeable
-from cluster.fit import ProjectErrorsFail, ProjectTrainer
-from distributed.failures import TrainingFailed, WorkerError, first_project_error, guarded
-from loaders.manifest import DataError
+from c3dhash.cluster.config import config_to_dict, load_config
+from c3dhash.cluster.connect import placeable
+from c3dhash.cluster.fit import ProjectErrorsFail, ProjectTrainer
+from c3dhash.distributed.failures import TrainingFailed, WorkerError, first_project_error, guarded
+from c3dhash.loaders.manifest import DataError
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-C3DHASH = [sys.executable, "-m", "cluster.cli"]
+C3DHASH = [sys.executable, "-m", "c3dhash.cluster.cli"]
 
 
 def test_policy_raises_project_errors_and_retries_the_rest():
@@ -55,7 +55,7 @@ def test_guarded_sends_project_errors_back_without_traceback():
     class Unpicklable(DataError):
         def __reduce__(self):
             raise TypeError("no")
-    Unpicklable.__module__ = "loaders.manifest"  # a project error type that cannot be pickled
+    Unpicklable.__module__ = "c3dhash.loaders.manifest"  # a project error type that cannot be pickled
 
     def bad(_):
         raise DataError("a.tsv:2: label x")
@@ -77,16 +77,16 @@ def test_guarded_sends_project_errors_back_without_traceback():
 
 
 def test_a_crash_after_the_retries_is_one_line_and_exit_1(monkeypatch, capsys):
-    import cluster.driver
-    from cluster.cli import main
-    from cluster.fit import one_line
+    import c3dhash.cluster.driver
+    from c3dhash.cluster.cli import main
+    from c3dhash.cluster.fit import one_line
     crash = WorkerGroupError("x", {1: RuntimeError("Traceback ...\n  File ...\nRuntimeError: boom"),
                                    0: OSError("gone")})
     assert one_line(crash) == "rank 0: OSError: gone; rank 1: RuntimeError: boom"
 
     def crashing(cfg, *, address=None):
         raise TrainingFailed(f"training failed after 3 restart(s) (cluster.max_failures): {one_line(crash)}")
-    monkeypatch.setattr(cluster.driver, "run_training", crashing)
+    monkeypatch.setattr(c3dhash.cluster.driver, "run_training", crashing)
     assert main(["train", "--config", str(REPO / "configs/synth-cpu.yaml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["c3dhash train: error: training failed after 3 restart(s) (cluster.max_failures): rank 0: "

@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
 
-from distributed import (all_gather_rows, all_triplet_loss, barrier, convert_sync_bn, gathered_triplet_loss,
-                         get_local_rank, get_rank, get_world_size, is_main)
-from model import build_hash_net
+from c3dhash.distributed import (all_gather_rows, all_triplet_loss, barrier, convert_sync_bn, gathered_triplet_loss,
+                                 get_local_rank, get_rank, get_world_size, is_main)
+from c3dhash.model import build_hash_net
 
 WORLD = 2
 # name -> (local sizes per rank, reduction, quant_weight, number of classes)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cluster.config import load_config
-from distributed.syncbn import convert_sync_bn
-from model import ModelConfig, build_from_config
+from c3dhash.cluster.config import load_config
+from c3dhash.distributed.syncbn import convert_sync_bn
+from c3dhash.model import ModelConfig, build_from_config
 
 
 def _net(head_norm: bool, *, shift: float) -> torch.nn.Module:
@@ -54,8 +54,8 @@ def test_sync_bn_conversion_covers_the_head_norm_and_the_config_key_loads():
 
 
 def test_a_resume_that_toggles_the_head_norm_is_refused_before_anything_loads():
-    from distributed.job import config_to_dict
-    from distributed.resume import ResumeConfigError, check_resume
+    from c3dhash.distributed.job import config_to_dict
+    from c3dhash.distributed.resume import ResumeConfigError, check_resume
     saved = config_to_dict(load_config(None, []))
     current = config_to_dict(load_config(None, ["model.head_norm=true"]))
     with pytest.raises(ResumeConfigError, match="model.head_norm"):

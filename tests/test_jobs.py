@@ -19,10 +19,10 @@ import pytest
 import ray
 import yaml
 
-from cluster import jobs
-from cluster.cli import main
-from cluster.config import config_to_dict, load_config
-from cluster.connect import ConnectError, probe
+from c3dhash.cluster import jobs
+from c3dhash.cluster.cli import main
+from c3dhash.cluster.config import config_to_dict, load_config
+from c3dhash.cluster.connect import ConnectError, probe
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,7 +220,7 @@ def test_dead_addresses_fail_fast_in_one_line(tmp_path):
               "--workers", "2", "--address", f"127.0.0.1:{dead}"): f"127.0.0.1:{dead}"}
     for argv, address in cases.items():  # whole commands: bounds include importing torch/ray on a busy machine
         t0 = time.time()
-        out = subprocess.run([sys.executable, "-m", "cluster.cli", *argv], env=clean_env(tmp_path), cwd=REPO,
+        out = subprocess.run([sys.executable, "-m", "c3dhash.cluster.cli", *argv], env=clean_env(tmp_path), cwd=REPO,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and time.time() - t0 < 60, out.stderr[-2000:]
         lines = out.stderr.strip().splitlines()

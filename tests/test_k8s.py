@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from cluster.config import load_config
+from c3dhash.cluster.config import load_config
 from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus, doc_key, gpus, kubectl,
                          kustomizations, mounts_by_path, parse_commands, pod_templates, ray_cluster_specs, render,
                          render_kubectl, render_subset, schema_checksum_problems, schema_dir, schema_errors,
@@ -243,7 +243,7 @@ def job_commands(job: dict, mounts: dict[str, str], configmap: dict) -> list[tup
 
 
 def test_entrypoints_are_accepted_by_the_c3dhash_cli(every):
-    from cluster.cli import build_parser
+    from c3dhash.cluster.cli import build_parser
 
     parser = build_parser()
     jobs = [d for d in every if d["kind"] == "RayJob"]

@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from cluster.cli import main
-from eval.codes import Codes, CodesError, pack_bits, save_codes
-from eval.metrics import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
+from c3dhash.cluster.cli import main
+from c3dhash.eval.codes import Codes, CodesError, pack_bits, save_codes
+from c3dhash.eval.metrics import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
 
 KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
 
@@ -133,8 +133,8 @@ def test_default_k_lists_come_from_the_config():
     """One list of default K values: evaluate, evaluate_sharded and EvalConfig share eval/config.py's."""
     import inspect
 
-    from eval import config
-    from eval.sharded import evaluate_sharded
+    from c3dhash.eval import config
+    from c3dhash.eval.sharded import evaluate_sharded
     for fn in (evaluate, evaluate_sharded):
         p = inspect.signature(fn).parameters
         assert p["map_at_k_rel"].default is config.MAP_AT_K_REL and p["map_at_k"].default is config.MAP_AT_K

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.codes import CodesError, pack_bits
-from eval.hamming import radius_search, topk
-from eval.mih import build_tables, default_m, mih_knn
-from eval.nearest import Searcher
-from eval.planes import MAX_BITS
+from c3dhash.eval.codes import CodesError, pack_bits
+from c3dhash.eval.hamming import radius_search, topk
+from c3dhash.eval.mih import build_tables, default_m, mih_knn
+from c3dhash.eval.nearest import Searcher
+from c3dhash.eval.planes import MAX_BITS
 
 
 def codes(kind: str, n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -30,7 +30,7 @@ def codes(kind: str, n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
 
 def reference(q: np.ndarray, db: np.ndarray, bits: int) -> np.ndarray:
     """Distances by bit counting (independent of the kernels)."""
-    from eval.codes import unpack_bits
+    from c3dhash.eval.codes import unpack_bits
     return (unpack_bits(q, bits)[:, None, :] != unpack_bits(db, bits)[None, :, :]).sum(-1)
 
 
@@ -78,7 +78,7 @@ def test_radius_equals_the_flat_scan(kind, bits):
 @pytest.mark.parametrize("m", [2, 3, 7])
 def test_any_table_count_and_sparse_tables(monkeypatch, m):
     """Other m than the default, and tables too large for dense offsets (binary search over sorted keys)."""
-    import eval.mih as mih
+    import c3dhash.eval.mih as mih
     monkeypatch.setattr(mih, "DENSE_FACTOR", 0)
     rng = np.random.default_rng(m)
     db, q = codes("clustered", 700, 40, rng), codes("clustered", 9, 40, rng)
@@ -94,7 +94,7 @@ def test_any_table_count_and_sparse_tables(monkeypatch, m):
 def test_budget_gives_up_and_auto_falls_back(monkeypatch):
     """Uniform 64-bit codes: the 10th neighbour is far, MIH gives up within a budget of N units and the
     chooser answers with the flat scan; the answer is the same."""
-    import eval.nearest as nearest
+    import c3dhash.eval.nearest as nearest
     monkeypatch.setattr(nearest, "MIN_MIH_N", 0)
     monkeypatch.setattr(nearest, "BUILD_COST", 0.0)
     rng = np.random.default_rng(0)

@@ -10,8 +10,8 @@ import torch
 from torch.testing import assert_close
 from torchvision.models import video
 
-import model
-from model import ModelConfig, ModelError, WeightsError, build_from_config, build_hash_net, kinetics_norm
+from c3dhash import model
+from c3dhash.model import ModelConfig, ModelError, WeightsError, build_from_config, build_hash_net, kinetics_norm
 
 WEIGHT_FILE = "r3d_18-b3b3357e.pth"
 
@@ -93,9 +93,9 @@ def test_kinetics400_alias_uses_torchvision_cache(torchvision_state, tmp_path, m
 def test_driver_preflight_and_the_model_share_one_weights_resolver(tmp_path, monkeypatch):
     """The driver refuses missing weights before Ray with the very message the model would give (and the
     kinetics400 alias is resolved by the same rule), so the two checks cannot drift apart."""
-    from cluster import driver
-    from cluster.config import load_config
-    from loaders.manifest import VideoRecord, write_manifest
+    from c3dhash.cluster import driver
+    from c3dhash.cluster.config import load_config
+    from c3dhash.loaders.manifest import VideoRecord, write_manifest
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     write_manifest(tmp_path / "data" / "manifests" / "split1" / "train.tsv", [VideoRecord("a/v.webm", 0, "a")])

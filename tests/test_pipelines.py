@@ -13,13 +13,13 @@ from collections import Counter
 import pytest
 import torch
 
-from loaders import pipelines
-from loaders.config import DataConfig
-from loaders.manifest import DataError, VideoRecord, write_manifest
-from loaders.probe import DataWarning, write_skip_list
-from loaders.sampler import clip_span, eval_positions, start_frame
-from loaders.splits import load_split
-from loaders.videoio import VideoInfo
+from c3dhash.loaders import pipelines
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.manifest import DataError, VideoRecord, write_manifest
+from c3dhash.loaders.probe import DataWarning, write_skip_list
+from c3dhash.loaders.sampler import clip_span, eval_positions, start_frame
+from c3dhash.loaders.splits import load_split
+from c3dhash.loaders.videoio import VideoInfo
 from tests.videos import decode_rgb, make_dataset, write_video
 
 SIZE = (32, 48)

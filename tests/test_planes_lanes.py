@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from eval.planes import LANES, host_features
+from c3dhash.eval.planes import LANES, host_features
 
 HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+sse,"
            "+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
 
 CHECK = textwrap.dedent("""
     import numpy as np
-    from eval.codes import Codes, pack_bits
-    from eval.hamming import topk, word_major
-    from eval.metrics import evaluate
-    from eval.planes import GROUP, LANES, bit_planes
+    from c3dhash.eval.codes import Codes, pack_bits
+    from c3dhash.eval.hamming import topk, word_major
+    from c3dhash.eval.metrics import evaluate
+    from c3dhash.eval.planes import GROUP, LANES, bit_planes
     assert (LANES, GROUP) == (4, 256), (LANES, GROUP)
     rng = np.random.default_rng(7)
     for bits, n in ((48, 1300), (130, 700), (256, 1100)):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.codes import Codes, pack_bits
-from eval.hamming import topk
-from eval.metrics import evaluate
-from eval.planes_select import cluster_order, plan_queries
+from c3dhash.eval.codes import Codes, pack_bits
+from c3dhash.eval.hamming import topk
+from c3dhash.eval.metrics import evaluate
+from c3dhash.eval.planes_select import cluster_order, plan_queries
 
 QBLOCK = 8
 

@@ -10,11 +10,11 @@ import sys
 import pytest
 import ray
 
-from cluster.cli import main
-from cluster.config import load_config
-from cluster.lock import LOCK_FILE, acquire, run_lock
-from cluster.preflight import preflight
-from loaders.manifest import read_manifest
+from c3dhash.cluster.cli import main
+from c3dhash.cluster.config import load_config
+from c3dhash.cluster.lock import LOCK_FILE, acquire, run_lock
+from c3dhash.cluster.preflight import preflight
+from c3dhash.loaders.manifest import read_manifest
 from train_helpers import make_tiny_dataset, tiny_overrides
 from videos import write_video
 

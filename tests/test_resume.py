@@ -10,16 +10,16 @@ import ray.train.torch
 import torch
 import yaml
 
-from cluster import driver
-from cluster.config import load_config
-from distributed import checkpoint as ckpt
-from distributed.env import GpuError
-from distributed.job import ClusterConfig, JobConfig
-from distributed.optim import lr_factor
-from distributed.resume import ResumeConfigError
-from distributed.trainer import NonFiniteError, TrainState
-from distributed.worker import train_loop_per_worker
-from loaders.manifest import write_manifest
+from c3dhash.cluster import driver
+from c3dhash.cluster.config import load_config
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.env import GpuError
+from c3dhash.distributed.job import ClusterConfig, JobConfig
+from c3dhash.distributed.optim import lr_factor
+from c3dhash.distributed.resume import ResumeConfigError
+from c3dhash.distributed.trainer import NonFiniteError, TrainState
+from c3dhash.distributed.worker import train_loop_per_worker
+from c3dhash.loaders.manifest import write_manifest
 from test_trainer import STEPS, job, make_trainer
 
 

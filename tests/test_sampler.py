@@ -4,9 +4,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from loaders.manifest import DataError
-from loaders.sampler import (PKSampler, RandomSampler, clip_span, eval_clips, eval_positions, eval_shard,
-                             shard_batch, slice_bounds, start_frame, train_clips)
+from c3dhash.loaders.manifest import DataError
+from c3dhash.loaders.sampler import (PKSampler, RandomSampler, clip_span, eval_clips, eval_positions, eval_shard,
+                                     shard_batch, slice_bounds, start_frame, train_clips)
 
 
 def test_pk_batches_hold_k_clips_of_p_distinct_classes():

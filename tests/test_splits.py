@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster.cli import main
-from loaders.config import DataConfig
-from loaders.manifest import DataError, read_manifest
-from loaders.splits import DataWarning, build_splits, manifest_path
+from c3dhash.cluster.cli import main
+from c3dhash.loaders.config import DataConfig
+from c3dhash.loaders.manifest import DataError, read_manifest
+from c3dhash.loaders.splits import DataWarning, build_splits, manifest_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "splits"
 UCF_LISTS = "ucfTrainTestlist"

@@ -10,11 +10,11 @@ import re
 import numpy as np
 import pytest
 
-from cluster.cli import main
-from loaders.manifest import DataError
-from loaders.splits import build_splits
-from loaders.synth import MOTIONS, group_layout, make_synth_dataset
-from loaders.videoio import GOP, probe_video, read_frames
+from c3dhash.cluster.cli import main
+from c3dhash.loaders.manifest import DataError
+from c3dhash.loaders.splits import build_splits
+from c3dhash.loaders.synth import MOTIONS, group_layout, make_synth_dataset
+from c3dhash.loaders.videoio import GOP, probe_video, read_frames
 
 LISTS = "ucfTrainTestlist"
 

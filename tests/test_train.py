@@ -12,10 +12,10 @@ import ray
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import faults
-from cluster import driver
-from cluster.config import load_config
-from cluster.driver import run_dir, run_training
-from distributed import checkpoint as ckpt
+from c3dhash.cluster import driver
+from c3dhash.cluster.config import load_config
+from c3dhash.cluster.driver import run_dir, run_training
+from c3dhash.distributed import checkpoint as ckpt
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
 STEPS = 2  # train.steps_per_epoch in tiny_overrides

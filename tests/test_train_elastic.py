@@ -22,10 +22,10 @@ import pytest
 import ray
 
 import faults
-from cluster import driver
-from cluster.config import load_config
-from cluster.driver import run_dir, run_training
-from distributed import checkpoint as ckpt
+from c3dhash.cluster import driver
+from c3dhash.cluster.config import load_config
+from c3dhash.cluster.driver import run_dir, run_training
+from c3dhash.distributed import checkpoint as ckpt
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
 WAIT_S = 300  # for each cluster change to show in metrics.jsonl; a loaded 2-core machine takes ~30-60 s

@@ -18,14 +18,14 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
 
-import distributed.trainer as trainer_mod
-from distributed import checkpoint as ckpt
-from distributed.config import LossConfig, TrainConfig
-from distributed.optim import lr_factor
-from distributed.job import ClusterConfig, JobConfig, config_to_dict
-from distributed.syncbn import convert_sync_bn
-from distributed.trainer import Hooks, NonFiniteError, Trainer
-from model.config import ModelConfig
+import c3dhash.distributed.trainer as trainer_mod
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.config import LossConfig, TrainConfig
+from c3dhash.distributed.optim import lr_factor
+from c3dhash.distributed.job import ClusterConfig, JobConfig, config_to_dict
+from c3dhash.distributed.syncbn import convert_sync_bn
+from c3dhash.distributed.trainer import Hooks, NonFiniteError, Trainer
+from c3dhash.model.config import ModelConfig
 from train_helpers import FolderReport, TensorTrainLoader, tensor_eval_set, tensor_videos, tiny_net
 
 WORLD, STEPS, EPOCHS, BITS = 2, 3, 3, 8

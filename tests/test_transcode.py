@@ -12,12 +12,12 @@ import av
 import numpy as np
 import pytest
 
-from cluster.cli import main
-from loaders.manifest import DataError
-from loaders.splits import build_splits
-from loaders.synth import make_synth_dataset
-from loaders.transcode import FAILURES, transcode_tree, transcode_video
-from loaders.videoio import GOP, probe_video, read_frames
+from c3dhash.cluster.cli import main
+from c3dhash.loaders.manifest import DataError
+from c3dhash.loaders.splits import build_splits
+from c3dhash.loaders.synth import make_synth_dataset
+from c3dhash.loaders.transcode import FAILURES, transcode_tree, transcode_video
+from c3dhash.loaders.videoio import GOP, probe_video, read_frames
 
 
 def write_raw(path: Path, values: list[int], *, pts: list[int] | None = None, fmt: str = "avi",

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import distributed.triplet as triplet
-from distributed import LossError, all_triplet_loss
+import c3dhash.distributed.triplet as triplet
+from c3dhash.distributed import LossError, all_triplet_loss
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from distributed import checkpoint as ckpt
-from distributed.trainer import EvalSet
-from loaders.manifest import VideoRecord
-from loaders.sampler import PKSampler, eval_clips, eval_shard, shard_batch, train_clips
-from loaders.splits import build_splits
-from loaders.synth import make_synth_dataset
+from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.trainer import EvalSet
+from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.sampler import PKSampler, eval_clips, eval_shard, shard_batch, train_clips
+from c3dhash.loaders.splits import build_splits
+from c3dhash.loaders.synth import make_synth_dataset
 
 
 def make_tiny_dataset(root: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from loaders.manifest import VideoRecord
+from c3dhash.loaders.manifest import VideoRecord
 
 # mpeg4 (part 2) is in FFmpeg but not in DALI's CPU decoder: the "needs transcoding" case
 _CODECS = {"vp9": ("libvpx-vp9", "yuv420p", ".webm"), "mjpeg": ("mjpeg", "yuvj420p", ".avi"),
