@@ -33,7 +33,7 @@ browser:
 		|| echo "chromium not installed (no apt?): the browser tests will be skipped"
 
 lint: $(STAMP)
-	$(VENV)/bin/flake8 cluster distributed model loaders eval tests bench
+	$(VENV)/bin/flake8 cluster distributed model loaders eval tests bench __init__.py setup.py
 
 bench: $(STAMP)
 	$(VENV)/bin/c3dhash bench --help

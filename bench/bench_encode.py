@@ -25,7 +25,7 @@ import ray
 import torch
 
 from c3dhash.cluster.config import config_to_dict, load_config
-from c3dhash.eval.encode_ray import EncoderPool, chunk_size, connect
+from c3dhash.eval.index.encode_ray import EncoderPool, chunk_size, connect
 from c3dhash.loaders.synth import make_synth_dataset
 from c3dhash.model.hashnet import build_hash_net
 

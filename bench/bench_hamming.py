@@ -34,9 +34,9 @@ import numpy as np
 
 
 from c3dhash.eval.codes import Codes  # noqa: E402
-from c3dhash.eval.hamming import topk, word_major  # noqa: E402
+from c3dhash.eval.search.flat import topk, word_major  # noqa: E402
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K  # noqa: E402
-from c3dhash.eval.metrics import all_ks, per_query_stats, prepare_db  # noqa: E402
+from c3dhash.eval.metrics.exact import all_ks, per_query_stats, prepare_db  # noqa: E402
 
 KS = all_ks(MAP_AT_K_REL, MAP_AT_K, PRECISION_AT_K)  # the defaults of `c3dhash eval`
 
@@ -134,8 +134,8 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
 def bench_sharded(args: argparse.Namespace, bits: int) -> None:
     import ray
 
-    from c3dhash.eval.metrics import evaluate
-    from c3dhash.eval.sharded import evaluate_sharded
+    from c3dhash.eval.metrics.exact import evaluate
+    from c3dhash.eval.metrics.sharded import evaluate_sharded
     db, dl, qc, ql = make_data(args.n, args.queries, bits, args.classes, args.data)
     q = Codes(qc, bits, ql, np.zeros(len(qc), "U1"))
     d = Codes(db, bits, dl, np.zeros(len(db), "U1"))

@@ -17,7 +17,7 @@ Rows per (N, data, k), throughput in queries/s (higher is better), ratio against
   FAISS Hash       faiss.IndexBinaryHash(d, b = bits // m), nflip as above
 Timing: each method --repeats times in a row (warm caches, as in a stream of searches), median wall time.
 Recall = fraction of (query, rank) whose returned distance equals the exact one (so a different tied item
-at the k-th distance still counts as right). Build times are printed beside (MIH tables: eval/mih.py).
+at the k-th distance still counts as right). Build times are printed beside (MIH tables: eval/search/mih.py).
 Data: --data trained (default both): --classes centres drawn uniformly, every database item and query its
 class centre with each bit flipped with probability --flip (0.1): within-class pairs differ in about
 2 x 0.1 x 0.9 = 18% of the bits; the distribution of the distance from a query to its k-th neighbour is
@@ -36,9 +36,9 @@ from typing import Callable
 import numpy as np
 
 
-from c3dhash.eval.hamming import topk  # noqa: E402
-from c3dhash.eval.mih import default_m  # noqa: E402
-from c3dhash.eval.nearest import Searcher  # noqa: E402
+from c3dhash.eval.search.flat import topk  # noqa: E402
+from c3dhash.eval.search.mih import default_m  # noqa: E402
+from c3dhash.eval.search.searcher import Searcher  # noqa: E402
 
 
 def make_codes(kind: str, n: int, q: int, bits: int, classes: int, flip: float, seed: int = 0):
@@ -146,7 +146,7 @@ def bench_sharded(args: argparse.Namespace) -> None:
     """The same queries through ShardedIndex with 1 and 2 actors (flat scan forced: the work that splits)."""
     import ray
 
-    from c3dhash.eval.shard_index import ShardedIndex
+    from c3dhash.eval.search.sharded import ShardedIndex
     n = args.n[0]
     db, q = make_codes("trained", n, args.flat_queries, args.bits, args.classes, args.flip)
     ref = topk(q, db, 10)

@@ -39,8 +39,8 @@ from c3dhash.distributed.build import build_data, build_model  # noqa: E402
 from c3dhash.distributed.job import JobConfig  # noqa: E402
 from c3dhash.distributed.trainer import Hooks, Trainer  # noqa: E402
 from c3dhash.distributed.triplet import sq_distances  # noqa: E402
-from c3dhash.eval.encode import encode_loader, to_codes  # noqa: E402
-from c3dhash.eval.metrics import evaluate  # noqa: E402
+from c3dhash.eval.index.encode import encode_loader, to_codes  # noqa: E402
+from c3dhash.eval.metrics.exact import evaluate  # noqa: E402
 from c3dhash.loaders.atomic import atomic_write_text  # noqa: E402
 from c3dhash.loaders.pipelines import build_eval_loader  # noqa: E402
 from c3dhash.loaders.splits import build_splits, load_split  # noqa: E402

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from c3dhash.eval.hamming_torch import hamming_distances_torch as distances  # torch only: no numba
-from c3dhash.eval.hamming_torch import topk_torch
+from c3dhash.eval.kernels.torch_hamming import hamming_distances_torch as distances  # torch only: no numba
+from c3dhash.eval.kernels.torch_hamming import topk_torch
 
 _M1, _M2, _M4 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F
 BLOCK_ELEMENTS = 1 << 26  # [queries, N] elements per block (512 MiB of int64): bounds GPU memory
@@ -47,7 +47,7 @@ def average_precision_torch(q: torch.Tensor, q_labels: torch.Tensor, db: torch.T
 
 
 def _np_popcount(x: np.ndarray) -> np.ndarray:
-    """Per-word popcount of uint64: np.bitwise_count (numpy >= 2), else the SWAR steps of eval/hamming_torch.py."""
+    """Per-word popcount of uint64: np.bitwise_count (numpy >= 2), else the SWAR steps of kernels/torch_hamming.py."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x)
     x = x - ((x >> np.uint64(1)) & np.uint64(_M1))
@@ -76,8 +76,8 @@ def reference(q, ql, db, dbl, k) -> tuple[np.ndarray, np.ndarray, float, str]:
     runs), else numpy."""
     try:
         from c3dhash.eval.codes import Codes
-        from c3dhash.eval.hamming import topk
-        from c3dhash.eval.metrics import evaluate
+        from c3dhash.eval.search.flat import topk
+        from c3dhash.eval.metrics.exact import evaluate
     except ImportError:
         return (*_numpy_reference(q, ql, db, dbl, k), "numpy")
     idx, dist = topk(q, db, k)

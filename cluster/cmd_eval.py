@@ -36,7 +36,7 @@ def format_metrics(m: dict[str, Any]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from c3dhash.eval.codes import load_codes
-    from c3dhash.eval.metrics import evaluate, write_json
+    from c3dhash.eval.metrics.exact import evaluate, write_json
     if args.address:  # fail in seconds, as `c3dhash train` does, not after ray.init's minutes of retries
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
@@ -44,7 +44,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)
     if args.shards > 1 or args.address:
-        from c3dhash.eval.sharded import evaluate_sharded
+        from c3dhash.eval.metrics.sharded import evaluate_sharded
         m = evaluate_sharded(query, db, shards=args.shards, address=args.address or None,
                              max_retries=args.max_retries, threads_per_shard=args.threads_per_shard, **kw)
     else:
@@ -65,13 +65,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from c3dhash.eval.codes import load_codes
-    from c3dhash.eval.metrics import write_json
+    from c3dhash.eval.metrics.exact import write_json
     if Path(args.index).is_dir():
-        from c3dhash.eval.index import load_index
+        from c3dhash.eval.index.folder import load_index
         db = load_index(args.index).as_codes()
     else:
         db = load_codes(args.index)
-    from c3dhash.eval.search import search
+    from c3dhash.eval.search.report import search
     res = search(load_codes(args.query), db, args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")

@@ -53,8 +53,8 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None,
 
 
 def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: bool = False):
-    """encode(state, paths) for the chosen workers (eval/encode_ray.py)."""
-    from c3dhash.eval.encode_ray import encode_files
+    """encode(state, paths) for the chosen workers (eval/index/encode_ray.py)."""
+    from c3dhash.eval.index.encode_ray import encode_files
     if args.workers < 1 or args.threads < 1:
         raise ConfigError(f"--workers {args.workers} --threads {args.threads}: both must be >= 1")
     if args.address:  # a dead address or a refused token: one line in seconds, before any video is read
@@ -70,7 +70,7 @@ def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: 
 def failed_job(func):
     """A sharded encoding that could not finish (workers kept dying) is a failed job: exit 1, not 2."""
     def run(args: argparse.Namespace) -> int:
-        from c3dhash.eval.encode_ray import EncodeError
+        from c3dhash.eval.index.encode_ray import EncodeError
         try:
             return func(args)
         except EncodeError as exc:
@@ -88,7 +88,7 @@ def report_skips(skipped: list[tuple[str, str]], padded: list[str]) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from c3dhash.eval.index import build_index
+    from c3dhash.eval.index.folder import build_index
     path, config, _ = resolve_model(args)
     s = build_index(checkpoint=path, out=args.out, encode=encoder(args, config), videos=args.videos,
                     manifest=args.manifest, root=args.root, add=args.add, config=config)

@@ -14,8 +14,8 @@ import json
 
 
 def video_queries(args: argparse.Namespace):
-    from c3dhash.eval.index import load_index
-    from c3dhash.eval.query import index_model, search_videos
+    from c3dhash.eval.index.folder import load_index
+    from c3dhash.eval.index.query import index_model, search_videos
     idx = load_index(args.index)
     state = index_model(idx, getattr(args, "checkpoint", None))
     return idx, search_videos(idx, state, args.video, top=args.top)
@@ -23,8 +23,8 @@ def video_queries(args: argparse.Namespace):
 
 def cmd_search_videos(args: argparse.Namespace) -> int:
     """`c3dhash search --index INDEX --video ...` (called by cluster/cmd_eval.py)."""
-    from c3dhash.eval.metrics import write_json
-    from c3dhash.eval.query import format_table, to_json
+    from c3dhash.eval.metrics.exact import write_json
+    from c3dhash.eval.index.query import format_table, to_json
     idx, queries = video_queries(args)
     res = to_json(idx, queries)
     if args.json == "-":
@@ -38,9 +38,9 @@ def cmd_search_videos(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from c3dhash.eval.codes import load_codes
-    from c3dhash.eval.index import load_index
-    from c3dhash.eval.page import write_page
-    from c3dhash.eval.query import search_codes
+    from c3dhash.eval.index.folder import load_index
+    from c3dhash.eval.index.page import write_page
+    from c3dhash.eval.index.query import search_codes
     if args.video:
         idx, queries = video_queries(args)
     else:
@@ -55,7 +55,7 @@ def write_eval_curves(query, db, metrics: dict, *, png: str | None, run_dir: str
     """`c3dhash eval --plots PNG --tensorboard RUN_DIR`: PR curve (true counts) + distance histograms."""
     from pathlib import Path
 
-    from c3dhash.eval.curves import pr_counts, write_plots
+    from c3dhash.eval.metrics.curves import pr_counts, write_plots
     counts = pr_counts(query, db)
     if png:
         title = f"{len(query)} queries x {len(db)} items, {db.bits} bits, mAP@all {metrics['map_all']:.4f}"

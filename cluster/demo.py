@@ -20,8 +20,8 @@ from c3dhash.cluster.config import JobConfig, load_config
 from c3dhash.cluster.driver import run_dir, run_training
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.eval.codes import Codes, save_codes
-from c3dhash.eval.encode import encode_loader, to_codes
-from c3dhash.eval.metrics import evaluate
+from c3dhash.eval.index.encode import encode_loader, to_codes
+from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.splits import build_splits, load_split
 from c3dhash.loaders.synth import format_summary, make_synth_dataset

@@ -16,8 +16,6 @@ import logging
 import pickle
 from typing import Any, Callable
 
-OUR_PACKAGES = ("cluster", "distributed", "model", "loaders", "eval")
-
 
 class TrainingFailed(RuntimeError):
     """A run that failed for a reason that is not a user error (a crash after the retries): exit code 1."""
@@ -38,7 +36,7 @@ class WorkerError(ValueError):
 def is_project_error(exc: BaseException) -> bool:
     """Raised by our packages (a message naming the file/key and the fix), or a missing file/folder."""
     return isinstance(exc, (FileNotFoundError, NotADirectoryError)) or (
-        type(exc).__module__.split(".")[0] in OUR_PACKAGES)
+        type(exc).__module__.split(".")[0] == "c3dhash")
 
 
 def first_project_error(error: BaseException) -> BaseException | None:

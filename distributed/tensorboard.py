@@ -40,7 +40,7 @@ class RankZeroWriter:
         self.writer.add_scalar("codes/saturation", float((h.abs() > 0.95).float().mean()), step)
 
     def pr_curve(self, tag: str, counts: dict[str, Any], step: int) -> None:
-        """The Hamming-radius PR curve from eval.curves.pr_counts: true TP/FP/TN/FN per radius 0..bits.
+        """The Hamming-radius PR curve from eval/metrics/curves.py pr_counts: true TP/FP/TN/FN per radius 0..bits.
 
         TensorBoard's thresholds go from least to most strict, radii the other way: index i = radius bits - i.
         It drops the strict end where TP + FP = 0, so it draws one point per radius that retrieves something

@@ -33,9 +33,9 @@ from c3dhash.distributed.resume import ConfigDiff, apply_optimizer_config, check
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.distributed.triplet import gathered_triplet_loss
 from c3dhash.eval.codes import Codes
-from c3dhash.eval.curves import pr_counts
-from c3dhash.eval.encode import autocast, encode_loader, to_codes
-from c3dhash.eval.metrics import evaluate
+from c3dhash.eval.metrics.curves import pr_counts
+from c3dhash.eval.index.encode import autocast, encode_loader, to_codes
+from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.loaders.manifest import VideoRecord
 
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]

@@ -6,7 +6,14 @@ metrics, Ray-sharded evaluation and a Ray-sharded index.
     metrics = evaluate(q, db)                      # map_all, map_at_k_rel, map_at_k, precision_at_k, pr_curve
     idx, dist = topk(q.codes, db.codes, 100)       # ties broken by database index
 
-Names are imported lazily so `import eval.config` (done by every CLI start) does not load numba.
+Rooms, each importing only those below it (tests/test_layering.py):
+    codes.py, config.py, ray_session.py   the codes file format, EvalConfig, the one way to get a Ray
+    kernels/   Hamming kernels: everything that knows an instruction set
+    search/    the flat scan, multi-index hashing, the Searcher, the sharded index
+    metrics/   exact retrieval metrics, PR curves, Ray-sharded evaluation
+    index/     encoding videos, the index folder, queries by video, the results page
+
+Names are imported lazily so `import c3dhash.eval.config` (done by every CLI start) does not load numba.
 """
 from __future__ import annotations
 
@@ -17,9 +24,9 @@ _EXPORTS = {
     "Codes": "codes", "CodesError": "codes", "pack_bits": "codes", "unpack_bits": "codes",
     "save_codes": "codes", "load_codes": "codes",
     "check_pair": "codes", "check_query_db": "codes",
-    "hamming_distances": "hamming", "topk": "hamming", "radius_search": "hamming",
-    "Searcher": "nearest", "search": "search",
-    "evaluate": "metrics", "evaluate_sharded": "sharded", "ShardedIndex": "shard_index",
+    "hamming_distances": "search.flat", "topk": "search.flat", "radius_search": "search.flat",
+    "Searcher": "search.searcher", "search": "search.report",
+    "evaluate": "metrics.exact", "evaluate_sharded": "metrics.sharded", "ShardedIndex": "search.sharded",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -3,7 +3,7 @@
     net = build_hash_net(bits=48, weights="kinetics400")      # or build_from_config(cfg.model)
     h = net(clips)                                            # N x 3 x T x H x W float -> N x 48 in [-1, 1]
 
-A video's code is (mean of its clips' outputs) >= 0: eval/encode.py averages per video, eval/codes.py packs.
+A video's code is (mean of its clips' outputs) >= 0: eval/index/encode.py averages per video, eval/codes.py packs.
 A trained model with its clip geometry loads from a checkpoint with model.load_hash_net (model/load.py).
 
 `HashNet.features(clips)` returns the 512-d trunk feature (the input of the LSH baseline).

@@ -45,7 +45,7 @@ def make_videos(root: Path, *, classes: int = 3, per_class: int = 3, first: int 
 
 def lsh_checkpoint(path: Path, root: Path, *, bits: int = 64, seed: int = 0) -> Path:
     """best.pt-like checkpoint: random trunk, LSH head centred on the mean feature of the videos under root."""
-    from c3dhash.eval.videos import product_data
+    from c3dhash.eval.index.videos import product_data
     from c3dhash.loaders.manifest import VideoRecord
     from c3dhash.loaders.pipelines import build_eval_loader
     from c3dhash.model.load import ClipGeometry

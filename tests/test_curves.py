@@ -15,7 +15,7 @@ from browser import colour_blobs, needs_chromium, screenshot
 from c3dhash.cluster.cli import main
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.eval.codes import Codes, pack_bits, save_codes, unpack_bits
-from c3dhash.eval.curves import pr_counts, radii_with_retrieved
+from c3dhash.eval.metrics.curves import pr_counts, radii_with_retrieved
 
 BITS = 16
 RUN_COLOUR = (255, 112, 67)  # TensorBoard's colour of the first run

@@ -8,7 +8,7 @@ from c3dhash.cluster.cli import main
 from c3dhash.cluster.config import config_to_dict, load_config, save_config
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.eval.codes import load_codes, pack_bits
-from c3dhash.eval.encode import encode_loader, to_codes
+from c3dhash.eval.index.encode import encode_loader, to_codes
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.splits import load_split
 from c3dhash.model.hashnet import build_hash_net
@@ -96,7 +96,7 @@ def test_stale_scratch_of_a_dead_encoder_is_removed_and_live_or_recent_ones_kept
     import os
     import subprocess
     import sys
-    from c3dhash.eval.videos import SCRATCH_PREFIX, STALE_SCRATCH_S, remove_stale_scratch
+    from c3dhash.eval.index.videos import SCRATCH_PREFIX, STALE_SCRATCH_S, remove_stale_scratch
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()  # a process that has exited
     old = os.stat(tmp_path).st_mtime - 2 * STALE_SCRATCH_S

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import ray
 
-from c3dhash.eval.encode_ray import EncodeError, EncoderPool, chunk_size
+from c3dhash.eval.index.encode_ray import EncodeError, EncoderPool, chunk_size
 from c3dhash.eval.ray_session import join_or_start
-from c3dhash.eval.videos import encode_paths
+from c3dhash.eval.index.videos import encode_paths
 from c3dhash.model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
 

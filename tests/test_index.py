@@ -9,7 +9,7 @@ import pytest
 
 from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import save_codes
-from c3dhash.eval.index import load_index
+from c3dhash.eval.index.folder import load_index
 from c3dhash.loaders.videoio import write_video
 from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
 
@@ -65,10 +65,10 @@ def test_add_encodes_only_new_videos_and_equals_a_full_rebuild(lib, tmp_path, mo
     idx = tmp_path / "inc.index"
     assert main(["index", "--checkpoint", str(ckpt), "--videos", str(videos), "--out", str(idx)]) == 0
     make_videos(videos, per_class=1, first=2)  # the three v02 videos arrive
-    import c3dhash.eval.videos
+    import c3dhash.eval.index.videos
     seen = []
-    encode = c3dhash.eval.videos.ChunkEncoder.encode
-    monkeypatch.setattr(c3dhash.eval.videos.ChunkEncoder, "encode", lambda self, paths: seen.extend(paths) or
+    encode = c3dhash.eval.index.videos.ChunkEncoder.encode
+    monkeypatch.setattr(c3dhash.eval.index.videos.ChunkEncoder, "encode", lambda self, paths: seen.extend(paths) or
                         encode(self, paths))
     assert main(["index", "--checkpoint", str(ckpt), "--videos", str(videos), "--out", str(idx), "--add"]) == 0
     assert sorted(p.rsplit("/", 1)[1] for p in seen) == ["c0_v02.webm", "c1_v02.webm", "c2_v02.webm"]

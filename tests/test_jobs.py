@@ -201,7 +201,7 @@ def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
     assert f"Ray at 127.0.0.1:{gcs} refused us" in last and "export RAY_AUTH_MODE=token" in last
     probe_env = clean_env(other)
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", f"from cluster.connect import probe; probe('127.0.0.1:{gcs}')"],
+    out = subprocess.run([sys.executable, "-c", f"from c3dhash.cluster.connect import probe; probe('127.0.0.1:{gcs}')"],
                          env=probe_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "refused us" in out.stderr and time.time() - t0 < 10
 

@@ -10,7 +10,7 @@ from c3dhash.cluster.cli import main
 from c3dhash.cluster.config import config_to_dict, load_config, save_config
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.eval.codes import pack_bits
-from c3dhash.eval.videos import product_data
+from c3dhash.eval.index.videos import product_data
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.model import ModelError, load_hash_net

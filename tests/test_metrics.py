@@ -14,7 +14,7 @@ import pytest
 
 from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import Codes, CodesError, pack_bits, save_codes
-from c3dhash.eval.metrics import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
+from c3dhash.eval.metrics.exact import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
 
 KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
 
@@ -134,7 +134,7 @@ def test_default_k_lists_come_from_the_config():
     import inspect
 
     from c3dhash.eval import config
-    from c3dhash.eval.sharded import evaluate_sharded
+    from c3dhash.eval.metrics.sharded import evaluate_sharded
     for fn in (evaluate, evaluate_sharded):
         p = inspect.signature(fn).parameters
         assert p["map_at_k_rel"].default is config.MAP_AT_K_REL and p["map_at_k"].default is config.MAP_AT_K
@@ -276,8 +276,8 @@ def test_evaluation_leaves_torch_thread_count_alone():
         "import numpy as np, torch\n"
         "torch.set_num_threads(1)\n"
         "torch.nn.Conv3d(64, 64, 3, padding=1)(torch.randn(8, 64, 8, 16, 16)).sum().backward()  # a training step\n"
-        "from eval.codes import Codes, pack_bits\n"
-        "from eval.metrics import evaluate\n"
+        "from c3dhash.eval.codes import Codes, pack_bits\n"
+        "from c3dhash.eval.metrics.exact import evaluate\n"
         "rng = np.random.default_rng(0)\n"
         "mk = lambda n: Codes(codes=pack_bits(rng.standard_normal((n, 48)) > 0), bits=48,\n"
         "                     labels=np.arange(n) % 4, ids=np.array([str(i) for i in range(n)]))\n"

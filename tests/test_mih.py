@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import CodesError, pack_bits
-from c3dhash.eval.hamming import radius_search, topk
-from c3dhash.eval.mih import build_tables, default_m, mih_knn
-from c3dhash.eval.nearest import Searcher
-from c3dhash.eval.planes import MAX_BITS
+from c3dhash.eval.search.flat import radius_search, topk
+from c3dhash.eval.search.mih import build_tables, default_m, mih_knn
+from c3dhash.eval.search.searcher import Searcher
+from c3dhash.eval.kernels.planes import MAX_BITS
 
 
 def codes(kind: str, n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_radius_equals_the_flat_scan(kind, bits):
 @pytest.mark.parametrize("m", [2, 3, 7])
 def test_any_table_count_and_sparse_tables(monkeypatch, m):
     """Other m than the default, and tables too large for dense offsets (binary search over sorted keys)."""
-    import c3dhash.eval.mih as mih
+    import c3dhash.eval.search.mih as mih
     monkeypatch.setattr(mih, "DENSE_FACTOR", 0)
     rng = np.random.default_rng(m)
     db, q = codes("clustered", 700, 40, rng), codes("clustered", 9, 40, rng)
@@ -94,7 +94,7 @@ def test_any_table_count_and_sparse_tables(monkeypatch, m):
 def test_budget_gives_up_and_auto_falls_back(monkeypatch):
     """Uniform 64-bit codes: the 10th neighbour is far, MIH gives up within a budget of N units and the
     chooser answers with the flat scan; the answer is the same."""
-    import c3dhash.eval.nearest as nearest
+    import c3dhash.eval.search.searcher as nearest
     monkeypatch.setattr(nearest, "MIN_MIH_N", 0)
     monkeypatch.setattr(nearest, "BUILD_COST", 0.0)
     rng = np.random.default_rng(0)

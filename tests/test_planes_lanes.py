@@ -1,4 +1,4 @@
-"""The bit-sliced kernels at the vector width this host does not run: eval/planes.py takes 8 lanes (512-item
+"""The bit-sliced kernels at the vector width this host does not run: eval/kernels/planes.py takes 8 lanes (512-item
 groups, VPTERNLOGQ) on AVX-512 hosts with VPOPCNTQ and 4 lanes (256-item groups) elsewhere, so the rest of the
 suite tests one of them. Here a subprocess compiled for an AVX2 CPU (NUMBA_CPU_NAME=haswell) runs the 4-lane
 kernels against the word-major scan (top-K and every metric, `==`) on an AVX-512 host. The 8 lanes cannot run
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from c3dhash.eval.planes import LANES, host_features
+from c3dhash.eval.kernels.planes import LANES, host_features
 
 HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+sse,"
            "+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
@@ -24,9 +24,9 @@ HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt
 CHECK = textwrap.dedent("""
     import numpy as np
     from c3dhash.eval.codes import Codes, pack_bits
-    from c3dhash.eval.hamming import topk, word_major
-    from c3dhash.eval.metrics import evaluate
-    from c3dhash.eval.planes import GROUP, LANES, bit_planes
+    from c3dhash.eval.search.flat import topk, word_major
+    from c3dhash.eval.metrics.exact import evaluate
+    from c3dhash.eval.kernels.planes import GROUP, LANES, bit_planes
     assert (LANES, GROUP) == (4, 256), (LANES, GROUP)
     rng = np.random.default_rng(7)
     for bits, n in ((48, 1300), (130, 700), (256, 1100)):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import Codes, pack_bits
-from c3dhash.eval.hamming import topk
-from c3dhash.eval.metrics import evaluate
-from c3dhash.eval.planes_select import cluster_order, plan_queries
+from c3dhash.eval.search.flat import topk
+from c3dhash.eval.metrics.exact import evaluate
+from c3dhash.eval.kernels.planes_select import cluster_order, plan_queries
 
 QBLOCK = 8
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import Codes, pack_bits
-from c3dhash.eval.metrics import evaluate
-from c3dhash.eval.sharded import evaluate_sharded, query_blocks
+from c3dhash.eval.metrics.exact import evaluate
+from c3dhash.eval.metrics.sharded import evaluate_sharded, query_blocks
 
 ray = pytest.importorskip("ray")
 Q = 23
@@ -54,7 +54,7 @@ def test_sharded_equals_unsharded_exactly(local_ray, data, shards):
 def flaky_task(monkeypatch, flag):
     """Replace the evaluation task by one whose first run (the one that claims `flag`) fails: "raise" raises,
     "exit" kills its worker process. A local function, so Ray ships it by value to the workers."""
-    import c3dhash.eval.sharded as sharded
+    import c3dhash.eval.metrics.sharded as sharded
     real = sharded._stats_task
 
     def task(*args):

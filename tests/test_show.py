@@ -7,8 +7,8 @@ from PIL import Image
 from browser import colour_blobs, needs_chromium, screenshot
 from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import Codes, pack_bits, save_codes
-from c3dhash.eval.index import load_index
-from c3dhash.eval.page import MARK_COLOURS
+from c3dhash.eval.index.folder import load_index
+from c3dhash.eval.index.page import MARK_COLOURS
 from retrieval_helpers import lsh_checkpoint, make_videos
 
 TOP = 4

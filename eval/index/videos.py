@@ -3,7 +3,7 @@
     enc = ChunkEncoder(state)                      # state: a checkpoint dict {"model": ..., "config": ...}
     res = enc.encode(["/data/a.webm", "/data/b.mp4"])
     res.outputs[i], res.skipped[i], res.padded     # mean tanh output per video, reasons, short videos
-    res = encode_paths(state, paths, chunk=16)     # the same over chunks in this process (eval/encode_ray.py:
+    res = encode_paths(state, paths, chunk=16)     # the same over chunks in this process (eval/index/encode_ray.py:
                                                    # the same chunks over Ray actors)
 
 A video's clips (clips_per_video, centred on equal segments, the training stride) form ONE batch, and the
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from c3dhash.eval.encode import encode_loader
+from c3dhash.eval.index.encode import encode_loader
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader

@@ -3,8 +3,8 @@
     c3dhash encode --checkpoint runs/synth-cpu/best.pt --split test --out runs/test.npz [--workers 2]
 
 In training, each rank encodes its own shard (every video exactly once across ranks) and the trainer
-gathers the per-video outputs. `c3dhash encode`/`index`/`search` encode video files with eval/videos.py (one
-video's clips per batch, through `encode_loader`), in this process or on Ray actors (eval/encode_ray.py).
+gathers the per-video outputs. `c3dhash encode`/`index`/`search` encode video files with eval/index/videos.py (one
+video's clips per batch, through `encode_loader`), in this process or on Ray actors (eval/index/encode_ray.py).
 """
 from __future__ import annotations
 

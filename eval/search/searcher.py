@@ -1,6 +1,6 @@
 """Exact Hamming k-NN and radius search over one database, choosing multi-index hashing or the flat scan.
 
-    s = Searcher(db.codes, db.bits)               # MIH tables are built on first use (eval/mih.py)
+    s = Searcher(db.codes, db.bits)               # MIH tables are built on first use (eval/search/mih.py)
     idx, dist = s.knn(q.codes, 10)                # == eval.hamming.topk(q.codes, db.codes, 10), ties included
     offsets, idx, dist = s.radius(q.codes, 3)     # == eval.hamming.radius_search(q.codes, db.codes, 3)
     s.last_plan                                   # {"mih": queries answered by MIH, "flat": by the flat scan}
@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from c3dhash.eval.codes import CodesError, check_pair, num_words
-from c3dhash.eval.hamming import radius_search, topk, word_major
-from c3dhash.eval.planes import MAX_BITS, bit_planes
+from c3dhash.eval.search.flat import radius_search, topk, word_major
+from c3dhash.eval.kernels.planes import MAX_BITS, bit_planes
 
 METHODS = ("auto", "mih", "flat")
 SAMPLE = 16  # queries MIH answers before "auto" decides for the rest
@@ -52,7 +52,7 @@ class Searcher:
 
     def tables(self):
         if self._tables is None:
-            from c3dhash.eval.mih import build_tables
+            from c3dhash.eval.search.mih import build_tables
             self._tables = build_tables(self.codes, self.bits, self.m)
         return self._tables
 
@@ -62,7 +62,7 @@ class Searcher:
         return self._dbT
 
     def planes(self) -> np.ndarray | None:
-        """The bit-sliced layout of eval/planes.py where topk's faster filter applies (up to MAX_BITS), else None."""
+        """The bit-sliced layout of kernels/planes.py where topk's faster filter applies (up to MAX_BITS), else None."""
         if self._planes is None and self.bits <= MAX_BITS:
             self._planes = bit_planes(self.codes)
         return self._planes
@@ -75,7 +75,7 @@ class Searcher:
         if self.num_db < MIN_MIH_N:
             return "flat"
         if self._tables is None:
-            from c3dhash.eval.mih import default_m
+            from c3dhash.eval.search.mih import default_m
             m = self.m or default_m(self.bits, self.num_db)
             if nq * self.num_db < 2 * BUILD_COST * m * self.num_db:
                 return "flat"
@@ -90,7 +90,7 @@ class Searcher:
         if how == "flat":
             self.last_plan = {"mih": 0, "flat": q.shape[0]}
             return topk(q, self.codes, kk, dbT=self.dbT(), planes=self.planes())
-        from c3dhash.eval.mih import mih_knn
+        from c3dhash.eval.search.mih import mih_knn
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
             idx, dist, ok, _ = mih_knn(tables, q, kk)
@@ -119,7 +119,7 @@ class Searcher:
         if how == "flat":
             self.last_plan = {"mih": 0, "flat": q.shape[0]}
             return radius_search(q, self.codes, r, dbT=self.dbT())
-        from c3dhash.eval.mih import mih_radius
+        from c3dhash.eval.search.mih import mih_radius
         n, tables = float(self.num_db), self.tables()
         if how == "mih":
             parts, ok = mih_radius(tables, q, r)

@@ -17,7 +17,7 @@ Memory per actor: the map itself costs nothing up front (pages are read on deman
 tables (built at start with warm=True) hold m bucket-ordered copies of the shard's codes plus their ids,
 about m x (8 W + 4) bytes per code (m = 3 at 64 bits: 36 bytes per code); the flat scan reads the map
 directly at 64 bits and a word-major copy (8 W bytes per code) of wider codes, plus (on CPUs without a vector
-popcount) the bit-sliced copy of eval/planes.py that its top-K filter reads (the codes' own size again).
+popcount) the bit-sliced copy of eval/kernels/planes.py that its top-K filter reads (the codes' own size again).
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ class Shard:
 
     def __init__(self, codes_path: str, bits: int, start: int, stop: int, m: int | None = None,
                  threads: int | None = None) -> None:
-        from c3dhash.eval.hamming import use_threads
-        from c3dhash.eval.nearest import Searcher
+        from c3dhash.eval.search.flat import use_threads
+        from c3dhash.eval.search.searcher import Searcher
         if threads:  # an actor of 1 CPU must not scan on every core of the node
             use_threads(threads)
         arr = open_codes(codes_path, bits)

@@ -8,7 +8,7 @@
 Over all (query, database item) pairs, at radius r the items within distance r are retrieved: TP = same-label
 pairs within r, FP = different-label pairs within r, FN / TN the same-label / different-label pairs beyond r;
 precision = TP / (TP + FP) (0 when nothing is retrieved) and recall = TP / (TP + FN), pooled over pairs (what
-TensorBoard's PR plugin computes from counts). eval/metrics.py's `pr_curve` is the mean over queries instead;
+TensorBoard's PR plugin computes from counts). eval/metrics/exact.py's `pr_curve` is the mean over queries instead;
 the PNG shows both. Counted here from the codes with numpy's popcount, in query blocks (memory: block x N x 8 B).
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
     model_state = index_model(idx, checkpoint=None)           # the checkpoint the index was built with
     hits = search_videos(idx, model_state, ["a.mp4"], top=5)   # [Query(...)]
 
-The query is encoded exactly as the index's videos were (eval/videos.py: its own batch, transcoded on the
+The query is encoded exactly as the index's videos were (eval/index/videos.py: its own batch, transcoded on the
 fly where DALI cannot decode it here), so a video that is in the index finds itself at distance 0. The
 model must be the index's: its fingerprint (weights + bits + geometry) must equal the one in meta.json.
 Ranking is eval.hamming.topk: (distance, index in the index), so ties go to the earlier item.
@@ -21,9 +21,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from c3dhash.eval.codes import Codes, pack_bits
-from c3dhash.eval.hamming import topk
-from c3dhash.eval.index import UNKNOWN, VideoIndex, VideoIndexError
-from c3dhash.eval.videos import Encoded, encode_paths
+from c3dhash.eval.search.flat import topk
+from c3dhash.eval.index.folder import UNKNOWN, VideoIndex, VideoIndexError
+from c3dhash.eval.index.videos import Encoded, encode_paths
 
 
 @dataclass

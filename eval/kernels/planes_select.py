@@ -1,11 +1,11 @@
-"""Which bit-planes each query counts (eval/planes.py's selected_counts rows), and the order queries run in:
+"""Which bit-planes each query counts (eval/kernels/planes.py's selected_counts rows), and the order queries run in:
 queries near each other share an anchor, whose distances are counted once per database group.
 
     plan = plan_queries(q_codes, bits, qblock)   # QueryPlan: order, blocks, rows (see below)
     # kernels: for each block, each chunk of groups: planes_dist(P, g, plan.anchors[a], A, g - c0) once per
     # anchor a of the block (plan.anchor[i]), then each query i's rows plan.rows[i] (direct or relative to A)
 
-A direct row counts the query's set bits or its clear bits, the fewer (about B/2 planes; eval/planes.py).
+A direct row counts the query's set bits or its clear bits, the fewer (about B/2 planes; eval/kernels/planes.py).
 A relative row counts only the bits T where the query differs from its anchor m: d(x, q) = d(x, m) - |T| +
 2 sum over T of (x_b ^ q_b). Trained codes cluster (a class's codes lie near each other), so a cluster's
 majority code m is much nearer to its members than B/2: at B/4 (codes within a class flipped 1 bit in 4),
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from c3dhash.eval.kernels import popcount64
-from c3dhash.eval.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
+from c3dhash.eval.kernels.words import popcount64
+from c3dhash.eval.kernels.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
 
 MAX_LEADERS = 1024  # clustering costs Q x leaders popcounts; later queries run direct rows
 XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against a direct row's

@@ -8,7 +8,7 @@
 
 Plain actors, not Ray Data: each actor is created with num_gpus=1, so Ray gives it its own GPU
 (CUDA_VISIBLE_DEVICES) and the actor builds its DALI pipeline on device 0 of what it sees; model and CUDA
-context live as long as the actor. The driver deals out chunks of videos (eval/videos.py), two in flight per
+context live as long as the actor. The driver deals out chunks of videos (eval/index/videos.py), two in flight per
 actor so none waits for the next; results are merged by chunk id, i.e. in input order, whatever the order in
 which they finish. Every chunk is encoded by exactly one successful task: when an actor dies (node lost, OOM,
 killed), its in-flight chunks go to a fresh actor, up to `max_redo` times per chunk. Because a video's clips
@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from tqdm import tqdm
 
 from c3dhash.eval.ray_session import join_or_start
-from c3dhash.eval.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
+from c3dhash.eval.index.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
 
 IN_FLIGHT = 2  # chunks queued per actor
 

@@ -19,8 +19,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-from c3dhash.eval.index import VideoIndex
-from c3dhash.eval.query import Query
+from c3dhash.eval.index.folder import VideoIndex
+from c3dhash.eval.index.query import Query
 from c3dhash.loaders.atomic import atomic_write, atomic_write_text
 
 MARK_COLOURS = {"query": (0, 80, 255), "same": (0, 176, 0), "diff": (224, 0, 0), "unknown": (150, 150, 150)}

@@ -33,8 +33,8 @@ import numpy as np
 from numba import njit, prange
 
 from c3dhash.eval.codes import CodesError
-from c3dhash.eval.hamming import popcount64
-from c3dhash.eval.planes import LANES, prefetch
+from c3dhash.eval.search.flat import popcount64
+from c3dhash.eval.kernels.planes import LANES, prefetch
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
 # Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits on AVX2 (4 lanes): a

@@ -3,7 +3,7 @@
     c3dhash eval --query test.npz --db train.npz --shards 4                 # local Ray with 4 CPUs
     c3dhash eval --query test.npz --db train.npz --shards 16 --address auto  # an existing cluster
 
-    from c3dhash.eval.sharded import evaluate_sharded
+    from c3dhash.eval.metrics.sharded import evaluate_sharded
     m = evaluate_sharded(query, db, shards=4)   # the same dict as evaluate(query, db), float for float
 
 The prepared database (word-major codes + label index) is put in the object store once; every task reads
@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from c3dhash.eval.codes import Codes, check_query_db
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
-from c3dhash.eval.hamming import use_threads
+from c3dhash.eval.search.flat import use_threads
 from c3dhash.eval.ray_session import join_or_start
-from c3dhash.eval.metrics import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db, reduce_metrics,
-                                  warn_missing_labels)
+from c3dhash.eval.metrics.exact import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db,
+                                        reduce_metrics, warn_missing_labels)
 
 _REMOTE: Any = None
 

@@ -9,7 +9,7 @@ automatically; identical results); "torch"/"auto" take eval.hamming.topk's torch
 from __future__ import annotations
 
 from c3dhash.eval.codes import Codes, CodesError, check_query_db
-from c3dhash.eval.hamming import BACKENDS, topk
+from c3dhash.eval.search.flat import BACKENDS, topk
 
 
 def search(query: Codes, db: Codes, k: int, *, backend: str = "numba") -> dict:
@@ -18,7 +18,7 @@ def search(query: Codes, db: Codes, k: int, *, backend: str = "numba") -> dict:
         raise CodesError(f"search: backend={backend!r}; choose one of {', '.join(BACKENDS)}")
     check_query_db(query, db)
     if backend == "numba":
-        from c3dhash.eval.nearest import Searcher
+        from c3dhash.eval.search.searcher import Searcher
         idx, dist = Searcher(db.codes, db.bits).knn(query.codes, k)
     else:
         idx, dist = topk(query.codes, db.codes, k, backend=backend)

@@ -1,12 +1,13 @@
 """Bit-sliced ("vertical") Hamming kernels: which of a group of database items (256 on AVX2, 512 on AVX-512
 with VPOPCNTQ: one vector per bit-plane) lie below a distance (top-K, here) and their per-distance counts
-(exact mAP, eval/planes_hist.py).
-Imports only eval/kernels.py; eval/planes_select.py (the rows), eval/hamming.py, eval/planes_hist.py and
-eval/metrics.py sit above it.
+(exact mAP, eval/kernels/planes_hist.py).
+Imports only eval/kernels/words.py; eval/kernels/planes_select.py (the rows), eval/search/flat.py,
+eval/kernels/planes_hist.py and
+eval/metrics/exact.py sit above it.
 
     P = bit_planes(db_codes)        # uint64 [G, 64 W + 10, LANES]: P[g, b, l] bit t = bit b of item GROUP g + 64l + t,
                                     # then 9 planes of the items' popcounts in binary, then a zero plane
-    plan = plan_queries(q_codes, bits, qblock)   # eval/planes_select.py: each query's row (which planes it adds)
+    plan = plan_queries(q_codes, bits, qblock)   # kernels/planes_select.py: each query's row (which planes it adds)
     planes_dist(P, g, plan.anchors[a], A, ai)    # in numba: A[ai] = group g's distances to anchor a, in binary
     planes_below(P, g, sel, A, ai, lim, lt, cnt)  # returns 0 when no item of group g is below lim; else lt[l]
                                     # bit t set <=> item GROUP g + 64l + t at distance < lim, and cnt [9, LANES]
@@ -42,7 +43,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from c3dhash.eval.kernels import popcount64
+from c3dhash.eval.kernels.words import popcount64
 
 
 def host_features() -> list[str]:
@@ -212,7 +213,7 @@ def selected_counts(builder, pa, sa, g, ba, bi):
     anchor distances, planes_dist's out[bi]). A direct row: c = the sum of the selected planes (half the bits
     or fewer), then d = |q| + |x| - 2c (selected: the query's set bits) or |q| - |x| + 2c (its clear bits),
     as X + ~Y + (|q| + 1) in 10-bit two's complement: half the planes of a full count, no XOR with the query.
-    A relative row (eval/planes_select.py: q's anchor m differs from q on the bits T): c = sum over T of
+    A relative row (eval/kernels/planes_select.py: q's anchor m differs from q on the bits T): c = sum over T of
     (plane ^ q's bit), then d = d(x, m) - |T| + 2c, as X + Y + K with X = d(x, m)."""
     nplanes = builder.extract_value(pa.shape, 1)
     base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
@@ -265,7 +266,7 @@ def int64_vector(a):
     return isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1
 
 
-ROW_DTYPE = np.int32  # eval/planes_select.py's rows: plane numbers < 512, counts, masks 0 / -1 (half int64's)
+ROW_DTYPE = np.int32  # eval/kernels/planes_select.py's rows: plane numbers < 512, counts, masks 0 / -1 (half int64's)
 MASK8 = ir.VectorType(I32, 2 * LANES)
 
 

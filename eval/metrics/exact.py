@@ -21,7 +21,7 @@ No sort: per query one pass over the database (in index order, cache-blocked) bu
 counts and, for each relevant item, its distance d and its position p among the earlier items at d. Then its
 exact rank is (items at distances < d) + p + 1, which gives every metric above in O(N + R * K-values + bits).
 Per-query values are computed first and reduced in `reduce_metrics`, so a sharded run that concatenates
-per-query values in query order reduces to bit-identical floats (eval/sharded.py).
+per-query values in query order reduces to bit-identical floats (eval/metrics/sharded.py).
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ from tqdm import tqdm
 
 from c3dhash.eval.codes import Codes, CodesError, check_query_db
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
-from c3dhash.eval.hamming import word_major
-from c3dhash.eval.kernels import NSUB, block_distances, histogram, popcount64
-from c3dhash.eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
-from c3dhash.eval.planes_hist import HIST_BINS, planes_hist
-from c3dhash.eval.planes_select import anchor_counts, cluster_order, plan_queries
+from c3dhash.eval.search.flat import word_major
+from c3dhash.eval.kernels.words import NSUB, block_distances, histogram, popcount64
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
+from c3dhash.eval.kernels.planes_hist import HIST_BINS, planes_hist
+from c3dhash.eval.kernels.planes_select import anchor_counts, cluster_order, plan_queries
 from c3dhash.loaders.atomic import atomic_write_text
 
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
@@ -60,7 +60,7 @@ LAYOUTS = ("auto", "planes", "words")
 class PreparedDb:
     """The database laid out for the kernels, built once (and put once in Ray's object store)."""
     dbT: np.ndarray | None  # uint64 [W, N], word-major codes (the word-major scan), or None
-    planes: np.ndarray | None  # eval/planes.py's bit_planes (the bit-sliced scan), or None
+    planes: np.ndarray | None  # eval/kernels/planes.py's bit_planes (the bit-sliced scan), or None
     grouped_codes: np.ndarray | None  # uint64 [W, N], word-major codes in by_label order (bit-sliced scan), or None
     by_label: np.ndarray  # int64 [N], database indices grouped by label, ascending inside a group
     label_values: np.ndarray  # int64 [L], sorted distinct labels
@@ -204,8 +204,8 @@ def _group_distances(q, qi, grouped, start, count, out):
 @njit(cache=True)
 def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
                        nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
-    """_scan_block on the bit-planes (eval/planes_hist.py): per chunk of groups, each anchor's distances once
-    (eval/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
+    """_scan_block on the bit-planes (eval/kernels/planes_hist.py): per chunk of groups, each anchor's distances once
+    (eval/kernels/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
     items there (they come in index order)."""
     nq, ng = q1 - q0, P.shape[0]
     acc = vectors(nq * HIST_BINS).reshape((nq, HIST_BINS))
@@ -353,7 +353,7 @@ def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = MAP_AT_K_
     pdb = prepare_db(db, layout=layout)
     warn_missing_labels(query, pdb, db.source)
     step = PROGRESS_STEP if progress else len(query)
-    # steps of clustered queries (eval/planes_select.py: a cluster's queries share their anchor's counts)
+    # steps of clustered queries (eval/kernels/planes_select.py: a cluster's queries share their anchor's counts)
     order = cluster_order(query.codes, pdb.bits)[1] if pdb.planes is not None else np.arange(len(query))
     codes, labels = query.codes[order], query.labels[order]
     parts = [per_query_stats(codes[a:a + step], labels[a:a + step], pdb, ks, expected_ties)

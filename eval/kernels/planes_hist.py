@@ -1,7 +1,8 @@
 """Per-distance counts of a group of database items (GROUP: 256 on AVX2, 512 on AVX-512) from their bit-planes,
-for exact mAP (eval/metrics.py's bit-sliced scan). Imports only eval/planes.py (the layout and the counter).
+for exact mAP (eval/metrics/exact.py's bit-sliced scan). Imports only eval/kernels/planes.py (the layout and the
+counter).
 
-    P, plan = bit_planes(db_codes), plan_queries(q_codes, bits, qblock)   # eval/planes.py, planes_select.py
+    P, plan = bit_planes(db_codes), plan_queries(q_codes, bits, qblock)   # eval/kernels/planes.py, planes_select.py
     p = planes_hist(P, g, plan.rows[i], A, ai, acc, jl, p, reld, relp)   # in numba, group g of query i
         (A[ai]: its anchor's distances for group g from planes_dist, when its row is relative):
         acc [HIST_BINS] += the group's per-distance counts (acc[d]: its items at distance d);
@@ -31,8 +32,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from c3dhash.eval.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, loop_close, \
-    loop_open, row_vector, selected_counts, splat, uint64_arrays
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, \
+    loop_close, loop_open, row_vector, selected_counts, splat, uint64_arrays
 
 BLOCK_BITS = 3  # 8-value blocks: tested as a whole, then branch-free (a mispredicted test costs more than a
 # few empty lookups; 4- and 16-value blocks measured slower)

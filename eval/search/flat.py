@@ -1,12 +1,12 @@
-"""Flat Hamming kernels over packed codes: XOR + popcount in numba (torch path: eval/hamming_torch.py).
+"""Flat Hamming kernels over packed codes: XOR + popcount in numba (torch path: eval/kernels/torch_hamming.py).
 
     d = hamming_distances(q.codes, db.codes)            # uint16 [Q, N], small inputs only
     idx, dist = topk(q.codes, db.codes, 100)           # int64 / int32 [Q, min(100, N)]
     idx, dist = topk(q.codes, db.codes, 100, backend="torch")   # CUDA when present
     offsets, idx, dist = radius_search(q.codes, db.codes, 3)   # CSR, (distance, index) order
 
-The per-item kernels live in eval/kernels.py (word-major popcount, also used by eval/metrics.py) and
-eval/planes.py (the bit-sliced filter); this module imports nothing else of eval/ but codes.py: metrics, MIH
+The per-item kernels live in eval/kernels/words.py (word-major popcount, also used by eval/metrics/exact.py) and
+eval/kernels/planes.py (the bit-sliced filter); this module imports nothing else of eval/ but codes.py: metrics, MIH
 and search sit above it.
 
 Every ranking breaks ties by database index (what a stable sort by distance gives), so results are
@@ -16,7 +16,7 @@ CPU top-K in one pass per query, no sort: the database is scanned in index order
 block of queries; each 256-item sub-block is tested without storing anything for an item below the current
 limit, sub-blocks that cannot enter the current top K are skipped (almost all, once K items are found), and
 survivors go to per-distance buckets (at most K each, in index order). Because the scan is in index order,
-concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/planes.py
+concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/kernels/planes.py
 (faster on AVX2 and on AVX-512: README, Performance) when the database's bit-planes are given
 (`planes=bit_planes(db)`) or the query batch is large enough to pay for building them, and the word-major
 minimum otherwise or for codes over MAX_BITS. A large K (buckets over TOPK_BUCKET_BYTES) takes a
@@ -32,10 +32,10 @@ import numpy as np
 from numba import njit, prange
 
 from c3dhash.eval.codes import CodesError, check_pair
-from c3dhash.eval.kernels import block_distances, block_min, code_distance, popcount64
-from c3dhash.eval.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, \
+from c3dhash.eval.kernels.words import block_distances, block_min, code_distance, popcount64
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, \
     prefetch_next_chunk, vectors
-from c3dhash.eval.planes_select import anchor_counts, plan_queries
+from c3dhash.eval.kernels.planes_select import anchor_counts, plan_queries
 
 QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
@@ -142,7 +142,7 @@ def _topk_kernel(q, dbT, k, nbins, out_idx, out_dist):
 def _topk_planes_block(sel, anchor, anchors, q0, q1, n, P, gchunk, k, nbins, out_idx, out_dist):
     """_topk_block with the bit-sliced filter: a group's items below lim come as bit masks in index order,
     with their distances in binary beside them, and only those are offered to the buckets; each anchor's
-    distances are counted once per chunk (eval/planes_select.py)."""
+    distances are counted once per chunk (eval/kernels/planes_select.py)."""
     nq = q1 - q0
     cnt, buf, lim, below = _buckets(nq, nbins, k)
     lt = vectors(LANES)
@@ -229,7 +229,7 @@ def topk(q_codes: np.ndarray, db_codes: np.ndarray, k: int, *, backend: str = "n
     if backend == "torch":
         import torch
 
-        from c3dhash.eval.hamming_torch import topk_torch
+        from c3dhash.eval.kernels.torch_hamming import topk_torch
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         idx, dist = topk_torch(torch.from_numpy(q.view(np.int64)).to(dev),
                                torch.from_numpy(db.view(np.int64)).to(dev), kk)
@@ -249,7 +249,7 @@ def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, 
         return
     bits = q.shape[1] * 64
     build = dbT is None and q.shape[0] >= PLANES_MIN_QUERIES  # a prepared dbT says: this database is reused
-    # The bit-sliced filter (eval/planes.py) for codes of up to MAX_BITS, on any CPU: faster than the word-major
+    # The bit-sliced filter (eval/kernels/planes.py) for codes of up to MAX_BITS, on any CPU: faster than the word-major
     # scan on AVX2 (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256
     # bits, the word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM, before the prefetching and
     # 64-query blocks: 5.0-8.2x now, README); the word-major kernels serve wider codes and small batches.

@@ -1,7 +1,7 @@
 """Hamming top-K with torch tensor ops (CUDA when present; CPU tensors in the tests): the same ranking as
-the numba kernels of eval/hamming.py, ties by database index.
+the numba kernels of eval/search/flat.py, ties by database index.
 
-    from c3dhash.eval.hamming import topk
+    from c3dhash.eval.search.flat import topk
     idx, dist = topk(q.codes, db.codes, 100, backend="torch")
 """
 from __future__ import annotations

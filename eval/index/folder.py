@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from c3dhash.eval.codes import Codes, num_words, pack_bits
-from c3dhash.eval.videos import Encoded
+from c3dhash.eval.index.videos import Encoded
 from c3dhash.loaders.atomic import atomic_write, atomic_write_text
 from c3dhash.loaders.manifest import VideoRecord, read_manifest, tsv_text, write_manifest
 from c3dhash.loaders.probe import filter_records
