@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="synth -> train -> encode -> eval with baselines, on a local Ray (CPU)")
-    p.add_argument("--config", default="configs/synth-cpu.yaml")
+    p.add_argument("--config", default="synth-cpu",
+                   help="job config: a YAML file or a shipped config name (default: synth-cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--data", default=None, help="synthetic data folder (default: the config's data.root)")
     p.set_defaults(func=cmd_demo)
