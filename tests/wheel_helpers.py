@@ -83,7 +83,8 @@ def fake_dask_wheel(out: Path) -> Path:
     info = "distributed-2026.8.0.dist-info"
     files = {**FAKE_DASK,
              f"{info}/METADATA": "Metadata-Version: 2.1\nName: distributed\nVersion: 2026.8.0\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: c3dhash-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+             f"{info}/WHEEL": ("Wheel-Version: 1.0\nGenerator: c3dhash-tests\n"
+                               "Root-Is-Purelib: true\nTag: py3-none-any\n")}
     record = [f"{name},{_record_hash(text.encode())},{len(text.encode())}" for name, text in files.items()]
     path = out / "distributed-2026.8.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as z:
