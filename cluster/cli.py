@@ -22,6 +22,7 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+from c3dhash.cluster.args import check_paths
 from c3dhash.distributed.failures import is_project_error
 
 # Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_paths(args)  # missing files fail here, in a fraction of a second, before torch or ray load
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

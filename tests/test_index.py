@@ -124,7 +124,7 @@ def test_a_query_dali_cannot_decode_here_is_transcoded_on_the_fly(lib, tmp_path,
     h264 = write_video(tmp_path / "phone.mp4", video_frames(1, 1), codec="h264")  # c1_v01 as an H.264 .mp4
     assert main(["search", "--index", str(out), "--video", str(h264), "--top", "3", "--json", "-"]) == 0
     (got,) = json.loads(capsys.readouterr().out)["queries"]
-    assert [r["class_name"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
+    assert [r["class"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
 
 
 def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
@@ -133,5 +133,5 @@ def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
     assert main(["search", "--index", str(out), "--query", str(tmp_path / "q.npz"), "--top", "1",
                  "--json", str(tmp_path / "top.json")]) == 0
     res = json.loads((tmp_path / "top.json").read_text())
-    assert [q["results"][0][0] for q in res["queries"]] == list(range(9))  # each item finds itself
-    assert all(q["results"][0][2] == 0 for q in res["queries"])
+    assert [q["results"][0]["index"] for q in res["queries"]] == list(range(9))  # each item finds itself
+    assert all(q["results"][0]["distance"] == 0 for q in res["queries"])

@@ -122,7 +122,7 @@ def test_bad_arguments(tmp_path, capsys):
 
 def test_cli_transcode_exit_status_counts_failures(raw, tmp_path, capsys):
     rc = main(["transcode", "--src", str(raw), "--out", str(tmp_path / "o"), "--codec", "mjpeg",
-               "--size", "32x47", "--workers", "1"])
+               "--size", "32x47", "--procs", "1"])
     captured = capsys.readouterr()
     assert rc == 1 and "1 transcoded, 0 already done, 2 failed" in captured.out
     assert "rounded to even 32x48" in captured.err
