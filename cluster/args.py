@@ -71,7 +71,7 @@ def _check(value: str, kind: str, flag: str) -> str:
         return value
     path = Path(value)
     if not path.exists():
-        raise PathError(f"{flag} {value}: not found; pass an existing {_KINDS[kind].split(' ', 1)[1]}")
+        raise PathError(f"{flag} {value}: {_KINDS[kind].split(' ', 1)[1]} not found")
     if kind == "file" and not path.is_file():
         raise PathError(f"{flag} {value}: is a folder; pass a file")
     if kind == "dir" and not path.is_dir():

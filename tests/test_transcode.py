@@ -117,7 +117,7 @@ def test_bad_arguments(tmp_path, capsys):
     with pytest.raises(DataError, match="must differ"):
         transcode_tree(tmp_path / "empty", tmp_path / "empty")
     assert main(["transcode", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "source folder not found" in capsys.readouterr().err
+    assert f"--src {tmp_path / 'nope'}: folder not found" in capsys.readouterr().err
 
 
 def test_cli_transcode_exit_status_counts_failures(raw, tmp_path, capsys):
