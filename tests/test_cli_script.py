@@ -40,7 +40,8 @@ def timed_main(argv: list[str]) -> tuple[dict, str, float, float]:
 
 
 MISSING = [
-    (["search", "--index", "{t}/nowhere.index", "--video", "{t}/a.mp4"], "--index {t}/nowhere.index: file or folder not found"),
+    (["search", "--index", "{t}/nowhere.index", "--video", "{t}/a.mp4"],
+     "--index {t}/nowhere.index: file or folder not found"),
     (["search", "--index", "{t}/db.npz", "--video", "{t}/a.mp4"], "--video {t}/a.mp4: file not found"),
     (["eval", "--query", "{t}/q.npz", "--db", "{t}/db.npz"], "--query {t}/q.npz: file not found"),
     (["index", "--checkpoint", "{t}/best.pt", "--videos", "{t}", "--out", "{t}/i"], "--checkpoint {t}/best.pt"),
