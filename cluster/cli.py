@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from c3dhash.cluster.args import check_paths
+from c3dhash.cluster.logs import plain_logs
 from c3dhash.distributed.failures import is_project_error
 
 # Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    plain_logs()  # stderr to a file or a pipe: progress as plain lines, Ray's prefixes without colour codes
     try:
         check_paths(args)  # missing files fail here, in a fraction of a second, before torch or ray load
         return int(args.func(args) or 0)

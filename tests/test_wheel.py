@@ -88,6 +88,7 @@ def test_demo_and_bench_run_from_an_empty_folder(wheel, tmp_path):
     out = run([c3dhash, "demo", "--set", "train.epochs=1", "--set", "train.eval_every=1",
                "--set", "train.checkpoint_every=1", "--set", "data.pk_classes=2"], cwd=work, timeout=900).stdout
     assert "c3dhash (trained)" in out and "LSH, untrained features" in out, out[-2000:]
+    assert "TensorBoard: tensorboard --logdir runs/" in out  # the storage folder: every run side by side
     assert (work / "runs" / "synth-cpu" / "best.pt").is_file()
     assert (work / "runs" / "synth-cpu" / "test_codes.npz").is_file()
     cfg = run([c3dhash, "check-data", "--config", "synth-cpu", "--no-decode"], cwd=work).stdout
