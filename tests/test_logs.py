@@ -39,4 +39,3 @@ def test_cli_progress_in_a_pipe_has_no_carriage_returns(tmp_path):
                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "\r" not in out.stderr and "32/32" in out.stderr.splitlines()[-1], out.stderr[-500:]
-
