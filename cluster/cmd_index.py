@@ -1,4 +1,4 @@
-"""Subcommands `index` (a searchable folder of codes) and `encode` (a split into a codes file), from a checkpoint.
+"""`index`: encode videos into a searchable index folder; `encode`: a dataset split into a codes file.
 
     c3dhash index --checkpoint runs/synth-cpu/best.pt --videos data/synth --out runs/synth.index
     c3dhash index --checkpoint best.pt --manifest data/ucf101/manifests/split1/train.tsv --out ucf.index \\
@@ -7,7 +7,7 @@
     c3dhash encode --checkpoint runs/synth-cpu/best.pt --split test --out runs/test.npz [--workers 2]
     c3dhash encode --config configs/synth-cpu.yaml --checkpoint best --split test --out runs/test.npz
 
-The checkpoint describes itself (bits, backbone, clip geometry: model/load.py); `--config` is optional and must
+The checkpoint describes itself (bits, backbone, clip geometry); `--config` is optional and must
 agree with it. `--workers N` shards the encoding over N Ray actors (one GPU each where the Ray cluster has GPUs,
 or with `--device gpu`), with the same codes as one process.
 """
