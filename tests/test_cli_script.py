@@ -147,3 +147,39 @@ def test_flags_share_one_name_per_idea():
     for flag in ("-c", "-s", "-a", "-j", "-o", "-k", "-q", "-i", "-w", "--workers", "--procs"):
         assert len(seen[flag]) == 1, (flag, seen[flag])
     assert seen["-c"] == {"config"} and seen["-w"] == {"workers"} and seen["-j"] == {"json"}
+
+
+class FakeJobs:
+    """The Jobs API client, as far as submit/wait/logs --follow use it."""
+
+    def __init__(self, *chunks):
+        self.chunks, self.submitted, self.polls = chunks, [], 0
+
+    def submit_job(self, entrypoint, runtime_env=None):
+        self.submitted.append(entrypoint)
+        return "raysubmit_fake"
+
+    def get_job_status(self, job_id):
+        from ray.job_submission import JobStatus
+        self.polls += 1
+        return JobStatus.RUNNING if self.polls < 2 else JobStatus.SUCCEEDED
+
+    async def tail_job_logs(self, job_id):
+        for chunk in self.chunks:
+            yield chunk
+
+
+def test_job_submit_waits_by_default_and_logs_follow_streams(monkeypatch, capsys):
+    from c3dhash.cluster import jobs
+    fake = FakeJobs("step 1\n", "step 2\n")
+    monkeypatch.setattr(jobs, "client", lambda address: fake)
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    assert main(["job", "submit", "--", "echo", "hi"]) == 0
+    assert fake.submitted == ["echo hi"] and fake.polls == 2  # waited until SUCCEEDED
+    assert capsys.readouterr().out.splitlines() == ["raysubmit_fake", "raysubmit_fake SUCCEEDED"]
+    fake.polls = 0
+    assert main(["job", "submit", "--no-wait", "--", "echo", "hi"]) == 0 and fake.polls == 0
+    capsys.readouterr()
+    assert main(["job", "logs", "--follow", "raysubmit_fake"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "step 1\nstep 2\n" and "raysubmit_fake RUNNING" in err
