@@ -191,7 +191,8 @@ def test_duplicate_yaml_keys_name_the_key_and_both_lines(tmp_path, text, key, li
     with pytest.raises(ConfigError) as exc:
         load_config(f)
     msg = str(exc.value)
-    assert "\n" not in msg and str(f) in msg and f"key '{key}' is given twice, on lines {lines[0]} and {lines[1]}" in msg
+    assert "\n" not in msg and str(f) in msg
+    assert f"key '{key}' is given twice, on lines {lines[0]} and {lines[1]}" in msg
 
 
 def test_yaml_anchors_and_merges_still_load(tmp_path):
