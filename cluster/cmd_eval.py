@@ -34,13 +34,24 @@ def format_metrics(m: dict[str, Any]) -> str:
     return "\n".join([head] + [f"  {name:<{width}}  {value:.4f}" for name, value in rows])
 
 
+def load_db(path: str):
+    """A database: an index folder (read and checked by eval/index/folder.py's load_index) or a codes .npz."""
+    from pathlib import Path
+
+    from c3dhash.eval.codes import load_codes
+    if Path(path).is_dir():
+        from c3dhash.eval.index.folder import load_index
+        return load_index(path).as_codes()
+    return load_codes(path)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from c3dhash.eval.codes import load_codes
     from c3dhash.eval.metrics.exact import evaluate, write_json
     if args.address:  # fail in seconds, as `c3dhash train` does, not after ray.init's minutes of retries
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
-    query, db = load_codes(args.query), load_codes(args.db)
+    query, db = load_codes(args.query), load_db(args.db)
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)
     if args.shards > 1 or args.address:
@@ -62,15 +73,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.video:  # query videos against an index folder: cluster/cmd_show.py
         from c3dhash.cluster.cmd_show import cmd_search_videos
         return cmd_search_videos(args)
-    from pathlib import Path
-
     from c3dhash.eval.codes import load_codes
     from c3dhash.eval.metrics.exact import write_json
-    if Path(args.index).is_dir():
-        from c3dhash.eval.index.folder import load_index
-        db = load_index(args.index).as_codes()
-    else:
-        db = load_codes(args.index)
+    db = load_db(args.index)
     from c3dhash.eval.search.report import search
     res = search(load_codes(args.query), db, args.top, backend=args.backend)
     for q in res["queries"][:args.show]:
@@ -97,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="retrieval metrics of query codes against a database (exact)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--query", required=True, help="query codes .npz (c3dhash encode), e.g. the test split")
-    p.add_argument("--db", required=True, help="database codes .npz, e.g. the train split")
+    p.add_argument("--db", required=True, help="database codes .npz (e.g. the train split) or an index folder")
     p.add_argument("--shards", type=_positive, default=d.shards,
                    help="Ray tasks over query blocks (1 = in process, numba threads); results are identical")
     p.add_argument("--address", default="", help="existing Ray cluster (e.g. auto, ray://head:10001); "
