@@ -219,7 +219,7 @@ RANGES: tuple[tuple[str, str, str, float], ...] = (
     ("eval", "shards", ">=", 1), ("eval", "max_retries", ">=", 0),
     ("cluster", "num_workers", ">=", 1), ("cluster", "cpus_per_worker", ">=", 1), ("cluster", "max_failures", ">=", -1),
     ("cluster", "num_to_keep", ">=", 1), ("cluster", "resize_interval_s", ">", 0),
-    ("train", "checkpoint_every_steps", ">=", 0),
+    ("train", "checkpoint_every_steps", ">=", 0), ("train", "max_weight_norm", ">", 0),
 )
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
