@@ -287,8 +287,18 @@ class Trainer:
             self._guard_params()
             st.best_val_map = res["map_all"]
             if get_rank() == 0:
-                ckpt.atomic_save({"model": self.module.state_dict(), "config": config_to_dict(self.job),
-                                  "epoch": st.epoch, "val_map": st.best_val_map}, self.run_dir / ckpt.BEST_FILE)
+                self._save_best()
+
+    def _save_best(self) -> None:
+        """best.pt is complete or the previous one (atomic_save); a full disk is one line, not Ray's retries."""
+        st, path = self.state, self.run_dir / ckpt.BEST_FILE
+        try:
+            ckpt.atomic_save({"model": self.module.state_dict(), "config": config_to_dict(self.job),
+                              "epoch": st.epoch, "val_map": st.best_val_map}, path)
+        except OSError as exc:
+            raise ckpt.CheckpointError(f"{path}: writing the best model failed ({exc.strerror or exc}); the "
+                                       f"previous {ckpt.BEST_FILE} is intact; free space and run again to "
+                                       f"resume") from None
 
     def report(self, metrics: dict[str, Any], *, checkpoint: bool) -> None:
         """Every rank reports (Ray Train V2 requires it); rank 0 attaches the full state when one is due."""
