@@ -81,7 +81,10 @@ def _problem(path: Path) -> str | None:
         load(path, mmap=True)
         return None
     except CheckpointError as exc:
-        return str(exc).split(" (")[0] if "not found" in str(exc) else f"cannot be loaded ({exc.__cause__ or exc})"
+        if "not found" in str(exc):
+            return "not found"
+        why = str(exc.__cause__ or exc).strip().splitlines()[0].split(". ")[0]  # torch adds a paragraph of advice
+        return f"cannot be loaded ({why})"
 
 
 def loads(path: Path) -> bool:
