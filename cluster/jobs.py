@@ -43,7 +43,14 @@ def talking_to(address: str) -> Iterator[None]:
 
 def client(address: str) -> JobSubmissionClient:
     with talking_to(address):
-        return JobSubmissionClient(address)
+        try:
+            return JobSubmissionClient(address)
+        except (RuntimeError, ValueError) as exc:  # an HTTP server that is not a Ray dashboard (404, not JSON)
+            if isinstance(exc, RuntimeError) and "Version check" not in str(exc) and "Jobs API" not in str(exc):
+                raise
+            raise ConnectError(f"{address} answers HTTP but is not a Ray dashboard with the Jobs API "
+                               f"({str(exc).splitlines()[0][:120]}); pass the head's dashboard address, "
+                               f"e.g. --address http://HEAD:8265") from None
 
 
 def submit(address: str, entrypoint: str, *, working_dir: str | None = ".",
