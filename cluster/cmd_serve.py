@@ -45,6 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if address:
         from c3dhash.cluster.connect import probe
         address = probe(address)
+    cfg.check_here()  # one clear line before a Ray starts
     svc = start(cfg, address=address)
     print(f"serving {cfg.index} at {svc.url} ({cfg.replicas} searcher replica(s), {cfg.encoders} encoder(s)"
           f"{', bearer token required' if cfg.token_file else ''}); page: {svc.url}/  Ctrl-C stops", flush=True)

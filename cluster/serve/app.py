@@ -37,10 +37,7 @@ class ServeConfig:
     token_file: str | None = None
     limits: Limits = field(default_factory=Limits)
 
-    def __post_init__(self) -> None:
-        if not (Path(self.index) / "meta.json").is_file():
-            raise ConfigError(f"--index {self.index}: not an index folder (no meta.json); build one with "
-                              f"`c3dhash index`")
+    def __post_init__(self) -> None:  # what can be checked anywhere; check_here() where it will run
         for name in ("replicas", "shards", "port"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} {getattr(self, name)}: must be >= 1")
@@ -49,6 +46,12 @@ class ServeConfig:
         if self.token_file is None and self.host not in LOOPBACK:
             raise ConfigError(f"--host {self.host}: without --token-file the service binds 127.0.0.1 only; "
                               f"pass --token-file FILE to listen on other addresses")
+
+    def check_here(self) -> None:
+        """The index folder and the token file, on the machine that serves (not where a config is written)."""
+        if not (Path(self.index) / "meta.json").is_file():
+            raise ConfigError(f"--index {self.index}: not an index folder (no meta.json); build one with "
+                              f"`c3dhash index`")
         if self.token_file is not None:
             read_token(self.token_file)
 
@@ -86,6 +89,7 @@ def read_token(path: str) -> str:
 
 def build_app(cfg: ServeConfig):
     """The bound application graph (not yet running)."""
+    cfg.check_here()
     from ray import serve
 
     from c3dhash.cluster.serve.deployments import IndexSearcher, VideoEncoder
