@@ -97,6 +97,12 @@ def test_code_queries_equal_the_cli_search_in_process_and_over_http(svc, tmp_pat
     r = ok_json(svc, "/search", {"codes": [[hex(int(idx.codes[2, 0]))]], "radius": 12})
     off, ii, dd = eng.searcher.radius(np.asarray(idx.codes[2:3]), 12)
     assert ranked(r) == [list(zip(ii.tolist(), dd.tolist()))] and r["queries"][0]["results"][0]["index"] == 2
+    sharded = SearchEngine(svc["index"], shards=3, shard_cpus=0.1)  # actors in the service's Ray
+    try:
+        assert sharded.search(q.codes, top=4) == local and sharded.search(q.codes[:1], radius=12) == eng.search(
+            q.codes[:1], radius=12)
+    finally:
+        sharded.close()
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(svc):

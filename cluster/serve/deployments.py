@@ -46,7 +46,7 @@ class IndexSearcher:
             return  # mid-rename: keep serving the old folder
         if on_disk == eng.version:  # a replica that restarted already holds the newest folder
             return
-        new = SearchEngine(eng.path, shards=eng.shards)
+        new = SearchEngine(eng.path, shards=eng.shards, shard_cpus=eng.shard_cpus)
         new.knn(np.asarray(new.idx.codes[:1]), 1)
         self.engine, self.reloads = new, self.reloads + 1
         eng.close()

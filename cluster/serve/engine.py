@@ -119,14 +119,16 @@ def names_of(payload: dict[str, Any], n: int) -> list[str]:
 class SearchEngine:
     """One index folder, searched in this process (or over `shards` Ray actors); see the module docstring."""
 
-    def __init__(self, index: str | Path, *, shards: int = 1, address: str | None = None) -> None:
+    def __init__(self, index: str | Path, *, shards: int = 1, shard_cpus: float = 1.0,
+                 address: str | None = None) -> None:
         self.path = Path(index).absolute()
         self.version = folder_version(self.path)
         self.idx: VideoIndex = load_index(self.path)
-        self.shards = shards
+        self.shards, self.shard_cpus = shards, shard_cpus
         if shards > 1:
             from c3dhash.eval.search.sharded import ShardedIndex
-            self.searcher: Any = ShardedIndex(self.path / "codes.npy", self.idx.bits, shards=shards, address=address)
+            self.searcher: Any = ShardedIndex(self.path / "codes.npy", self.idx.bits, shards=shards,
+                                              address=address, cpus_per_shard=shard_cpus)
         else:
             from c3dhash.eval.search.searcher import Searcher
             self.searcher = Searcher(self.idx.codes, self.idx.bits)
