@@ -247,3 +247,20 @@ def test_a_killed_searcher_replica_costs_a_retry_or_a_503_and_the_service_recove
         time.sleep(1)
     assert http(svc, "/search", body)[0] == 200 and ok_json(svc, "/stats")["pid"] != pid
     print(sys.version, {s: sum(1 for x, _ in results if x == s) for s in (200, 503)})
+
+
+def test_uploads_are_judged_by_name_and_signature_before_any_decoder():
+    from c3dhash.cluster.serve.uploads import check_bytes, check_name
+    mp4 = bytes(4) + b"ftypisom" + bytes(100)
+    ts = b"\x47" + bytes(187) + b"\x47" + bytes(100)
+    assert [check_bytes(d, max_bytes=1000) for d in (b"\x1a\x45\xdf\xa3" + bytes(9), mp4, b"RIFF0000AVI LIST", ts)] \
+        == ["matroska/webm", "mp4/mov", "avi", "mpeg"]
+    for data, msg in [(b"GIF89a" + bytes(300), "GIF image"), (b"%PDF-1.7", "PDF"), (b"hello", "not a video")]:
+        with pytest.raises(RequestError, match=msg) as e:
+            check_bytes(data, max_bytes=1000)
+        assert e.value.status == 415
+    assert check_name("My clip (1).MP4") == "My clip (1).MP4"
+    for name, status in [("../x.mp4", 400), ("a/b.webm", 400), (".hidden.mp4", 400), ("x.jpg", 415), ("", 400)]:
+        with pytest.raises(RequestError) as e:
+            check_name(name)
+        assert e.value.status == status, name
