@@ -50,8 +50,12 @@ def svc(tmp_path_factory):
     token.write_text(TOKEN + "\n")
     cfg = ServeConfig(index=str(index), port=free_port(), token_file=str(token), cpus=0.5,
                       limits=Limits(max_upload_bytes=1 << 20, max_duration_s=4.0, timeout_s=20.0))
+    import ray
+    # a Ray of our own with CPUs to spare for the sharded engine's actors (start() joins it)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     with start(cfg) as running:
         yield {"url": running.url, "root": root, "index": index, "ckpt": ckpt, "tmp": tmp_path_factory.mktemp("q")}
+    ray.shutdown()
 
 
 def http(svc, path, body=None, *, token=TOKEN, raw=False, timeout=60):
