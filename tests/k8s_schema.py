@@ -71,7 +71,8 @@ def strict(schema: Any) -> Any:
 
 @lru_cache(maxsize=None)
 def _crd_schema(kind: str) -> dict[str, Any]:
-    files = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+    files = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
+             "RayService": "ray.io_rayservices.yaml"}
     crd = yaml.load((schema_dir() / "kuberay" / files[kind]).read_text(), Loader=yaml.CSafeLoader)
     v1 = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     schema = strict(copy.deepcopy(v1["schema"]["openAPIV3Schema"]))
@@ -85,7 +86,7 @@ def _crd_schema(kind: str) -> dict[str, Any]:
 @lru_cache(maxsize=None)
 def _validator(api: str, kind: str) -> Draft202012Validator | None:
     registry, index = _core()
-    if api == "ray.io/v1" and kind in ("RayCluster", "RayJob"):
+    if api == "ray.io/v1" and kind in ("RayCluster", "RayJob", "RayService"):
         return Draft202012Validator(_crd_schema(kind), registry=registry)
     return Draft202012Validator(index[(api, kind)], registry=registry) if (api, kind) in index else None
 

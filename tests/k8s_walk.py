@@ -14,6 +14,8 @@ def ray_cluster_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[st
             yield f"RayCluster/{d['metadata']['name']}", d["spec"]
         elif d["kind"] == "RayJob":
             yield f"RayJob/{d['metadata']['name']}", d["spec"]["rayClusterSpec"]
+        elif d["kind"] == "RayService":
+            yield f"RayService/{d['metadata']['name']}", d["spec"]["rayClusterConfig"]
 
 
 def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, str, dict[str, Any]]]:

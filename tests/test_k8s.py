@@ -46,9 +46,10 @@ def one(docs: list[dict], kind: str, name: str) -> dict:
 # --------------------------------------------------------------------------- rendering and schemas
 def test_kustomizations_render_the_expected_resources(rendered):
     kinds = {k: sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs) for k, docs in rendered.items()}
-    assert set(kinds) == {"k8s", "k8s/eval", "k8s/interactive", "k8s/data"}
+    assert set(kinds) == {"k8s", "k8s/eval", "k8s/interactive", "k8s/data", "k8s/serve"}
     assert kinds["k8s/eval"] == ["RayJob/c3dhash-eval"]
     assert kinds["k8s/interactive"] == ["RayCluster/c3dhash-interactive"]
+    assert kinds["k8s/serve"] == ["NetworkPolicy/c3dhash-serve-http", "RayService/c3dhash-serve"]
     for expected in ("Namespace/c3dhash", "ServiceAccount/c3dhash", "ConfigMap/c3dhash-configs",
                      "PersistentVolumeClaim/c3dhash-datasets", "PersistentVolumeClaim/c3dhash-results",
                      "RayJob/c3dhash-train", "Deployment/c3dhash-tensorboard", "Service/c3dhash-tensorboard"):
@@ -133,7 +134,7 @@ def test_renderer_rewrites_images_inside_custom_resources(tmp_path):
 def operator_problems(doc: dict) -> list[str]:
     """Checks KubeRay makes in its controller (validation.go) that no schema expresses."""
     name, kind, out = doc["metadata"]["name"], doc["kind"], []
-    limit = {"RayJob": 47, "RayCluster": 53}[kind]
+    limit = {"RayJob": 47, "RayCluster": 53, "RayService": 47}[kind]
     if len(name) > limit or not DNS1035.match(name):
         out.append(f"{kind}/{name}: name must be a DNS-1035 label of at most {limit} characters")
     if kind == "RayJob":
@@ -168,7 +169,7 @@ def operator_problems(doc: dict) -> list[str]:
 
 def test_ray_resources_follow_the_operator_rules(every):
     ray = [d for d in every if d["apiVersion"] == "ray.io/v1"]
-    assert {d["kind"] for d in ray} == {"RayJob", "RayCluster"}
+    assert {d["kind"] for d in ray} == {"RayJob", "RayCluster", "RayService"}
     assert [p for d in ray for p in operator_problems(d)] == []
 
 
@@ -185,7 +186,7 @@ def test_operator_rule_checks_catch_violations(base):
 
 def test_heads_take_no_work_and_gpu_workers_tolerate_the_gpu_taint(every):
     specs = list(ray_cluster_specs(every))
-    assert len(specs) == 3
+    assert len(specs) == 4
     for where, spec in specs:
         assert spec["rayVersion"] == RAY_PIN, where
         assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", where
@@ -310,7 +311,7 @@ def test_every_decoding_container_lets_dali_load_nvdec(rendered):
     `video`; GPU workers decode training/eval clips, the data pod runs check-data."""
     decoding = [(f"{k}:{where}", c) for k, docs in rendered.items() for where, role, t in pod_templates(docs)
                 for c in containers(t) if gpus(c) or where == "Deployment/c3dhash-data"]
-    assert {w.split(":")[0] for w, _ in decoding} == {"k8s", "k8s/interactive", "k8s/data", "k8s/eval"}
+    assert {w.split(":")[0] for w, _ in decoding} == {"k8s", "k8s/interactive", "k8s/data", "k8s/eval", "k8s/serve"}
     missing = []
     for where, c in decoding:
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
@@ -405,3 +406,24 @@ def test_manifests_run_the_image_built_for_the_pinned_ray(every):
     assert f"ray{RAY_PIN}" in img["newTag"], "bump the image tag with the Ray pin"
     images = {c["image"] for _, _, t in pod_templates(every) for c in containers(t)}
     assert images == {f"{img['newName']}:{img['newTag']}"}
+
+
+def test_serve_overlay_runs_the_cli_application_with_a_token_on_a_read_only_index(rendered):
+    """The RayService's serveConfigV2 is a config `c3dhash serve --write-config` would write: its args parse
+    into a ServeConfig with a token file from the Secret and an index on the read-only results volume."""
+    from c3dhash.cluster.serve.app import ServeConfig
+    (svc,) = [d for d in rendered["k8s/serve"] if d["kind"] == "RayService"]
+    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
+    (app,) = serve["applications"]
+    assert app["import_path"] == "c3dhash.cluster.serve.app:app_builder" and app["route_prefix"] == "/"
+    cfg = ServeConfig.from_args(app["args"])
+    assert cfg.token_file and serve["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert "serveService" not in svc["spec"], "KubeRay's default serve Service is ClusterIP"
+    for _, _, template in pod_templates([svc]):
+        mounts = mounts_by_path(template, template["spec"]["containers"][0])
+        token_dir = str(PurePosixPath(cfg.token_file).parent)
+        token_mount, token_vol = mounts[token_dir]
+        assert token_vol["secret"]["secretName"] == "c3dhash-serve-token" and token_mount["readOnly"] is True
+        (root,) = [p for p in mounts if PurePosixPath(cfg.index).is_relative_to(p)]
+        mount, vol = mounts[root]
+        assert mount["readOnly"] is True and vol["persistentVolumeClaim"]["readOnly"] is True

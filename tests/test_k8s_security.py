@@ -30,7 +30,7 @@ def labels_of(every: list[dict], role: str) -> dict[str, str]:
 
 def test_token_auth_on_every_ray_cluster(every):
     specs = list(ray_cluster_specs(every))
-    assert {w.split("/")[0] for w, _ in specs} == {"RayJob", "RayCluster"}
+    assert {w.split("/")[0] for w, _ in specs} == {"RayJob", "RayCluster", "RayService"}
     for where, spec in specs:
         assert spec.get("authOptions") == {"mode": "token"}, f"{where}: set authOptions: {{mode: token}}"
         as_cluster = {"kind": "RayCluster", "metadata": {"name": where}, "spec": spec}
