@@ -33,9 +33,7 @@ from c3dhash.distributed.resume import ConfigDiff, apply_optimizer_config, check
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.distributed.triplet import gathered_triplet_loss
 from c3dhash.eval.codes import Codes
-from c3dhash.eval.metrics.curves import pr_counts
 from c3dhash.eval.index.encode import autocast, encode_loader, to_codes
-from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.loaders.manifest import VideoRecord
 
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
@@ -222,6 +220,8 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         if self.queries is None or self.database is None or not self.queries.records:
             return None
+        from c3dhash.eval.metrics.curves import pr_counts  # here: numba; bench/gpu_check.py drives the
+        from c3dhash.eval.metrics.exact import evaluate  # Trainer's save/restore on an image without it
         queries, database = self.encode(self.queries), self.encode(self.database)
         result = None
         if get_rank() == 0:
