@@ -111,6 +111,10 @@ class ClipDecoder:
         self._reader: Prefetcher | None = None
         self._pending: deque[list[Clip]] = deque()  # fed to DALI, not yet returned (FIFO == output order)
 
+    def use(self, records: Sequence[VideoRecord]) -> None:
+        """Decode another list of records with the same pipeline (an encoder actor, chunk after chunk)."""
+        self.records, self.frames, self.bad = list(records), {}, {}
+
     def _pipeline(self):
         if self.pipe is None:
             self.pipe = _clip_pipeline(self._next_feed, cfg=self.cfg, batch_size=self.batch_size,
@@ -309,12 +313,18 @@ class EvalLoader:
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
-        self.records = list(records)
-        videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
-        self.video_indices = videos  # this rank's videos, as positions in `records`
-        self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
-        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.decoder = ClipDecoder(records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
                                    static=static, replace=False)
+        self.reset(records)
+
+    def reset(self, records: Sequence[VideoRecord]) -> None:
+        """Another list of videos through the same DALI pipeline (no rebuild)."""
+        self.records = list(records)
+        videos = eval_shard(len(self.records), rank=self.rank, world_size=self.world_size)
+        self.video_indices = videos  # this rank's videos, as positions in `records`
+        self.batches = eval_clips(videos, clips_per_video=self.cfg.clips_per_video, batch_size=self.cfg.batch_size)
+        self.decoder.use(self.records)
 
     def __len__(self) -> int:
         return len(self.batches)
