@@ -28,6 +28,6 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between full checkpoints (also at every evaluation and the last epoch)
     checkpoint_every_steps: int = 0  # also a full checkpoint every this many global steps (0 = off); resumes mid-epoch
     sync_bn: bool = True
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on GPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on sm_80+, fp16 on sm_75, else fp32
     seed: int = 0
     log_every: int = 10  # steps between TensorBoard scalars
