@@ -31,3 +31,6 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on sm_80+, fp16 on sm_75, else fp32
     seed: int = 0
     log_every: int = 10  # steps between TensorBoard scalars
+    # DDP gradient all-reduce in bf16 (torch's bf16_compress_hook): half the traffic between pods, inexact;
+    # "none" (default) keeps it exact (docs/gpu.md)
+    grad_compression: Literal["none", "bf16"] = "none"

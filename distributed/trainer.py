@@ -94,11 +94,20 @@ class Trainer:
         dtype = amp_dtype(job.train.amp, device)
         # fp16 (sm_75) needs loss scaling; bf16 and fp32 do not (a disabled scaler passes everything through)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+        self._compress_gradients(model, job.train.grad_compression)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotune each Conv3d once
         if get_rank() == 0:
             print(f"mixed precision: {amp_name(dtype)} (train.amp={job.train.amp} on {device})", flush=True)
         self._t_run, self._start_step = time.time(), 0
+
+    @staticmethod
+    def _compress_gradients(model: torch.nn.Module, how: str) -> None:
+        """bf16: DDP all-reduces the gradient buckets in bf16 (decompressed to fp32 after; one process: no-op)."""
+        if how == "none" or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            return
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+        model.register_comm_hook(None, bf16_compress_hook)
 
     # --- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
