@@ -79,6 +79,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return inner if isinstance(inner, torch.nn.Module) else model
 
 
+def _metrics():
+    """(evaluate, pr_counts): imported on use, as they need numba, which bench/gpu_check.py's image lacks (it
+    drives the Trainer's save/restore with no validation sets)."""
+    from c3dhash.eval.metrics.curves import pr_counts
+    from c3dhash.eval.metrics.exact import evaluate
+    return evaluate, pr_counts
+
+
 class Trainer:
     """One rank's training run. `model` may be wrapped (DDP, prepare_model): it trains; `module` (unwrapped)
     encodes, is saved and restored. Every method runs on every rank in the same order (collectives inside)."""
@@ -100,6 +108,8 @@ class Trainer:
         if get_rank() == 0:
             print(f"mixed precision: {amp_name(dtype)} (train.amp={job.train.amp} on {device})", flush=True)
         self._t_run, self._start_step = time.time(), 0
+        if queries is not None and database is not None:
+            _metrics()  # at start on every rank, as a top-level import did: not inside a collective's wait
 
     @staticmethod
     def _compress_gradients(model: torch.nn.Module, how: str) -> None:
@@ -240,8 +250,7 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         if self.queries is None or self.database is None or not self.queries.records:
             return None
-        from c3dhash.eval.metrics.curves import pr_counts  # here: numba; bench/gpu_check.py drives the
-        from c3dhash.eval.metrics.exact import evaluate  # Trainer's save/restore on an image without it
+        evaluate, pr_counts = _metrics()
         queries, database = self.encode(self.queries), self.encode(self.database)
         result = None
         if get_rank() == 0:
