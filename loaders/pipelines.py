@@ -50,6 +50,7 @@ from c3dhash.loaders.prefetch import Prefetcher
 from c3dhash.loaders.videoio import probe_video
 
 PREFETCH = 4  # batches read ahead of DALI on the reader thread
+DALI_QUEUE = 4  # batches DALI may have in flight (fed and decoding ahead of the consumer)
 READ_THREADS = 8  # concurrent file reads within a batch
 
 
@@ -68,8 +69,8 @@ def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device
                    static: bool):
     from nvidia.dali import fn, pipeline_def, types  # local: importing DALI is slow; the sampler needs none
 
-    @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed, prefetch_queue_depth=2,
-                  device_id=device_id if device == "mixed" else None)
+    @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed,
+                  prefetch_queue_depth=DALI_QUEUE, device_id=device_id if device == "mixed" else None)
     def clips():
         encoded, start, crop_x, crop_y, flip = fn.external_source(
             source=source, num_outputs=5, batch=True,
