@@ -9,9 +9,9 @@ One line per check (per configuration for `train`), `PASS <name>: <figures>` or 
 under 8 minutes on a GPU. Checks: the GPU itself (compute capability within torch 2.14 cu130's sm_75..sm_120);
 an r3d_18 + hash head training step at 16 x 112 x 112, batch 16 and 32, fp32 and bf16 autocast, without and
 with channels_last_3d (clips/s, peak memory); the FLOPs of a training clip (fwd + bwd, counted) and the
-GPU's measured bf16 matmul rate, hence the fraction of that peak the best step reaches; a full checkpoint
-saved from the GPU model and restored on the GPU (map_location = the GPU), whose next step must be
-bit-identical to the run that did not stop; the all-triplet loss forward + backward at global batch 1024 and
+GPU's measured bf16 matmul rate, hence the fraction of that peak the best step reaches; the Trainer's
+own checkpoint (Trainer.state_dict, atomic_save) restored by Trainer.restore on the GPU, whose next step must
+be bit-identical to the run that did not stop; the all-triplet loss forward + backward at global batch 1024 and
 4096; the GPU SyncBN kernels in a one-process group against BatchNorm; exact Hamming top-100 and mAP@all over
 1e6 x 64-bit codes in torch on the GPU, equal to the CPU results (bench/gpu_check_search.py).
 
@@ -43,7 +43,7 @@ if importlib.util.find_spec("c3dhash") is None:  # a bare checkout (the GPU imag
     sys.modules["c3dhash"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["c3dhash"])
 
-from c3dhash.distributed.checkpoint import atomic_save, load, rng_state, set_rng_state  # noqa: E402
+from c3dhash.distributed import checkpoint as ckpt  # noqa: E402
 from c3dhash.distributed.triplet import all_triplet_loss  # noqa: E402
 from c3dhash.model import build_hash_net  # noqa: E402
 
@@ -176,44 +176,67 @@ def check_matmul(device: torch.device, sizes: Sizes, results: dict) -> str:
     return line
 
 
-def run_resume(device: torch.device, sizes: Sizes, ckpt: Path) -> None:
-    """Train 2 steps, checkpoint, train 1 more; a fresh process-like restart restores and trains that step:
-    loss, parameters and optimiser state must be bit-identical. The restore goes through
-    distributed.checkpoint (load with map_location = the GPU, set_rng_state): the one function to switch to
-    the Trainer's restore when distributed/trainer.py has it."""
-    n = sizes.batches[0]
+class Batches:
+    """The Trainer's train loader here: `steps` batches of random clips drawn from the torch RNGs at iteration
+    time, so a restored RNG state must reproduce the next batch too."""
 
-    def fresh(seed: int):
-        torch.manual_seed(seed)
-        net = build_hash_net(bits=BITS).to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
-        return net, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    def __init__(self, n: int, clip: tuple[int, int, int], device: torch.device, steps: int):
+        self.n, self.clip, self.device, self.steps = n, clip, device, steps
 
-    def step(net, opt, sched) -> torch.Tensor:
-        loss = train_step(net, opt, *batch(n, sizes.clip, device), bf16=device.type == "cuda")
-        sched.step()
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
+        pass
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield batch(self.n, self.clip, self.device)
+
+
+def trainer(device: torch.device, sizes: Sizes, run_dir: Path, seed: int):
+    """A distributed.trainer.Trainer as the workers build it (optimiser, scheduler, amp from the config)."""
+    from c3dhash.distributed.job import JobConfig
+    from c3dhash.distributed.config import LossConfig, TrainConfig
+    from c3dhash.distributed.trainer import Trainer
+    from c3dhash.model.config import ModelConfig
+
+    torch.manual_seed(seed)
+    job = JobConfig(model=ModelConfig(bits=BITS), loss=LossConfig(margin=MARGIN),
+                    train=TrainConfig(epochs=1, lr=1e-2, schedule="step", step_epochs=1, gamma=0.5, amp="auto"))
+    net = build_hash_net(bits=BITS).to(device)
+    return Trainer(job=job, model=net, device=device, train_loader=Batches(sizes.batches[0], sizes.clip, device, 4),
+                   queries=None, database=None, run_dir=run_dir)
+
+
+def run_resume(device: torch.device, sizes: Sizes, ckpt_path: Path) -> None:
+    """Train 2 steps, save the Trainer's state_dict, train 1 more; a fresh Trainer (other weights, other RNG
+    states) restores through Trainer.restore, the code users run (CPU load, then load_state_dict moves the
+    tensors, RNG bytes, scheduler, position) and trains that step: loss, parameters and optimiser state must
+    be bit-identical."""
+    def steps(t, k: int) -> float:
+        it = iter(t.train_loader)
+        for _ in range(k):
+            clips, labels = next(it)
+            loss = t.train_step(clips, labels)[0]
         return loss
 
-    net, opt, sched = fresh(0)
-    for _ in range(2):
-        step(net, opt, sched)
-    atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": 2, "rng": rng_state()}, ckpt)
-    ref_loss = step(net, opt, sched)
-    ref = {k: v.clone() for k, v in net.state_dict().items()}
-    ref_opt = [s["momentum_buffer"].clone() for s in opt.state.values()]
+    t = trainer(device, sizes, ckpt_path.parent, seed=0)
+    steps(t, 2)
+    t.state.step_in_epoch = t.state.global_step = 2
+    ckpt.atomic_save(t.state_dict(), ckpt_path)
+    ref_loss = steps(t, 1)
+    ref = {k: v.clone() for k, v in t.module.state_dict().items()}
+    ref_opt = [s["momentum_buffer"].clone() for s in t.opt.state.values()]
 
-    net, opt, sched = fresh(1)  # other weights and RNG states than the run that wrote the checkpoint
-    state = load(ckpt, map_location=device)
-    net.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    loss = step(net, opt, sched)
-    assert torch.equal(loss, ref_loss), f"next-step loss {loss.item()!r} vs {ref_loss.item()!r}"
-    differ = [k for k, v in net.state_dict().items() if not torch.equal(v, ref[k])]
+    t = trainer(device, sizes, ckpt_path.parent, seed=1)  # other weights and RNG states
+    t.restore(ckpt_path)
+    assert t.state.global_step == 2, f"restored position {t.state}"
+    loss = steps(t, 1)
+    assert loss == ref_loss, f"next-step loss {loss!r} vs {ref_loss!r}"
+    differ = [k for k, v in t.module.state_dict().items() if not torch.equal(v, ref[k])]
     assert not differ, f"{len(differ)} tensors differ after the resumed step, e.g. {differ[0]}"
-    assert all(torch.equal(s["momentum_buffer"], r) for s, r in zip(opt.state.values(), ref_opt)), "momentum"
+    assert all(torch.equal(s["momentum_buffer"], r) for s, r in zip(t.opt.state.values(), ref_opt)), "momentum"
 
 
 def check_resume(device: torch.device, sizes: Sizes) -> str:
@@ -227,7 +250,7 @@ def check_resume(device: torch.device, sizes: Sizes) -> str:
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[:2]
         torch.use_deterministic_algorithms(flags[2])
-    return (f"checkpoint at step 2 restored on {device} (map_location={device}): step 3 loss, all weights, "
+    return (f"Trainer.state_dict at step 2 restored by Trainer.restore on {device}: step 3 loss, all weights, "
             f"BN statistics and momentum bit-identical to the uninterrupted run")
 
 
@@ -263,7 +286,7 @@ def check_syncbn(device: torch.device, sizes: Sizes) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{tmp}/pg",
-                                rank=0, world_size=1, device_id=device if device.type == "cuda" else None)
+                                rank=0, world_size=1, device_id=pg_device_id(device))
         try:
             torch.manual_seed(0)
             bn = nn.BatchNorm3d(64).to(device)
@@ -295,6 +318,23 @@ def check_syncbn(device: torch.device, sizes: Sizes) -> str:
            f"and running stats equal BatchNorm3d (worst: {worst}, relative {gaps[worst]:.1e})"
 
 
+def pg_device_id(device: torch.device) -> torch.device | None:
+    """init_process_group's device_id: an indexed CUDA device (an index-less one is refused), None on CPU."""
+    if device.type != "cuda":
+        return None
+    assert device.index is not None, f"{device}: resolve_device first"
+    return device
+
+
+def resolve_device(name: str, current: Callable[[], int] | None = None) -> torch.device:
+    """`cuda` -> `cuda:<current device>`: torch.cuda.set_device and init_process_group(device_id=...) need the
+    index; `cuda:N` and `cpu` as given."""
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", (current or torch.cuda.current_device)())
+    return device
+
+
 def check_search(device: torch.device, sizes: Sizes) -> str:
     from gpu_check_search import check
 
@@ -316,13 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, sizes = torch.device(args.device), TINY if args.tiny else FULL
-    if device.type == "cuda" and not torch.cuda.is_available():
+    sizes = TINY if args.tiny else FULL
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print("FAIL gpu: torch.cuda.is_available() is False (no GPU visible, or a driver older than R580 "
               "for torch's CUDA 13 build)")
         return 1
+    device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed clip shapes: as the workers run (check_resume turns it off)
     names = [n for n in args.only.split(",") if n] or list(CHECKS)
     unknown = sorted(set(names) - set(CHECKS))
     if unknown:

@@ -9,6 +9,7 @@ same run. Arguments after `--` go to the benchmark (`c3dhash bench NAME -- --hel
     c3dhash bench recipe -- --jobs 2      # the demo recipe on generated synthetic variants: test mAP each
     c3dhash bench step                    # the CPU training step per clip geometry, channels_last, threads
     c3dhash bench serve                   # the search service under load and faults vs the CLI per process
+    c3dhash bench pipeline                # train loader + Trainer loop vs a simulated accelerator step
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step", "serve")
+BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step", "serve", "pipeline")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

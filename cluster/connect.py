@@ -128,17 +128,36 @@ def placeable(nodes: list[dict[str, Any]], *, cpus_per_worker: int, use_gpu: boo
     return total
 
 
-def check_capacity(*, num_workers: int, cpus_per_worker: int, use_gpu: bool) -> None:
-    """Refuse before training what the cluster can never place (Ray would wait forever)."""
-    import ray
+SCALE_UP_TIMEOUT_S = float(os.environ.get("C3DHASH_SCALE_UP_TIMEOUT_S", 900))  # new GPU pods: image pull, NVDEC
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    room = placeable(nodes, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu)
-    if room >= num_workers:
+
+def check_capacity(*, num_workers: int, cpus_per_worker: int, use_gpu: bool,
+                   timeout_s: float | None = None) -> None:
+    """Refuse before training what the cluster can never place (Ray would wait forever). An autoscaling
+    cluster (e.g. k8s/interactive, minReplicas 0) is first asked for the workers (request_resources) and
+    waited for, with a countdown, up to C3DHASH_SCALE_UP_TIMEOUT_S."""
+    from c3dhash.eval.ray_session import alive_nodes, autoscales, wait_for
+
+    def room() -> int:
+        return placeable(alive_nodes(), cpus_per_worker=cpus_per_worker, use_gpu=use_gpu)
+
+    have = room()
+    if have >= num_workers:
         return
+    timeout = SCALE_UP_TIMEOUT_S if timeout_s is None else timeout_s
+    scaled = autoscales()
+    if scaled:
+        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+        have = wait_for(room, num_workers, [bundle] * num_workers, timeout_s=timeout, what="training workers")
+        if have >= num_workers:
+            print(f"the autoscaler added room for {have} training workers", flush=True)
+            return
+    nodes = alive_nodes()
     cpu = sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)
     gpu = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
     need = f"{cpus_per_worker} CPU" + (" + 1 GPU" if use_gpu else "")
+    waited = (f"the autoscaler was asked and given {timeout:.0f} s (C3DHASH_SCALE_UP_TIMEOUT_S); " if scaled
+              else "")
     raise CapacityError(f"the Ray cluster cannot place cluster.num_workers={num_workers} workers of {need} each: "
-                        f"it has {len(nodes)} node(s) with {cpu:g} CPU and {gpu:g} GPU in all, room for {room}; "
-                        f"lower cluster.num_workers (or cluster.cpus_per_worker), or add nodes")
+                        f"{waited}it has {len(nodes)} node(s) with {cpu:g} CPU and {gpu:g} GPU in all, room for "
+                        f"{have}; lower cluster.num_workers (or cluster.cpus_per_worker), or add nodes")

@@ -63,16 +63,26 @@ def _byte_tensor(saved: bytes | torch.Tensor) -> torch.Tensor:
 
 
 def rng_state() -> dict[str, Any]:
+    """CPU RNG, plus this process's own CUDA device generator only (`cuda_device`): get_rng_state_all held one
+    state per GPU visible to rank 0, which a rank seeing fewer GPUs could not restore (IndexError)."""
     state: dict[str, Any] = {"torch": _to_bytes(torch.get_rng_state())}
     if torch.cuda.is_available():
-        state["cuda"] = [_to_bytes(t) for t in torch.cuda.get_rng_state_all()]
+        state["cuda_device"] = _to_bytes(torch.cuda.get_rng_state(torch.cuda.current_device()))
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore into this process's current CUDA device only, whatever the saving node had. Older checkpoints
+    hold `cuda`, a list of every visible device's state: take this device's entry when it has one, else the
+    first (a rank on a node with fewer GPUs than rank 0's node)."""
     torch.set_rng_state(_byte_tensor(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_byte_tensor(t) for t in state["cuda"]])
+    saved = state.get("cuda_device")
+    if saved is None and state.get("cuda"):
+        listed = state["cuda"]
+        saved = listed[torch.cuda.current_device()] if torch.cuda.is_available() and \
+            torch.cuda.current_device() < len(listed) else listed[0]
+    if saved is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_byte_tensor(saved), torch.cuda.current_device())
 
 
 def _problem(path: Path) -> str | None:

@@ -28,8 +28,11 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between full checkpoints (also at every evaluation and the last epoch)
     checkpoint_every_steps: int = 0  # also a full checkpoint every this many global steps (0 = off); resumes mid-epoch
     sync_bn: bool = True
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on GPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on sm_80+, fp16 on sm_75, else fp32
     seed: int = 0
     log_every: int = 10  # steps between TensorBoard scalars
     collapse: Literal["stop", "warn"] = "stop"  # weights beyond max_weight_norm or validation codes all alike
     max_weight_norm: float = 1e6  # L2 norm of any one parameter tensor (r3d_18's are O(100) when healthy)
+    # DDP gradient all-reduce in bf16 (torch's bf16_compress_hook): half the traffic between pods, inexact;
+    # "none" (default) keeps it exact (docs/gpu.md)
+    grad_compression: Literal["none", "bf16"] = "none"

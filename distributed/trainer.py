@@ -35,9 +35,7 @@ from c3dhash.distributed.resume import ConfigDiff, apply_optimizer_config, check
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.distributed.triplet import gathered_triplet_loss
 from c3dhash.eval.codes import Codes
-from c3dhash.eval.metrics.curves import pr_counts
-from c3dhash.eval.index.encode import autocast, encode_loader, to_codes
-from c3dhash.eval.metrics.exact import evaluate
+from c3dhash.eval.index.encode import amp_dtype, amp_name, autocast, encode_loader, to_codes
 from c3dhash.loaders.manifest import VideoRecord
 
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
@@ -83,6 +81,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return inner if isinstance(inner, torch.nn.Module) else model
 
 
+def _metrics():
+    """(evaluate, pr_counts): imported on use, as they need numba, which bench/gpu_check.py's image lacks (it
+    drives the Trainer's save/restore with no validation sets)."""
+    from c3dhash.eval.metrics.curves import pr_counts
+    from c3dhash.eval.metrics.exact import evaluate
+    return evaluate, pr_counts
+
+
 class Trainer:
     """One rank's training run. `model` may be wrapped (DDP, prepare_model): it trains; `module` (unwrapped)
     encodes, is saved and restored. Every method runs on every rank in the same order (collectives inside)."""
@@ -95,13 +101,32 @@ class Trainer:
         self.opt = build_optimizer(model.parameters(), job.train)
         self.sched = build_scheduler(self.opt, job.train, len(train_loader))
         self.writer = RankZeroWriter(self.run_dir / "tensorboard", rank=-1)  # a no-op until fit() opens it
+        dtype = amp_dtype(job.train.amp, device)
+        # fp16 (sm_75) needs loss scaling; bf16 and fp32 do not (a disabled scaler passes everything through)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+        self._compress_gradients(model, job.train.grad_compression)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed clip shapes: autotune each Conv3d once
+        if get_rank() == 0:
+            print(f"mixed precision: {amp_name(dtype)} (train.amp={job.train.amp} on {device})", flush=True)
         self._t_run, self._start_step = time.time(), 0
+        if queries is not None and database is not None:
+            _metrics()  # at start on every rank, as a top-level import did: not inside a collective's wait
+
+    @staticmethod
+    def _compress_gradients(model: torch.nn.Module, how: str) -> None:
+        """bf16: DDP all-reduces the gradient buckets in bf16 (decompressed to fp32 after; one process: no-op)."""
+        if how == "none" or not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            return
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+        model.register_comm_hook(None, bf16_compress_hook)
 
     # --- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.module.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "train_state": dataclasses.asdict(self.state),
-                "rng": ckpt.rng_state(), "config": config_to_dict(self.job)}
+                "rng": ckpt.rng_state(), "config": config_to_dict(self.job),
+                **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def load_state_dict(self, state: dict[str, Any], *, where: str = "checkpoint") -> ConfigDiff:
         """Check the saved config first (nothing is loaded when it is refused), then restore everything."""
@@ -111,6 +136,8 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         apply_optimizer_config(self.opt, self.sched, self.job.train, steps_per_epoch=len(self.train_loader))
         ckpt.set_rng_state(state["rng"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.state = saved_position(state)
         return diff
 
@@ -176,8 +203,9 @@ class Trainer:
                                             quant_weight=cfg.loss.quant_weight, return_stats=True)
         self._guard_finite(loss)  # before backward: every rank stops at the same step, no collective hangs
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)  # fp16: skipped when a gradient overflowed (the scale is lowered)
+        self.scaler.update()
         self.sched.step()
         active = float(stats["num_active"]) / max(1.0, float(stats["num_valid"]))
         return float(loss.detach()), active, h.detach(), int(stats["num_points"])
@@ -224,6 +252,7 @@ class Trainer:
     def validate(self) -> dict[str, Any] | None:
         if self.queries is None or self.database is None or not self.queries.records:
             return None
+        evaluate, pr_counts = _metrics()
         queries, database = self.encode(self.queries), self.encode(self.database)
         result = None
         if get_rank() == 0:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -45,7 +46,23 @@ from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
                                      start_frame, train_clips)
+from c3dhash.loaders.prefetch import Prefetcher
 from c3dhash.loaders.videoio import probe_video
+
+PREFETCH = 4  # batches read ahead of DALI on the reader thread
+DALI_QUEUE = 4  # batches DALI may have in flight (fed and decoding ahead of the consumer)
+READ_THREADS = 8  # concurrent file reads within a batch
+
+
+def release_unused_memory() -> None:
+    """Give DALI's pooled memory of a dropped pipeline back (DALI keeps it for reuse otherwise)."""
+    import gc
+    gc.collect()
+    try:
+        from nvidia.dali.backend import ReleaseUnusedMemory
+    except ImportError:
+        return
+    ReleaseUnusedMemory()
 
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
@@ -53,8 +70,8 @@ def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device
     from c3dhash.loaders.dali import dali
     fn, pipeline_def, types = dali()  # local: importing DALI is slow; an extra (c3dhash[dali])
 
-    @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed, prefetch_queue_depth=2,
-                  device_id=device_id if device == "mixed" else None)
+    @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed,
+                  prefetch_queue_depth=DALI_QUEUE, device_id=device_id if device == "mixed" else None)
     def clips():
         encoded, start, crop_x, crop_y, flip = fn.external_source(
             source=source, num_outputs=5, batch=True,
@@ -83,47 +100,78 @@ class ClipDecoder:
     """
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, batch_size: int,
-                 device_id: int | None, static: bool, replace: bool):
+                 device_id: int | None, static: bool, replace: bool, prefetch: int = PREFETCH):
         self.records, self.root, self.cfg = list(records), Path(root), cfg
-        self.batch_size, self.static, self.replace = batch_size, static, replace
+        self.batch_size, self.static, self.replace, self.prefetch = batch_size, static, replace, prefetch
         self.device = decode_device(cfg.device, device_id)
         self.device_id = device_id
         self.torch_device = torch.device("cuda", device_id) if self.device == "mixed" else torch.device("cpu")
         self.span = clip_span(cfg.num_frames, cfg.stride)
         self.frames: dict[int, int] = {}
         self.bad: dict[str, str] = {}  # path -> reason, found at decode time
+        self.pipe, self.builds = None, 0  # one DALI pipeline for the decoder's life (rebuilt after a failure)
+        self._reader: Prefetcher | None = None
+        self._pending: deque[list[Clip]] = deque()  # fed to DALI, not yet returned (FIFO == output order)
+
+    def use(self, records: Sequence[VideoRecord]) -> None:
+        """Decode another list of records with the same pipeline (an encoder actor, chunk after chunk)."""
+        self.records, self.frames, self.bad = list(records), {}, {}
+
+    def _pipeline(self):
+        if self.pipe is None:
+            self.pipe = _clip_pipeline(self._next_feed, cfg=self.cfg, batch_size=self.batch_size,
+                                       device=self.device, device_id=self.device_id, static=self.static)
+            self.builds += 1
+        return self.pipe
+
+    def _drop_pipeline(self) -> None:
+        """After a decode failure (or an epoch left half-way, whose prefetched outputs are stale)."""
+        self.pipe = None
+        release_unused_memory()
 
     def run(self, batches: Iterable[list[Clip]]) -> Iterator[tuple[list[Clip], torch.Tensor]]:
+        """Decode `batches` in order. Files are read on a reader thread, `prefetch` batches ahead; the pipeline
+        is reset between runs, kept across epochs."""
         todo = iter(batches)
         while True:
-            pending: deque[list[Clip]] = deque()  # fed to DALI, not yet returned (FIFO == output order)
-            pipe = _clip_pipeline(self._source(todo, pending), cfg=self.cfg, batch_size=self.batch_size,
-                                  device=self.device, device_id=self.device_id, static=self.static)
+            self._pending = deque()
+            self._reader = Prefetcher(self._prepare, todo, depth=self.prefetch)
+            finished = False
             try:
+                pipe = self._pipeline()
                 while True:
                     try:
                         (out,) = pipe.run()
                     except StopIteration:
+                        finished = True
+                        pipe.reset()  # the next run (epoch) starts a new DALI epoch on the same pipeline
                         return
-                    yield pending.popleft(), self._to_torch(out)
+                    yield self._pending.popleft(), self._to_torch(out)
             except RuntimeError as exc:  # DALI failed on some file in flight: skip it, rebuild, go on
-                self._skip_failed(pending, exc)
-                todo = itertools.chain(list(pending), todo)
+                rest = self._reader.stop()
+                finished = True
+                self._drop_pipeline()
+                self._skip_failed(self._pending, exc)
+                todo = itertools.chain(list(self._pending), rest, todo)
+            finally:
+                self._reader.stop()
+                if not finished:  # abandoned mid-epoch, or another error: DALI holds stale prefetched batches
+                    self._drop_pipeline()
 
-    def _source(self, todo: Iterator[list[Clip]], pending: deque) -> Callable:
-        def next_batch():
-            while True:
-                clips, feed = self._prepare(next(todo))  # StopIteration here ends the epoch for DALI
-                if clips:
-                    pending.append(clips)
-                    return feed
-        return next_batch
+    def _next_feed(self):
+        """DALI's external_source callback: the reader thread's next prepared batch (StopIteration ends it)."""
+        while True:
+            clips, feed = self._reader.get()
+            if clips:
+                self._pending.append(clips)
+                return feed
 
     def _prepare(self, clips: list[Clip]) -> tuple[list[Clip], tuple[list, ...]]:
+        blobs = self._read_all(clips)
         kept, data, starts = [], [], []
         for clip in clips:
             while clip is not None:
-                blob, n = self._read(clip.index)
+                blob, n = self._read(clip.index, blobs)
                 if blob is not None:
                     break
                 clip = self._substitute(clip)
@@ -136,14 +184,34 @@ class ClipDecoder:
                 [np.int32(c.flip) for c in kept])
         return kept, feed
 
-    def _read(self, index: int) -> tuple[bytes | None, int]:
+    def read_file(self, path: Path) -> bytes:
+        """One file's bytes (bench/bench_pipeline.py wraps it to inject a slow filesystem's latency)."""
+        return path.read_bytes()
+
+    def _read_all(self, clips: list[Clip]) -> dict[str, bytes | OSError]:
+        """The batch's files, read concurrently (a network filesystem's latency overlaps)."""
+        paths = list(dict.fromkeys(self.records[c.index].path for c in clips))
+        paths = [p for p in paths if p not in self.bad]
+
+        def one(path: str) -> bytes | OSError:
+            try:
+                return self.read_file(self.root / path)
+            except OSError as exc:
+                return exc
+        if len(paths) <= 1:
+            return {p: one(p) for p in paths}
+        with ThreadPoolExecutor(min(len(paths), READ_THREADS), thread_name_prefix="c3dhash-read") as pool:
+            return dict(zip(paths, pool.map(one, paths)))
+
+    def _read(self, index: int, blobs: dict[str, bytes | OSError]) -> tuple[bytes | None, int]:
         path = self.records[index].path
         if path in self.bad:
             return None, 0
-        try:
-            blob = (self.root / path).read_bytes()
-        except OSError as exc:  # vanished or unreadable since the manifest was written
-            self._mark_bad(path, f"cannot read: {exc.strerror or exc}")
+        blob = blobs.get(path)
+        if blob is None:  # a stand-in outside the batch: read it now
+            blob = self._read_all([Clip(index, 0.0)])[path]
+        if isinstance(blob, OSError):  # vanished or unreadable since the manifest was written
+            self._mark_bad(path, f"cannot read: {blob.strerror or blob}")
             return None, 0
         if index not in self.frames:
             try:
@@ -247,12 +315,18 @@ class EvalLoader:
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
-        self.records = list(records)
-        videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
-        self.video_indices = videos  # this rank's videos, as positions in `records`
-        self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
-        self.decoder = ClipDecoder(self.records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.decoder = ClipDecoder(records, root, cfg, batch_size=cfg.batch_size, device_id=device_id,
                                    static=static, replace=False)
+        self.reset(records)
+
+    def reset(self, records: Sequence[VideoRecord]) -> None:
+        """Another list of videos through the same DALI pipeline (no rebuild)."""
+        self.records = list(records)
+        videos = eval_shard(len(self.records), rank=self.rank, world_size=self.world_size)
+        self.video_indices = videos  # this rank's videos, as positions in `records`
+        self.batches = eval_clips(videos, clips_per_video=self.cfg.clips_per_video, batch_size=self.cfg.batch_size)
+        self.decoder.use(self.records)
 
     def __len__(self) -> int:
         return len(self.batches)

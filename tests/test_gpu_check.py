@@ -16,7 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
-BLOCKED = ("ray", "nvidia", "numba", "llvmlite")
+BLOCKED = ("ray", "nvidia", "numba", "llvmlite", "av")
 # Runs the script with those packages unimportable, as on an image that has only torch and torchvision.
 RUNNER = f"""
 import importlib.abc, runpy, sys
@@ -85,10 +85,44 @@ def test_torch_search_equals_eval_numba_kernels_with_many_ties(monkeypatch):
 @pytest.mark.parametrize("broken", ["rng", "optimizer"])
 def test_resume_check_fails_when_the_restore_is_incomplete(monkeypatch, broken):
     gpu_check = load_module(SCRIPT, "gpu_check")
-    if broken == "rng":
-        monkeypatch.setattr(gpu_check, "set_rng_state", lambda state: None)
+    if broken == "rng":  # the Trainer's own restore path (distributed/checkpoint.py), not a copy of it
+        monkeypatch.setattr("c3dhash.distributed.checkpoint.set_rng_state", lambda state: None)
     else:
         monkeypatch.setattr(torch.optim.SGD, "load_state_dict", lambda self, state: None)
     torch.set_num_threads(1)
     with pytest.raises(AssertionError, match="next-step loss|differ|momentum"):
         gpu_check.check_resume(torch.device("cpu"), gpu_check.TINY)
+
+
+def test_index_less_cuda_resolves_to_the_current_device():
+    """`--device cuda` (the default) became torch.device("cuda"): set_device raised ValueError on it and
+    init_process_group got an index-less device_id. Resolved with a stand-in for torch.cuda.current_device."""
+    gpu_check = load_module(SCRIPT, "gpu_check")
+    assert gpu_check.resolve_device("cuda", current=lambda: 3) == torch.device("cuda", 3)
+    assert gpu_check.resolve_device("cuda:1", current=lambda: 3) == torch.device("cuda", 1)
+    assert gpu_check.resolve_device("cpu") == torch.device("cpu")
+    assert gpu_check.pg_device_id(torch.device("cuda", 2)) == torch.device("cuda", 2)
+    assert gpu_check.pg_device_id(torch.device("cpu")) is None
+    with pytest.raises(AssertionError, match="resolve_device first"):
+        gpu_check.pg_device_id(torch.device("cuda"))
+
+
+def test_cuda_branch_of_main_sets_an_indexed_device(monkeypatch, capsys):
+    """main()'s CUDA branch on a CPU machine, as far as it goes without a GPU: the device it sets is indexed,
+    cuDNN autotuning is on, and a check that needs no kernels (flops, on the meta device) passes."""
+    gpu_check = load_module(SCRIPT, "gpu_check")
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert gpu_check.main(["--only", "flops", "--tiny"]) == 0
+    assert calls == [torch.device("cuda", 1)] and torch.backends.cudnn.benchmark is True
+    assert "PASS flops" in capsys.readouterr().out
+
+
+def test_without_a_gpu_the_default_device_fails_in_one_line(monkeypatch, capsys):
+    gpu_check = load_module(SCRIPT, "gpu_check")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--tiny"]) == 1
+    assert capsys.readouterr().out.startswith("FAIL gpu: torch.cuda.is_available() is False")

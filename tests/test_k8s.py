@@ -202,6 +202,8 @@ def test_jobs_clean_up_after_themselves(every):
     for job in (d for d in every if d["kind"] == "RayJob"):
         assert job["spec"]["shutdownAfterJobFinishes"] is True
         assert 0 <= job["spec"]["ttlSecondsAfterFinished"] <= 3600
+        # without a deadline a job whose actors are never placed holds its GPU pods forever (issue 29)
+        assert 0 < job["spec"].get("activeDeadlineSeconds", 0) <= 7 * 24 * 3600, job["metadata"]["name"]
 
 
 # --------------------------------------------------------------------------- consistency across files

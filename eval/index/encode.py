@@ -20,10 +20,29 @@ from c3dhash.eval.codes import Codes, pack_bits
 from c3dhash.loaders.manifest import VideoRecord
 
 
+def amp_dtype(amp: str, device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """The autocast dtype, None for fp32. auto: bf16 on sm_80+ (cuDNN runs bf16 Conv3d there; before sm_80
+    ATen's use_cudnn refuses bf16 and every Conv3d falls back to the slow native kernel), fp16 on sm_75
+    (T4 class; the Trainer adds a GradScaler), fp32 on older GPUs and on CPU. bf16 / fp16 force a dtype.
+    `capability` (major, minor) stands in for the device's own (tests)."""
+    if amp in ("bf16", "fp16"):
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp != "auto" or device.type != "cuda":
+        return None
+    major, minor = capability or torch.cuda.get_device_capability(device)
+    if (major, minor) >= (8, 0):
+        return torch.bfloat16
+    return torch.float16 if (major, minor) >= (7, 5) else None
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}.get(dtype, "fp32")
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (amp auto/bf16); full precision on CPU unless bf16 is asked for."""
-    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+    """Autocast to amp_dtype(amp, device), or nothing for fp32."""
+    dtype = amp_dtype(amp, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -16,12 +16,13 @@ form a batch of their own, the codes equal the single-process codes bit for bit.
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from c3dhash.eval.ray_session import join_or_start
+from c3dhash.eval.ray_session import alive_nodes, autoscales, join_or_start, wait_for
 from c3dhash.eval.index.videos import DEFAULT_CHUNK, ChunkEncoder, Encoded, chunks, encode_paths, merge
 
 IN_FLIGHT = 2  # chunks queued per actor
@@ -43,6 +44,10 @@ class _Encoder:
 
     def encode(self, k: int, paths: list[str]) -> tuple[int, Encoded]:
         return k, self.enc.encode(paths)
+
+    def node(self) -> str:
+        import ray
+        return ray.get_runtime_context().get_node_id()
 
 
 class EncoderPool:
@@ -114,6 +119,11 @@ class EncoderPool:
         self.replaced += 1
         print(f"encode: worker {slots[0]} lost ({type(exc).__name__}); its chunks go to a new worker", flush=True)
 
+    def nodes(self) -> list[str]:
+        """The Ray node id of every actor (where Ray placed them)."""
+        import ray
+        return ray.get([a.node.remote() for a in self.actors])
+
     def shutdown(self) -> None:
         import ray
         for a in self.actors:
@@ -124,6 +134,37 @@ class EncoderPool:
 def chunk_size(n: int, workers: int) -> int:
     """Small enough that every worker gets several chunks (balance, cheap redo), at most DEFAULT_CHUNK."""
     return max(1, min(DEFAULT_CHUNK, -(-n // max(1, workers * IN_FLIGHT * 2))))
+
+
+SCALE_UP_TIMEOUT_S = float(os.environ.get("C3DHASH_SCALE_UP_TIMEOUT_S", 900))
+
+
+def gpu_actors(device: str, workers: int, num_threads: int, *, timeout_s: float | None = None) -> bool:
+    """Whether the encoder actors take a GPU each. `auto` on an autoscaling cluster whose GPU nodes are scaled
+    down asks the autoscaler for them and waits (countdown) instead of quietly choosing CPU actors; only when
+    none came within the timeout does it say so and use CPU actors. `gpu` waits too, and fails if none came."""
+    import ray
+    if device == "cpu":
+        return False
+    if ray.cluster_resources().get("GPU", 0) >= 1:
+        return True
+    timeout = SCALE_UP_TIMEOUT_S if timeout_s is None else timeout_s
+    if autoscales():
+        def room() -> int:
+            return sum(min(int(n["Resources"].get("GPU", 0)), int(n["Resources"].get("CPU", 0) // num_threads))
+                       for n in alive_nodes())
+        got = wait_for(room, 1, [{"CPU": num_threads, "GPU": 1}] * workers, timeout_s=timeout,
+                       what="GPU encoder actors")
+        if got >= 1:
+            return True
+    if device == "gpu":
+        raise EncodeError(f"--device gpu: the Ray cluster has no GPU"
+                          f"{f' (the autoscaler gave none within {timeout:.0f} s)' if autoscales() else ''}; "
+                          f"add GPU nodes or pass --device cpu")
+    print("encode --device auto: the Ray cluster has no GPU" +
+          (f" and its autoscaler gave none within {timeout:.0f} s" if autoscales() else "") +
+          "; encoding on CPU actors", flush=True)
+    return False
 
 
 def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, device: str = "auto",
@@ -138,7 +179,7 @@ def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 
                                 amp=amp, config=config, on_chunk=bar.update, static=static)
     started = join_or_start(address, num_cpus=workers * num_threads)
     try:
-        use_gpu = device == "gpu" or (device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
+        use_gpu = gpu_actors(device, workers, num_threads)
         pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,
                            config=config, static=static)
         try:

@@ -38,6 +38,7 @@ from c3dhash.loaders.sampler import clip_span
 from c3dhash.loaders.transcode import even_size, transcode_video
 from c3dhash.model.load import ClipGeometry, LoadedHashNet, from_state
 
+GPU_VIDEOS_PER_BATCH = 16  # videos whose clips form one model batch on a GPU (docs/gpu.md)
 DEFAULT_CHUNK = 16  # videos per unit of work: a progress step, and what a lost worker's replacement redoes
 SCRATCH_PREFIX = "c3dhash-enc-"  # + "<pid>-": a chunk's transcoded copies, removed when the chunk is done
 STALE_SCRATCH_S = 600  # and a folder whose process is gone is removed once this old (its last change)
@@ -87,18 +88,27 @@ def default_device() -> torch.device:
 
 
 def product_data(geometry: ClipGeometry, *, device: str = "auto", num_threads: int = 1,
-                 manifest_dir: str = "") -> DataConfig:
-    """The loader settings for encoding: the model's geometry, no flip, one video's clips per batch."""
+                 manifest_dir: str = "", videos_per_batch: int = 1) -> DataConfig:
+    """The loader settings for encoding: the model's geometry, no flip, `videos_per_batch` videos' clips per
+    batch (clips never split across batches: eval_clips fills batches video by video)."""
     g = dataclasses.asdict(geometry)
-    return DataConfig(**g, batch_size=geometry.clips_per_video, flip=False, device=device,
-                      num_threads=num_threads, manifest_dir=manifest_dir)
+    return DataConfig(**g, batch_size=geometry.clips_per_video * max(1, videos_per_batch), flip=False,
+                      device=device, num_threads=num_threads, manifest_dir=manifest_dir)
+
+
+def videos_per_batch(requested: int, device: torch.device) -> int:
+    """0 = auto: GPU_VIDEOS_PER_BATCH on a GPU (the model sees 16 x clips_per_video clips), 1 on a CPU, where
+    one video per batch keeps every code independent of its neighbours to the last float bit."""
+    if requested > 0:
+        return requested
+    return GPU_VIDEOS_PER_BATCH if device.type == "cuda" else 1
 
 
 class ChunkEncoder:
     """Holds one model on one device (a Ray actor holds one of these); encodes lists of video files."""
 
     def __init__(self, state: dict[str, Any], *, device: str = "auto", num_threads: int = 1, amp: str = "auto",
-                 config: dict[str, Any] | None = None, static: bool = False):
+                 config: dict[str, Any] | None = None, static: bool = False, batch_videos: int = 0):
         self.model: LoadedHashNet = from_state(state, config=config)
         self.torch_device = default_device() if device != "cpu" else torch.device("cpu")
         self.device_id = self.torch_device.index if self.torch_device.type == "cuda" else None
@@ -106,6 +116,8 @@ class ChunkEncoder:
         self.dali = decode_device(device, self.device_id)
         self.device_pref, self.num_threads, self.amp = device, num_threads, amp
         self.static = static  # the demo's motion-free baseline: each clip's first frame repeated
+        self.batch_videos = videos_per_batch(batch_videos, self.torch_device)
+        self.loader = None  # one eval loader (one DALI pipeline) for the encoder's life, reset per chunk
 
     def _prepare(self, path: str, tmp: Path, pos: int) -> tuple[str | None, str, int]:
         """(file to decode or None, reason if None, frame count)."""
@@ -146,10 +158,14 @@ class ChunkEncoder:
         return res
 
     def _run(self, records: list[VideoRecord], where: list[int], res: Encoded, tmp: str) -> None:
-        data = product_data(self.model.geometry, device=self.device_pref, num_threads=self.num_threads,
-                            manifest_dir=tmp)  # no skip.tsv there: the caller decided what to encode
-        loader = build_eval_loader(records, "/", data, rank=0, world_size=1, device_id=self.device_id,
-                                   static=self.static)
+        if self.loader is None:
+            data = product_data(self.model.geometry, device=self.device_pref, num_threads=self.num_threads,
+                                manifest_dir=tmp, videos_per_batch=self.batch_videos)  # no skip.tsv there
+            self.loader = build_eval_loader(records, "/", data, rank=0, world_size=1, device_id=self.device_id,
+                                            static=self.static)
+        else:
+            self.loader.reset(records)
+        loader = self.loader
         index, outputs = encode_loader(self.net, loader, device=self.torch_device, amp=self.amp)
         for j, out in zip(index.tolist(), outputs):
             res.outputs[where[j]] = out
@@ -177,9 +193,11 @@ def merge(n: int, bits: int, parts: dict[int, tuple[tuple[int, int], Encoded]]) 
 
 def encode_paths(state: dict[str, Any], paths: Sequence[str], *, chunk: int = DEFAULT_CHUNK, device: str = "auto",
                  num_threads: int = 1, amp: str = "auto", config: dict[str, Any] | None = None,
-                 on_chunk: Callable[[int], None] | None = None, static: bool = False) -> Encoded:
+                 on_chunk: Callable[[int], None] | None = None, static: bool = False,
+                 batch_videos: int = 0) -> Encoded:
     """Every video of `paths` in this process, chunk by chunk (the single-process reference)."""
-    enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config, static=static)
+    enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config, static=static,
+                       batch_videos=batch_videos)
     parts = {}
     for k, (a, b) in enumerate(chunks(len(paths), chunk)):
         parts[k] = ((a, b), enc.encode(paths[a:b]))
