@@ -20,4 +20,5 @@ class BuildPy(build_py):
 
 
 setup(packages=["c3dhash", *(f"c3dhash.{p}" for p in SUB)], package_dir={"c3dhash": "."},
-      package_data={"c3dhash": ["configs/*.yaml"], "c3dhash.cluster.serve": ["page.html"]}, cmdclass={"build_py": BuildPy})
+      package_data={"c3dhash": ["configs/*.yaml"], "c3dhash.cluster.serve": ["page.html"]},
+      cmdclass={"build_py": BuildPy})
