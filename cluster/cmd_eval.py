@@ -72,7 +72,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         db = load_codes(args.index)
     from c3dhash.eval.search.report import search
-    res = search(load_codes(args.query), db, args.top, backend=args.backend)
+    res = search(load_codes(args.query), db, args.top, method=args.method)
     for q in res["queries"][:args.show]:
         print(f"query {q['query']} {q['id']} (label {q['label']}):")
         for j, item_id, d in q["results"]:
@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_arg(s)
     s.add_argument("--top", type=_positive, default=10, help="results per query (all N if larger)")
     s.add_argument("--show", type=int, default=3, help="queries to print (the JSON has all)")
-    s.add_argument("--backend", choices=("auto", "numba", "torch"), default="numba",
-                   help="numba: CPU kernels; torch: CUDA when available; auto: torch if CUDA is available")
+    s.add_argument("--method", choices=("auto", "bitsliced", "words", "mih", "torch"), default="auto",
+                   help="search method (docs/search.md; the same results whichever); torch: CUDA when available")
     s.add_argument("--json", help="write every query's ranked list to this file (atomically); - = stdout (--video)")
     s.set_defaults(func=cmd_search)
