@@ -18,6 +18,7 @@ from c3dhash.eval.metrics.exact import all_ks, evaluate, per_query_stats, prepar
 from c3dhash.eval.search.searcher import Searcher
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.filterwarnings("ignore::c3dhash.eval.metrics.exact.MissingLabelWarning")  # label 6
 FOREIGN = Layout(4, 256) if LANES == 8 else Layout(8, 512)
 KW = dict(map_at_k_rel=(5, 100), map_at_k=(5, 50), precision_at_k=(10,), expected_ties=True)
 
