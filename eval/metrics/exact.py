@@ -213,11 +213,14 @@ def _group_distances(q, qi, grouped, start, count, out):
 
 
 @njit(cache=True)
-def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
-                       nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+def _scan_planes_block(queries, plan, db, out, q0, q1, ks, nbins, expected):
     """_scan_block on the bit-planes (eval/kernels/planes_hist.py): per chunk of groups, each anchor's distances once
     (eval/kernels/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
-    items there (they come in index order)."""
+    items there (they come in index order). Arguments grouped in small tuples (as per_query_stats builds them)."""
+    q, popq, rstart, rcount = queries
+    sel, anchor, anchors = plan
+    P, n, gchunk, by_label, grouped = db
+    ap_all, ap_exp, ksum, krel, hist, relh = out
     nq, ng = q1 - q0, P.shape[0]
     acc = vectors(nq * HIST_BINS).reshape((nq, HIST_BINS))
     A = vectors(gchunk * COUNT_BITS * LANES).reshape((gchunk, COUNT_BITS, LANES))
@@ -245,11 +248,9 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
 
 
 @njit(parallel=True, cache=True)
-def _scan_planes_kernel(q, sel, anchor, anchors, starts, popq, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
-                        nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+def _scan_planes_kernel(queries, plan, starts, db, out, ks, nbins, expected):
     for b in prange(starts.shape[0] - 1):
-        _scan_planes_block(q, sel, anchor, anchors, popq, starts[b], starts[b + 1], P, n, gchunk, by_label, grouped,
-                           rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh)
+        _scan_planes_block(queries, plan, db, out, starts[b], starts[b + 1], ks, nbins, expected)
 
 
 @njit(parallel=True, cache=True)
@@ -311,11 +312,12 @@ def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, 
         plan = plan_queries(q_codes, pdb.bits, EVAL_PLANES_QBLOCK)
         o = plan.order
         run = {k: np.zeros_like(v) for k, v in out.items() if k != "num_rel"}  # in run order
-        _scan_planes_kernel(np.ascontiguousarray(q_codes[o]), plan.rows, plan.anchor, plan.anchors, plan.starts,
-                            np.bitwise_count(q_codes[o]).sum(axis=1).astype(np.int64), P, pdb.num_db, gchunk,
-                            pdb.by_label, pdb.grouped_codes, rstart[o].astype(np.int64), rcount[o].astype(np.int64),
-                            kk.astype(np.int64), nb, bool(expected_ties), run["ap_all"], run["ap_exp"], run["ksum"],
-                            run["krel"], run["hist"], run["relhist"])
+        queries = (np.ascontiguousarray(q_codes[o]), np.bitwise_count(q_codes[o]).sum(axis=1).astype(np.int64),
+                   rstart[o].astype(np.int64), rcount[o].astype(np.int64))
+        db = (P, pdb.num_db, gchunk, pdb.by_label, pdb.grouped_codes)
+        res = (run["ap_all"], run["ap_exp"], run["ksum"], run["krel"], run["hist"], run["relhist"])
+        _scan_planes_kernel(queries, (plan.rows, plan.anchor, plan.anchors), plan.starts, db, res,
+                            kk.astype(np.int64), nb, bool(expected_ties))
         for k, v in run.items():
             out[k][o] = v
     elif nq:
