@@ -9,7 +9,7 @@
 Rows per (N, data, k), throughput in queries/s (higher is better), ratio against c3dhash's flat scan:
   c3dhash flat     Searcher.knn(method="bitsliced"): the flat scan on the prepared bit-planes (exact; the
                    reference answer, its distances checked == FAISS flat's)
-  c3dhash auto     eval.nearest.Searcher.knn: MIH or the flat scan, chosen per call (== flat, checked)
+  c3dhash auto     Searcher.knn: MIH or the flat scan, chosen per call (== flat, checked)
   c3dhash MIH      the same with method="mih" forced (== flat, checked)
   FAISS flat       faiss.IndexBinaryFlat (exact)
   FAISS MultiHash  faiss.IndexBinaryMultiHash(d, m, bits // m) with nflip = 0 .. --max-flip (non-exhaustive):

@@ -2,7 +2,7 @@
 the numba kernels of eval/search/flat.py, ties by database index.
 
     from c3dhash.eval.search.flat import topk
-    idx, dist = topk(q.codes, db.codes, 100, backend="torch")
+    idx, dist = topk(q.codes, db.codes, 100, method="torch")
 """
 from __future__ import annotations
 
