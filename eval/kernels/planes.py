@@ -1,9 +1,8 @@
 """Bit-sliced ("vertical") Hamming kernels: which of a group of database items (256 on AVX2, 512 on AVX-512
 with VPOPCNTQ: one vector per bit-plane) lie below a distance (top-K, here) and their per-distance counts
 (exact mAP, eval/kernels/planes_hist.py).
-Imports only eval/kernels/words.py; eval/kernels/planes_select.py (the rows), eval/search/flat.py,
-eval/kernels/planes_hist.py and
-eval/metrics/exact.py sit above it.
+Imports only eval/kernels/isa.py (lanes, group, intrinsics) and words.py; eval/kernels/planes_select.py (the
+rows), eval/kernels/planes_hist.py, eval/search/flat.py and eval/metrics/exact.py sit above it.
 
     P = bit_planes(db_codes)        # uint64 [G, 64 W + 10, LANES]: P[g, b, l] bit t = bit b of item GROUP g + 64l + t,
                                     # then 9 planes of the items' popcounts in binary, then a zero plane

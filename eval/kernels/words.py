@@ -1,5 +1,5 @@
 """Per-item numba kernels over word-major codes: popcount, sub-block distances and minimum, and the
-per-distance histogram that eval/metrics/exact.py builds exact ranks from. Imports nothing from eval/: the flat
+per-distance histogram that eval/metrics/exact.py builds exact ranks from. Imports only kernels/isa.py: the flat
 search (eval/search/flat.py), the metrics and MIH sit above it.
 
     d = block_distances(q, qi, dbT, s0, s1, out)   # in numba: out[:s1-s0] = distances, returns their minimum
