@@ -141,12 +141,14 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
 def bench_sharded(args: argparse.Namespace, bits: int) -> None:
     import ray
 
+    from c3dhash.eval.ray_session import start_local
+
     from c3dhash.eval.metrics.exact import evaluate
     from c3dhash.eval.metrics.sharded import evaluate_sharded
     db, dl, qc, ql = make_data(args.n, args.queries, bits, args.classes, args.data)
     q = Codes(qc, bits, ql, np.zeros(len(qc), "U1"))
     d = Codes(db, bits, dl, np.zeros(len(db), "U1"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2)  # 127.0.0.1 only (eval/ray_session.py)
     try:
         runs = {f"{s} worker{'s' * (s > 1)}": (lambda s=s: evaluate_sharded(q, d, shards=s)) for s in (1, 2)}
         for fn in runs.values():  # warm-up + exactness check

@@ -150,6 +150,8 @@ def bench_sharded(args: argparse.Namespace) -> None:
     """The same queries through ShardedIndex with 1 and 2 actors (flat scan forced: the work that splits)."""
     import ray
 
+    from c3dhash.eval.ray_session import start_local
+
     from c3dhash.eval.search.sharded import ShardedIndex
     n = args.n[0]
     db, q = make_codes("trained", n, args.flat_queries, args.bits, args.classes, args.flip)
@@ -158,7 +160,7 @@ def bench_sharded(args: argparse.Namespace) -> None:
         path = Path(tmp) / "codes.npy"
         np.save(path, db)
         del db
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local(num_cpus=2)  # 127.0.0.1 only (eval/ray_session.py)
         try:
             walls = {}
             for shards in (1, 2):

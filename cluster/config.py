@@ -147,12 +147,58 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"{key!r} given twice (lines {first} and {second})")
+        self.key, self.first, self.second = key, first, second
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one silently,
+    and a second `train:` section replaced the whole first one (its unset keys back at their defaults)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # package data: c3dhash/configs/*.yaml
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with the package (`--config synth-cpu`)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """An existing file as given; else a shipped config by name (`synth-cpu`, `synth-cpu.yaml`, or
+    `configs/synth-cpu.yaml` as the docs spell it), so the configs work from any folder after `pip install`."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found; pass an existing YAML file (see configs/)")
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("configs")):
+        shipped = SHIPPED / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{p}: config file not found; pass a YAML file or a shipped config name "
+                      f"({', '.join(shipped_configs()) or 'none shipped'})")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = find_config(path)
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.load(p.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{p}: key {exc.key!r} is given twice, on lines {exc.first} and {exc.second}; keep one "
+                          f"(a repeated section replaces the first one whole)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -193,7 +239,7 @@ RANGES: tuple[tuple[str, str, str, float], ...] = (
     ("eval", "shards", ">=", 1), ("eval", "max_retries", ">=", 0),
     ("cluster", "num_workers", ">=", 1), ("cluster", "cpus_per_worker", ">=", 1), ("cluster", "max_failures", ">=", -1),
     ("cluster", "num_to_keep", ">=", 1), ("cluster", "resize_interval_s", ">", 0),
-    ("train", "checkpoint_every_steps", ">=", 0),
+    ("train", "checkpoint_every_steps", ">=", 0), ("train", "max_weight_norm", ">", 0),
 )
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 

@@ -102,8 +102,9 @@ def connect(address: str | None, *, num_cpus: int) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         # "local": a new Ray even when a `ray start` cluster runs on this machine (ray.init() would join it,
-        # and then refuse num_cpus). With the dashboard: Train V2 queries the State API.
-        ray.init(address="local", num_cpus=num_cpus)
+        # and then refuse num_cpus), on 127.0.0.1 only. With the dashboard: Train V2 queries the State API.
+        from c3dhash.eval.ray_session import start_local
+        start_local(num_cpus=num_cpus, include_dashboard=None, log_to_driver=True)  # None: if installed
         return "a local Ray"
     address = probe(address)
     try:

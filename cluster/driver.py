@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 
-from c3dhash.cluster.config import JobConfig, config_to_dict, save_config
+from c3dhash.cluster.config import ConfigError, JobConfig, config_to_dict, save_config
 from c3dhash.cluster.connect import check_capacity, connect
 from c3dhash.cluster.fit import ProjectTrainer, fit
 from c3dhash.cluster.lock import run_lock
@@ -62,10 +63,29 @@ def absolute_paths(cfg: JobConfig) -> JobConfig:
 
 
 def check_run_folder(cfg: JobConfig, out: Path) -> None:
-    """Before any worker starts: a resume whose checkpoint has other shapes/meaning is refused here."""
-    latest = ckpt.latest_checkpoint(out)
+    """Before any worker starts: the run folder takes files (and, when it holds a checkpoint, room for two more),
+    and a resume whose checkpoint has other shapes/meaning is refused. The checkpoint is the one the workers will
+    resume from (checkpoint.latest_checkpoint: a broken newest one is passed over, with a warning)."""
+    check_writable(out)
+    latest = ckpt.latest_checkpoint(out, warn=True)
     if latest is not None:
         check_resume(ckpt.load(latest, mmap=True).get("config"), config_to_dict(cfg), where=str(latest))
+        need, free = 2 * latest.stat().st_size, shutil.disk_usage(out).free
+        if free < need:
+            raise ConfigError(f"cluster.storage_path: {free / 1e6:.0f} MB free under {out}, a checkpoint of this "
+                              f"run takes {need / 2e6:.0f} MB (the next one is written beside the last); free "
+                              f"space or set another cluster.storage_path")
+
+
+def check_writable(out: Path) -> None:
+    """The run folder (or the first folder of its path that exists) takes a new file; one line otherwise."""
+    parent = out if out.exists() else next(p for p in out.parents if p.exists())
+    try:
+        (parent / f".write-test.{os.getpid()}").touch()
+        (parent / f".write-test.{os.getpid()}").unlink()
+    except OSError as exc:
+        raise ConfigError(f"cluster.storage_path: cannot write in {parent} ({exc.strerror or exc}); choose a "
+                          f"writable folder (--set cluster.storage_path=DIR)") from None
 
 
 def save_start_config(cfg: JobConfig, out: Path) -> Path:
@@ -103,6 +123,7 @@ def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Res
     out, c = run_dir(cfg), cfg.cluster
     check_run_folder(cfg, out)  # a resume with other shapes is refused before anything starts or is written
     with run_lock(out):
+        ckpt.set_aside_broken(out)  # a truncated snapshot or a half-copied checkpoint would strand Ray's restore
         lo, hi = c.worker_range
         where = connect(address or c.address or None, num_cpus=max(hi * c.cpus_per_worker, os.cpu_count() or 1))
         # an elastic group starts with min workers and grows as nodes come

@@ -15,6 +15,7 @@ so a half-copied folder that Ray never registered is not picked; without a snaps
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([_byte_tensor(t) for t in state["cuda"]])
 
 
-def _loads(path: Path) -> bool:
+def _problem(path: Path) -> str | None:
+    """Why a checkpoint file does not load (None: it loads)."""
     try:
         load(path, mmap=True)
-        return True
-    except CheckpointError:
-        return False
+        return None
+    except CheckpointError as exc:
+        if "not found" in str(exc):
+            return "not found"
+        why = str(exc.__cause__ or exc).strip().splitlines()[0].split(". ")[0]  # torch adds a paragraph of advice
+        return f"cannot be loaded ({why})"
+
+
+def loads(path: Path) -> bool:
+    return _problem(path) is None
+
+
+def snapshot_problem(run_dir: str | Path) -> str | None:
+    """Why Ray's checkpoint snapshot cannot be read (None: absent or readable)."""
+    snap = Path(run_dir) / RAY_SNAPSHOT
+    if not snap.exists():
+        return None
+    return None if registered_checkpoints(run_dir) is not None else f"{snap} is unreadable (truncated?)"
 
 
 def registered_checkpoints(run_dir: str | Path) -> list[Path] | None:
@@ -95,15 +112,46 @@ def registered_checkpoints(run_dir: str | Path) -> list[Path] | None:
     return [Path(run_dir) / n for n in ordered]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint file to resume from: Ray's latest registered one that loads, else the newest that loads."""
+def latest_checkpoint(run_dir: str | Path, *, warn: bool = False) -> Path | None:
+    """The checkpoint file to resume from: Ray's latest registered one that loads, else the newest that loads.
+    The driver's check and the workers' resume both call this, so they pick the same file; with `warn`, each
+    newer checkpoint passed over (and an unreadable snapshot) is named on stdout."""
     registered = registered_checkpoints(run_dir)
     folders = registered if registered is not None else sorted(
         p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir())  # Ray names them checkpoint_<timestamp>
+    notes = [f"{snapshot_problem(run_dir)}: using the checkpoint folders on disk"] if snapshot_problem(run_dir) else []
+    found = None
     for folder in reversed(folders):
-        if _loads(folder / CHECKPOINT_FILE):
-            return folder / CHECKPOINT_FILE
-    return None
+        problem = _problem(folder / CHECKPOINT_FILE)
+        if problem is None:
+            found = folder / CHECKPOINT_FILE
+            break
+        notes.append(f"skipped {folder / CHECKPOINT_FILE}: {problem}")
+    if warn and notes:
+        for line in notes:
+            print(f"warning: {line}", flush=True)
+        print(f"warning: resuming from {found}" if found else "warning: no checkpoint loads: starting afresh",
+              flush=True)
+    return found
+
+
+def set_aside_broken(run_dir: str | Path) -> list[Path]:
+    """Before Ray reads the run folder: an unreadable snapshot (Ray Train fails on it with a long traceback) and
+    unregistered checkpoint folders that do not load (a copy a full disk cut short) get a `.broken-` name, so a
+    checkpoint under its final name is complete. Registered ones stay (Ray's snapshot names them); the
+    resume passes over them. Returns the new names."""
+    run = Path(run_dir)
+    moved, stamp = [], time.strftime("%Y%m%d-%H%M%S")
+    registered = registered_checkpoints(run)
+    if snapshot_problem(run):
+        moved.append((run / RAY_SNAPSHOT).rename(run / f".broken-{stamp}-{RAY_SNAPSHOT}"))
+    names = {p.name for p in registered or []}
+    for folder in sorted(run.glob("checkpoint_*")):
+        if folder.is_dir() and folder.name not in names and not loads(folder / CHECKPOINT_FILE):
+            moved.append(folder.rename(run / f".broken-{stamp}-{folder.name}"))
+    for p in moved:
+        print(f"warning: set aside {p.name.split('-', 3)[-1]} (unreadable or incomplete) as {p}", flush=True)
+    return moved
 
 
 def resolve(run_dir: str | Path, which: str) -> Path:

@@ -31,3 +31,5 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on GPU
     seed: int = 0
     log_every: int = 10  # steps between TensorBoard scalars
+    collapse: Literal["stop", "warn"] = "stop"  # weights beyond max_weight_norm or validation codes all alike
+    max_weight_norm: float = 1e6  # L2 norm of any one parameter tensor (r3d_18's are O(100) when healthy)

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from c3dhash.distributed import checkpoint as ckpt
+from c3dhash.distributed.collapse import CollapseError, code_figures, collapse_problem, largest_weight
 from c3dhash.distributed.collect import broadcast_from_zero, gather_outputs
 from c3dhash.distributed.env import get_rank, get_world_size, is_dist
 from c3dhash.distributed.job import JobConfig, config_to_dict
@@ -229,7 +231,30 @@ class Trainer:
             result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
                               precision_at_k=e.precision_at_k)
             result["pr_counts"] = pr_counts(result)  # true TP/FP/TN/FN per radius for TensorBoard
+            result["codes"] = code_figures(np.concatenate([queries.codes, database.codes]), self.job.model.bits)
         return broadcast_from_zero(result)
+
+    def collapsed(self, res: dict[str, Any] | None) -> bool:
+        """Weights beyond train.max_weight_norm, or validation codes all alike: stop (CollapseError, on every
+        rank: the figures are the same everywhere) or warn, by train.collapse. True: not a model to keep."""
+        st, t = self.state, self.job.train
+        name, norm = largest_weight(self.module)
+        problems = [f"weight {name} has L2 norm {norm:.3g} > train.max_weight_norm={t.max_weight_norm:g}"] \
+            if not norm <= t.max_weight_norm else []
+        problem = collapse_problem(res["codes"]) if res and "codes" in res else None
+        problems += [problem] if problem else []
+        if not problems:
+            return False
+        val = f", val mAP@all {res['map_all']:.4f}" if res else ""
+        text = (f"epoch {st.epoch + 1} (global step {st.global_step}): training collapsed: {'; '.join(problems)}"
+                f"{val} at lr {self.lr:.3g}; this model is not kept as best.pt")
+        if t.collapse == "warn":
+            if get_rank() == 0:
+                print(f"warning: {text} (train.collapse=warn: training goes on)", flush=True)
+            return True
+        raise CollapseError(f"{text}. Lower train.lr (keep model.head_norm on), then start a new run "
+                            f"(--set cluster.name=...) or resume from an earlier checkpoint; "
+                            f"--set train.collapse=warn only warns")
 
     def end_of_epoch(self, stats: dict[str, float]) -> None:
         st, t = self.state, self.job.train
@@ -253,21 +278,33 @@ class Trainer:
     def _keep_best(self, res: dict[str, Any], metrics: dict[str, Any]) -> None:
         st = self.state
         metrics["val_map"] = res["map_all"]
+        collapsed = self.collapsed(res)
         self.writer.scalars({"val/map_all": res["map_all"],
                              **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)
         self.writer.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.global_step)
         self.writer.distance_histograms("val/hamming_distance", res["pr_counts"], st.global_step)
-        if res["map_all"] > st.best_val_map:
+        if res["map_all"] > st.best_val_map and not collapsed:
             self._guard_params()
             st.best_val_map = res["map_all"]
             if get_rank() == 0:
-                ckpt.atomic_save({"model": self.module.state_dict(), "config": config_to_dict(self.job),
-                                  "epoch": st.epoch, "val_map": st.best_val_map}, self.run_dir / ckpt.BEST_FILE)
+                self._save_best()
+
+    def _save_best(self) -> None:
+        """best.pt is complete or the previous one (atomic_save); a full disk is one line, not Ray's retries."""
+        st, path = self.state, self.run_dir / ckpt.BEST_FILE
+        try:
+            ckpt.atomic_save({"model": self.module.state_dict(), "config": config_to_dict(self.job),
+                              "epoch": st.epoch, "val_map": st.best_val_map}, path)
+        except OSError as exc:
+            raise ckpt.CheckpointError(f"{path}: writing the best model failed ({exc.strerror or exc}); the "
+                                       f"previous {ckpt.BEST_FILE} is intact; free space and run again to "
+                                       f"resume") from None
 
     def report(self, metrics: dict[str, Any], *, checkpoint: bool) -> None:
         """Every rank reports (Ray Train V2 requires it); rank 0 attaches the full state when one is due."""
         state = None
         if checkpoint:
             self._guard_params()
+            self.collapsed(None)  # weights beyond the bound: stopped before they are saved (or warned)
             state = self.state_dict() if get_rank() == 0 else None
         self.hooks.report(metrics, state)

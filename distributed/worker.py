@@ -43,9 +43,15 @@ def ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     if state is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory() as d:
-        ckpt.atomic_save(state, Path(d) / ckpt.CHECKPOINT_FILE)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            ckpt.atomic_save(state, Path(d) / ckpt.CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    except OSError as exc:  # a full disk: Ray retried, then left a half-written copy under the final name
+        raise ckpt.CheckpointError(
+            f"writing the checkpoint of global step {metrics.get('global_step')} failed ({exc.strerror or exc}); "
+            f"the earlier checkpoints are intact (an incomplete copy is set aside at the next start): free space "
+            f"on the storage (cluster.storage_path) or in the temp folder and run again to resume") from None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -60,8 +66,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(build_model(job, device))
     trainer = Trainer(job=job, model=model, device=device, train_loader=train_loader, queries=queries,
                       database=database, run_dir=Path(config["run_dir"]), hooks=Hooks(report=ray_report))
-    found = ray.train.get_checkpoint()
-    if found is not None:
-        with found.as_directory() as d:
-            trainer.restore(Path(d) / ckpt.CHECKPOINT_FILE, source=found.path)
+    path = resume_point(Path(config["run_dir"]), ray.train.get_checkpoint(),
+                        warn=ray.train.get_context().get_world_rank() == 0)
+    if isinstance(path, Path):
+        trainer.restore(path)
+    elif path is not None:  # Ray's checkpoint on storage this node cannot see as a folder
+        with path.as_directory() as d:
+            trainer.restore(Path(d) / ckpt.CHECKPOINT_FILE, source=path.path)
     trainer.fit()
+
+
+def resume_point(run_dir: Path, found: Any, *, warn: bool) -> Any:
+    """What to resume from: Ray's checkpoint when it loads, else the newest in the run folder that loads (the
+    one the driver checked: checkpoint.latest_checkpoint), else nothing. A broken newest checkpoint used to
+    end the run with Ray's traceback although older good ones were there."""
+    if found is not None and not Path(found.path).is_dir():
+        return found
+    own = Path(found.path) / ckpt.CHECKPOINT_FILE if found is not None else None
+    if own is not None and ckpt.loads(own):
+        return own
+    return ckpt.latest_checkpoint(run_dir, warn=warn)

@@ -116,18 +116,24 @@ class Codes:
         return int(self.codes.shape[0])
 
 
+def check_code_array(codes: np.ndarray, bits: int, where: str, *, fix: str) -> None:
+    """uint64 [N, ceil(bits/64)] with the unused high bits zero (a file written with other `bits` has them set);
+    CodesError naming `where` and `fix` otherwise. Reads the last word of every code (memory-mapped is fine)."""
+    words = num_words(bits)
+    if codes.dtype != np.uint64 or codes.ndim != 2 or codes.shape[1] != words:
+        raise CodesError(f"{where}: 'codes' must be uint64 [N, {words}] for {bits} bits, got "
+                         f"{codes.dtype} {list(codes.shape)}; {fix}")
+    if bits % 64 and codes.shape[0] and (np.asarray(codes[:, -1]) >> np.uint64(bits % 64)).any():
+        raise CodesError(f"{where}: bits beyond bit {bits - 1} are set in 'codes' (they must be zero); "
+                         f"was it written with a different 'bits'? {fix}")
+
+
 def check_codes(c: Codes, where: str) -> None:
     """Validate shapes, dtypes and the zero padding bits; raise CodesError naming `where`."""
     if isinstance(c.bits, (bool, np.bool_)) or not isinstance(c.bits, (int, np.integer)) or c.bits < 1:
         raise CodesError(f"{where}: 'bits' must be a positive integer, got {c.bits!r}")
-    bits, words = int(c.bits), num_words(int(c.bits))
-    if c.codes.dtype != np.uint64 or c.codes.ndim != 2 or c.codes.shape[1] != words:
-        raise CodesError(f"{where}: 'codes' must be uint64 [N, {words}] for {bits} bits, got "
-                         f"{c.codes.dtype} {list(c.codes.shape)}; pack with eval.codes.pack_bits")
+    check_code_array(c.codes, int(c.bits), where, fix="pack with eval.codes.pack_bits")
     n = c.codes.shape[0]
-    if bits % 64 and n and (c.codes[:, -1] >> np.uint64(bits % 64)).any():
-        raise CodesError(f"{where}: bits beyond bit {bits - 1} are set in 'codes' (they must be zero); "
-                         f"was the file written with a different 'bits'?")
     if c.labels.ndim != 1 or len(c.labels) != n or not np.issubdtype(c.labels.dtype, np.integer):
         raise CodesError(f"{where}: 'labels' must be integers [N={n}], got {c.labels.dtype} "
                          f"{list(c.labels.shape)}")

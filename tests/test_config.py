@@ -179,3 +179,26 @@ def test_choices_are_the_literal_annotations():
                     load_config(None, [f"{section}.{key}=nope"])
                 assert getattr(load_config(None, [f"{section}.{key}={typing.get_args(tp)[-1]}"]),
                                section).__getattribute__(key) == typing.get_args(tp)[-1]
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("train:\n  lr: 0.1\n  lr: 0.2\n", "lr", (2, 3)),  # PyYAML kept 0.2 silently
+    ("train:\n  optimizer: adamw\n  amp: true\nmodel:\n  bits: 48\ntrain:\n  lr: 0.2\n", "train", (1, 6)),
+])
+def test_duplicate_yaml_keys_name_the_key_and_both_lines(tmp_path, text, key, lines):
+    f = tmp_path / "dup.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(f) in msg
+    assert f"key '{key}' is given twice, on lines {lines[0]} and {lines[1]}" in msg
+
+
+def test_yaml_anchors_and_merges_still_load(tmp_path):
+    f = tmp_path / "merge.yaml"
+    f.write_text("base: &b {lr: 0.01}\n")
+    from c3dhash.cluster.config import read_yaml
+    assert read_yaml(f) == {"base": {"lr": 0.01}}
+    f.write_text("a: &b {lr: 0.01}\nc:\n  <<: *b\n  momentum: 0.8\n")
+    assert read_yaml(f) == {"a": {"lr": 0.01}, "c": {"lr": 0.01, "momentum": 0.8}}

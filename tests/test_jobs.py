@@ -209,14 +209,17 @@ def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
 def test_dead_addresses_fail_fast_in_one_line(tmp_path):
     data = make_tiny_dataset(tmp_path / "synth")
     dead = free_port()
+    for name in ("q.npz", "d.npz", "best.pt"):  # paths are checked first (they exist): the address is what fails
+        (tmp_path / name).write_bytes(b"")
     cases = {("job", "submit", "--address", f"http://127.0.0.1:{dead}", "--", "echo"): f"http://127.0.0.1:{dead}",
              ("train", "--config", str(REPO / "configs/synth-cpu.yaml"), "--set", f"data.root={data}",
               "--set", "data.pk_classes=4", "--set", f"cluster.storage_path={tmp_path / 'runs'}",  # 4 classes
               "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
-             ("eval", "--query", "q.npz", "--db", "d.npz", "--shards", "2", "--address", f"127.0.0.1:{dead}"):
+             ("eval", "--query", str(tmp_path / "q.npz"), "--db", str(tmp_path / "d.npz"), "--shards", "2",
+              "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
-             ("index", "--checkpoint", "best.pt", "--videos", str(data), "--out", str(tmp_path / "ix"),
+             ("index", "--checkpoint", str(tmp_path / "best.pt"), "--videos", str(data), "--out", str(tmp_path / "ix"),
               "--workers", "2", "--address", f"127.0.0.1:{dead}"): f"127.0.0.1:{dead}"}
     for argv, address in cases.items():  # whole commands: bounds include importing torch/ray on a busy machine
         t0 = time.time()
@@ -230,3 +233,29 @@ def test_dead_addresses_fail_fast_in_one_line(tmp_path):
     with pytest.raises(ConnectError, match=f"cannot reach Ray at 127.0.0.1:{dead}"):
         probe(f"127.0.0.1:{dead}")  # what the driver does before ray.init (which retried for minutes)
     assert time.time() - t0 < 10
+
+
+@pytest.mark.parametrize("body", [None, b"<html>not ray</html>"])
+def test_job_submit_to_a_non_ray_http_server_is_one_line(capsys, body):
+    """A plain web server (404 on /api/version, or 200 with HTML) is not a Ray head: exit 2, one line, no traceback."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert main(["job", "submit", "--address", url, "--", "echo", "hi"]) == 2
+    finally:
+        server.shutdown()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{url} answers HTTP but is not a Ray dashboard" in lines[0], lines

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,10 +33,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from c3dhash.eval.codes import Codes, num_words, pack_bits
+from c3dhash.eval.codes import Codes, CodesError, check_code_array, num_words, pack_bits
+from c3dhash.eval.index.guard import check_writable, folder_bytes, index_lock
 from c3dhash.eval.index.videos import Encoded
 from c3dhash.loaders.atomic import atomic_write, atomic_write_text
-from c3dhash.loaders.manifest import VideoRecord, read_manifest, tsv_text, write_manifest
+from c3dhash.loaders.manifest import DataError, VideoRecord, read_manifest, tsv_text, write_manifest
 from c3dhash.loaders.probe import filter_records
 from c3dhash.loaders.videoio import VIDEO_EXTS
 
@@ -153,7 +155,12 @@ def write_index(out: str | Path, *, codes: np.ndarray, items: list[VideoRecord],
         write_manifest(tmp / ITEMS, items)
         atomic_write_text(tmp / SKIPPED, tsv_text([("path", "reason"), *skipped]))
         atomic_write_text(tmp / META, json.dumps(full, indent=1) + "\n")
-    return _write_folder(Path(out), write)
+    try:
+        return _write_folder(Path(out), write)
+    except OSError as exc:  # a full disk or a folder gone read-only: the old index was never touched
+        raise VideoIndexError(f"--out {out}: writing the index failed ({exc.strerror or exc}); "
+                              f"{'the old index is intact; ' if (Path(out) / META).is_file() else ''}"
+                              f"free space or choose another folder, then run again") from None
 
 
 def read_skipped(path: Path) -> list[tuple[str, str]]:
@@ -164,26 +171,68 @@ def read_skipped(path: Path) -> list[tuple[str, str]]:
     return [(r[0], r[1] if len(r) > 1 else "") for r in rows]
 
 
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with a parsed meta.json, or None: the schema every reader relies on."""
+    if not isinstance(meta, dict):
+        return f"must be a JSON object, got {type(meta).__name__}"
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        return (f"format {meta.get('format')!r} version {meta.get('version')!r}; this c3dhash reads {FORMAT} "
+                f"version {VERSION}")
+    for key, kind in (("bits", int), ("count", int), ("root", str), ("fingerprint", str)):
+        v = meta.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool) or (kind is int and v < (1 if key == "bits" else 0)):
+            return f"{key!r} must be {'a positive' if key == 'bits' else 'a'} {kind.__name__}, got {v!r}"
+    card = meta.get("model", {})
+    if not isinstance(card, dict) or card.get("bits", meta["bits"]) != meta["bits"]:
+        return f"'bits' is {meta['bits']} but the model that built it has {card.get('bits')!r} bits"
+    return None
+
+
+def _escapes(path: str) -> bool:
+    """An item path that is absolute or leaves the root (../): never read, printed or linked."""
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    return not path or norm.startswith("/") or norm == ".." or norm.startswith("../")
+
+
 def load_index(path: str | Path) -> VideoIndex:
+    """The one reader of an index folder (search, show, eval, the sharded index's codes): meta.json against its
+    schema, codes.npy against bits and count, items.tsv against both, item paths under the root. Every
+    problem is one VideoIndexError line naming the file and the fix."""
     p = Path(path)
+    rebuild = f"rebuild it with `c3dhash index ... --out {p}`"
     if not (p / META).is_file():
         raise VideoIndexError(f"{p}: not a c3dhash index (no {META}); build one with `c3dhash index`")
     try:
         meta = json.loads((p / META).read_text())
     except (OSError, ValueError) as exc:
-        raise VideoIndexError(f"{p / META}: unreadable ({exc}); rebuild the index") from exc
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise VideoIndexError(f"{p}: format {meta.get('format')!r} version {meta.get('version')!r}; this c3dhash "
-                              f"reads {FORMAT} version {VERSION}: rebuild it with `c3dhash index`")
+        raise VideoIndexError(f"{p / META}: unreadable ({exc}); {rebuild}") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise VideoIndexError(f"{p / META}: {problem}; {rebuild}")
     try:
         codes = np.load(p / CODES, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise VideoIndexError(f"{p / CODES}: unreadable ({exc}); rebuild the index") from exc
-    items = read_manifest(p / ITEMS)
-    if codes.dtype != np.uint64 or codes.shape != (len(items), num_words(int(meta["bits"]))) \
-            or len(items) != meta.get("count"):
-        raise VideoIndexError(f"{p}: {CODES} {codes.dtype} {list(codes.shape)}, {len(items)} items and count "
-                              f"{meta.get('count')} disagree; rebuild the index")
+    except (OSError, ValueError, EOFError) as exc:
+        raise VideoIndexError(f"{p / CODES}: unreadable ({str(exc).splitlines()[0]}); {rebuild}") from None
+    if not isinstance(codes, np.ndarray):  # an .npz archive under the .npy name
+        codes.close()
+        raise VideoIndexError(f"{p / CODES}: an .npz archive, not a .npy array; {rebuild}")
+    try:
+        check_code_array(codes, meta["bits"], f"{p / CODES} ({META}: {meta['bits']} bits)", fix=rebuild)
+    except CodesError as exc:
+        raise VideoIndexError(str(exc)) from None
+    if not (p / ITEMS).is_file():
+        raise VideoIndexError(f"{p / ITEMS}: missing (the index lists its videos there); {rebuild}")
+    try:
+        items = read_manifest(p / ITEMS)
+    except DataError as exc:
+        raise VideoIndexError(f"{str(exc).split('; ')[0]}; {rebuild}") from None
+    if codes.shape[0] != len(items) or len(items) != meta["count"]:
+        raise VideoIndexError(f"{p}: {CODES} has {codes.shape[0]} codes, {ITEMS} {len(items)} items and {META} "
+                              f"count {meta['count']}: they disagree; {rebuild}")
+    bad = next((r.path for r in items if _escapes(r.path)), None)
+    if bad is not None:
+        raise VideoIndexError(f"{p / ITEMS}: item path {bad!r} is not inside the index root {meta['root']}; "
+                              f"{rebuild}")
     return VideoIndex(p, codes, items, meta)
 
 
@@ -239,6 +288,13 @@ def build_index(*, checkpoint: str, out: str | Path, encode: Callable[[dict, lis
     records, base, by_folder = _sources(videos, manifest, root)
     state = read_checkpoint(checkpoint)
     model = from_state(state, config=config, source=str(Path(checkpoint).absolute()))  # search finds it again
+    check_writable(out, 2 * folder_bytes(out) + 1024 * len(records))  # before a single video is encoded
+    with index_lock(out):  # another `index` on `out` would lose one of the two writes
+        return _build_locked(out, state, model, records, base, encode=encode, add=add, by_folder=by_folder)
+
+
+def _build_locked(out: Path, state: dict, model: Any, records: list[VideoRecord], base: Path, *,
+                  encode: Callable[[dict, list[str]], Encoded], add: bool, by_folder: bool) -> dict[str, Any]:
     old = _old_index(out, fingerprint=model.fingerprint, root=base) if add else None
     held = {r.path for r in old.items} if old else set()
     todo = [r for r in records if r.path not in held]

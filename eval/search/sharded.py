@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from c3dhash.eval.codes import CodesError, num_words
+from c3dhash.eval.codes import CodesError, check_code_array, num_words
 from c3dhash.eval.ray_session import join_or_start
 
 
@@ -40,9 +40,12 @@ def open_codes(codes_path: str | Path, bits: int) -> np.ndarray:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise CodesError(f"{p}: not a readable .npy array ({exc}); re-create the index") from exc
+    if not isinstance(arr, np.ndarray):  # an .npz renamed .npy loads as an NpzFile
+        raise CodesError(f"{p}: not a .npy array (an .npz archive?); re-create the index")
     if arr.dtype != np.uint64 or arr.ndim != 2 or arr.shape[1] != num_words(bits):
         raise CodesError(f"{p}: expected uint64 [N, {num_words(bits)}] codes for {bits} bits, got {arr.dtype} "
                          f"{list(arr.shape)}; was the index written with another number of bits?")
+    check_code_array(arr, bits, str(p), fix="re-create the index (`c3dhash index`) or pass its bits")  # high bits
     if not arr.flags.c_contiguous:
         raise CodesError(f"{p}: codes must be stored in C order; re-create the index")
     return arr
