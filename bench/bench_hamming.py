@@ -6,9 +6,9 @@
 
 Rows, per code width, all on the same database and queries:
   FAISS top-k      faiss.IndexBinaryFlat.search(q, k): the reference (it only finds the top k)
-  c3dhash top-k    eval.hamming.topk: the same top k, ties by database index (distances checked == FAISS's),
-                   with the database's layout prepared once like FAISS's index (prepare_db's bit-planes for
-                   codes of up to 448 bits, shared with the mAP row; its build time is printed per width)
+  c3dhash top-k    Searcher.knn (method bitsliced up to 448 bits, else words): the same top k, ties by database
+                   index (distances checked == FAISS's), with the database's layout prepared once like FAISS's
+                   index (the mAP row's prepare_db builds its own; its build time is printed per width)
   c3dhash mAP@all  eval.metrics.per_query_stats: exact mAP@all, mAP@K (both kinds), P@K and the PR curve
   numpy mAP@all    XOR + np.bitwise_count + stable argsort per query, on --ref-queries queries (checked ==
                    ours to 1e-12): what a straightforward implementation costs
@@ -32,11 +32,16 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+import sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+sys.path.insert(0, str(_Path(__file__).resolve().parent))  # bench/results_log.py (`c3dhash bench` uses runpy)
+from results_log import results_log  # noqa: E402
+
 
 from c3dhash.eval.codes import Codes  # noqa: E402
-from c3dhash.eval.search.flat import topk, word_major  # noqa: E402
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K  # noqa: E402
 from c3dhash.eval.metrics.exact import all_ks, per_query_stats, prepare_db  # noqa: E402
+from c3dhash.eval.search.searcher import Searcher  # noqa: E402
 
 KS = all_ks(MAP_AT_K_REL, MAP_AT_K, PRECISION_AT_K)  # the defaults of `c3dhash eval`
 
@@ -103,11 +108,13 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
     index = faiss.IndexBinaryFlat(((bits + 63) // 64) * 64)  # padding bits are zero in both: same distances
     add, _ = timed(lambda: index.add(db.view(np.uint8)))
     qbytes = qc.view(np.uint8)
-    dbT = word_major(db)
     prepare_db(Codes(db[:1], bits, dl[:1], np.zeros(1, "U1")))  # JIT
     build, pdb = timed(lambda: prepare_db(Codes(db, bits, dl, np.zeros(len(db), "U1"))))
-    planes = pdb.planes  # the same bit-planes serve top-K and the metrics (None: word-major)
-    _, ours_d = topk(qc, db, args.k, dbT=dbT, planes=planes)
+    planes = pdb.planes  # the metrics' layout (None: word-major)
+    searcher = Searcher(db, bits)  # the top-K's layout, prepared here like FAISS's index (timed below: build)
+    method = "bitsliced" if planes is not None else "words"
+    searcher.knn(qc[:1], args.k, method=method)
+    _, ours_d = searcher.knn(qc, args.k, method=method)
     faiss_d, _ = index.search(qbytes, args.k)
     assert (np.sort(faiss_d, axis=1) == ours_d).all(), "top-k distances differ from FAISS"
     sub = slice(0, args.ref_queries)
@@ -116,7 +123,7 @@ def bench_width(args: argparse.Namespace, bits: int) -> None:
     np.testing.assert_allclose(ours_ap, ref_ap, rtol=1e-12, atol=0)
     methods = {
         f"FAISS IndexBinaryFlat top-{args.k}": lambda: index.search(qbytes, args.k),
-        f"c3dhash topk top-{args.k}": lambda: topk(qc, db, args.k, dbT=dbT, planes=planes),
+        f"c3dhash topk top-{args.k}": lambda: searcher.knn(qc, args.k, method=method),
         "c3dhash exact mAP@all (+@K, P@K, PR)": lambda: per_query_stats(qc, ql, pdb, KS),
         f"numpy stable-argsort mAP@all ({args.ref_queries} q)": lambda: numpy_map(qc[sub], ql[sub], db, dl),
     }
@@ -162,6 +169,11 @@ def bench_sharded(args: argparse.Namespace, bits: int) -> None:
 
 
 def main() -> None:
+    with results_log("hamming"):
+        run()
+
+
+def run() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="database codes")
     p.add_argument("--queries", type=int, default=1000)

@@ -7,9 +7,9 @@
     c3dhash bench mih -- --n 1000000
 
 Rows per (N, data, k), throughput in queries/s (higher is better), ratio against c3dhash's flat scan:
-  c3dhash flat     Searcher.knn(method="flat"): eval.hamming.topk on the prepared bit-planes (exact; the
+  c3dhash flat     Searcher.knn(method="bitsliced"): the flat scan on the prepared bit-planes (exact; the
                    reference answer, its distances checked == FAISS flat's)
-  c3dhash auto     eval.nearest.Searcher.knn: MIH or the flat scan, chosen per call (== flat, checked)
+  c3dhash auto     Searcher.knn: MIH or the flat scan, chosen per call (== flat, checked)
   c3dhash MIH      the same with method="mih" forced (== flat, checked)
   FAISS flat       faiss.IndexBinaryFlat (exact)
   FAISS MultiHash  faiss.IndexBinaryMultiHash(d, m, bits // m) with nflip = 0 .. --max-flip (non-exhaustive):
@@ -35,10 +35,14 @@ from typing import Callable
 
 import numpy as np
 
+import sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+sys.path.insert(0, str(_Path(__file__).resolve().parent))  # bench/results_log.py (`c3dhash bench` uses runpy)
+from results_log import results_log  # noqa: E402
 
-from c3dhash.eval.search.flat import topk  # noqa: E402
+
 from c3dhash.eval.search.mih import default_m  # noqa: E402
-from c3dhash.eval.search.searcher import Searcher  # noqa: E402
+from c3dhash.eval.search.searcher import Searcher, topk  # noqa: E402
 
 
 def make_codes(kind: str, n: int, q: int, bits: int, classes: int, flip: float, seed: int = 0):
@@ -96,15 +100,15 @@ def bench_size(args: argparse.Namespace, n: int, kind: str) -> None:
     print(f"\nN={n:.0e} {kind} codes, {bits} bits, {len(q)} queries ({len(fq)} for the flat scans); MIH m={m} "
           f"tables (built in {build:.2f} s; FAISS MultiHash {t_mh:.2f} s, Hash {t_h:.2f} s); median of "
           f"{args.repeats} runs; load average {os.getloadavg()[0]:.1f}", flush=True)
-    for method in ("flat", "mih", "auto"):  # warm-up: JIT caches, page faults of the tables
+    for method in ("bitsliced", "mih", "auto"):  # warm-up: JIT caches, page faults of the tables
         s.knn(q[:4], max(args.k), method=method)
     for k in args.k:
-        exact_i, exact_d = topk(q, db, k, dbT=s.dbT())
+        exact_i, exact_d = s.knn(q, k, method="words")
         kth = exact_d[:, -1]
         print(f"  k={k}: distance to the k-th neighbour: min {kth.min()}, median {int(np.median(kth))}, "
               f"90% {int(np.quantile(kth, 0.9))}, max {kth.max()}")
         methods: dict[str, Callable[[], object]] = {
-            "c3dhash flat (exact)": lambda: s.knn(fq, k, method="flat")[1],  # the bit-planes filter up to 448 bits
+            "c3dhash flat (exact)": lambda: s.knn(fq, k, method="bitsliced")[1],  # the bit-planes filter up to 448 bits
             "c3dhash auto (exact)": lambda: _checked(s, q, k, "auto", exact_i, exact_d),
             "c3dhash MIH (exact)": lambda: _checked(s, q, k, "mih", exact_i, exact_d),
             "FAISS IndexBinaryFlat (exact)": lambda: flat.search(fq.view(np.uint8), k)[0]}
@@ -161,9 +165,9 @@ def bench_sharded(args: argparse.Namespace) -> None:
             walls = {}
             for shards in (1, 2):
                 with ShardedIndex(path, args.bits, shards=shards) as index:
-                    got = index.knn(q, 10, method="flat")  # warm-up (JIT caches, page cache) + exactness
+                    got = index.knn(q, 10, method="bitsliced")  # warm-up (JIT caches, page cache) + exactness
                     assert all((a == b).all() for a, b in zip(got, ref)), "sharded result differs"
-                    walls[shards] = min(timed(lambda: index.knn(q, 10, method="flat"))[0]
+                    walls[shards] = min(timed(lambda: index.knn(q, 10, method="bitsliced"))[0]
                                         for _ in range(args.repeats))
         finally:
             ray.shutdown()
@@ -176,6 +180,11 @@ def bench_sharded(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    with results_log("mih"):
+        run()
+
+
+def run() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=float, nargs="+", default=[1e6, 1e7], help="database sizes")
     p.add_argument("--bits", type=int, default=64)

@@ -76,7 +76,7 @@ def reference(q, ql, db, dbl, k) -> tuple[np.ndarray, np.ndarray, float, str]:
     runs), else numpy."""
     try:
         from c3dhash.eval.codes import Codes
-        from c3dhash.eval.search.flat import topk
+        from c3dhash.eval.search.searcher import topk
         from c3dhash.eval.metrics.exact import evaluate
     except ImportError:
         return (*_numpy_reference(q, ql, db, dbl, k), "numpy")

@@ -107,7 +107,7 @@ def search_codes_file(args: argparse.Namespace) -> dict[str, Any]:
 
         def item(j: int):
             return str(db.ids[j]), int(db.labels[j]), None
-    res = search(query, db, min(top_k(args, len(db)), len(db)), backend=args.backend)
+    res = search(query, db, min(top_k(args, len(db)), len(db)), method=args.method)
     return from_codes(res, item, lambda label: names.get(label), index=args.index, max_distance=args.max_distance)
 
 
@@ -177,8 +177,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave out query videos that cannot be decoded and exit 0 (default: list them with their "
                         "error and exit 1)")
     s.add_argument("--show", type=non_negative, default=3, help="--query: queries printed as text (the JSON has all)")
-    s.add_argument("--backend", choices=("auto", "numba", "torch"), default="numba",
-                   help="numba: CPU kernels; torch: CUDA when available; auto: torch if CUDA is available")
+    s.add_argument("--method", choices=("auto", "bitsliced", "words", "mih", "torch"), default="auto",
+                   help="search method (docs/search.md; the same results whichever); torch: CUDA when available")
     add_json_arg(s, "every query's ranked list")
     s.set_defaults(func=cmd_search)
 

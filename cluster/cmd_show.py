@@ -22,7 +22,7 @@ def video_queries(args: argparse.Namespace, top=None):
     idx = load_index(args.index)
     top = top(len(idx)) if callable(top) else top
     state = index_model(idx, getattr(args, "checkpoint", None))
-    return idx, search_videos(idx, state, args.video, top=top), top
+    return idx, search_videos(idx, state, args.video, top=top, method=getattr(args, "method", "auto")), top
 
 
 def search_videos_json(args: argparse.Namespace) -> dict:
@@ -46,7 +46,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         queries = [q for q in queries if not q.error]
     else:
         idx = load_index(args.index)
-        queries = search_codes(idx, load_codes(args.query), top=args.top, limit=args.max_queries)
+        queries = search_codes(idx, load_codes(args.query), top=args.top, limit=args.max_queries,
+                               method=args.method)
     html, png = write_page(args.out, idx, queries, frames=args.frames)
     print(f"wrote {html} and {png} ({len(queries)} queries x top {args.top})")
     return 0
@@ -57,7 +58,7 @@ def write_eval_curves(query, db, metrics: dict, *, png: str | None, run_dir: str
     from pathlib import Path
 
     from c3dhash.eval.metrics.curves import pr_counts, write_plots
-    counts = pr_counts(query, db)
+    counts = pr_counts(metrics)
     if png:
         title = f"{len(query)} queries x {len(db)} items, {db.bits} bits, mAP@all {metrics['map_all']:.4f}"
         print(f"wrote {write_plots(png, counts, metrics['pr_curve'], title=title)}")
@@ -86,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--top", type=positive, default=5, help="results per query")
     p.add_argument("--max-queries", type=positive, default=10, help="queries of --query shown")
     p.add_argument("--frames", type=positive, default=4, help="frames per thumbnail strip")
+    p.add_argument("--method", choices=("auto", "bitsliced", "words", "mih", "torch"), default="auto",
+                   help="search method (docs/search.md; the same results whichever)")
     p.add_argument("-o", "--out", required=True, help="results .html (the contact sheet goes beside it as .png)")
     add_checkpoint_arg(p)
     p.set_defaults(func=cmd_show)

@@ -259,7 +259,7 @@ class Trainer:
             e = self.job.eval
             result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
                               precision_at_k=e.precision_at_k)
-            result["pr_counts"] = pr_counts(queries, database)  # true TP/FP/TN/FN per radius for TensorBoard
+            result["pr_counts"] = pr_counts(result)  # true TP/FP/TN/FN per radius for TensorBoard
             result["codes"] = code_figures(np.concatenate([queries.codes, database.codes]), self.job.model.bits)
         return broadcast_from_zero(result)
 

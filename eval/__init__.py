@@ -24,7 +24,7 @@ _EXPORTS = {
     "Codes": "codes", "CodesError": "codes", "pack_bits": "codes", "unpack_bits": "codes",
     "save_codes": "codes", "load_codes": "codes",
     "check_pair": "codes", "check_query_db": "codes",
-    "hamming_distances": "search.flat", "topk": "search.flat", "radius_search": "search.flat",
+    "hamming_distances": "search.flat", "topk": "search.searcher", "radius_search": "search.searcher",
     "Searcher": "search.searcher", "search": "search.report",
     "evaluate": "metrics.exact", "evaluate_sharded": "metrics.sharded", "ShardedIndex": "search.sharded",
 }

@@ -16,6 +16,7 @@ from c3dhash.cluster.cli import main
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.eval.codes import Codes, pack_bits, save_codes, unpack_bits
 from c3dhash.eval.metrics.curves import pr_counts, radii_with_retrieved
+from c3dhash.eval.metrics.exact import evaluate
 
 BITS = 16
 RUN_COLOUR = (255, 112, 67)  # TensorBoard's colour of the first run
@@ -36,7 +37,7 @@ def codes_pair(seed: int = 0) -> tuple[Codes, Codes]:
 
 def test_counts_equal_brute_force():
     q, db = codes_pair()
-    c = pr_counts(q, db)
+    c = pr_counts(evaluate(q, db))
     qb, dbb = unpack_bits(q.codes, BITS).astype(int), unpack_bits(db.codes, BITS).astype(int)
     d = np.abs(qb[:, None, :] - dbb[None, :, :]).sum(2)
     same = q.labels[:, None] == db.labels[None, :]
@@ -63,7 +64,7 @@ def test_eval_writes_the_plots_and_tensorboard_events(tmp_path, capsys):
     from tensorboard.util.tensor_util import make_ndarray
     data = make_ndarray(event.tensor_proto)
     assert data.shape == (6, BITS + 1)
-    c = pr_counts(q, db)
+    c = pr_counts(evaluate(q, db))
     assert data[0].tolist() == c["tp"][::-1] and data[1].tolist() == c["fp"][::-1]  # radius bits first
     assert "eval/hamming_distance/same_label" in acc.Tags()["histograms"]
 
@@ -82,7 +83,7 @@ def _get(url: str):
 @pytest.fixture
 def tensorboard(tmp_path):
     q, db = codes_pair()
-    counts = pr_counts(q, db)
+    counts = pr_counts(evaluate(q, db))
     tb = RankZeroWriter(tmp_path / "tb", rank=0)
     tb.pr_curve("val/pr_hamming_radius", counts, 3)
     tb.close()
@@ -143,7 +144,7 @@ def test_training_validation_writes_the_true_counts(tmp_path):
                  queries=tensor_eval_set(qx, qlabels, rank=0, world=1, batch_size=2),
                  database=tensor_eval_set(x, labels, rank=0, world=1, batch_size=2), run_dir=tmp_path)
     tr.fit()
-    want = pr_counts(tr.encode(tr.queries), tr.encode(tr.database))
+    want = pr_counts(evaluate(tr.encode(tr.queries), tr.encode(tr.database)))
     acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0}).Reload()
     (event,) = acc.Tensors("val/pr_hamming_radius")
     data = make_ndarray(event.tensor_proto)

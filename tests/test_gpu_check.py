@@ -56,7 +56,7 @@ def test_cpu_tiny_run_passes_every_check_without_ray_dali_or_numba():
 
 def test_torch_search_equals_eval_numba_kernels_with_many_ties(monkeypatch):
     from c3dhash.eval.codes import Codes
-    from c3dhash.eval.search.flat import topk
+    from c3dhash.eval.search.searcher import topk
     from c3dhash.eval.kernels.torch_hamming import popcount_torch
     from c3dhash.eval.metrics.exact import evaluate
 

@@ -9,7 +9,8 @@ import pytest
 from numba import njit
 
 from c3dhash.eval.codes import Codes, CodesError, pack_bits
-from c3dhash.eval.search.flat import hamming_distances, topk, word_major
+from c3dhash.eval.search.flat import hamming_distances, knn_bitsliced
+from c3dhash.eval.search.searcher import topk
 from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit_planes, count_at, planes_below, \
     planes_dist
 from c3dhash.eval.kernels.planes_select import direct_row, relative_row, row_length
@@ -37,16 +38,17 @@ def test_distances_match_bit_counting(bits):
 
 
 def topk_via(path: str, monkeypatch):
-    """topk through one filter: the word-major minimum, prepared bit-planes, or planes built in the call."""
+    """topk through one filter: method "words" (the word-major minimum), "bitsliced", or "auto" choosing it."""
     import c3dhash.eval.search.flat as hamming
-    if path == "word":  # a given word-major copy: no planes are built
+    import c3dhash.eval.search.searcher as searcher
+    if path == "word":
         monkeypatch.setattr(hamming, "_topk_planes_kernel", None)  # the bit-sliced filter must not run
-        return lambda q, db, k: topk(q, db, k, dbT=word_major(db))
+        return lambda q, db, k: topk(q, db, k, method="words")
     monkeypatch.setattr(hamming, "_topk_kernel", None)  # the word-major scan must not run
     if path == "built":
-        monkeypatch.setattr(hamming, "PLANES_MIN_QUERIES", 1)
+        monkeypatch.setattr(searcher, "PLANES_MIN_QUERIES", 1)  # auto: a batch this size pays for the planes
         return topk
-    return lambda q, db, k: topk(q, db, k, planes=bit_planes(db))
+    return lambda q, db, k: topk(q, db, k, method="bitsliced")
 
 
 # N = 2600 spans several 1024-item chunks and 256-item sub-blocks, with a partial last one.
@@ -144,7 +146,7 @@ def test_bit_planes_layout_and_filter(words, n):
 def test_planes_must_match_the_database():
     q, db = np.zeros((2, 1), np.uint64), np.zeros((1100, 1), np.uint64)  # 3 groups of 512 or 5 of 256
     with pytest.raises(CodesError, match="planes must be bit_planes"):
-        topk(q, db, 3, planes=bit_planes(db[:10]))
+        knn_bitsliced(q, bit_planes(db[:10]), len(db), 3)
 
 
 @pytest.mark.parametrize("budget", [0, 1 << 40])
@@ -168,8 +170,8 @@ def test_torch_path_equals_numba(bits):
     rng = np.random.default_rng(7)
     q, db = pack_bits(tied_bits(17, bits, rng)), pack_bits(tied_bits(900, bits, rng))
     for k in (1, 50, 900, 1000):
-        i_nb, d_nb = topk(q, db, k, backend="numba")
-        i_t, d_t = topk(q, db, k, backend="torch")
+        i_nb, d_nb = topk(q, db, k, method="words")
+        i_t, d_t = topk(q, db, k, method="torch")
         np.testing.assert_array_equal(i_t, i_nb)
         np.testing.assert_array_equal(d_t, d_nb)
 
@@ -181,7 +183,7 @@ def test_torch_path_handles_high_bit_words():
     db = np.array([[0], [0xFFFFFFFFFFFFFFFF], [0x8000000000000000]], np.uint64)
     expected = reference_distances(np.unpackbits(q.view(np.uint8), axis=1),
                                    np.unpackbits(db.view(np.uint8), axis=1))
-    _, d = topk(q, db, 3, backend="torch")
+    _, d = topk(q, db, 3, method="torch")
     np.testing.assert_array_equal(np.sort(d, axis=1), np.sort(expected, axis=1))
     np.testing.assert_array_equal(hamming_distances(q, db), expected)
 
@@ -196,8 +198,8 @@ def test_bad_inputs_raise_codes_errors():
         topk(q, q, 0)
     with pytest.raises(CodesError, match="uint64"):
         hamming_distances(q.astype(np.int64), q)
-    with pytest.raises(CodesError, match="backend"):
-        topk(q, q, 1, backend="faiss")
+    with pytest.raises(CodesError, match="method='faiss'; choose one of auto, bitsliced, words, mih, torch"):
+        topk(q, q, 1, method="faiss")
 
 
 def test_search_returns_ids_and_distances():

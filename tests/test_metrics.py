@@ -56,9 +56,9 @@ def as_codes(b, labels):
 
 
 # (bits, N): 8 bits = heavy ties; N = 2500 crosses the kernel's 1024-item chunks; 100 bits = 2 words.
-@pytest.mark.parametrize("layout", ["planes", "words"])
+@pytest.mark.parametrize("method", ["bitsliced", "words"])
 @pytest.mark.parametrize("bits, n", [(8, 60), (8, 2500), (16, 700), (100, 400)])
-def test_metrics_match_bruteforce(bits, n, layout):
+def test_metrics_match_bruteforce(bits, n, method):
     rng = np.random.default_rng(bits * n)
     dbb, _ = tied_codes(n, bits, None, rng)
     dl = rng.integers(0, 6, n)
@@ -70,7 +70,7 @@ def test_metrics_match_bruteforce(bits, n, layout):
     assert missing
     with pytest.warns(MissingLabelWarning, match=f"{missing} of 40 queries have a label that never occurs"):
         m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), map_at_k_rel=KS, map_at_k=KS, precision_at_k=KS,
-                     layout=layout)
+                     method=method)
     ref = reference_metrics(qb, ql, dbb, dl)
     close = dict(rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(m["map_all"], np.mean(ref["ap"]), **close)
@@ -105,21 +105,21 @@ def test_bit_sliced_scan_equals_word_major(bits, n, kind):
     db = as_codes(dbb, dl)
     q = as_codes(qb, ql)
     ks = all_ks(KS, KS, KS)
-    got = {layout: per_query_stats(q.codes, q.labels, prepare_db(db, layout=layout), ks, expected_ties=True)
-           for layout in ("planes", "words")}
-    assert prepare_db(db, layout="planes").planes is not None and prepare_db(db, layout="words").dbT is not None
+    got = {method: per_query_stats(q.codes, q.labels, prepare_db(db, method=method), ks, expected_ties=True)
+           for method in ("bitsliced", "words")}
+    assert prepare_db(db, method="bitsliced").planes is not None and prepare_db(db, method="words").dbT is not None
     for key, value in got["words"].items():
-        np.testing.assert_array_equal(got["planes"][key], value, err_msg=key)
+        np.testing.assert_array_equal(got["bitsliced"][key], value, err_msg=key)
     assert got["words"]["hist"].sum() == 24 * n
 
 
-def test_layout_errors():
+def test_method_errors():
     db = as_codes(np.zeros((3, 449), bool), np.zeros(3, int))
-    with pytest.raises(CodesError, match="at most 448 bits"):
-        prepare_db(db, layout="planes")
+    with pytest.raises(CodesError, match="method='bitsliced' takes codes of at most 448 bits, got 449"):
+        prepare_db(db, method="bitsliced")
     assert prepare_db(db).planes is None  # "auto" takes the word-major scan beyond the planes' width
-    with pytest.raises(CodesError, match="layout must be one of"):
-        prepare_db(db, layout="bits")
+    with pytest.raises(CodesError, match="evaluate: method='mih'; choose one of auto, bitsliced, words"):
+        prepare_db(db, method="mih")
 
 
 def test_no_missing_label_warning_when_every_label_occurs(recwarn):

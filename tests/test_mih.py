@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import CodesError, pack_bits
-from c3dhash.eval.search.flat import radius_search, topk
 from c3dhash.eval.search.mih import build_tables, default_m, mih_knn
-from c3dhash.eval.search.searcher import Searcher
+from c3dhash.eval.search.searcher import Searcher, radius_search, topk
 from c3dhash.eval.kernels.planes import MAX_BITS
 
 
@@ -48,7 +47,7 @@ def test_knn_equals_the_stable_ranking(kind, bits):
     s = Searcher(db, bits)
     for k in (1, 10, 100, n, n + 5):
         kk = min(k, n)
-        for method in ("mih", "flat", "auto"):
+        for method in ("mih", "bitsliced", "words", "auto"):
             idx, dist = s.knn(q, k, method=method)
             np.testing.assert_array_equal(idx, order[:, :kk], err_msg=f"{method} k={k}")
             np.testing.assert_array_equal(dist, np.take_along_axis(d, order[:, :kk], 1))

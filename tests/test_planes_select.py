@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import Codes, pack_bits
-from c3dhash.eval.search.flat import topk
+from c3dhash.eval.search.searcher import topk
 from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.eval.kernels.planes_select import cluster_order, plan_queries
 
@@ -72,13 +72,13 @@ def test_planned_search_and_metrics_equal_references(bits):
     db, dl = clustered(3000, bits, rng, centres=5, flip=0.08)
     q, ql = clustered(300, bits, rng, centres=5, flip=0.08)
     assert (plan_queries(q, bits, 32).anchor >= 0).mean() > 0.5
-    idx, dist = topk(q, db, 20, backend="numba")
+    idx, dist = topk(q, db, 20, method="bitsliced")
     d = np.bitwise_count(q[:, None, :] ^ db[None]).sum(-1)
     ref = np.argsort(d, axis=1, kind="stable")[:, :20]
     np.testing.assert_array_equal(idx, ref)
     np.testing.assert_array_equal(dist, np.take_along_axis(d, ref, 1))
     names = np.zeros(len(db), "U1")
     query, base = Codes(q, bits, ql, np.zeros(len(q), "U1")), Codes(db, bits, dl, names)
-    planes = evaluate(query, base, layout="planes", progress=True)
-    words = evaluate(query, base, layout="words")
+    planes = evaluate(query, base, method="bitsliced", progress=True)
+    words = evaluate(query, base, method="words")
     assert planes == words

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from c3dhash.eval.codes import CodesError, pack_bits
-from c3dhash.eval.search.flat import radius_search, topk
+from c3dhash.eval.search.searcher import radius_search, topk
 from c3dhash.eval.search.sharded import ShardedIndex, even_ranges, merge_topk, open_codes
 
 ray = pytest.importorskip("ray")

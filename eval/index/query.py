@@ -9,7 +9,8 @@
 The query is encoded exactly as the index's videos were (eval/index/videos.py: its own batch, transcoded on the
 fly where DALI cannot decode it here), so a video that is in the index finds itself at distance 0. The
 model must be the index's: its fingerprint (weights + bits + geometry) must equal the one in meta.json.
-Ranking is eval.hamming.topk: (distance, index in the index), so ties go to the earlier item.
+Ranking is eval/search/searcher.py's Searcher (one `method` vocabulary, MIH or the flat scan under 'auto'):
+(distance, index in the index), so ties go to the earlier item.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from c3dhash.eval.codes import Codes, pack_bits
-from c3dhash.eval.search.flat import topk
+from c3dhash.eval.search.searcher import Searcher
 from c3dhash.eval.index.folder import UNKNOWN, VideoIndex, VideoIndexError
 from c3dhash.eval.index.videos import Encoded, encode_paths
 
@@ -77,11 +78,11 @@ def label_of(path: Path, idx: VideoIndex) -> tuple[int, str]:
     return UNKNOWN
 
 
-def rank(idx: VideoIndex, codes: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    return topk(np.ascontiguousarray(codes), np.ascontiguousarray(idx.codes), top)
+def rank(idx: VideoIndex, codes: np.ndarray, top: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    return Searcher(np.ascontiguousarray(idx.codes), idx.bits).knn(np.ascontiguousarray(codes), top, method=method)
 
 
-def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str], *, top: int,
+def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str], *, top: int, method: str = "auto",
                   encode: Callable[[dict, list[str]], Encoded] | None = None) -> list[Query]:
     """Top `top` of each query video, in the given order; one that cannot be decoded is a Query with `error`
     set and no results (the caller decides whether that fails the command)."""
@@ -91,7 +92,7 @@ def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str],
     res = (encode or (lambda s, p: encode_paths(s, p)))(state, [str(Path(v).absolute()) for v in videos])
     ok = res.ok
     empty = np.zeros(0, np.int64)
-    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx)) if ok.any() else (empty, empty)
+    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx), method) if ok.any() else (empty, empty)
     rows = {i: row for row, i in enumerate(np.flatnonzero(ok).tolist())}
     out = []
     for i, video in enumerate(videos):
@@ -107,13 +108,14 @@ def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str],
     return out
 
 
-def search_codes(idx: VideoIndex, query: Codes, *, top: int, limit: int | None = None) -> list[Query]:
+def search_codes(idx: VideoIndex, query: Codes, *, top: int, limit: int | None = None,
+                 method: str = "auto") -> list[Query]:
     """Queries from a codes file (ids = paths relative to the index root when the videos are there)."""
     if query.bits != idx.bits:
         raise VideoIndexError(f"{query.source}: {query.bits}-bit codes, but {idx.path} holds {idx.bits}-bit "
                               f"codes; encode the queries with the index's model")
     n = len(query) if limit is None else min(limit, len(query))
-    indices, dists = rank(idx, query.codes[:n], clamp_top(top, idx))
+    indices, dists = rank(idx, query.codes[:n], clamp_top(top, idx), method)
     names = {r.label: r.class_name for r in idx.items}
     out = []
     for i in range(n):

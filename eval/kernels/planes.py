@@ -1,9 +1,8 @@
 """Bit-sliced ("vertical") Hamming kernels: which of a group of database items (256 on AVX2, 512 on AVX-512
 with VPOPCNTQ: one vector per bit-plane) lie below a distance (top-K, here) and their per-distance counts
 (exact mAP, eval/kernels/planes_hist.py).
-Imports only eval/kernels/words.py; eval/kernels/planes_select.py (the rows), eval/search/flat.py,
-eval/kernels/planes_hist.py and
-eval/metrics/exact.py sit above it.
+Imports only eval/kernels/isa.py (lanes, group, intrinsics) and words.py; eval/kernels/planes_select.py (the
+rows), eval/kernels/planes_hist.py, eval/search/flat.py and eval/metrics/exact.py sit above it.
 
     P = bit_planes(db_codes)        # uint64 [G, 64 W + 10, LANES]: P[g, b, l] bit t = bit b of item GROUP g + 64l + t,
                                     # then 9 planes of the items' popcounts in binary, then a zero plane
@@ -36,33 +35,29 @@ on a Zen 5 VM (1e6 codes, 1000 queries, 1 thread, the benchmark's rows vs FAISS 
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from c3dhash.eval.kernels.isa import GROUP, INTRINSIC_PREFETCH, INTRINSIC_TERNLOG, LANES, LAYOUT, TERNLOG, Layout
 from c3dhash.eval.kernels.words import popcount64
 
-
-def host_features() -> list[str]:
-    """The CPU features numba compiles for (NUMBA_CPU_FEATURES, else the host's)."""
-    return (numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()).split(",")
+__all__ = ["GROUP", "LANES", "LAYOUT", "Layout"]  # re-exported: the layout lives in kernels/isa.py
 
 
-def host_has_vector_popcount() -> bool:
-    """AVX-512 with VPOPCNTQ on the CPU numba compiles for: the 8-lane kernels (measured there; AVX-512 without
-    it, as on Skylake-X, keeps 4 lanes: not measured)."""
-    return {"+avx512f", "+avx512bw", "+avx512vpopcntdq"} <= set(host_features())
-
-
-LANES = 8 if host_has_vector_popcount() else 4  # 64-bit words a bit-plane vector: 512- or 256-bit registers
-GROUP = 64 * LANES  # items per group: one vector per bit-plane
 COUNT_BITS = 9  # distances < 512
 MAX_BITS = 448  # distances in 9 bits (< 512); a count adds at most 224 planes (the sixteens counter: 5 bits)
 SUM_BITS = COUNT_BITS + 1  # selected_counts' two's complement arithmetic (|q| + |x| < 1024)
-SEL_HDR = 5 + SUM_BITS  # a row: [n16, X mask, n8, Y mask, relative, K bits, planes..., masks...] (planes_select)
+# A query_select row (int32, built by kernels/planes_select.py, read by the IR below): header fields, then the
+# planes' word offsets, then (relative rows) the query's bit masks.
+ROW_N16 = 0  # planes counted in 16-plane steps
+ROW_ZX = 1  # -1: use ~X (the query's clear bits are counted)
+ROW_N8 = 2  # 1: one more 8-plane step
+ROW_ZY = 3  # -1: use ~Y (its set bits are counted)
+ROW_REL = 4  # 1: a relative row (X = the anchor's distances)
+ROW_K = 5  # SUM_BITS entries: the constant K in two's complement, one 0 / -1 mask a bit
+SEL_HDR = ROW_K + SUM_BITS  # the first plane entry
 
 I64, I32 = ir.IntType(64), ir.IntType(32)
 VEC = ir.VectorType(I64, LANES)
@@ -76,14 +71,14 @@ def splat(builder, x):
 
 def _ternlog(builder, a, b, c, imm):
     """VPTERNLOGQ: any 3-input bitwise function in one instruction (AVX-512F)."""
-    fn = builder.module.declare_intrinsic("llvm.x86.avx512.pternlog.q.512",
+    fn = builder.module.declare_intrinsic(INTRINSIC_TERNLOG,
                                           fnty=ir.FunctionType(VEC, [VEC, VEC, VEC, I32]))
     return builder.call(fn, [a, b, c, ir.Constant(I32, imm)])
 
 
 def _csa(builder, a, b, c):
     """Full adder on bit vectors: (carry, sum) of a + b + c (on AVX-512: majority 0xE8 and parity 0x96)."""
-    if LANES == 8:
+    if TERNLOG:
         return _ternlog(builder, a, b, c, 0xE8), _ternlog(builder, a, b, c, 0x96)
     u = builder.xor(a, b)
     return builder.or_(builder.and_(a, b), builder.and_(u, c)), builder.xor(u, c)
@@ -175,7 +170,7 @@ def _selected_planes(builder, base, sa, start, count, masked):
 def _tail8(builder, base, sa, n16, c, masked):
     """The last 8 selected planes when the row has them (n8 = 1: half the zero planes a 16-plane step pads)."""
     head = builder.block
-    n8 = row_entry(builder, sa, 2)
+    n8 = row_entry(builder, sa, ROW_N8)
     with builder.if_then(builder.icmp_signed("!=", n8, ir.Constant(I64, 0))):
         more = _count_step8(builder, _selected_planes(builder, base, sa, n16, 8, masked), c)
         tail = builder.block
@@ -195,7 +190,7 @@ def _phis(builder, incoming):
 
 def _count_selected(builder, base, sa, masked):
     """c = the sum of the row's selected planes (XORed with its masks when masked), in binary: COUNT_BITS planes."""
-    n16 = row_entry(builder, sa, 0)
+    n16 = row_entry(builder, sa, ROW_N16)
     i0, entry, loop, done = loop_open(builder, n16, "sel")
     st = [builder.phi(VEC) for _ in range(COUNT_BITS)]
     for p in st:
@@ -217,7 +212,7 @@ def selected_counts(builder, pa, sa, g, ba, bi):
     (plane ^ q's bit), then d = d(x, m) - |T| + 2c, as X + Y + K with X = d(x, m)."""
     nplanes = builder.extract_value(pa.shape, 1)
     base = builder.gep(pa.data, [builder.mul(builder.mul(g, nplanes), ir.Constant(I64, LANES))])
-    rel = builder.icmp_signed("!=", row_entry(builder, sa, 4), ir.Constant(I64, 0))
+    rel = builder.icmp_signed("!=", row_entry(builder, sa, ROW_REL), ir.Constant(I64, 0))
     with builder.if_else(rel) as (relative, direct):
         with relative:
             c_rel, b_rel = _count_selected(builder, base, sa, True), builder.block
@@ -235,13 +230,13 @@ def selected_counts(builder, pa, sa, g, ba, bi):
         X.append(builder.load(builder.bitcast(ptr, VEC.as_pointer()), align=8))
     X.append(zero)
     Y = [zero] + c[:SUM_BITS - 1]  # 2c
-    zx = row_mask(builder, sa, 1)  # -1: ~X (zeros mode)
-    zy = row_mask(builder, sa, 3)  # -1: ~Y (set-bits mode)
+    zx = row_mask(builder, sa, ROW_ZX)  # -1: ~X (zeros mode)
+    zy = row_mask(builder, sa, ROW_ZY)  # -1: ~Y (set-bits mode)
     out, carry, rc = [], zero, zero
     for k in range(SUM_BITS):
         # |q| + |x| - 2c = X + ~Y + K, |q| - |x| + 2c = ~X + Y + K, d(x, m) - |T| + 2c = X + Y + K: no select
         a, nb = builder.xor(X[k], zx), builder.xor(Y[k], zy)
-        kk = row_mask(builder, sa, SEL_HDR - SUM_BITS + k)
+        kk = row_mask(builder, sa, ROW_K + k)
         cy, sm = _csa(builder, a, nb, kk)  # a + nb + K: carry-save, then one ripple add
         u = builder.xor(sm, carry)
         out.append(builder.xor(u, rc))
@@ -344,7 +339,7 @@ def prefetch(typingctx, a, i):
     def codegen(context, builder, signature, args):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
         ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(8).as_pointer())
-        fn = builder.module.declare_intrinsic("llvm.prefetch.p0", fnty=ir.FunctionType(ir.VoidType(), [
+        fn = builder.module.declare_intrinsic(INTRINSIC_PREFETCH, fnty=ir.FunctionType(ir.VoidType(), [
             ptr.type, I32, I32, I32]))
         builder.call(fn, [ptr, ir.Constant(I32, 0), ir.Constant(I32, 2), ir.Constant(I32, 1)])
         return context.get_dummy_value()

@@ -32,6 +32,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from c3dhash.eval.kernels.isa import INTRINSIC_CTPOP_VEC, INTRINSIC_REDUCE_ADD
 from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, I32, I64, LANES, MAX_BITS, VEC, arrays, int64_vector, \
     loop_close, loop_open, row_vector, selected_counts, splat, uint64_arrays
 
@@ -42,7 +43,7 @@ ONES = ir.Constant(VEC, [-1] * LANES)
 
 
 def _vector_ctpop(builder):
-    name = "llvm.ctpop.v%di64" % LANES
+    name = INTRINSIC_CTPOP_VEC
     return builder.module.globals.get(name) or ir.Function(builder.module, ir.FunctionType(VEC, [VEC]), name=name)
 
 
@@ -52,7 +53,7 @@ def _nonzero(builder, v):
 
 
 def _hsum(builder, v):
-    fn = builder.module.declare_intrinsic("llvm.vector.reduce.add.v%di64" % LANES, fnty=ir.FunctionType(I64, [VEC]))
+    fn = builder.module.declare_intrinsic(INTRINSIC_REDUCE_ADD, fnty=ir.FunctionType(I64, [VEC]))
     return builder.call(fn, [v])
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from numba import njit
 
 from c3dhash.eval.kernels.words import popcount64
-from c3dhash.eval.kernels.planes import COUNT_BITS, LANES, ROW_DTYPE, SEL_HDR, SUM_BITS, planes_dist
+from c3dhash.eval.kernels.planes import COUNT_BITS, LANES, ROW_DTYPE, ROW_K, ROW_N16, ROW_N8, ROW_REL, ROW_ZX, ROW_ZY, \
+    SEL_HDR, SUM_BITS, planes_dist
 
 MAX_LEADERS = 1024  # clustering costs Q x leaders popcounts; later queries run direct rows
 XOR_COST = 6 / 5  # a relative row's plane (load, XOR, full adder share) against a direct row's
@@ -55,7 +56,7 @@ def _set_planes(row, idx, n, zero_plane):
         n8 = 1  # one 8-plane step for the last few planes
     elif n > n16:
         n16 += 16
-    row[0], row[2] = n16, n8
+    row[ROW_N16], row[ROW_N8] = n16, n8
     for k in range(n16 + 8 * n8):
         row[SEL_HDR + k] = (idx[k] if k < n else zero_plane) * LANES
     return n16 + 8 * n8
@@ -65,7 +66,7 @@ def _set_planes(row, idx, n, zero_plane):
 def _set_k(row, k):
     k %= 1 << SUM_BITS
     for b in range(SUM_BITS):
-        row[SEL_HDR - SUM_BITS + b] = -((k >> b) & 1)
+        row[ROW_K + b] = -((k >> b) & 1)
 
 
 @njit(cache=True)
@@ -77,7 +78,7 @@ def direct_row(row, qbits, zero_plane):
         pc += qbits[b]
     zeros = pc > qbits.shape[0] // 2
     want = 0 if zeros else 1
-    row[1], row[3], row[4] = (-1, 0, 0) if zeros else (0, -1, 0)
+    row[ROW_ZX], row[ROW_ZY], row[ROW_REL] = (-1, 0, 0) if zeros else (0, -1, 0)
     _set_k(row, pc + 1)
     idx = np.empty(qbits.shape[0], np.int64)
     n = 0
@@ -100,7 +101,7 @@ def relative_row(row, qbits, mbits, zero_plane):
             idx[n] = b
             row[SEL_HDR + half + n] = -np.int32(qbits[b])
             n += 1
-    row[1], row[3], row[4] = 0, 0, 1
+    row[ROW_ZX], row[ROW_ZY], row[ROW_REL] = 0, 0, 1
     _set_k(row, -n)
     return _set_planes(row, idx, n, zero_plane)
 

@@ -1,8 +1,8 @@
 """Hamming top-K with torch tensor ops (CUDA when present; CPU tensors in the tests): the same ranking as
 the numba kernels of eval/search/flat.py, ties by database index.
 
-    from c3dhash.eval.search.flat import topk
-    idx, dist = topk(q.codes, db.codes, 100, backend="torch")
+    from c3dhash.eval.search.searcher import topk
+    idx, dist = topk(q.codes, db.codes, 100, method="torch")
 """
 from __future__ import annotations
 

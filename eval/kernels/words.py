@@ -1,5 +1,5 @@
 """Per-item numba kernels over word-major codes: popcount, sub-block distances and minimum, and the
-per-distance histogram that eval/metrics/exact.py builds exact ranks from. Imports nothing from eval/: the flat
+per-distance histogram that eval/metrics/exact.py builds exact ranks from. Imports only kernels/isa.py: the flat
 search (eval/search/flat.py), the metrics and MIH sit above it.
 
     d = block_distances(q, qi, dbT, s0, s1, out)   # in numba: out[:s1-s0] = distances, returns their minimum
@@ -9,6 +9,8 @@ from __future__ import annotations
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+from c3dhash.eval.kernels.isa import INTRINSIC_CTPOP
 
 NSUB = 8  # interleaved sub-histograms per query (see histogram); its unrolled loop assumes 8
 BIG = 1 << 62
@@ -22,7 +24,7 @@ def popcount64(typingctx, x):
     sig = types.int64(x)  # signed result: numba turns int64 + uint64 into float64
 
     def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        fn = builder.module.declare_intrinsic(INTRINSIC_CTPOP, [ir.IntType(64)])
         return builder.call(fn, args)
     return sig, codegen
 

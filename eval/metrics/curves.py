@@ -2,14 +2,15 @@
 
     c3dhash eval --query test.npz --db train.npz --plots runs/eval.png [--tensorboard runs/synth-cpu]
 
-    counts = pr_counts(query, db)       # dict: radius, tp, fp, tn, fn, precision, recall, same, diff
+    metrics = evaluate(query, db)        # eval/metrics/exact.py: its "pair_hist" holds the pooled pair counts
+    counts = pr_counts(metrics)          # dict: radius, tp, fp, tn, fn, precision, recall, same, diff
     write_plots("eval.png", counts, metrics["pr_curve"])
 
 Over all (query, database item) pairs, at radius r the items within distance r are retrieved: TP = same-label
 pairs within r, FP = different-label pairs within r, FN / TN the same-label / different-label pairs beyond r;
 precision = TP / (TP + FP) (0 when nothing is retrieved) and recall = TP / (TP + FN), pooled over pairs (what
 TensorBoard's PR plugin computes from counts). eval/metrics/exact.py's `pr_curve` is the mean over queries instead;
-the PNG shows both. Counted here from the codes with numpy's popcount, in query blocks (memory: block x N x 8 B).
+the PNG shows both. The pair counts are the per-query histograms of the metric scan summed (no second scan).
 """
 from __future__ import annotations
 
@@ -18,31 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from c3dhash.eval.codes import Codes, CodesError
+from c3dhash.eval.codes import CodesError
 from c3dhash.loaders.atomic import atomic_write
 
-QUERY_BLOCK = 256
 
-
-def pair_histograms(query: Codes, db: Codes) -> tuple[np.ndarray, np.ndarray]:
-    """(same-label, different-label) pair counts per Hamming distance 0..bits, int64 each."""
-    if query.bits != db.bits:
-        raise CodesError(f"{query.source or 'query'}: {query.bits} bits vs {db.source or 'database'}: {db.bits}")
-    nb = db.bits + 1
-    same, diff = np.zeros(nb, np.int64), np.zeros(nb, np.int64)
-    dbc = np.asarray(db.codes)
-    for a in range(0, len(query), QUERY_BLOCK):
-        q = np.asarray(query.codes[a:a + QUERY_BLOCK])
-        d = np.bitwise_count(q[:, None, :] ^ dbc[None, :, :]).sum(axis=2, dtype=np.int64)
-        eq = query.labels[a:a + QUERY_BLOCK, None] == db.labels[None, :]
-        same += np.bincount(d[eq], minlength=nb)
-        diff += np.bincount(d[~eq], minlength=nb)
-    return same, diff
-
-
-def pr_counts(query: Codes, db: Codes) -> dict[str, Any]:
-    """TP/FP/TN/FN and pooled precision/recall at every radius 0..bits (lists, JSON- and Ray-friendly)."""
-    same, diff = pair_histograms(query, db)
+def pr_counts(metrics: dict[str, Any]) -> dict[str, Any]:
+    """TP/FP/TN/FN and pooled precision/recall at every radius 0..bits (lists, JSON- and Ray-friendly) from the
+    metrics of evaluate / evaluate_sharded (their "pair_hist")."""
+    if "pair_hist" not in metrics:
+        raise CodesError("pr_counts: the metrics lack 'pair_hist'; pass the dict evaluate() returns")
+    same, diff = np.asarray(metrics["pair_hist"]["same"], np.int64), np.asarray(metrics["pair_hist"]["diff"], np.int64)
     tp, fp = np.cumsum(same), np.cumsum(diff)
     fn, tn = same.sum() - tp, diff.sum() - fp
     precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)

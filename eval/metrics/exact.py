@@ -14,6 +14,8 @@ Relevance = same label. Ranking = database sorted by (distance, index). With K' 
   pr_curve       at each radius r = 0..bits the items with distance <= r are retrieved: precision = mean over
                  queries of relevant retrieved / retrieved (a query retrieving nothing counts 0), recall =
                  mean of relevant retrieved / R (a query with R = 0 counts 0).
+  pair_hist      {"same", "diff"}: (query, item) pairs per distance 0..bits with the same / a different label,
+                 pooled over queries (eval/metrics/curves.py's TP/FP/TN/FN per radius come from these).
   map_all_expected (expected_ties=True) the expected AP over uniformly random orders of tied items
                  (McSherry & Najork, ECIR 2008), from the per-distance histograms.
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,9 +39,11 @@ from tqdm import tqdm
 
 from c3dhash.eval.codes import Codes, CodesError, check_query_db
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from c3dhash.eval.kernels.isa import LAYOUT, Layout
 from c3dhash.eval.search.flat import word_major
+from c3dhash.eval.search.searcher import SCANS, check_method, flat_scan
 from c3dhash.eval.kernels.words import NSUB, block_distances, histogram, popcount64
-from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, prefetch_next_chunk, vectors
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, bit_planes, prefetch_next_chunk, vectors
 from c3dhash.eval.kernels.planes_hist import HIST_BINS, planes_hist
 from c3dhash.eval.kernels.planes_select import anchor_counts, cluster_order, plan_queries
 from c3dhash.loaders.atomic import atomic_write_text
@@ -53,12 +57,11 @@ EVAL_PLANES_QBLOCK = 64  # queries sharing a chunk of bit-planes (64: exact mAP 
 PLANES_CHUNK_BYTES = 64 << 10
 
 
-LAYOUTS = ("auto", "planes", "words")
-
-
 @dataclass(frozen=True)
 class PreparedDb:
-    """The database laid out for the kernels, built once (and put once in Ray's object store)."""
+    """The database laid out for the metric scans, built once (a sharded evaluation builds it on each worker).
+    `layout` is the kernels/isa.py Layout the bit-planes were built for: a process of another layout (a Ray
+    worker on another CPU) rebuilds them (`localised`) before scanning, never reading them."""
     dbT: np.ndarray | None  # uint64 [W, N], word-major codes (the word-major scan), or None
     planes: np.ndarray | None  # eval/kernels/planes.py's bit_planes (the bit-sliced scan), or None
     grouped_codes: np.ndarray | None  # uint64 [W, N], word-major codes in by_label order (bit-sliced scan), or None
@@ -68,20 +71,17 @@ class PreparedDb:
     label_counts: np.ndarray  # int64 [L]
     bits: int
     num_db: int
+    layout: Layout | None = None  # the planes' layout (None without planes)
 
 
-def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
-    """layout "auto": the bit-planes up to MAX_BITS (exact mAP 2.2 / 1.9 / 1.75x the word-major scan at 64 /
-    128 / 256 bits on AVX2, 2.6 / 2.0 / 1.6x the VPOPCNTQ one on AVX-512; 1e6 codes, 1 thread), else word-major;
-    "planes" / "words" choose (both give equal results)."""
+def prepare_db(db: Codes, *, method: str = "auto") -> PreparedDb:
+    """method (eval/search/searcher.py's vocabulary, its flat scans): "auto" takes the bit-planes up to MAX_BITS
+    (exact mAP 2.2 / 1.9 / 1.75x the word-major scan at 64 / 128 / 256 bits on AVX2, 2.6 / 2.0 / 1.6x the VPOPCNTQ
+    one on AVX-512; 1e6 codes, 1 thread), else word-major; "bitsliced" / "words" choose (equal results)."""
     if len(db) == 0:
         raise CodesError(f"{db.source or 'database'}: the database is empty; encode a non-empty split")
-    if layout not in LAYOUTS:
-        raise CodesError(f"evaluate: layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout == "planes" and db.bits > MAX_BITS:
-        raise CodesError(f"evaluate: the bit-planes layout takes codes of at most {MAX_BITS} bits, got {db.bits}; "
-                         f"use layout='words'")
-    planes = layout == "planes" or (layout == "auto" and db.bits <= MAX_BITS)
+    check_method(method, SCANS, "evaluate")
+    planes = flat_scan(method, db.bits, reuse=True, where="evaluate") == "bitsliced"
     labels = db.labels
     if labels.min() >= np.iinfo(np.int16).min and labels.max() <= np.iinfo(np.int16).max:
         labels = labels.astype(np.int16)  # same stable order; numpy radix-sorts 16-bit keys (6x faster)
@@ -91,7 +91,18 @@ def prepare_db(db: Codes, *, layout: str = "auto") -> PreparedDb:
     counts = np.diff(np.append(starts, len(grouped))).astype(np.int64)
     return PreparedDb(None if planes else word_major(db.codes), bit_planes(db.codes) if planes else None,
                       word_major(db.codes[by_label]) if planes else None, by_label,
-                      grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db))
+                      grouped[starts].astype(np.int64), starts, counts, int(db.bits), len(db),
+                      LAYOUT if planes else None)
+
+
+def localised(pdb: PreparedDb) -> PreparedDb:
+    """pdb itself when its bit-planes (if any) are this process's layout; else the same database with its planes
+    rebuilt here from its codes (kept word-major in by_label order)."""
+    if pdb.planes is None or pdb.layout == LAYOUT:
+        return pdb
+    codes = np.empty((pdb.num_db, pdb.grouped_codes.shape[0]), np.uint64)
+    codes[pdb.by_label] = pdb.grouped_codes.T
+    return replace(pdb, planes=bit_planes(codes), layout=LAYOUT)
 
 
 @njit(cache=True)
@@ -202,11 +213,14 @@ def _group_distances(q, qi, grouped, start, count, out):
 
 
 @njit(cache=True)
-def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
-                       nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+def _scan_planes_block(queries, plan, db, out, q0, q1, ks, nbins, expected):
     """_scan_block on the bit-planes (eval/kernels/planes_hist.py): per chunk of groups, each anchor's distances once
     (eval/kernels/planes_select.py), then planes_hist counts each query's items in a group and places its relevant
-    items there (they come in index order)."""
+    items there (they come in index order). Arguments grouped in small tuples (as per_query_stats builds them)."""
+    q, popq, rstart, rcount = queries
+    sel, anchor, anchors = plan
+    P, n, gchunk, by_label, grouped = db
+    ap_all, ap_exp, ksum, krel, hist, relh = out
     nq, ng = q1 - q0, P.shape[0]
     acc = vectors(nq * HIST_BINS).reshape((nq, HIST_BINS))
     A = vectors(gchunk * COUNT_BITS * LANES).reshape((gchunk, COUNT_BITS, LANES))
@@ -234,11 +248,9 @@ def _scan_planes_block(q, sel, anchor, anchors, popq, q0, q1, P, n, gchunk, by_l
 
 
 @njit(parallel=True, cache=True)
-def _scan_planes_kernel(q, sel, anchor, anchors, starts, popq, P, n, gchunk, by_label, grouped, rstart, rcount, ks,
-                        nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh):
+def _scan_planes_kernel(queries, plan, starts, db, out, ks, nbins, expected):
     for b in prange(starts.shape[0] - 1):
-        _scan_planes_block(q, sel, anchor, anchors, popq, starts[b], starts[b + 1], P, n, gchunk, by_label, grouped,
-                           rstart, rcount, ks, nbins, expected, ap_all, ap_exp, ksum, krel, hist, relh)
+        _scan_planes_block(queries, plan, db, out, starts[b], starts[b + 1], ks, nbins, expected)
 
 
 @njit(parallel=True, cache=True)
@@ -263,9 +275,10 @@ class MissingLabelWarning(UserWarning):
     """Queries whose label never occurs in the database: they have no relevant item and score 0."""
 
 
-def warn_missing_labels(query: Codes, pdb: PreparedDb, db_name: str = "") -> int:
-    """Warn (once per call) when some query labels never occur in the database; returns how many queries."""
-    missing = ~np.isin(query.labels, pdb.label_values)
+def warn_missing_labels(query: Codes, label_values: np.ndarray, db_name: str = "") -> int:
+    """Warn (once per call) when some query labels never occur in the database (its distinct `label_values`);
+    returns how many queries."""
+    missing = ~np.isin(query.labels, label_values)
     count = int(missing.sum())
     if count:
         labels = np.unique(query.labels[missing])
@@ -280,7 +293,9 @@ def warn_missing_labels(query: Codes, pdb: PreparedDb, db_name: str = "") -> int
 def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, ks: np.ndarray,
                     expected_ties: bool = False) -> dict[str, np.ndarray]:
     """Per-query raw values (AP, sums and counts at each K, per-distance histograms); `reduce_metrics`
-    turns a query-ordered concatenation of these into the metrics. ks: sorted distinct K values."""
+    turns a query-ordered concatenation of these into the metrics. ks: sorted distinct K values. A pdb built
+    for another layout (another CPU) has its planes rebuilt here first."""
+    pdb = localised(pdb)
     nq, nb = q_codes.shape[0], pdb.bits + 1
     kk = np.minimum(ks, pdb.num_db)  # K larger than the database means all N
     pos = np.searchsorted(pdb.label_values, q_labels)
@@ -297,11 +312,12 @@ def per_query_stats(q_codes: np.ndarray, q_labels: np.ndarray, pdb: PreparedDb, 
         plan = plan_queries(q_codes, pdb.bits, EVAL_PLANES_QBLOCK)
         o = plan.order
         run = {k: np.zeros_like(v) for k, v in out.items() if k != "num_rel"}  # in run order
-        _scan_planes_kernel(np.ascontiguousarray(q_codes[o]), plan.rows, plan.anchor, plan.anchors, plan.starts,
-                            np.bitwise_count(q_codes[o]).sum(axis=1).astype(np.int64), P, pdb.num_db, gchunk,
-                            pdb.by_label, pdb.grouped_codes, rstart[o].astype(np.int64), rcount[o].astype(np.int64),
-                            kk.astype(np.int64), nb, bool(expected_ties), run["ap_all"], run["ap_exp"], run["ksum"],
-                            run["krel"], run["hist"], run["relhist"])
+        queries = (np.ascontiguousarray(q_codes[o]), np.bitwise_count(q_codes[o]).sum(axis=1).astype(np.int64),
+                   rstart[o].astype(np.int64), rcount[o].astype(np.int64))
+        db = (P, pdb.num_db, gchunk, pdb.by_label, pdb.grouped_codes)
+        res = (run["ap_all"], run["ap_exp"], run["ksum"], run["krel"], run["hist"], run["relhist"])
+        _scan_planes_kernel(queries, (plan.rows, plan.anchor, plan.anchors), plan.starts, db, res,
+                            kk.astype(np.int64), nb, bool(expected_ties))
         for k, v in run.items():
             out[k][o] = v
     elif nq:
@@ -337,21 +353,29 @@ def reduce_metrics(stats: dict[str, np.ndarray], *, ks: np.ndarray, num_db: int,
         "pr_curve": {"radius": list(range(bits + 1)), "precision": np.mean(precision, axis=0).tolist(),
                      "recall": np.mean(recall, axis=0).tolist()},
         "num_queries": int(len(stats["ap_all"])), "num_db": int(num_db), "bits": int(bits),
+        "pair_hist": pair_hist(stats),
     }
     if expected_ties:
         out["map_all_expected"] = float(np.mean(stats["ap_exp"]))
     return out
 
 
+def pair_hist(stats: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """(query, database item) pairs per distance 0..bits, pooled over queries: same label and different label
+    (eval/metrics/curves.py's PR counts), from the per-query histograms."""
+    same = stats["relhist"].sum(axis=0)
+    return {"same": same.tolist(), "diff": (stats["hist"].sum(axis=0) - same).tolist()}
+
+
 def evaluate(query: Codes, db: Codes, *, map_at_k_rel: Sequence[int] = MAP_AT_K_REL,
              map_at_k: Sequence[int] = MAP_AT_K, precision_at_k: Sequence[int] = PRECISION_AT_K,
-             expected_ties: bool = False, progress: bool = False, layout: str = "auto") -> dict[str, Any]:
+             expected_ties: bool = False, progress: bool = False, method: str = "auto") -> dict[str, Any]:
     """All metrics of `query` against `db` (see the module docstring), in this process (numba threads);
-    layout: prepare_db's (the same numbers either way)."""
+    method: the flat scan, prepare_db's (the same numbers either way)."""
     check_query_db(query, db)
     ks = all_ks(map_at_k_rel, map_at_k, precision_at_k)
-    pdb = prepare_db(db, layout=layout)
-    warn_missing_labels(query, pdb, db.source)
+    pdb = prepare_db(db, method=method)
+    warn_missing_labels(query, pdb.label_values, db.source)
     step = PROGRESS_STEP if progress else len(query)
     # steps of clustered queries (eval/kernels/planes_select.py: a cluster's queries share their anchor's counts)
     order = cluster_order(query.codes, pdb.bits)[1] if pdb.planes is not None else np.arange(len(query))

@@ -6,20 +6,24 @@
     from c3dhash.eval.metrics.sharded import evaluate_sharded
     m = evaluate_sharded(query, db, shards=4)   # the same dict as evaluate(query, db), float for float
 
-The prepared database (word-major codes + label index) is put in the object store once; every task reads
-it zero-copy (numpy arrays backed by shared memory on its node). Queries are split into `shards` contiguous
-blocks, one task each: per-query values do not depend on which other queries share a task, and the driver
-concatenates them in query order and runs the same `reduce_metrics` as the in-process path, so floats are
-identical (==). A failed task (exception or dead worker) is retried up to `max_retries` times.
+The database travels as its codes and labels (put in the object store once, read zero-copy by every task on
+a node), never as a prepared layout: each worker prepares it for its own CPU (eval/metrics/exact.py's
+prepare_db; bit-planes depend on the lane width, kernels/isa.py) and keeps it in a per-process cache keyed by a
+digest of the codes and labels, so a worker that serves several tasks or evaluations of one database prepares
+it once. Queries are split into `shards` contiguous blocks, one task each: per-query values do not depend on
+which other queries share a task, and the driver concatenates them in query order and runs the same
+`reduce_metrics` as the in-process path, so floats are identical (==). A failed task (exception or dead worker)
+is retried up to `max_retries` times.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from c3dhash.eval.codes import Codes, check_query_db
+from c3dhash.eval.codes import Codes, CodesError, check_query_db
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
 from c3dhash.eval.search.flat import use_threads
 from c3dhash.eval.ray_session import join_or_start
@@ -27,12 +31,33 @@ from c3dhash.eval.metrics.exact import (PreparedDb, all_ks, concat_stats, per_qu
                                         reduce_metrics, warn_missing_labels)
 
 _REMOTE: Any = None
+_PREPARED: dict[str, PreparedDb] = {}  # this process's prepared databases by digest (the last CACHE_SIZE)
+CACHE_SIZE = 2
 
 
-def _stats_task(pdb: PreparedDb, q_codes: np.ndarray, q_labels: np.ndarray, ks: np.ndarray,
+def db_digest(db: Codes) -> str:
+    """A digest of what prepare_db reads (codes, labels, bits): the cache key on the workers."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (np.ascontiguousarray(db.codes), np.ascontiguousarray(db.labels, np.int64)):
+        h.update(memoryview(a).cast("B"))
+    h.update(str(db.bits).encode())
+    return h.hexdigest()
+
+
+def prepared(key: str, db: dict[str, Any]) -> PreparedDb:
+    """This process's prepare_db of the shipped database (codes, labels, bits), cached under `key`."""
+    if key not in _PREPARED:
+        while len(_PREPARED) >= CACHE_SIZE:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        n = len(db["labels"])
+        _PREPARED[key] = prepare_db(Codes(db["codes"], int(db["bits"]), db["labels"], np.zeros(n, "U1")))
+    return _PREPARED[key]
+
+
+def _stats_task(key: str, db: dict[str, Any], q_codes: np.ndarray, q_labels: np.ndarray, ks: np.ndarray,
                 expected_ties: bool, threads: int) -> dict[str, np.ndarray]:
     use_threads(threads)
-    return per_query_stats(q_codes, q_labels, pdb, ks, expected_ties)
+    return per_query_stats(q_codes, q_labels, prepared(key, db), ks, expected_ties)
 
 
 def _remote():
@@ -61,14 +86,17 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
     ks = all_ks(map_at_k_rel, map_at_k, precision_at_k)
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    pdb = prepare_db(db)
-    warn_missing_labels(query, pdb, db.source)
+    if len(db) == 0:
+        raise CodesError(f"{db.source or 'database'}: the database is empty; encode a non-empty split")
+    warn_missing_labels(query, np.unique(db.labels), db.source)
+    key = db_digest(db)
     started = join_or_start(address, num_cpus=shards * threads_per_shard)
     try:
-        pdb_ref = ray.put(pdb)
+        db_ref = ray.put({"codes": np.ascontiguousarray(db.codes), "labels": np.ascontiguousarray(db.labels, np.int64),
+                          "bits": int(db.bits)})
         task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)
         blocks = query_blocks(len(query), shards)
-        refs = [task.remote(pdb_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
+        refs = [task.remote(key, db_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
                             threads_per_shard) for a, b in blocks]
         done: dict[Any, dict[str, np.ndarray]] = {}
         pending = list(refs)
@@ -81,5 +109,5 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
     finally:
         if started:
             ray.shutdown()
-    return reduce_metrics(stats, ks=ks, num_db=pdb.num_db, bits=pdb.bits, map_at_k_rel=map_at_k_rel,
+    return reduce_metrics(stats, ks=ks, num_db=len(db), bits=int(db.bits), map_at_k_rel=map_at_k_rel,
                           map_at_k=map_at_k, precision_at_k=precision_at_k, expected_ties=expected_ties)

@@ -1,27 +1,23 @@
-"""Flat Hamming kernels over packed codes: XOR + popcount in numba (torch path: eval/kernels/torch_hamming.py).
+"""The flat scans over packed codes (every database item): word-major XOR + popcount and the bit-sliced filter,
+in numba, plus the torch path. The public entry points are eval/search/searcher.py's (`Searcher`, `topk`,
+`radius_search`), which choose among these by one `method` vocabulary; these take prepared layouts explicitly.
 
-    d = hamming_distances(q.codes, db.codes)            # uint16 [Q, N], small inputs only
-    idx, dist = topk(q.codes, db.codes, 100)           # int64 / int32 [Q, min(100, N)]
-    idx, dist = topk(q.codes, db.codes, 100, backend="torch")   # CUDA when present
-    offsets, idx, dist = radius_search(q.codes, db.codes, 3)   # CSR, (distance, index) order
-
-The per-item kernels live in eval/kernels/words.py (word-major popcount, also used by eval/metrics/exact.py) and
-eval/kernels/planes.py (the bit-sliced filter); this module imports nothing else of eval/ but codes.py: metrics, MIH
-and search sit above it.
+    idx, dist = knn_words(q, word_major(db), k)              # any width; large k: a counting sort per query
+    idx, dist = knn_bitsliced(q, bit_planes(db), len(db), k)  # up to MAX_BITS, this process's layout
+    offsets, idx, dist = radius_words(q, word_major(db), 3)   # CSR, (distance, index) order
+    d = hamming_distances(q.codes, db.codes)                  # uint16 [Q, N], small inputs only
 
 Every ranking breaks ties by database index (what a stable sort by distance gives), so results are
-reproducible and comparable across backends, shard counts and machines.
+reproducible and comparable across methods, shard counts and machines.
 
 CPU top-K in one pass per query, no sort: the database is scanned in index order in cache-sized chunks for a
 block of queries; each 256-item sub-block is tested without storing anything for an item below the current
 limit, sub-blocks that cannot enter the current top K are skipped (almost all, once K items are found), and
 survivors go to per-distance buckets (at most K each, in index order). Because the scan is in index order,
-concatenating buckets 0, 1, ... is the stable ranking. The test is the bit-sliced filter of eval/kernels/planes.py
-(faster on AVX2 and on AVX-512: README, Performance) when the database's bit-planes are given
-(`planes=bit_planes(db)`) or the query batch is large enough to pay for building them, and the word-major
-minimum otherwise or for codes over MAX_BITS. A large K (buckets over TOPK_BUCKET_BYTES) takes a
-counting sort of each query's full distance row instead. Threads: numba.set_num_threads(n) (prange over query
-blocks).
+concatenating buckets 0, 1, ... is the stable ranking. The test is either the word-major minimum or the
+bit-sliced filter of eval/kernels/planes.py (faster on AVX2 and on AVX-512: docs/search.md). A large K (buckets
+over TOPK_BUCKET_BYTES) takes a counting sort of each query's full distance row instead. Threads:
+numba.set_num_threads(n) (prange over query blocks).
 """
 from __future__ import annotations
 
@@ -33,7 +29,7 @@ from numba import njit, prange
 
 from c3dhash.eval.codes import CodesError, check_pair
 from c3dhash.eval.kernels.words import block_distances, block_min, code_distance, popcount64
-from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, bit_planes, count_at, planes_below, \
+from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, MAX_BITS, count_at, planes_below, \
     prefetch_next_chunk, vectors
 from c3dhash.eval.kernels.planes_select import anchor_counts, plan_queries
 
@@ -52,7 +48,6 @@ PLANES_MIN_QUERIES = 256
 # TOPK_BUCKET_BYTES (see topk).
 PLANES_QBLOCK = 64
 PLANES_CHUNK_BYTES = 64 << 10
-BACKENDS = ("auto", "numba", "torch")
 
 # numba's default "omp" layer shares libgomp with torch, and each parallel launch sets the process-wide OpenMP
 # thread count: a 1-thread training worker ran on every core after its first validation (2 workers on 2 cores:
@@ -212,71 +207,56 @@ def hamming_distances(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     return out
 
 
-def topk(q_codes: np.ndarray, db_codes: np.ndarray, k: int, *, backend: str = "numba",
-         dbT: np.ndarray | None = None, planes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest database items per query, ties by database index: (indices int64, distances int32),
-    each [Q, min(k, N)]. backend: numba (CPU), torch (CUDA if available, else CPU tensors), auto (torch
-    when CUDA is available). When the caller searches the same database often: `dbT` = word_major(db_codes),
-    `planes` = bit_planes(db_codes) (the faster filter, up to MAX_BITS; either one is enough)."""
-    if backend not in BACKENDS:
-        raise CodesError(f"topk: backend={backend!r}; choose one of {', '.join(BACKENDS)}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise CodesError(f"topk: k must be a positive integer, got {k!r}")
-    q, db = check_pair(q_codes, db_codes)
-    kk = min(int(k), db.shape[0])
-    if backend == "auto":
-        backend = "torch" if _cuda_available() else "numba"
-    if backend == "torch":
-        import torch
+def needs_counting(words: int, kk: int) -> bool:
+    """Buckets over TOPK_BUCKET_BYTES (large K x wide codes): the counting sort of each query's distance row."""
+    return QBLOCK * (words * 64 + 1) * kk * 8 > TOPK_BUCKET_BYTES
 
-        from c3dhash.eval.kernels.torch_hamming import topk_torch
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        idx, dist = topk_torch(torch.from_numpy(q.view(np.int64)).to(dev),
-                               torch.from_numpy(db.view(np.int64)).to(dev), kk)
-        return idx.cpu().numpy(), dist.cpu().numpy().astype(np.int32)
-    out_idx = np.empty((q.shape[0], kk), np.int64)
-    out_dist = np.empty((q.shape[0], kk), np.int32)
+
+def knn_words(q: np.ndarray, dbT: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The word-major scan (any width): kk nearest of word-major codes dbT [W, N] per query, ties by index."""
+    out_idx, out_dist = np.empty((q.shape[0], kk), np.int64), np.empty((q.shape[0], kk), np.int32)
     if q.shape[0]:
-        _topk_numba(q, db, kk, dbT, planes, out_idx, out_dist)
+        kernel = _topk_counting_kernel if needs_counting(q.shape[1], kk) else _topk_kernel
+        kernel(q, dbT, kk, q.shape[1] * 64 + 1, out_idx, out_dist)
     return out_idx, out_dist
 
 
-def _topk_numba(q: np.ndarray, db: np.ndarray, kk: int, dbT: np.ndarray | None, planes: np.ndarray | None,
-                out_idx: np.ndarray, out_dist: np.ndarray) -> None:
-    nbins = q.shape[1] * 64 + 1
-    if QBLOCK * nbins * kk * 8 > TOPK_BUCKET_BYTES:
-        _topk_counting_kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
-        return
-    bits = q.shape[1] * 64
-    build = dbT is None and q.shape[0] >= PLANES_MIN_QUERIES  # a prepared dbT says: this database is reused
-    # The bit-sliced filter (eval/kernels/planes.py) for codes of up to MAX_BITS, on any CPU: faster than the word-major
-    # scan on AVX2 (4 lanes) and on AVX-512 with VPOPCNTQ (8 lanes: top-K 6.0 / 4.2 / 2.8x FAISS at 64 / 128 / 256
-    # bits, the word-major VPOPCNTQ scan 4.0 / 3.2 / 2.6x, one run on a Zen 5 VM, before the prefetching and
-    # 64-query blocks: 5.0-8.2x now, README); the word-major kernels serve wider codes and small batches.
-    if bits <= MAX_BITS and (planes is not None or build):
-        if planes is None:
-            planes = bit_planes(db)
-        want = ((db.shape[0] + GROUP - 1) // GROUP, bits + COUNT_BITS + 1, LANES)
-        if planes.dtype != np.uint64 or planes.shape != want or not planes.flags.c_contiguous:
-            raise CodesError(f"topk: planes must be bit_planes(db_codes), uint64 {list(want)}; got {planes.dtype} "
-                             f"{list(planes.shape)}")
-        gchunk = max(1, PLANES_CHUNK_BYTES // (want[1] * LANES * 8))
-        qblock = max(QBLOCK, min(PLANES_QBLOCK, TOPK_BUCKET_BYTES // (nbins * kk * 8)))
-        plan = plan_queries(q, bits, qblock)
-        run_idx, run_dist = np.empty_like(out_idx), np.empty_like(out_dist)
-        _topk_planes_kernel(plan.rows, plan.anchor, plan.anchors, plan.starts, db.shape[0], planes, gchunk, kk,
-                            nbins, run_idx, run_dist)
-        out_idx[plan.order], out_dist[plan.order] = run_idx, run_dist
-        return
-    _topk_kernel(q, word_major(db) if dbT is None else dbT, kk, nbins, out_idx, out_dist)
+def check_planes(planes: np.ndarray, n: int, bits: int, where: str = "topk") -> None:
+    """planes must be this process's bit_planes of n codes of `bits` (kernels/isa.py's LAYOUT)."""
+    want = ((n + GROUP - 1) // GROUP, bits + COUNT_BITS + 1, LANES)
+    if planes.dtype != np.uint64 or planes.shape != want or not planes.flags.c_contiguous:
+        raise CodesError(f"{where}: planes must be bit_planes(db_codes) of this process's layout, uint64 "
+                         f"{list(want)}; got {planes.dtype} {list(planes.shape)}")
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+def knn_bitsliced(q: np.ndarray, planes: np.ndarray, n: int, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bit-sliced scan (codes up to MAX_BITS, kk under the bucket limit): kk nearest per query."""
+    bits, nbins = q.shape[1] * 64, q.shape[1] * 64 + 1
+    if bits > MAX_BITS or needs_counting(q.shape[1], kk):
+        raise CodesError(f"topk: the bit-sliced scan takes codes of at most {MAX_BITS} bits and k within "
+                         f"{TOPK_BUCKET_BYTES} bytes of buckets; got {bits} bits, k={kk}: use method='words'")
+    check_planes(planes, n, bits)
+    out_idx, out_dist = np.empty((q.shape[0], kk), np.int64), np.empty((q.shape[0], kk), np.int32)
+    if not q.shape[0]:
+        return out_idx, out_dist
+    gchunk = max(1, PLANES_CHUNK_BYTES // (planes.shape[1] * LANES * 8))
+    qblock = max(QBLOCK, min(PLANES_QBLOCK, TOPK_BUCKET_BYTES // (nbins * kk * 8)))
+    plan = plan_queries(q, bits, qblock)
+    run_idx, run_dist = np.empty_like(out_idx), np.empty_like(out_dist)
+    _topk_planes_kernel(plan.rows, plan.anchor, plan.anchors, plan.starts, n, planes, gchunk, kk, nbins, run_idx,
+                        run_dist)
+    out_idx[plan.order], out_dist[plan.order] = run_idx, run_dist
+    return out_idx, out_dist
+
+
+def knn_torch(q: np.ndarray, db: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The torch path (eval/kernels/torch_hamming.py): CUDA when available, else CPU tensors."""
+    import torch
+
+    from c3dhash.eval.kernels.torch_hamming import topk_torch
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    idx, dist = topk_torch(torch.from_numpy(q.view(np.int64)).to(dev), torch.from_numpy(db.view(np.int64)).to(dev), kk)
+    return idx.cpu().numpy(), dist.cpu().numpy().astype(np.int32)
 
 
 @njit(cache=True)
@@ -312,15 +292,10 @@ def _radius_fill_kernel(q, dbT, r, starts, out_idx, out_dist):
         _radius_scan(q, i, dbT, r, starts[i].copy(), out_idx, out_dist, True)
 
 
-def radius_search(q_codes: np.ndarray, db_codes: np.ndarray, r: int, *,
-                  dbT: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every database item within Hamming distance r of each query, ordered by (distance, index):
-    CSR (offsets int64 [Q + 1], indices int64 [M], distances int32 [M]); query i's items are
-    indices[offsets[i]:offsets[i + 1]]. Two passes (count, then fill), both skipping far sub-blocks."""
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
-        raise CodesError(f"radius_search: r must be a non-negative integer, got {r!r}")
-    q, db = check_pair(q_codes, db_codes, "radius_search")
-    dbT = word_major(db) if dbT is None else dbT
+def radius_words(q: np.ndarray, dbT: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every item of word-major codes dbT within distance r of each query, ordered by (distance, index):
+    CSR (offsets int64 [Q + 1], indices int64 [M], distances int32 [M]). Two passes (count, then fill), both
+    skipping far sub-blocks."""
     r = min(int(r), q.shape[1] * 64)
     counts = np.zeros((q.shape[0], r + 1), np.int64)
     if q.shape[0]:

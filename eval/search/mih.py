@@ -5,7 +5,7 @@ search that looks at a small part of the database when near neighbours are near.
     idx, dist, ok, work = mih_knn(tables, q.codes, 10)   # rows with ok == False gave up (use the flat scan)
     rows, ok = mih_radius(tables, q.codes, 3)            # per query (indices, distances) within radius 3
 
-Normally reached through eval.nearest.Searcher, which chooses between MIH and the flat scan.
+Normally reached through eval/search/searcher.py's Searcher (method 'mih' or 'auto': MIH or the flat scan).
 
 Each code is cut into m contiguous substrings (the first bits % m one bit longer). Table t maps substring value
 -> the database items having it, in CSR form: `ids` sorted by (value, index) and `starts` (dense: indexed by
@@ -33,17 +33,13 @@ import numpy as np
 from numba import njit, prange
 
 from c3dhash.eval.codes import CodesError
-from c3dhash.eval.search.flat import popcount64
-from c3dhash.eval.kernels.planes import LANES, prefetch
+from c3dhash.eval.kernels.isa import MIH_CAND_COST, MIH_PROBE_COST
+from c3dhash.eval.kernels.planes import prefetch
+from c3dhash.eval.kernels.words import popcount64
 
 DENSE_FACTOR = 8  # dense offsets (2^s + 1 entries) when 2^s <= DENSE_FACTOR * N: no binary search
-# Work units = flat-scan items. Calibrated with bench/bench_mih.py at 1e6 and 1e7 x 64 bits on AVX2 (4 lanes): a
-# probe (2-3 dependent random loads) costs about as much as 180 items of a flat scan, a visited bucket entry about
-# 90 (at half these, uniform 1e7 codes with k = 10 were sent to MIH and ran at 0.6x the flat scan). On AVX-512
-# (8 lanes, Zen 5) a flat item costs 50-60 ps: MIH's time in flat items over its work so counted was 2.3-4.0x on
-# uniform codes (probes), 2.0-2.2x on trained-like 1e6 codes (visits; MIH 31.8 vs flat 59.5 us a query at k = 10,
-# 85.6 vs 74.0 at k = 100), hence 3x and 2x. The AVX2 figures predate the per-candidate limit and prefetching.
-PROBE_COST, CAND_COST = (540.0, 180.0) if LANES == 8 else (180.0, 90.0)
+# Work units = flat-scan items; the unit costs are calibrated in kernels/isa.py (with the machine named).
+PROBE_COST, CAND_COST = MIH_PROBE_COST, MIH_CAND_COST
 MAX_SUBSTRING = 32  # longer substrings cannot be enumerated usefully
 PREFETCH_AHEAD = 4  # a dense table's bucket offsets are prefetched this many probes ahead, its codes one ahead
 

@@ -7,11 +7,12 @@
 
 `codes_path` is a .npy file of uint64 [N, ceil(bits / 64)] codes (the layout of eval/codes.py; an index
 folder's codes.npy). Each actor memory-maps it (np.load(mmap_mode="r"): nothing is read up front, and actors
-on one node share the page cache) and searches its rows [start, stop) with eval.nearest.Searcher (multi-index
+on one node share the page cache) and searches its rows [start, stop) with eval.search.Searcher (multi-index
 hashing or the flat scan, chosen per call). A query batch fans out to every actor in one call each; each
 returns its exact top k with global indices, and the driver keeps the k smallest (distance, global index)
 pairs: the union of the shards' top k holds the global top k, and ties go to the lower global index exactly
 as in one process. Radius results are concatenated and ordered the same way.
+Each actor prepares its own layouts (bit-planes for its CPU's lane width: kernels/isa.py); none is shipped.
 
 Memory per actor: the map itself costs nothing up front (pages are read on demand and shared); the MIH
 tables (built at start with warm=True) hold m bucket-ordered copies of the shard's codes plus their ids,
@@ -148,6 +149,9 @@ class ShardedIndex:
 
     def knn(self, q: np.ndarray, k: int, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         import ray
+
+        from c3dhash.eval.search.searcher import check_method
+        check_method(method, where="ShardedIndex.knn")  # here, not as a Ray task error from every actor
         q = np.ascontiguousarray(q)
         ref = ray.put(q)
         parts = ray.get([a.knn.remote(ref, k, method) for a in self._actors])
