@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine:
 #   make demo   # set up .venv, then synth -> train -> encode -> eval on a local Ray cluster (CPU)
-#   make test   # set up .venv, then run the whole test suite
+#   make test   # set up .venv, then run the whole test suite (prints the 15 slowest tests)
+# and, while working: make test-fast (unit and kernel equality tests, < 2 min on 2 cores; markers in setup.cfg)
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup demo test lint bench clean browser
+.PHONY: setup demo test test-fast lint commit-msgs bench clean browser
 
 setup: $(STAMP)
 
@@ -24,7 +25,11 @@ demo: $(STAMP)
 	$(VENV)/bin/c3dhash demo
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+FAST := not (ray or subprocess or browser or slow)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q --durations=10 -m "$(FAST)"
 
 # Headless Chromium for the page tests (results page, TensorBoard's PR curves); they skip without it.
 # Idempotent, and never fatal: without apt (or root) the tests that need a browser are skipped.

@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from c3dhash.cluster.cmd_show import add_checkpoint_arg
-from c3dhash.eval.config import EvalConfig
+from c3dhash.eval.config import MAX_RETRIES, EvalConfig
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -98,12 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--query", required=True, help="query codes .npz (c3dhash encode), e.g. the test split")
     p.add_argument("--db", required=True, help="database codes .npz, e.g. the train split")
-    p.add_argument("--shards", type=_positive, default=d.shards,
+    p.add_argument("--shards", type=_positive, default=1,
                    help="Ray tasks over query blocks (1 = in process, numba threads); results are identical")
     p.add_argument("--address", default="", help="existing Ray cluster (e.g. auto, ray://head:10001); "
                    "default: a local Ray with --shards CPUs when --shards > 1")
     p.add_argument("--threads-per-shard", type=_positive, default=1, help="CPUs (numba threads) per task")
-    p.add_argument("--max-retries", type=int, default=d.max_retries, help="retries of a failed task")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, help="retries of a failed task")
     p.add_argument("--map-at-k-rel", type=_positive, nargs="+", default=list(d.map_at_k_rel), metavar="K",
                    help="K for mAP@K / relevant in top K (CSQ; 100 for UCF101, 70 for HMDB-51)")
     p.add_argument("--map-at-k", type=_positive, nargs="+", default=list(d.map_at_k), metavar="K",

@@ -17,21 +17,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from c3dhash.loaders.atomic import pid_alive
+
 LOCK_FILE = ".lock"
 
 
 class RunLocked(RuntimeError):
     """Another run trains in this run folder; the message says which and what to do."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _holder(path: Path) -> dict:
@@ -60,7 +52,7 @@ def acquire(run_dir: Path) -> Path:
         if _create(path, me):
             return path
         held = _holder(path)
-        if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not _alive(held["pid"]):
+        if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not pid_alive(held["pid"]):
             path.unlink(missing_ok=True)  # stale: its process is gone
             print(f"note: took over the stale lock of pid {held['pid']} (no longer running) in {run_dir}", flush=True)
             continue

@@ -227,7 +227,7 @@ class Trainer:
         if get_rank() == 0:
             e = self.job.eval
             result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
-                              precision_at_k=e.precision_at_k)
+                              precision_at_k=e.precision_at_k, expected_ties=e.expected_ties)
             result["pr_counts"] = pr_counts(queries, database)  # true TP/FP/TN/FN per radius for TensorBoard
         return broadcast_from_zero(result)
 
@@ -253,6 +253,8 @@ class Trainer:
     def _keep_best(self, res: dict[str, Any], metrics: dict[str, Any]) -> None:
         st = self.state
         metrics["val_map"] = res["map_all"]
+        if "map_all_expected" in res:  # eval.expected_ties
+            metrics["val_map_expected"] = res["map_all_expected"]
         self.writer.scalars({"val/map_all": res["map_all"],
                              **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)
         self.writer.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.global_step)

@@ -20,6 +20,8 @@ BLOCKED = ("ray", "nvidia", "numba", "llvmlite")
 # Runs the script with those packages unimportable, as on an image that has only torch and torchvision.
 RUNNER = f"""
 import importlib.abc, runpy, sys
+
+pytestmark = pytest.mark.subprocess
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {BLOCKED!r}:

@@ -25,6 +25,8 @@ from c3dhash.cluster.config import config_to_dict, load_config
 from c3dhash.cluster.connect import ConnectError, probe
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

@@ -18,6 +18,8 @@ import pytest
 
 from c3dhash.eval.kernels.planes import LANES, host_features
 
+pytestmark = pytest.mark.subprocess
+
 HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fsgsbase,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+sse,"
            "+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
 

@@ -156,14 +156,6 @@ def write_index(out: str | Path, *, codes: np.ndarray, items: list[VideoRecord],
     return _write_folder(Path(out), write)
 
 
-def read_skipped(path: Path) -> list[tuple[str, str]]:
-    f = path / SKIPPED
-    if not f.is_file():
-        return []
-    rows = [line.split("\t", 1) for line in f.read_text().splitlines()[1:] if line]
-    return [(r[0], r[1] if len(r) > 1 else "") for r in rows]
-
-
 def load_index(path: str | Path) -> VideoIndex:
     p = Path(path)
     if not (p / META).is_file():
