@@ -69,10 +69,8 @@ class Hooks:
 
 
 def saved_position(state: dict[str, Any]) -> TrainState:
-    """The checkpoint's TrainState; checkpoints written before step checkpoints held the epoch DONE instead."""
-    if "train_state" in state:
-        return TrainState(**state["train_state"])
-    return TrainState(epoch=state["epoch"] + 1, global_step=state["step"], best_val_map=state["best_val_map"])
+    """The checkpoint's TrainState: the epoch and step to resume at."""
+    return TrainState(**state["train_state"])
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
