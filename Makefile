@@ -37,8 +37,17 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium not installed (no apt?): the browser tests will be skipped"
 
-lint: $(STAMP)
+lint: $(STAMP) commit-msgs
 	$(VENV)/bin/flake8 cluster distributed model loaders eval tests bench __init__.py setup.py
+
+# Commit subjects of at most 72 characters, figures and reasons in the body; checked on the commits after
+# COMMIT_BASE (the last commit before the rule). Skipped outside a git checkout.
+COMMIT_BASE := e0dae16
+commit-msgs:
+	@if git rev-parse --verify -q $(COMMIT_BASE)^{commit} >/dev/null 2>&1; then \
+		git log --no-merges --format=%s $(COMMIT_BASE)..HEAD | awk 'length > 72 { \
+			print "commit subject of " length " characters (at most 72; move the rest to the body): " $$0; bad = 1 } \
+			END { exit bad }'; fi
 
 bench: $(STAMP)
 	$(VENV)/bin/c3dhash bench --help
