@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
 BLOCKED = ("ray", "nvidia", "numba", "llvmlite")
 # Runs the script with those packages unimportable, as on an image that has only torch and torchvision.
 RUNNER = f"""
 import importlib.abc, runpy, sys
-
-pytestmark = pytest.mark.subprocess
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {BLOCKED!r}:

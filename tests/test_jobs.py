@@ -1,7 +1,7 @@
 """`ray start --head` + `c3dhash job submit` of a tiny training reaches SUCCEEDED; the cluster is stopped after.
-The `ray start` / `ray job submit` recipes of docs/kubernetes.md run as written (HOME in a temp folder, with and without a
-~/.ray/auth_token): token-authenticated, and without the token or with a dead address every client fails in
-seconds with one line naming the address and the fix. Bad configs and missing data fail before any worker.
+The `ray start` / `ray job submit` recipes of docs/kubernetes.md run as written (HOME in a temp folder, with
+and without a ~/.ray/auth_token): token-authenticated, and without the token or with a dead address every client
+fails in seconds with one line naming the address and the fix. Bad configs and missing data fail before any worker.
 Heads are stopped by killing the processes of their own --temp-dir (never `ray stop`, which stops every Ray
 on the machine)."""
 import os
