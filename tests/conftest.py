@@ -14,6 +14,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a stray ~/.ray/auth_token would otherwise break `ray start`
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ["C3DHASH_BENCH_RESULTS"] = "off"  # benchmarks the tests run write no bench/results/ files
 
 LOCAL_RAY_CPUS = 4  # the sharded index's 3 shards; 2 training workers and their controller
 FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow"}
