@@ -1,5 +1,5 @@
 # c3dhash image for the KubeRay manifests in k8s/: Ray 2.60.0 on Python 3.11 with CUDA 13, plus this project
-# installed with the pinned requirements from setup.cfg. Build and push (tag = what k8s/image names):
+# installed with the pinned requirements of constraints.txt. Build and push (tag = what k8s/image names):
 #   docker build -t ghcr.io/your-org/c3dhash:0.1.0-ray2.60.0 .
 #   docker push ghcr.io/your-org/c3dhash:0.1.0-ray2.60.0
 # One CUDA major everywhere: torch 2.14.1 is the +cu130 build and DALI is nvidia-dali-cuda130, so the base is
@@ -9,7 +9,7 @@
 # NVIDIA_REQUIRE_CUDA=cuda>=13.0 label, with which the NVIDIA container runtime refuses to start the
 # container on a host driver older than CUDA 13 needs (R580) instead of torch failing later. The host needs
 # driver >= 580 and a GPU of compute capability 7.5..12.0 (Turing to Blackwell; no V100/P100). Keep the Ray
-# version here equal to the ray pin in setup.cfg and the CUDA major equal to DALI's (tests/test_k8s.py checks
+# version here equal to the ray pin in constraints.txt and the CUDA major equal to DALI's (tests/test_k8s.py checks
 # both). Were the -cu130 tag unavailable, rayproject/ray:2.60.0-py311-cpu should serve as well (not tried):
 # torch and DALI carry their CUDA runtimes, and the NVIDIA runtime mounts the driver libraries from the host.
 FROM rayproject/ray:2.60.0-py311-cu130
@@ -28,15 +28,15 @@ RUN mkdir -p /home/ray/c3dhash
 WORKDIR /home/ray/c3dhash
 ENV PYTHONUNBUFFERED=1
 
-# Dependencies first, from setup.cfg's pins alone: editing the code does not re-download torch and DALI.
+# Dependencies first, from the metadata and constraints.txt alone: editing the code does not re-download torch
+# and DALI. `.[dali]` with no code copied yet resolves exactly the package's requirements (plus the DALI extra),
+# each pinned by constraints.txt (the set CI and `make` test); the empty c3dhash it installs is replaced below.
 # NVIDIA's index is DALI's home (PyPI mirrors it). DALI's wheel links the CUDA runtime statically and takes
 # its codec libraries from nvidia-*-cu13 wheels; torch's CUDA 13 libraries come as nvidia-* wheels too. From
 # the host both need only the driver (libcuda, and libnvcuvid for NVDEC).
-COPY --chown=1000:100 setup.cfg pyproject.toml README.md ./
-RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'])" > /tmp/requirements.txt \
- && pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
+COPY --chown=1000:100 setup.cfg setup.py __init__.py pyproject.toml README.md constraints.txt ./
+RUN pip install --no-cache-dir --extra-index-url https://pypi.nvidia.com -c constraints.txt '.[dali]' \
+ && pip uninstall -y -q c3dhash
 
 # The package (setup.py maps the folders under `c3dhash`), the shipped configs and the benchmarks. Editable
 # install: `c3dhash bench` finds bench/ beside the packages, as in a source checkout.
@@ -47,5 +47,4 @@ COPY --chown=1000:100 eval/ eval/
 COPY --chown=1000:100 loaders/ loaders/
 COPY --chown=1000:100 model/ model/
 COPY --chown=1000:100 configs/ configs/
-COPY --chown=1000:100 setup.py __init__.py ./
 RUN pip install --no-cache-dir --no-deps -e . && c3dhash --help > /dev/null

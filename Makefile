@@ -12,13 +12,14 @@ export RAY_AUTH_MODE := disabled
 
 setup: $(STAMP)
 
-# Re-installs only when the package metadata changed; torch/torchvision come from the machine's wheel cache.
-$(STAMP): setup.cfg setup.py pyproject.toml
+# Re-installs only when the package metadata or the pins changed; torch/torchvision come from the machine's wheel
+# cache. constraints.txt pins the exact tested set inside setup.cfg's ranges (the Dockerfile uses it too).
+$(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# DALI follows torch's CUDA major (13): drop the CUDA 12 build an older checkout installed (both own nvidia/dali)
 	$(PY) -m pip uninstall -q -y nvidia-dali-cuda120 2>/dev/null || true
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench,dali]'
 	touch $(STAMP)
 
 demo: $(STAMP)

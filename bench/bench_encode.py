@@ -32,7 +32,7 @@ from c3dhash.model.hashnet import build_hash_net
 
 
 def make_state(bits: int) -> dict:
-    cfg = load_config("configs/synth-cpu.yaml" if Path("configs/synth-cpu.yaml").is_file() else None,
+    cfg = load_config("synth-cpu",
                       [f"model.bits={bits}"])
     torch.manual_seed(0)
     return {"model": build_hash_net(bits=bits).state_dict(), "config": config_to_dict(cfg)}

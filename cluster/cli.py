@@ -22,11 +22,25 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+from c3dhash.cluster.args import check_paths
+from c3dhash.cluster.logs import plain_logs
 from c3dhash.distributed.failures import is_project_error
 
 # Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
 COMMAND_MODULES = tuple(f"c3dhash.cluster.cmd_{name}" for name in
                         ("data", "loaders", "train", "index", "eval", "show", "export", "bench"))
+
+
+EPILOG = """typical use:
+  c3dhash demo                                            the whole recipe on generated videos, from any folder
+  c3dhash train -c synth-cpu -s train.epochs=4            a shipped config by name, or a YAML file
+  c3dhash eval --checkpoint runs/synth-cpu/best.pt        encode test + train, print the metrics
+  c3dhash index --checkpoint best.pt --videos DIR -o lib.index
+  c3dhash search -i lib.index --video clip.mp4 -k 5 --json -
+
+`c3dhash COMMAND --help` for each command. Exit status: 0 done, 1 a failed job (or an undecodable search
+query), 2 a usage error (one line naming the flag or key), 130 interrupted.
+"""
 
 
 def version() -> str:
@@ -41,7 +55,8 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="c3dhash", description="Deep video hashing on Ray Train + DALI.")
+    parser = argparse.ArgumentParser(prog="c3dhash", description="Deep video hashing on Ray Train + DALI.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"c3dhash {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -60,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    plain_logs()  # stderr to a file or a pipe: progress as plain lines, Ray's prefixes without colour codes
     try:
+        check_paths(args)  # missing files fail here, in a fraction of a second, before torch or ray load
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

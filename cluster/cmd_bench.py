@@ -1,5 +1,5 @@
-"""Subcommand `bench`: run one of the benchmarks under bench/ (each prints ratios against a reference
-measured in the same run).
+"""Run one of the shipped benchmarks (c3dhash.bench); each prints ratios against a reference measured in the
+same run. Arguments after `--` go to the benchmark (`c3dhash bench NAME -- --help` lists them).
 
     c3dhash bench loss                    # shipped all-triplet loss vs a naive B^3 version
     c3dhash bench loader                  # DALI CPU vs a PyAV + DataLoader baseline
@@ -23,7 +23,8 @@ BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step")
 def cmd_bench(args: argparse.Namespace) -> int:
     script = BENCH_DIR / f"bench_{args.name}.py"
     if not script.is_file():
-        raise FileNotFoundError(f"{script}: benchmark not found; run from a source checkout of c3dhash")
+        raise FileNotFoundError(f"{script}: benchmark not found; reinstall c3dhash (the wheel ships them as "
+                                f"c3dhash.bench), or run from a source checkout")
     extra = args.args[1:] if args.args[:1] == ["--"] else args.args
     sys.argv = [str(script), *extra]
     runpy.run_path(str(script), run_name="__main__")
@@ -31,7 +32,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (" + " | ".join(BENCHES) + ")")
+    p = sub.add_parser("bench", help="run a benchmark (" + " | ".join(BENCHES) + ")", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=BENCHES)
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- arguments for the benchmark script")
     p.set_defaults(func=cmd_bench)

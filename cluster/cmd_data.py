@@ -2,7 +2,7 @@
 
     c3dhash synth --out data/synth --classes 8 --per-class 48 --frames 32 --size 48x64 --codec vp9 --seed 0
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1 [--out DIR] [--val-per-class 2]
-    c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --workers 8
+    c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --procs 8
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import typing
 import warnings
 
+from c3dhash.cluster.args import add_procs_arg, path_arg
 from c3dhash.loaders.config import Dataset
 from c3dhash.loaders.synth import MOTIONS
 from c3dhash.loaders.videoio import CODECS
@@ -28,7 +29,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from c3dhash.loaders.synth import make_synth_dataset
     summary = make_synth_dataset(args.out, classes=args.classes, per_class=args.per_class, frames=args.frames,
                                  size=args.size, codec=args.codec, seed=args.seed, fps=args.fps,
-                                 workers=args.workers)
+                                 workers=args.procs)
     print(summary.format_summary())
     print(f"next: c3dhash splits --dataset synth --root {args.out}")
     return 0
@@ -53,7 +54,7 @@ def cmd_splits(args: argparse.Namespace) -> int:
 
 def cmd_transcode(args: argparse.Namespace) -> int:
     from c3dhash.loaders.transcode import transcode_tree
-    summary = transcode_tree(args.src, args.out, codec=args.codec, size=args.size, workers=args.workers)
+    summary = transcode_tree(args.src, args.out, codec=args.codec, size=args.size, workers=args.procs)
     if summary.size != tuple(args.size):
         print(f"note: size {args.size[0]}x{args.size[1]} rounded to even {summary.size[0]}x{summary.size[1]} "
               f"(4:2:0 video needs even sizes)", file=sys.stderr)
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `synth`, `splits` and `transcode` to `c3dhash`."""
     p = sub.add_parser("synth", help="write a synthetic action dataset (UCF101 layout, real video files)",
                        description="Motion-defined classes: " + ", ".join(MOTIONS))
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--classes", type=int, default=8, help=f"number of motion classes (1..{len(MOTIONS)})")
     p.add_argument("--per-class", type=int, default=48, help="videos per class (16 groups: 12 test, 36 train)")
     p.add_argument("--frames", type=int, default=32, help="frames per video")
@@ -74,26 +75,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="vp9 (.webm) and mjpeg (.avi) decode with DALI on CPU; h264 (.mp4) needs a GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=int, default=25)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_procs_arg(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("splits", help="official split files -> train/val/test manifests")
     p.add_argument("--dataset", choices=typing.get_args(Dataset), required=True)
-    p.add_argument("--root", required=True, help="folder with the class folders (and the split lists)")
+    path_arg(p, "--root", kind="dir", required=True, help="folder with the class folders (and the split lists)")
     p.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--out", default=None, help="manifest folder (default <root>/manifests/split<N>)")
     p.add_argument("--val-per-class", type=int, default=2,
                    help="validation videos per class, carved from train")
-    p.add_argument("--lists", default=None,
-                   help="folder with the official list files (default: under --root)")
+    path_arg(p, "--lists", kind="dir", default=None,
+             help="folder with the official list files (default: under --root)")
     p.add_argument("--no-check-files", action="store_true", help="do not look the videos up on disk")
     p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("transcode",
                        help="re-encode raw dataset videos (CFR, short GOP, fixed size), resumable")
-    p.add_argument("--src", required=True, help="unpacked dataset folder (e.g. UCF101/ with class folders)")
-    p.add_argument("--out", required=True, help="output folder (mirrors --src)")
+    path_arg(p, "--src", kind="dir", required=True, help="unpacked dataset folder (e.g. UCF101/ with class folders)")
+    p.add_argument("-o", "--out", required=True, help="output folder (mirrors --src)")
     p.add_argument("--codec", choices=tuple(CODECS), default="h264")
     p.add_argument("--size", type=parse_size, default=(128, 171), help="HxW (odd sizes round up to even)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_procs_arg(p)
     p.set_defaults(func=cmd_transcode)

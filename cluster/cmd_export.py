@@ -42,5 +42,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint's model with torch.export (.pt2)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
-    p.add_argument("--out", required=True, help="output .pt2 file")
+    p.add_argument("-o", "--out", required=True, help="output .pt2 file")
     p.set_defaults(func=cmd_export)

@@ -1,4 +1,4 @@
-"""Subcommands `index` (a searchable folder of codes) and `encode` (a split into a codes file), from a checkpoint.
+"""`index`: encode videos into a searchable index folder; `encode`: a dataset split into a codes file.
 
     c3dhash index --checkpoint runs/synth-cpu/best.pt --videos data/synth --out runs/synth.index
     c3dhash index --checkpoint best.pt --manifest data/ucf101/manifests/split1/train.tsv --out ucf.index \\
@@ -7,7 +7,7 @@
     c3dhash encode --checkpoint runs/synth-cpu/best.pt --split test --out runs/test.npz [--workers 2]
     c3dhash encode --config configs/synth-cpu.yaml --checkpoint best --split test --out runs/test.npz
 
-The checkpoint describes itself (bits, backbone, clip geometry: model/load.py); `--config` is optional and must
+The checkpoint describes itself (bits, backbone, clip geometry); `--config` is optional and must
 agree with it. `--workers N` shards the encoding over N Ray actors (one GPU each where the Ray cluster has GPUs,
 or with `--device gpu`), with the same codes as one process.
 """
@@ -18,23 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from c3dhash.cluster.args import add_config_args, add_ray_worker_args, path_arg
 from c3dhash.cluster.config import ConfigError
 
 
-def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    p.add_argument("--checkpoint", required=required, default=None if required else "best",
-                   help="best.pt of a run, a checkpoint_*/ folder, or best | latest with --config")
-    p.add_argument("--config", default=None, help="the run's job config (optional: checked against the checkpoint)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a --config value")
-
-
-def add_worker_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=1, help="Ray encoder actors (1 = this process)")
-    p.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto",
-                   help="auto: a GPU per actor (DALI decoding on it) where the cluster has GPUs, else CPU")
-    p.add_argument("--threads", type=int, default=1, help="CPUs per actor (torch and DALI threads)")
-    p.add_argument("--address", default="", help="existing Ray cluster (auto, ray://...); default: a local Ray")
+def add_model_args(p: argparse.ArgumentParser, *, required: bool = True, default: str | None = None,
+                   help: str | None = None) -> None:
+    path_arg(p, "--checkpoint", kind="checkpoint", required=required, default=default,
+             help=help or "the model: best.pt of a run, a checkpoint_*/ folder, or best | latest with --config")
+    add_config_args(p, help="the run's job config, a file or a shipped name (optional: checked against the "
+                            "checkpoint; needed for --checkpoint best | latest)")
 
 
 def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, Any]:
@@ -55,8 +48,6 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None,
 def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: bool = False):
     """encode(state, paths) for the chosen workers (eval/index/encode_ray.py)."""
     from c3dhash.eval.index.encode_ray import encode_files
-    if args.workers < 1 or args.threads < 1:
-        raise ConfigError(f"--workers {args.workers} --threads {args.threads}: both must be >= 1")
     if args.address:  # a dead address or a refused token: one line in seconds, before any video is read
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
@@ -101,11 +92,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_encode(args: argparse.Namespace) -> int:
+def encode_split(args: argparse.Namespace, split: str):
+    """(Codes of the split's decodable videos, number of videos listed) with the --checkpoint model."""
     import numpy as np
 
     from c3dhash.cluster.config import section_from_dict
-    from c3dhash.eval.codes import Codes, pack_bits, save_codes
+    from c3dhash.eval.codes import Codes, pack_bits
     from c3dhash.loaders.config import DataConfig
     from c3dhash.loaders.splits import load_split
     from c3dhash.model.load import from_state, read_checkpoint
@@ -113,15 +105,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
     state = read_checkpoint(path)
     model = from_state(state, config=config, source=path)
     data = cfg.data if cfg else section_from_dict(DataConfig, model.config["data"], f"{path}: config data")
-    records = load_split(data, args.split)  # the manifest minus its skip.tsv
-    res = encoder(args, config, static=args.static)(state, [str(Path(data.root) / r.path) for r in records])
+    records = load_split(data, split)  # the manifest minus its skip.tsv
+    res = encoder(args, config, static=getattr(args, "static", False))(
+        state, [str(Path(data.root) / r.path) for r in records])
     report_skips([(records[i].path, why) for i, why in sorted(res.skipped.items())], [])
     ok = res.ok
     kept = [r for r, good in zip(records, ok) if good]
-    save_codes(args.out, Codes(codes=pack_bits(res.outputs[ok]), bits=model.bits,
-                               labels=np.asarray([r.label for r in kept], np.int64),
-                               ids=np.asarray([r.path for r in kept], str)))
-    print(f"encoded {len(kept)} of {len(records)} {args.split} videos ({model.bits} bits) -> {args.out}")
+    codes = Codes(codes=pack_bits(res.outputs[ok]), bits=model.bits,
+                  labels=np.asarray([r.label for r in kept], np.int64), ids=np.asarray([r.path for r in kept], str))
+    print(f"encoded {len(kept)} of {len(records)} {split} videos ({model.bits} bits)", file=sys.stderr)
+    return codes, len(records)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from c3dhash.eval.codes import save_codes
+    codes, _ = encode_split(args, args.split)
+    save_codes(args.out, codes)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -130,19 +130,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--videos", help="folder of videos (class folders <DIR>/<class>/... give labels)")
-    src.add_argument("--manifest", help="split manifest TSV (path, label, class_name), e.g. .../train.tsv")
-    p.add_argument("--root", default=None, help="dataset root of --manifest (default: the folder above manifests/)")
-    p.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    path_arg(src, "--videos", kind="dir", help="folder of videos (class folders <DIR>/<class>/... give labels)")
+    path_arg(src, "--manifest", help="split manifest TSV (path, label, class_name), e.g. .../train.tsv")
+    path_arg(p, "--root", kind="dir", default=None,
+             help="dataset root of --manifest (default: the folder above manifests/)")
+    p.add_argument("-o", "--out", required=True, help="index folder to write (replaced atomically)")
     p.add_argument("--add", action="store_true", help="keep the index's codes, encode only videos it lacks")
-    add_worker_args(p)
+    add_ray_worker_args(p)
     p.set_defaults(func=failed_job(cmd_index))
 
     p = sub.add_parser("encode", help="encode a split with a trained model into a codes .npz",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(p, required=False)
+    add_model_args(p, required=False, default="best")
     p.add_argument("--split", required=True, choices=("train", "val", "test"))
-    p.add_argument("--out", required=True, help="output .npz (codes file)")
+    p.add_argument("-o", "--out", required=True, help="output .npz (codes file)")
     p.add_argument("--static", action="store_true", help="first frame repeated (motion-free baseline)")
-    add_worker_args(p)
+    add_ray_worker_args(p)
     p.set_defaults(func=failed_job(cmd_encode))

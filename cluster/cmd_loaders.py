@@ -15,17 +15,17 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from c3dhash.cluster.args import add_config_args, add_procs_arg, path_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to `c3dhash`."""
     p = sub.add_parser("check-data", help="probe every video of the manifests; write skip.tsv",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="job config YAML (uses data.root and data.manifest_dir/split)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override, repeatable (with --config)")
-    p.add_argument("--root", help="dataset root (instead of --config)")
-    p.add_argument("--manifest-dir", help="folder of split manifests (default: <root>/manifests/split1)")
-    p.add_argument("--workers", type=int, default=2, help="parallel probes (default: 2)")
+    add_config_args(p, help="job config, a file or a shipped name (uses data.root and data.manifest_dir/split)")
+    path_arg(p, "--root", kind="dir", help="dataset root (instead of --config, or overriding its data.root)")
+    path_arg(p, "--manifest-dir", kind="dir", help="folder of split manifests (default: <root>/manifests/split1)")
+    add_procs_arg(p, default=2, help="parallel probes, local processes (default: 2)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
                    help="DALI decoder device to check against (default: data.device, else auto); "
                         "with --no-decode, gpu needs no GPU here (only NVDEC's codec list is applied)")
@@ -40,7 +40,7 @@ def _locate(args: argparse.Namespace) -> tuple[Path, Path, str]:
     from c3dhash.loaders.splits import manifest_dir
 
     if args.config:
-        data = load_config(args.config, args.set).data
+        data = load_config(args.config, args.overrides).data
         data = dataclasses.replace(data, root=args.root or data.root)
     elif args.root:
         data = DataConfig(root=args.root)  # the default split (1) of that root
@@ -67,7 +67,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
     root, manifest_dir, device = _locate(args)
     backend, device_id = _backend(args.device or device, not args.no_decode)
-    n, bad, skip = check_data(root=root, manifest_dir=manifest_dir, workers=args.workers, device=backend,
+    n, bad, skip = check_data(root=root, manifest_dir=manifest_dir, workers=args.procs, device=backend,
                               device_id=device_id, decode=not args.no_decode)
     for path, reason in bad[:20]:
         print(f"  {root / path}: {reason}", file=sys.stderr)

@@ -10,30 +10,27 @@ points elsewhere when it moved); a model with another fingerprint is refused.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+
+from c3dhash.cluster.args import path_arg, positive
 
 
-def video_queries(args: argparse.Namespace):
+def video_queries(args: argparse.Namespace, top=None):
+    """(index, Query list); top: a number, or a function of the index's size."""
     from c3dhash.eval.index.folder import load_index
     from c3dhash.eval.index.query import index_model, search_videos
     idx = load_index(args.index)
+    top = top(len(idx)) if callable(top) else top
     state = index_model(idx, getattr(args, "checkpoint", None))
-    return idx, search_videos(idx, state, args.video, top=args.top)
+    return idx, search_videos(idx, state, args.video, top=top), top
 
 
-def cmd_search_videos(args: argparse.Namespace) -> int:
-    """`c3dhash search --index INDEX --video ...` (called by cluster/cmd_eval.py)."""
-    from c3dhash.eval.metrics.exact import write_json
-    from c3dhash.eval.index.query import format_table, to_json
-    idx, queries = video_queries(args)
-    res = to_json(idx, queries)
-    if args.json == "-":
-        print(json.dumps(res, indent=1))
-        return 0
-    print(format_table(idx, queries))
-    if args.json:
-        print(f"wrote {write_json(args.json, res)}")
-    return 0
+def search_videos_json(args: argparse.Namespace) -> dict:
+    """`c3dhash search --index INDEX --video ...` (cluster/cmd_eval.py) in the one result schema."""
+    from c3dhash.cluster.cmd_eval import top_k
+    from c3dhash.cluster.results import from_videos
+    idx, queries, top = video_queries(args, lambda n: top_k(args, n))
+    return from_videos(idx, queries, top=top, max_distance=args.max_distance)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -42,7 +39,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from c3dhash.eval.index.page import write_page
     from c3dhash.eval.index.query import search_codes
     if args.video:
-        idx, queries = video_queries(args)
+        idx, queries, _ = video_queries(args, args.top)
+        for q in queries:
+            if q.error:
+                print(f"query {q.name}: {q.error} (left off the page)", file=sys.stderr)
+        queries = [q for q in queries if not q.error]
     else:
         idx = load_index(args.index)
         queries = search_codes(idx, load_codes(args.query), top=args.top, limit=args.max_queries)
@@ -71,20 +72,20 @@ def write_eval_curves(query, db, metrics: dict, *, png: str | None, run_dir: str
 
 
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None,
-                   help="the index's model for --video (default: the checkpoint named in the index's meta.json)")
+    path_arg(p, "--checkpoint", kind="any", default=None,
+             help="the index's model for --video (default: the checkpoint named in the index's meta.json)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="results page (HTML + PNG contact sheet) of queries against an index",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--index", required=True, help="index folder (c3dhash index)")
+    path_arg(p, "-i", "--index", kind="dir", required=True, help="index folder (c3dhash index)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--video", nargs="+", metavar="FILE", help="query videos (any codec PyAV reads)")
-    src.add_argument("--query", help="query codes .npz (ids relative to the index's root give thumbnails)")
-    p.add_argument("--top", type=int, default=5, help="results per query")
-    p.add_argument("--max-queries", type=int, default=10, help="queries of --query shown")
-    p.add_argument("--frames", type=int, default=4, help="frames per thumbnail strip")
-    p.add_argument("--out", required=True, help="results .html (the contact sheet goes beside it as .png)")
+    path_arg(src, "--video", nargs="+", metavar="FILE", help="query videos (any codec PyAV reads)")
+    path_arg(src, "-q", "--query", help="query codes .npz (ids relative to the index's root give thumbnails)")
+    p.add_argument("-k", "--top", type=positive, default=5, help="results per query")
+    p.add_argument("--max-queries", type=positive, default=10, help="queries of --query shown")
+    p.add_argument("--frames", type=positive, default=4, help="frames per thumbnail strip")
+    p.add_argument("-o", "--out", required=True, help="results .html (the contact sheet goes beside it as .png)")
     add_checkpoint_arg(p)
     p.set_defaults(func=cmd_show)

@@ -147,10 +147,30 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # package data: c3dhash/configs/*.yaml
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs that ship with the package (`--config synth-cpu`)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def find_config(path: str | Path) -> Path:
+    """An existing file as given; else a shipped config by name (`synth-cpu`, `synth-cpu.yaml`, or
+    `configs/synth-cpu.yaml` as the docs spell it), so the configs work from any folder after `pip install`."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found; pass an existing YAML file (see configs/)")
+    if p.is_file():
+        return p
+    if p.parent in (Path("."), Path("configs")):
+        shipped = SHIPPED / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{p}: config file not found; pass a YAML file or a shipped config name "
+                      f"({', '.join(shipped_configs()) or 'none shipped'})")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = find_config(path)
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

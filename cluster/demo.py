@@ -4,7 +4,7 @@ evaluate test queries against the train database, next to two baselines:
 - LSH: a random projection of the *untrained* backbone's features (what you get without learning);
 - static: the trained model on static clips (first frame repeated), which shows the codes come from motion.
 
-    c3dhash demo                                  # configs/synth-cpu.yaml
+    c3dhash demo                                  # the shipped synth-cpu config, from any folder
     c3dhash demo --set train.epochs=4             # quicker, weaker
 """
 from __future__ import annotations
@@ -112,5 +112,6 @@ def run_demo(*, config: str, overrides: list[str], data_root: str | None) -> int
     print(f"\ntest queries vs train database, {cfg.model.bits} bits; chance ~ {chance:.3f}")
     print(f"demo took {minutes:.1f} min (target <= {TARGET_MINUTES:.0f}); test mAP@all {got:.4f} "
           f"(target >= {TARGET_MAP}); {'OK' if got >= TARGET_MAP and minutes <= TARGET_MINUTES else 'BELOW TARGET'}")
-    print(f"TensorBoard: tensorboard --logdir {run_dir(cfg) / 'tensorboard'}")
+    # the storage folder: TensorBoard finds every run's tensorboard/ below it and lists the runs side by side
+    print(f"TensorBoard: tensorboard --logdir {cfg.cluster.storage_path.rstrip('/')}/")
     return 0

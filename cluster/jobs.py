@@ -2,7 +2,7 @@
 
     c3dhash job submit --address http://127.0.0.1:8265 -- c3dhash train --config configs/synth-cpu.yaml
     c3dhash job wait --address http://127.0.0.1:8265 JOB_ID
-    c3dhash job logs --address http://127.0.0.1:8265 JOB_ID
+    c3dhash job logs --address http://127.0.0.1:8265 JOB_ID [--follow]
     c3dhash job stop --address http://127.0.0.1:8265 JOB_ID
 
 With token auth on (every cluster the k8s manifests create and the README's `ray start` recipe), export
@@ -92,6 +92,22 @@ def logs(address: str, job_id: str) -> str:
     c = client(address)
     with talking_to(address):
         return c.get_job_logs(job_id)
+
+
+def follow(address: str, job_id: str, out=None) -> JobStatus:
+    """Stream the job's logs to `out` (stdout) as they are written, until it ends; returns its final status."""
+    import asyncio
+    import sys
+    out = out or sys.stdout
+    c = client(address)
+
+    async def tail() -> None:
+        async for chunk in c.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+    with talking_to(address):
+        asyncio.run(tail())
+        return c.get_job_status(job_id)
 
 
 def stop(address: str, job_id: str) -> bool:

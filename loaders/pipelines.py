@@ -50,7 +50,8 @@ from c3dhash.loaders.videoio import probe_video
 
 def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device: str, device_id: int | None,
                    static: bool):
-    from nvidia.dali import fn, pipeline_def, types  # local: importing DALI is slow; the sampler needs none
+    from c3dhash.loaders.dali import dali
+    fn, pipeline_def, types = dali()  # local: importing DALI is slow; an extra (c3dhash[dali])
 
     @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed, prefetch_queue_depth=2,
                   device_id=device_id if device == "mixed" else None)

@@ -107,7 +107,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _decode_pipeline(*, batch_size: int, device: str, device_id: int | None, num_threads: int):
     """A built DALI pipeline that fully decodes up to `batch_size` fed files ("enc") on `device`."""
-    from nvidia.dali import fn, pipeline_def, types  # local: DALI starts threads; PyAV-only use stays light
+    from c3dhash.loaders.dali import dali
+    fn, pipeline_def, types = dali()  # local: importing DALI is slow; an extra (c3dhash[dali])
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads,
                   device_id=device_id if device == "mixed" else None, prefetch_queue_depth=1)

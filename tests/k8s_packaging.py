@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import configparser
 import re
 from pathlib import Path
 
@@ -12,20 +11,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def setup_cfg_pins() -> dict[str, str]:
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
+    """The exact versions CI, make and the image install: constraints.txt (setup.cfg holds ranges)."""
     pins = {}
-    for line in cfg["options"]["install_requires"].split("\n"):
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
         if "==" in line:
-            name, version = line.strip().split("==")
+            name, version = line.split("==")
             pins[re.sub(r"\[.*\]", "", name)] = version
     return pins
 
 
 def setup_cfg_packages() -> list[str]:
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
-    return [p.rstrip("*") for p in cfg["options.packages.find"]["include"].split()]
+    """The folders setup.py installs under `c3dhash` (its TOP tuple) and the shipped configs."""
+    import ast
+    tree = ast.parse((REPO / "setup.py").read_text())
+    (top,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and
+              any(getattr(t, "id", "") == "TOP" for t in n.targets)]
+    return [*ast.literal_eval(top), "configs"]
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

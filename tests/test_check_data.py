@@ -87,7 +87,7 @@ def test_cli_writes_skip_tsv_and_loaders_then_drop_those_files(messy, tmp_path, 
     mdir = tmp_path / "manifests"
     write_manifest(mdir / "train.tsv", good[:3] + extra[:2])
     write_manifest(mdir / "test.tsv", good[3:] + extra[2:])
-    assert main(["check-data", "--root", str(root), "--manifest-dir", str(mdir), "--workers", "2"]) == 0
+    assert main(["check-data", "--root", str(root), "--manifest-dir", str(mdir), "--procs", "2"]) == 0
     out = capsys.readouterr()
     assert f"checked {len(good) + len(extra)} videos" in out.out and f"{len(extra)} bad" in out.out
     assert "garbage.webm: cannot open with PyAV" in out.err

@@ -1,5 +1,7 @@
 """Encoding a split: per-video mean of clip outputs; rank shards together equal the single-process codes;
 `c3dhash encode` writes the same codes file from a checkpoint."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,23 @@ def test_encode_cli_writes_the_codes_of_the_checkpoint(setup, tmp_path, capsys):
         codes.ids.tolist()
     assert main(["encode", "--checkpoint", "best", "--split", "test", "--out", str(tmp_path / "y.npz")]) == 2
     assert "needs --config" in capsys.readouterr().err
+
+
+def test_eval_checkpoint_equals_encode_twice_then_eval(setup, tmp_path, capsys):
+    """`eval --checkpoint CK` = `encode --split test` + `encode --split train` + `eval --query --db`."""
+    cfg, net, _ = setup
+    overrides = [*tiny_overrides(cfg.data.root, tmp_path / "runs", "enc", workers=1), "data.clips_per_video=2"]
+    full = ckpt.atomic_save({"model": net.state_dict(), "config": config_to_dict(load_config(None, overrides))},
+                            tmp_path / "full.pt")
+    for split in ("test", "train"):
+        assert main(["encode", "--checkpoint", str(full), "--split", split, "-o", str(tmp_path / f"{split}.npz")]) == 0
+    assert main(["eval", "-q", str(tmp_path / "test.npz"), "--db", str(tmp_path / "train.npz"),
+                 "-j", str(tmp_path / "two.json")]) == 0
+    assert main(["eval", "--checkpoint", str(full), "-j", str(tmp_path / "one.json")]) == 0
+    two, one = (json.loads((tmp_path / f).read_text()) for f in ("two.json", "one.json"))
+    assert one == two and one["num_queries"] == len(load_codes(tmp_path / "test.npz"))
+    assert main(["eval", "--checkpoint", str(full), "--db", str(tmp_path / "train.npz")]) == 2
+    assert "drop --query/--db" in capsys.readouterr().err
 
 
 def test_stale_scratch_of_a_dead_encoder_is_removed_and_live_or_recent_ones_kept(tmp_path):

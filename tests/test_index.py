@@ -124,7 +124,7 @@ def test_a_query_dali_cannot_decode_here_is_transcoded_on_the_fly(lib, tmp_path,
     h264 = write_video(tmp_path / "phone.mp4", video_frames(1, 1), codec="h264")  # c1_v01 as an H.264 .mp4
     assert main(["search", "--index", str(out), "--video", str(h264), "--top", "3", "--json", "-"]) == 0
     (got,) = json.loads(capsys.readouterr().out)["queries"]
-    assert [r["class_name"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
+    assert [r["class"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
 
 
 def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
@@ -133,5 +133,33 @@ def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
     assert main(["search", "--index", str(out), "--query", str(tmp_path / "q.npz"), "--top", "1",
                  "--json", str(tmp_path / "top.json")]) == 0
     res = json.loads((tmp_path / "top.json").read_text())
-    assert [q["results"][0][0] for q in res["queries"]] == list(range(9))  # each item finds itself
-    assert all(q["results"][0][2] == 0 for q in res["queries"])
+    assert [q["results"][0]["index"] for q in res["queries"]] == list(range(9))  # each item finds itself
+    assert all(q["results"][0]["distance"] == 0 for q in res["queries"])
+
+
+def test_an_undecodable_query_is_an_entry_with_an_error_and_exit_1(lib, tmp_path, capsys):
+    root, _, out = lib
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    good = root / "class2/c2_v02.webm"
+    assert main(["search", "-i", str(out), "--video", str(bad), str(good), "-k", "2", "--json", "-"]) == 1
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert [q["query"] for q in res["queries"]] == [str(bad), str(good)]  # in the given order, the bad one kept
+    assert res["queries"][0]["error"].startswith("cannot be decoded") and res["queries"][0]["results"] == []
+    assert res["queries"][1]["error"] is None and res["queries"][1]["results"][0]["distance"] == 0
+    assert all(set(r) == {"rank", "distance", "index", "path", "label", "class"} for r in res["queries"][1]["results"])
+    assert f"query {bad}: cannot be decoded" in captured.err
+    assert main(["search", "-i", str(out), "--video", str(bad), str(good), "-k", "2", "--skip-bad", "-j", "-"]) == 0
+    assert [q["query"] for q in json.loads(capsys.readouterr().out)["queries"]] == [str(good)]
+
+
+def test_eval_takes_an_index_folder_as_the_database(lib, tmp_path, capsys):
+    _, _, out = lib
+    save_codes(tmp_path / "q.npz", load_index(out).as_codes())
+    save_codes(tmp_path / "db.npz", load_index(out).as_codes())
+    assert main(["eval", "-q", str(tmp_path / "q.npz"), "--db", str(out), "-j", str(tmp_path / "a.json")]) == 0
+    assert main(["eval", "-q", str(tmp_path / "q.npz"), "--db", str(tmp_path / "db.npz"),
+                 "-j", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a == b and a["num_db"] == 9

@@ -211,14 +211,17 @@ def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
 def test_dead_addresses_fail_fast_in_one_line(tmp_path):
     data = make_tiny_dataset(tmp_path / "synth")
     dead = free_port()
+    for name in ("q.npz", "d.npz", "best.pt"):  # paths are checked first (they exist): the address is what fails
+        (tmp_path / name).write_bytes(b"")
     cases = {("job", "submit", "--address", f"http://127.0.0.1:{dead}", "--", "echo"): f"http://127.0.0.1:{dead}",
              ("train", "--config", str(REPO / "configs/synth-cpu.yaml"), "--set", f"data.root={data}",
               "--set", "data.pk_classes=4", "--set", f"cluster.storage_path={tmp_path / 'runs'}",  # 4 classes
               "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
-             ("eval", "--query", "q.npz", "--db", "d.npz", "--shards", "2", "--address", f"127.0.0.1:{dead}"):
+             ("eval", "--query", str(tmp_path / "q.npz"), "--db", str(tmp_path / "d.npz"), "--shards", "2",
+              "--address", f"127.0.0.1:{dead}"):
              f"127.0.0.1:{dead}",
-             ("index", "--checkpoint", "best.pt", "--videos", str(data), "--out", str(tmp_path / "ix"),
+             ("index", "--checkpoint", str(tmp_path / "best.pt"), "--videos", str(data), "--out", str(tmp_path / "ix"),
               "--workers", "2", "--address", f"127.0.0.1:{dead}"): f"127.0.0.1:{dead}"}
     for argv, address in cases.items():  # whole commands: bounds include importing torch/ray on a busy machine
         t0 = time.time()

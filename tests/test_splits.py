@@ -191,4 +191,4 @@ def test_cli_splits_prints_counts_and_errors_in_one_line(tmp_path, capsys):
     assert re.search(r"test\s+5 videos\s+3 classes\s+per class min 1 max 2", out)
     assert main(["splits", "--dataset", "ucf101", "--root", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "dataset folder not found" in err[0]
+    assert len(err) == 1 and f"--root {tmp_path / 'missing'}: folder not found" in err[0]

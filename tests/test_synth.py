@@ -164,7 +164,7 @@ def test_bad_arguments_are_data_errors(tmp_path):
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "s"
     rc = main(["synth", "--out", str(out), "--classes", "2", "--per-class", "2", "--frames", "4", "--size",
-               "32x32", "--codec", "mjpeg", "--workers", "1"])
+               "32x32", "--codec", "mjpeg", "--procs", "1"])
     assert rc == 0 and "wrote 4 mjpeg videos (4 frames, 32x32) of 2 classes" in capsys.readouterr().out
     assert probe_video(out / "MoveLeft" / "v_MoveLeft_g02_c01.avi").frames == 4
     assert main(["synth", "--out", str(out), "--size", "32x31"]) == 2

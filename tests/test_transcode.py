@@ -117,12 +117,12 @@ def test_bad_arguments(tmp_path, capsys):
     with pytest.raises(DataError, match="must differ"):
         transcode_tree(tmp_path / "empty", tmp_path / "empty")
     assert main(["transcode", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "source folder not found" in capsys.readouterr().err
+    assert f"--src {tmp_path / 'nope'}: folder not found" in capsys.readouterr().err
 
 
 def test_cli_transcode_exit_status_counts_failures(raw, tmp_path, capsys):
     rc = main(["transcode", "--src", str(raw), "--out", str(tmp_path / "o"), "--codec", "mjpeg",
-               "--size", "32x47", "--workers", "1"])
+               "--size", "32x47", "--procs", "1"])
     captured = capsys.readouterr()
     assert rc == 1 and "1 transcoded, 0 already done, 2 failed" in captured.out
     assert "rounded to even 32x48" in captured.err

@@ -36,6 +36,7 @@ class Query:
     video: str | None = None  # a file to draw thumbnails from, when there is one
     padded: bool = False
     notes: list[str] = field(default_factory=list)
+    error: str | None = None  # why the query could not be decoded (then no results)
 
 
 def index_model(idx: VideoIndex, checkpoint: str | None) -> dict[str, Any]:
@@ -82,20 +83,23 @@ def rank(idx: VideoIndex, codes: np.ndarray, top: int) -> tuple[np.ndarray, np.n
 
 def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str], *, top: int,
                   encode: Callable[[dict, list[str]], Encoded] | None = None) -> list[Query]:
-    """Top `top` of each decodable query video; undecodable ones are reported and left out (error if none)."""
+    """Top `top` of each query video, in the given order; one that cannot be decoded is a Query with `error`
+    set and no results (the caller decides whether that fails the command)."""
     missing = [v for v in videos if not Path(v).is_file()]
     if missing:
         raise VideoIndexError(f"--video {missing[0]}: file not found")
     res = (encode or (lambda s, p: encode_paths(s, p)))(state, [str(Path(v).absolute()) for v in videos])
-    for i, reason in sorted(res.skipped.items()):
-        print(f"skipped query {videos[i]}: {reason}", file=sys.stderr)
     ok = res.ok
-    if not ok.any():
-        raise VideoIndexError(f"none of the {len(videos)} query videos could be decoded; nothing to search")
-    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx))
+    empty = np.zeros(0, np.int64)
+    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx)) if ok.any() else (empty, empty)
+    rows = {i: row for row, i in enumerate(np.flatnonzero(ok).tolist())}
     out = []
-    for row, i in enumerate(np.flatnonzero(ok).tolist()):
-        q = Query(videos[i], *label_of(Path(videos[i]), idx), indices[row], dists[row], video=videos[i],
+    for i, video in enumerate(videos):
+        if i not in rows:
+            out.append(Query(video, *label_of(Path(video), idx), empty, empty,
+                             error=f"cannot be decoded: {res.skipped.get(i, 'no frames')}"))
+            continue
+        q = Query(video, *label_of(Path(video), idx), indices[rows[i]], dists[rows[i]], video=video,
                   padded=i in res.padded)
         if q.padded:
             q.notes.append("shorter than one clip: padded with its last frame (as in training)")
@@ -118,25 +122,3 @@ def search_codes(idx: VideoIndex, query: Codes, *, top: int, limit: int | None =
         out.append(Query(str(query.ids[i]), label, names.get(label, str(label)), indices[i], dists[i],
                          video=str(path) if path.is_file() else None))
     return out
-
-
-def to_json(idx: VideoIndex, queries: list[Query]) -> dict[str, Any]:
-    return {"index": str(idx.path), "fingerprint": idx.fingerprint, "bits": idx.bits, "num_db": len(idx),
-            "queries": [{"query": q.name, "label": q.label, "class_name": q.class_name, "notes": q.notes,
-                         "results": [{"rank": r + 1, "distance": int(d), "index": int(j),
-                                      "path": idx.items[j].path, "label": idx.items[j].label,
-                                      "class_name": idx.items[j].class_name}
-                                     for r, (j, d) in enumerate(zip(q.indices, q.distances))]}
-                        for q in queries]}
-
-
-def format_table(idx: VideoIndex, queries: list[Query]) -> str:
-    lines = []
-    for q in queries:
-        label = f"{q.class_name} ({q.label})" if q.label >= 0 else "label unknown"
-        lines.append(f"query {q.name} ({label}){'; ' + '; '.join(q.notes) if q.notes else ''}:")
-        lines.append(f"  {'rank':>4}  {'dist':>4}  path  label")
-        for r, (j, d) in enumerate(zip(q.indices, q.distances)):
-            item = idx.items[j]
-            lines.append(f"  {r + 1:>4}  {int(d):>4}  {item.path}  {item.class_name} ({item.label})")
-    return "\n".join(lines)
