@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```(?:bash|sh|console)?\n(.*?)^```", re.S | re.M)
 FLAG = re.compile(r"^\[?(--[a-z][a-z0-9-]*)")
+# `c3dhash` is a command at the start of a line or after these (not `pip install c3dhash`, `kubectl -n c3dhash`)
+COMMAND_AFTER = ("&&", "||", ";", "|", "--", "$(", "time", "then", "do")
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -39,7 +41,7 @@ def commands(page: Path) -> list[tuple[int, list[str]]]:
             line = re.sub(r"(^|\s)#.*", "", line)  # comments
             tokens = line.replace("'", " ").replace('"', " ").split()
             starts = [i for i, t in enumerate(tokens) if (t == "c3dhash" or t.endswith("/bin/c3dhash"))
-                      and (i == 0 or tokens[i - 1] not in ("-n", "--namespace"))]  # kubectl's namespace
+                      and (i == 0 or tokens[i - 1] in COMMAND_AFTER)]
             for a, b in zip(starts, [*starts[1:], len(tokens)]):
                 out.append((first + offset, tokens[a + 1:b]))
     return out
@@ -80,6 +82,7 @@ def test_the_check_sees_the_readme_commands_and_catches_a_wrong_flag(parser):
     assert problems(parser, ["train", "--config", "x.yaml", "--no-such-flag"]) == [
         "`c3dhash train` has no flag --no-such-flag"]
     assert problems(parser, ["job", "submit", "--wait", "--", "ray", "--anything"]) == []
+    assert [c[:1] for c in cmds if c[:1] == ["."]] == []  # `docker build -t c3dhash .` is no command
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
