@@ -115,7 +115,7 @@ class Driver:
     def __init__(self, cfg: Path, address: str | None, env: dict | None = None):
         cmd = [*C3DHASH, "train", "--config", str(cfg), *(["--address", address] if address else [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                                     env={**os.environ, **(env or {})})  # c3dhash: installed, or on PYTHONPATH
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")))
         self.reader.start()
