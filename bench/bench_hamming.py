@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from typing import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -204,4 +206,7 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/results.py, also under `c3dhash bench`
+    from results import recorded
+    with recorded("hamming"):
+        main()

@@ -389,4 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/results.py, also under `c3dhash bench`
+    from results import recorded
+    with recorded("gpu-check"):
+        code = main()
+    sys.exit(code)

@@ -22,7 +22,7 @@ from c3dhash.cluster.args import (add_json_arg, add_ray_worker_args, emit_json, 
                                   text_stream)
 from c3dhash.cluster.cmd_index import add_model_args
 from c3dhash.cluster.cmd_show import add_checkpoint_arg
-from c3dhash.eval.config import EvalConfig
+from c3dhash.eval.config import MAX_RETRIES, EvalConfig
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -142,10 +142,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p, required=False, default=None,
                    help="encode the test (queries) and train (database) splits with this model first: best.pt of "
                         "a run, a checkpoint_*/ folder, or best | latest with --config")
-    p.add_argument("--shards", type=positive, default=d.shards,
+    p.add_argument("--shards", type=positive, default=1,
                    help="Ray tasks over query blocks (1 = in process, numba threads); results are identical")
     p.add_argument("--threads-per-shard", type=positive, default=1, help="CPUs (numba threads) per task")
-    p.add_argument("--max-retries", type=int, default=d.max_retries, help="retries of a failed task")
+    p.add_argument("--max-retries", type=int, default=MAX_RETRIES, help="retries of a failed task")
     add_ray_worker_args(p)  # --workers/--device/--threads: the encoders of --checkpoint; --address: both
     p.add_argument("--map-at-k-rel", type=positive, nargs="+", default=list(d.map_at_k_rel), metavar="K",
                    help="K for mAP@K / relevant in top K (CSQ; 100 for UCF101, 70 for HMDB-51)")

@@ -220,33 +220,19 @@ def save_config(cfg: JobConfig, path: str | Path) -> Path:
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-# Range of every numeric key (a test checks that none is missing): (section, key, operator, bound); tuples are
-# checked element by element. Nonsense such as a negative lr or cpus_per_worker 0 fails here, not in a worker.
-RANGES: tuple[tuple[str, str, str, float], ...] = (
-    ("data", "split", ">=", 1), ("data", "split", "<=", 3), ("data", "val_per_class", ">=", 0),
-    ("data", "num_frames", ">=", 1), ("data", "stride", ">=", 1), ("data", "resize", ">=", 1),
-    ("data", "crop", ">=", 1), ("data", "clips_per_video", ">=", 1), ("data", "batch_size", ">=", 1),
-    ("data", "pk_classes", ">=", 1), ("data", "pk_samples", ">=", 1), ("data", "mean", ">=", 0),
-    ("data", "mean", "<=", 1), ("data", "std", ">", 0), ("data", "num_threads", ">=", 1), ("data", "seed", ">=", 0),
-    ("model", "bits", ">=", 1),
-    ("loss", "margin", ">", 0), ("loss", "quant_weight", ">=", 0),
-    ("train", "epochs", ">=", 1), ("train", "steps_per_epoch", ">=", 0), ("train", "lr", ">", 0),
-    ("train", "momentum", ">=", 0), ("train", "momentum", "<", 1), ("train", "weight_decay", ">=", 0),
-    ("train", "step_epochs", ">=", 1), ("train", "gamma", ">", 0), ("train", "warmup_epochs", ">=", 0),
-    ("train", "eval_every", ">=", 0), ("train", "checkpoint_every", ">=", 1), ("train", "seed", ">=", 0),
-    ("train", "log_every", ">=", 1),
-    ("eval", "map_at_k_rel", ">=", 1), ("eval", "map_at_k", ">=", 1), ("eval", "precision_at_k", ">=", 1),
-    ("eval", "shards", ">=", 1), ("eval", "max_retries", ">=", 0),
-    ("cluster", "num_workers", ">=", 1), ("cluster", "cpus_per_worker", ">=", 1), ("cluster", "max_failures", ">=", -1),
-    ("cluster", "num_to_keep", ">=", 1), ("cluster", "resize_interval_s", ">", 0),
-    ("train", "checkpoint_every_steps", ">=", 0), ("train", "max_weight_norm", ">", 0),
-)
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
+def bounds(cfg: JobConfig) -> list[tuple[str, str, str, float]]:
+    """(section, key, operator, bound) of every bounded key: read from each field's metadata, where the
+    package's config dataclass keeps the bound next to the field."""
+    return [(s.name, f.name, op, bound) for s in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, s.name)) for op, bound in f.metadata.items() if op in _OPS]
+
+
 def check_ranges(cfg: JobConfig, where: str = "config") -> None:
-    """Every numeric key against RANGES; the message names the key, the bound and how to fix it."""
-    for section, key, op, bound in RANGES:
+    """Every bounded key against its bound; the message names the key, the bound and how to fix it."""
+    for section, key, op, bound in bounds(cfg):
         value = getattr(getattr(cfg, section), key)
         for v in value if isinstance(value, tuple) else (value,):
             if not _OPS[op](v, bound):

@@ -18,12 +18,14 @@ import subprocess
 import sys
 from typing import Any
 
+from c3dhash.distributed.ray_compat import GCS_CLIENT_IMPORT
+
 PROBE_S = 5.0  # TCP connect and authenticated GCS call, each
 TOKEN_FIX = ("export RAY_AUTH_MODE=token and export RAY_AUTH_TOKEN=<the cluster's token> (on the head: "
              "`ray get-auth-token`; KubeRay: the RayCluster's Secret, README: Run on Kubernetes)")
-_GCS_PROBE = """
+_GCS_PROBE = f"""
 import sys
-from ray._raylet import GcsClient
+{GCS_CLIENT_IMPORT}
 try:
     GcsClient(address=sys.argv[1]).internal_kv_get(b"c3dhash-probe", None, timeout=float(sys.argv[2]))
 except Exception as exc:
@@ -59,7 +61,7 @@ def _resolve(address: str) -> str:
     """`auto` -> the GCS address the last `ray start` on this machine recorded."""
     if address != "auto":
         return address
-    from ray._private.services import canonicalize_bootstrap_address
+    from c3dhash.distributed.ray_compat import canonicalize_bootstrap_address
 
     try:
         found = canonicalize_bootstrap_address("auto")

@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
@@ -26,14 +25,14 @@ from typing import Any
 
 import ray
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
 from ray.train.v2.api.exceptions import TrainingFailedError
 
 from c3dhash.distributed.checkpoint import CHECKPOINT_FILE
 from c3dhash.distributed.failures import TrainingFailed, first_project_error
+from c3dhash.distributed.ray_compat import DefaultFailurePolicy, FailureDecision, hooked_trainer, \
+    registered_checkpoints
 
 GRACE_S = 10.0  # longest wait for the controller to register checkpoints already written
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of the registered checkpoints
 
 
 class ProjectErrorsFail(DefaultFailurePolicy):
@@ -45,20 +44,9 @@ class ProjectErrorsFail(DefaultFailurePolicy):
         return super().make_decision(training_failed_error)
 
 
-class ProjectTrainer(TorchTrainer):
-    """TorchTrainer with ProjectErrorsFail and without Ray's SIGINT handler (fit() handles interrupts).
-
-    Both hooks are private methods of Ray 2.60's DataParallelTrainer (the version pinned in setup.cfg);
-    tests/test_failures.py fails if a Ray upgrade changes them."""
-
-    controller: Any = None
-
-    def _initialize_and_run_controller(self, **controller_init_kwargs) -> Any:
-        controller_init_kwargs["failure_policy"] = ProjectErrorsFail(self.run_config.failure_config)
-        return super()._initialize_and_run_controller(**controller_init_kwargs)
-
-    def _register_sigint_handler(self, controller: Any) -> None:
-        self.controller = controller  # Ctrl-C stays a KeyboardInterrupt; fit() stops the controller
+# TorchTrainer with ProjectErrorsFail and without Ray's SIGINT handler (fit() handles interrupts); the hooks are
+# Ray's private methods, kept in distributed/ray_compat.py with the other private touchpoints.
+ProjectTrainer = hooked_trainer(TorchTrainer, ProjectErrorsFail)
 
 
 class Terminated(KeyboardInterrupt):
@@ -71,14 +59,8 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 def registered(run_dir: Path) -> bool:
     """True when every complete checkpoint folder in run_dir is in Ray's snapshot (nothing left to register)."""
-    folders = [p.name for p in run_dir.glob("checkpoint_*") if (p / CHECKPOINT_FILE).is_file()]
-    if not folders:
-        return True
-    try:
-        text = json.dumps(json.loads((run_dir / SNAPSHOT).read_text()))
-    except (OSError, ValueError):
-        return False
-    return all(f'"{name}"' in text for name in folders)
+    folders = {p.name for p in run_dir.glob("checkpoint_*") if (p / CHECKPOINT_FILE).is_file()}
+    return folders <= {p.name for p in registered_checkpoints(run_dir) or []}
 
 
 def stop(trainer: ProjectTrainer, run_dir: Path) -> None:

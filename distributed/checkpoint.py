@@ -14,18 +14,17 @@ so a half-copied folder that Ray never registered is not picked; without a snaps
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from c3dhash.distributed.ray_compat import SNAPSHOT_FILE as RAY_SNAPSHOT, registered_checkpoints  # noqa: F401
 from c3dhash.loaders.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # ray.train.v2._internal.constants, Ray 2.60
 
 
 class CheckpointError(ValueError):
@@ -107,19 +106,6 @@ def snapshot_problem(run_dir: str | Path) -> str | None:
     if not snap.exists():
         return None
     return None if registered_checkpoints(run_dir) is not None else f"{snap} is unreadable (truncated?)"
-
-
-def registered_checkpoints(run_dir: str | Path) -> list[Path] | None:
-    """Checkpoint folders Ray Train registered, oldest first, latest last; None without a (readable) snapshot."""
-    snap = Path(run_dir) / RAY_SNAPSHOT
-    try:
-        state = json.loads(snap.read_text())
-        names = [r["checkpoint_dir_name"] for r in state.get("checkpoint_results", [])]
-        latest = (state.get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    ordered = [n for n in names if n != latest] + ([latest] if latest else [])
-    return [Path(run_dir) / n for n in ordered]
 
 
 def latest_checkpoint(run_dir: str | Path, *, warn: bool = False) -> Path | None:

@@ -16,6 +16,8 @@ import logging
 import pickle
 from typing import Any, Callable
 
+from c3dhash.distributed.ray_compat import TRAIN_FN_LOGGER as RAY_TRAIN_FN_LOGGER
+
 
 class TrainingFailed(RuntimeError):
     """A run that failed for a reason that is not a user error (a crash after the retries): exit code 1."""
@@ -68,9 +70,6 @@ class _DropNextTrainFnError(logging.Filter):
             logging.getLogger(RAY_TRAIN_FN_LOGGER).removeFilter(self)
             return False
         return True
-
-
-RAY_TRAIN_FN_LOGGER = "ray.train.v2._internal.util"  # Ray 2.60: construct_user_exception_with_traceback
 
 
 def guarded(train_fn: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -24,17 +24,18 @@ class ClusterConfig:
     # One DDP worker per GPU (or per CPU slot on a laptop): a count (a fixed group), or an elastic [min, max]
     # range: Ray Train starts with as many as fit (>= min), shrinks when a node is lost, grows back (README:
     # Elastic training). The global batch is the config's either way, so the math does not change with the size.
-    num_workers: int | tuple[int, int] = 2
+    num_workers: int | tuple[int, int] = field(default=2, metadata={">=": 1})
     use_gpu: bool = False
-    cpus_per_worker: int = 1
-    max_failures: int = 3  # worker-group restarts before the run fails
-    num_to_keep: int = 2  # checkpoints kept (the best by validation mAP is kept besides)
+    cpus_per_worker: int = field(default=1, metadata={">=": 1})
+    max_failures: int = field(default=3, metadata={">=": -1})  # worker-group restarts before the run fails
+    # checkpoints kept (the best by validation mAP is kept besides)
+    num_to_keep: int = field(default=2, metadata={">=": 1})
     address: str = ""  # Ray address; "" = RAY_ADDRESS or a local Ray
     # Ray Train's own console logs; INFO also prints every report's metrics, per rank
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     # Elastic range only: how often a healthy group looks for room to grow (Ray's elastic_resize_monitor_interval_s);
     # growing restarts the group from the latest checkpoint, so this also bounds how often work is redone.
-    resize_interval_s: float = 60.0
+    resize_interval_s: float = field(default=60.0, metadata={">": 0})
 
     @property
     def elastic(self) -> bool:

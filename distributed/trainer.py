@@ -69,10 +69,8 @@ class Hooks:
 
 
 def saved_position(state: dict[str, Any]) -> TrainState:
-    """The checkpoint's TrainState; checkpoints written before step checkpoints held the epoch DONE instead."""
-    if "train_state" in state:
-        return TrainState(**state["train_state"])
-    return TrainState(epoch=state["epoch"] + 1, global_step=state["step"], best_val_map=state["best_val_map"])
+    """The checkpoint's TrainState: the epoch and step to resume at."""
+    return TrainState(**state["train_state"])
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -258,7 +256,7 @@ class Trainer:
         if get_rank() == 0:
             e = self.job.eval
             result = evaluate(queries, database, map_at_k_rel=e.map_at_k_rel, map_at_k=e.map_at_k,
-                              precision_at_k=e.precision_at_k)
+                              precision_at_k=e.precision_at_k, expected_ties=e.expected_ties)
             result["pr_counts"] = pr_counts(result)  # true TP/FP/TN/FN per radius for TensorBoard
             result["codes"] = code_figures(np.concatenate([queries.codes, database.codes]), self.job.model.bits)
         return broadcast_from_zero(result)
@@ -307,6 +305,8 @@ class Trainer:
     def _keep_best(self, res: dict[str, Any], metrics: dict[str, Any]) -> None:
         st = self.state
         metrics["val_map"] = res["map_all"]
+        if "map_all_expected" in res:  # eval.expected_ties
+            metrics["val_map_expected"] = res["map_all_expected"]
         collapsed = self.collapsed(res)
         self.writer.scalars({"val/map_all": res["map_all"],
                              **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)

@@ -24,17 +24,16 @@ from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.build import build_data, build_model
 from c3dhash.distributed.env import require_cuda
 from c3dhash.distributed.job import JobConfig
+from c3dhash.distributed.ray_compat import report_logger_name
 from c3dhash.distributed.trainer import Hooks, Trainer
 
 
 def quiet_ray_train(level: str) -> None:
-    """Apply cluster.log_level to the report log too: Ray 2.60 names that logger by its file path, so the
+    """Apply cluster.log_level to the report log too: Ray names that logger by its file path, so the
     LoggingConfig filter (which matches "ray.train.*") misses it and every rank printed every report."""
-    try:
-        from ray.train.v2._internal.execution import context
-    except ImportError:  # another Ray layout: nothing to quieten
-        return
-    logging.getLogger(context.__file__).setLevel(level)
+    name = report_logger_name()
+    if name is not None:  # another Ray layout: nothing to quieten
+        logging.getLogger(name).setLevel(level)
 
 
 def ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:

@@ -58,3 +58,14 @@ def stale_temps(path: str | Path) -> list[Path]:
     """Temp files that a killed writer of `path` left behind (SIGKILL skips every cleanup)."""
     p = Path(path)
     return sorted(p.parent.glob(f".{p.stem}.*.tmp{p.suffix}")) if p.parent.is_dir() else []
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine: the owner check of a lock file or a scratch folder."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

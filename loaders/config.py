@@ -1,7 +1,11 @@
-"""Data configuration (owned by loaders/, composed into the job config by cluster/)."""
+"""Data configuration (owned by loaders/, composed into the job config by cluster/).
+
+Bounds sit next to their fields (`metadata`: operator -> bound, each value of a tuple); cluster/config.py
+checks them when the job config loads, so nonsense such as a negative lr fails there, not in a worker.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 SEED_MEAN = (0.434, 0.405, 0.378)
@@ -16,21 +20,22 @@ Device = Literal["auto", "cpu", "gpu"]  # auto = NVDEC when CUDA is present
 class DataConfig:
     dataset: Dataset = "synth"
     root: str = "data/synth"  # folder holding the videos (and, for synth/ucf101, ucfTrainTestlist/)
-    split: int = 1  # official split number 1..3
+    split: int = field(default=1, metadata={">=": 1, "<=": 3})  # official split number 1..3
     manifest_dir: str = ""  # "" = <root>/manifests/split<split>
-    val_per_class: int = 2  # validation videos carved from train, per class (deterministic)
-    num_frames: int = 16
-    stride: int = 1  # frame step inside a clip
-    resize: tuple[int, int] = (128, 171)  # H, W before cropping
-    crop: tuple[int, int] = (112, 112)
-    clips_per_video: int = 1  # eval: clips spread uniformly over each video
-    batch_size: int = 16  # clips per rank per step (sampler: random)
+    # validation videos carved from train, per class (deterministic)
+    val_per_class: int = field(default=2, metadata={">=": 0})
+    num_frames: int = field(default=16, metadata={">=": 1})
+    stride: int = field(default=1, metadata={">=": 1})  # frame step inside a clip
+    resize: tuple[int, int] = field(default=(128, 171), metadata={">=": 1})  # H, W before cropping
+    crop: tuple[int, int] = field(default=(112, 112), metadata={">=": 1})
+    clips_per_video: int = field(default=1, metadata={">=": 1})  # eval: clips spread uniformly over each video
+    batch_size: int = field(default=16, metadata={">=": 1})  # clips per rank per step (sampler: random)
     sampler: Sampler = "pk"
-    pk_classes: int = 8  # P: classes per global batch (sampler: pk)
-    pk_samples: int = 4  # K: clips per class per global batch (sampler: pk)
+    pk_classes: int = field(default=8, metadata={">=": 1})  # P: classes per global batch (sampler: pk)
+    pk_samples: int = field(default=4, metadata={">=": 1})  # K: clips per class per global batch (sampler: pk)
     flip: bool = True
-    mean: tuple[float, float, float] = SEED_MEAN
-    std: tuple[float, float, float] = SEED_STD
-    num_threads: int = 2  # DALI CPU threads per pipeline
+    mean: tuple[float, float, float] = field(default=SEED_MEAN, metadata={">=": 0, "<=": 1})
+    std: tuple[float, float, float] = field(default=SEED_STD, metadata={">": 0})
+    num_threads: int = field(default=2, metadata={">=": 1})  # DALI CPU threads per pipeline
     device: Device = "auto"
-    seed: int = 0
+    seed: int = field(default=0, metadata={">=": 0})

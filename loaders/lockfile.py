@@ -16,19 +16,11 @@ import socket
 import time
 from pathlib import Path
 
+from c3dhash.loaders.atomic import pid_alive
+
 
 def holder_record() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def holder(path: Path) -> dict:
@@ -56,7 +48,7 @@ def try_lock(path: Path, me: dict) -> dict | None:
         if _create(path, me):
             return None
         held = holder(path)
-        if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not alive(held["pid"]):
+        if held.get("host") == me["host"] and isinstance(held.get("pid"), int) and not pid_alive(held["pid"]):
             path.unlink(missing_ok=True)  # stale: its process is gone
             print(f"note: took over the stale lock of pid {held['pid']} (no longer running): {path}", flush=True)
             continue

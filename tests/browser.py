@@ -17,7 +17,12 @@ import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+
+
+def needs_chromium(test):
+    """Marks a test `browser` (a tier) and skips it without Chromium."""
+    skip = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
+    return pytest.mark.browser(skip(test))
 
 
 def screenshot(url: str, out: Path, *, size: tuple[int, int] = (1400, 1000), wait_ms: int = 10000) -> np.ndarray:

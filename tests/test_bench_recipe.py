@@ -16,6 +16,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import bench_recipe as br  # noqa: E402
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
+
 # stride 1: a 4-frame clip at the shipped stride 2 spans 7 frames, more than these 6-frame videos (one start
 # only): the K = 2 clips of a class came out identical (d_pos 0, no active triplet); margin 12 for 8 bits: with the head
 # norm the codes start ~0.85 x bits apart

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.subprocess
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "ray", "nvidia", "numba")  # nvidia = DALI (nvidia.dali)
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

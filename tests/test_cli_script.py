@@ -53,6 +53,7 @@ MISSING = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("argv,message", MISSING, ids=[" ".join(a[:2]) for a, _ in MISSING])
 def test_a_missing_path_fails_in_under_a_second_before_heavy_imports(tmp_path, argv, message):
     (tmp_path / "db.npz").write_bytes(b"")  # exists, so the next path is the one reported

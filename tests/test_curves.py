@@ -15,11 +15,16 @@ from browser import colour_blobs, needs_chromium, screenshot
 from c3dhash.cluster.cli import main
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.eval.codes import Codes, pack_bits, save_codes, unpack_bits
-from c3dhash.eval.metrics.curves import pr_counts, radii_with_retrieved
+from c3dhash.eval.metrics.curves import pr_counts
 from c3dhash.eval.metrics.exact import evaluate
 
 BITS = 16
 RUN_COLOUR = (255, 112, 67)  # TensorBoard's colour of the first run
+
+
+def radii_with_retrieved(counts: dict) -> int:
+    """How many radii retrieve something (TP + FP > 0): the points TensorBoard draws."""
+    return int(sum(1 for t, f in zip(counts["tp"], counts["fp"]) if t + f > 0))
 
 
 def codes_pair(seed: int = 0) -> tuple[Codes, Codes]:

@@ -16,6 +16,8 @@ from c3dhash.loaders.splits import load_split
 from c3dhash.model.hashnet import build_hash_net
 from train_helpers import make_tiny_dataset, tiny_overrides
 
+pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

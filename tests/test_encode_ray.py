@@ -1,5 +1,5 @@
-"""Encoding sharded over Ray actors: the single-process codes bit for bit, every video once in input order,
-and a killed actor's chunks redone by a new one."""
+"""Encoding sharded over Ray actors (on the session's local Ray): the single-process codes bit for bit, every
+video once in input order, and a killed actor's chunks redone by a new one."""
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,14 +9,13 @@ import pytest
 import ray
 
 from c3dhash.eval.index.encode_ray import EncodeError, EncoderPool, chunk_size
-from c3dhash.eval.ray_session import join_or_start
 from c3dhash.eval.index.videos import encode_paths
 from c3dhash.model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(local_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     paths = [str(root / p) for p in make_videos(root, per_class=3)]
     (root / "broken.webm").write_bytes(b"not a video")
@@ -24,11 +23,9 @@ def setup(tmp_path_factory):
     state = read_checkpoint(lsh_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", root))
     single = encode_paths(state, paths, chunk=4)
     before = set(Path(tempfile.gettempdir()).glob("c3dhash-enc-*"))
-    assert join_or_start(None, num_cpus=2)
     pool = EncoderPool(state, workers=2)  # shared by the tests: starting actors is the slow part
     yield pool, paths, single
     pool.shutdown()
-    ray.shutdown()
     for leftover in set(Path(tempfile.gettempdir()).glob("c3dhash-enc-*")) - before:
         shutil.rmtree(leftover, ignore_errors=True)  # the killed actors' scratch folders: SIGKILL skips cleanup
 

@@ -1,8 +1,9 @@
-"""Failures in and around the Ray workers, on one shared local Ray cluster (tiny data, 2 CPU workers):
+"""Failures in and around the Ray workers, on the session's local Ray (conftest `local_ray`; tiny data, 2 CPU
+workers):
 
 - a project error raised inside a worker is not retried and the CLI prints the worker's own message (exit 2);
-- Ctrl-C exits 130 "interrupted" and the next run resumes after the last epoch whose checkpoint was saved;
-- a worker process killed with SIGKILL mid-epoch: the run completes with every epoch trained exactly once;
+- one run shows three behaviours: a worker process killed with SIGKILL mid-epoch, Ctrl-C (exit 130
+  "interrupted"), and a second start with the same name that resumes; every epoch is trained exactly once;
 - a driver ended by SIGTERM leaves no Ray process behind (its own local Ray);
 - a cluster that cannot place num_workers workers is refused before training.
 Unit tests of the failure policy and the placement arithmetic need no cluster."""
@@ -25,7 +26,7 @@ from ray.train.v2.api.exceptions import WorkerGroupError
 
 from c3dhash.cluster.config import config_to_dict, load_config
 from c3dhash.cluster.connect import placeable
-from c3dhash.cluster.fit import ProjectErrorsFail, ProjectTrainer
+from c3dhash.cluster.fit import ProjectErrorsFail
 from c3dhash.distributed.failures import TrainingFailed, WorkerError, first_project_error, guarded
 from c3dhash.loaders.manifest import DataError
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
@@ -42,13 +43,6 @@ def test_policy_raises_project_errors_and_retries_the_rest():
     crash = WorkerGroupError("x", {0: RuntimeError("segfault")})
     assert policy.make_decision(crash) == FailureDecision.RETRY  # max_failures=1: one retry
     assert policy.make_decision(crash) == FailureDecision.RAISE
-
-
-def test_ray_hooks_that_project_trainer_overrides_exist():
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-    assert issubclass(ProjectTrainer, DataParallelTrainer)
-    for name in ("_initialize_and_run_controller", "_register_sigint_handler"):
-        assert callable(getattr(DataParallelTrainer, name)), name  # a Ray upgrade that drops them fails here
 
 
 def test_guarded_sends_project_errors_back_without_traceback():
@@ -103,13 +97,6 @@ def test_placeable_counts_whole_workers_per_node():
 # ---------------------------------------------------------------- on a shared local Ray cluster
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("synth"))
 
@@ -128,7 +115,7 @@ class Driver:
     def __init__(self, cfg: Path, address: str | None, env: dict | None = None):
         cmd = [*C3DHASH, "train", "--config", str(cfg), *(["--address", address] if address else [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                                     env={**os.environ, **(env or {})})  # c3dhash: installed, or on PYTHONPATH
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")))
         self.reader.start()
@@ -149,55 +136,71 @@ class Driver:
         return rc, "".join(self.lines), self.proc.stderr.read()
 
 
-EPOCHS = 8  # the Ctrl-C test's run: interrupted in its second or third epoch (~4 s each), the rest on resume
+EPOCHS = 6  # the merged run: a worker killed in epoch 1, Ctrl-C in epoch 2 or later (~4 s each), the rest on resume
 
 
-def wait_for_first_epoch(run: Path, driver: Driver, timeout: float) -> None:
-    """Until metrics.jsonl holds epoch 0 (the controller writes it once that checkpoint is saved): worker lines
-    reach the driver through Ray's log monitor, which lags by epochs in a full run."""
-    log, deadline = run / "metrics.jsonl", time.time() + timeout
-    while time.time() < deadline:
-        text = log.read_text() if log.exists() else ""
-        if text.endswith("\n"):
+def saved_epochs(run: Path) -> list[int]:
+    return [r["epoch"] for r in read_metrics(run)] if (run / "metrics.jsonl").exists() else []
+
+
+def wait_for_saved(run: Path, driver: Driver, epochs: int, timeout: float) -> None:
+    """Until metrics.jsonl holds `epochs` rows (the controller writes one once its checkpoint is saved)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and driver.proc.poll() is None:
+        if len(saved_epochs(run)) >= epochs:
             return
-        if driver.proc.poll() is not None:
-            break
         time.sleep(0.2)
-    raise AssertionError(f"no epoch 0 in {log}: {driver.lines[-10:]} {driver.proc.stderr.read()[-2000:]}")
+    raise AssertionError(f"{run}: {saved_epochs(run)} saved, not {epochs}: {driver.lines[-10:]}")
 
 
-def test_ctrl_c_exits_130_and_the_next_run_resumes_after_the_saved_epoch(cluster, data, tmp_path):
-    cfg = config_file(data, tmp_path, "intr", epochs=EPOCHS)
+@pytest.mark.subprocess
+def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(local_ray, data, tmp_path):
+    """One run, three behaviours: a worker process killed with SIGKILL mid-epoch (Ray restarts the group from
+    the last saved epoch); Ctrl-C (exit 130, "interrupted", lock released); a second start with the same name
+    (resumes after the last saved epoch). Every epoch is trained exactly once."""
+    cfg = config_file(data, tmp_path, "intr", epochs=EPOCHS, cluster__max_failures=2)
     run = tmp_path / "runs" / "intr"
-    first = Driver(cfg, cluster)
-    wait_for_first_epoch(run, first, timeout=400)
+    first = Driver(cfg, local_ray)
+    first.wait_for(f"epoch 1/{EPOCHS}: val mAP@all", timeout=400)
+    wait_for_saved(run, first, 1, timeout=60)  # epoch 0's checkpoint is registered: kill in epoch 1
+    workers = train_workers()
+    assert len(workers) == 2, workers
+    rank0 = re.search(r"RayTrainWorker pid=(\d+)", "".join(first.lines)).group(1)
+    os.kill(next(p for p in workers if p != int(rank0)), signal.SIGKILL)  # rank 1, a real kill, mid-run
+    first.wait_for("resumed from", timeout=300)
+    wait_for_saved(run, first, 2, timeout=300)  # the new group saved an epoch of its own
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
     rc, out, err = first.finish(timeout=120)
-    saved = [r["epoch"] for r in read_metrics(run)]
+    saved = saved_epochs(run)
+    assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # the new group: after epoch 0
     # rc 0 was seen in two full runs, not alone: `saved` tells a run that ended before the signal from a lost one
     assert rc == 130 and "interrupted" in err.splitlines(), (rc, saved, out[-800:], err[-800:])  # the CLI's line
     assert time.time() - t0 < 60
-    assert saved == list(range(len(saved))) and 1 <= len(saved) < EPOCHS, saved  # stopped mid-run, epoch 1 kept
+    assert saved == list(range(len(saved))) and 2 <= len(saved) < EPOCHS, saved  # stopped mid-run, epochs kept
     assert not (run / ".lock").exists()
 
-    again = Driver(cfg, cluster)
+    again = Driver(cfg, local_ray)
     rc, out, err = again.finish(timeout=600)
     assert rc == 0, err[-3000:]
     assert re.search(rf"resumed from .*: next epoch {len(saved) + 1} step 1 ", out), out[-2000:]  # after the last
-    assert [r["epoch"] for r in read_metrics(run)] == list(range(EPOCHS))
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == list(range(EPOCHS))
+    assert [r["global_step"] for r in rows] == [2 * (e + 1) for e in range(EPOCHS)]
+    assert len(list((run / "configs").glob("*.yaml"))) == 2  # the config of each start
 
 
-def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(cluster, data, tmp_path):
+@pytest.mark.subprocess
+def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(local_ray, data, tmp_path):
     cfg = config_file(data, tmp_path, "corrupt", epochs=1)
-    rc, out, err = Driver(cfg, cluster).finish(timeout=600)
+    rc, out, err = Driver(cfg, local_ray).finish(timeout=600)
     assert rc == 0, err[-3000:]
     run = tmp_path / "runs" / "corrupt"
     (ckpt,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
     (ckpt / "checkpoint.pt").write_bytes((ckpt / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
     cfg2 = config_file(data, tmp_path, "corrupt", epochs=2, cluster__max_failures=3)
     t0 = time.time()
-    rc, out, err = Driver(cfg2, cluster).finish(timeout=600)
+    rc, out, err = Driver(cfg2, local_ray).finish(timeout=600)
     took = time.time() - t0
     ours = [line for line in err.splitlines() if line.startswith("c3dhash train:")]  # Ray's own logs aside
     assert rc == 2, err[-3000:]
@@ -222,33 +225,15 @@ def train_workers() -> list[int]:
     return out
 
 
-def test_sigkill_of_a_worker_mid_epoch_trains_every_epoch_once(cluster, data, tmp_path):
-    cfg = config_file(data, tmp_path, "kill", epochs=3, cluster__max_failures=2)
-    driver = Driver(cfg, cluster)
-    driver.wait_for("epoch 1/3: val mAP@all", timeout=400)
-    metrics = tmp_path / "runs" / "kill" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while not (metrics.is_file() and metrics.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.1)  # epoch 0's checkpoint is registered (the controller wrote its row): kill in epoch 1
-    workers = train_workers()
-    assert len(workers) == 2, workers
-    rank0 = re.search(r"RayTrainWorker pid=(\d+)", "".join(driver.lines)).group(1)
-    victim = next(p for p in workers if p != int(rank0))  # rank 1, a real os.kill of its process, mid-run
-    os.kill(victim, signal.SIGKILL)
-    rc, out, err = driver.finish(timeout=900)
-    assert rc == 0, err[-3000:]
-    assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # the new group: after epoch 1
-    rows = read_metrics(tmp_path / "runs" / "kill")
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
-    assert [r["global_step"] for r in rows] == [2, 4, 6]
-
-
-def test_cluster_too_small_is_refused_before_training(cluster, data, tmp_path):
-    cfg = config_file(data, tmp_path, "big", epochs=1, cluster__num_workers=4, data__pk_classes=4)
+@pytest.mark.subprocess
+def test_cluster_too_small_is_refused_before_training(local_ray, data, tmp_path):
+    room = int(ray.cluster_resources()["CPU"])
+    assert room + 1 <= 4 * 2, "the tiny set's P x K batch (4 classes x 2) must cover the workers"
+    cfg = config_file(data, tmp_path, "big", epochs=1, cluster__num_workers=room + 1, data__pk_classes=4)
     t0 = time.time()
-    rc, out, err = Driver(cfg, cluster).finish(timeout=120)
+    rc, out, err = Driver(cfg, local_ray).finish(timeout=120)
     assert rc == 2 and time.time() - t0 < 60
-    assert "cannot place cluster.num_workers=4 workers of 1 CPU each" in err and "room for 2" in err
+    assert f"cannot place cluster.num_workers={room + 1} workers of 1 CPU each" in err and f"room for {room}" in err
     assert not (tmp_path / "runs" / "big" / "config.yaml").exists()
 
 
@@ -277,6 +262,8 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
 def test_sigterm_of_the_driver_leaves_no_ray_process(data, tmp_path):
     cfg = config_file(data, tmp_path, "term", epochs=3)
     driver = Driver(cfg, None, env={"RAY_ADDRESS": ""})

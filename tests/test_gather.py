@@ -2,15 +2,11 @@
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_gather.py
 
-One torch.multiprocessing spawn (module fixture) runs every distributed computation and saves each rank's
+One gloo spawn (the conftest `gloo` fixture) runs every distributed computation and saves each rank's
 results; the tests compare them with single-process references computed here.
 """
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
@@ -119,30 +115,22 @@ def _rank_bn(rank):
     return out
 
 
-def _rank_main(rank, store, out_dir):
-    torch.set_num_threads(1)  # two ranks on two cores
-    os.environ["LOCAL_RANK"] = str(rank)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    try:
-        rows = torch.full((rank + 1, 2), float(rank), dtype=torch.float64, requires_grad=True)
-        gathered, sizes = all_gather_rows(rows)
-        (gathered * torch.arange(1.0, 4.0, dtype=torch.float64)[:, None]).sum().backward()
-        res = dict(env=(get_rank(), get_world_size(), get_local_rank(), is_main()), sizes=sizes,
-                   gathered=gathered.detach(), rows_grad=rows.grad)
-        barrier()
-        res["loss"] = _rank_loss_cases(rank)
-        res["ddp"] = _rank_ddp_step(rank)
-        res["bn"] = _rank_bn(rank)
-        torch.save(res, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _rank_main(rank, world, out_dir):
+    rows = torch.full((rank + 1, 2), float(rank), dtype=torch.float64, requires_grad=True)
+    gathered, sizes = all_gather_rows(rows)
+    (gathered * torch.arange(1.0, 4.0, dtype=torch.float64)[:, None]).sum().backward()
+    res = dict(env=(get_rank(), get_world_size(), get_local_rank(), is_main()), sizes=sizes,
+               gathered=gathered.detach(), rows_grad=rows.grad)
+    barrier()
+    res["loss"] = _rank_loss_cases(rank)
+    res["ddp"] = _rank_ddp_step(rank)
+    res["bn"] = _rank_bn(rank)
+    return res
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gloo")
-    mp.spawn(_rank_main, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+def ranks(gloo):
+    return gloo(_rank_main, WORLD)
 
 
 def test_rank_helpers_and_gather_backward_sums_over_ranks(ranks):

@@ -15,16 +15,12 @@ from c3dhash.eval.kernels.planes import COUNT_BITS, GROUP, LANES, ROW_DTYPE, bit
     planes_dist
 from c3dhash.eval.kernels.planes_select import direct_row, relative_row, row_length
 from c3dhash.eval.search.report import search
+from code_helpers import clustered_bits, reference_distances
 
 
-def tied_bits(n: int, bits: int, rng: np.random.Generator, prototypes: int = 6) -> np.ndarray:
-    """Codes drawn around a few prototypes: many duplicates and equal distances."""
-    base = rng.integers(0, 2, (prototypes, bits)).astype(bool)
-    return base[rng.integers(0, prototypes, n)] ^ (rng.random((n, bits)) < 0.05)
-
-
-def reference_distances(qb: np.ndarray, dbb: np.ndarray) -> np.ndarray:
-    return (qb[:, None, :] != dbb[None, :, :]).sum(-1)
+def tied_bits(n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
+    """Codes around 6 centres: many duplicates and equal distances."""
+    return clustered_bits(n, bits, rng, centres=6, flip=0.05)[0]
 
 
 # 8 bits: heavy ties; 65..320 bits exercise the 2-, 3-, 4- and 5-word kernels.

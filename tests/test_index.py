@@ -13,6 +13,8 @@ from c3dhash.eval.index.folder import load_index
 from c3dhash.loaders.videoio import write_video
 from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
 
+pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
+
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):

@@ -1,7 +1,7 @@
 """`ray start --head` + `c3dhash job submit` of a tiny training reaches SUCCEEDED; the cluster is stopped after.
-The README's `ray start` / `ray job submit` recipes run as written (HOME in a temp folder, with and without a
-~/.ray/auth_token): token-authenticated, and without the token or with a dead address every client fails in
-seconds with one line naming the address and the fix. Bad configs and missing data fail before any worker.
+The `ray start` / `ray job submit` recipes of docs/kubernetes.md run as written (HOME in a temp folder, with
+and without a ~/.ray/auth_token): token-authenticated, and without the token or with a dead address every client
+fails in seconds with one line naming the address and the fix. Bad configs and missing data fail before any worker.
 Heads are stopped by killing the processes of their own --temp-dir (never `ray stop`, which stops every Ray
 on the machine)."""
 import os
@@ -24,6 +24,8 @@ from c3dhash.cluster.cli import main
 from c3dhash.cluster.config import config_to_dict, load_config
 from c3dhash.cluster.connect import ConnectError, probe
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
+
+pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -113,16 +115,16 @@ def test_job_stop(head):
         jobs.wait(head, job_id, timeout_s=60)
 
 
-# ---------------------------------------------------------------- the README recipes, token auth, dead addresses
+# ---------------------------------------------------------------- the docs recipes, token auth, dead addresses
 
 JOB = "python -c \"import ray; ray.init(); print('recipe job ok', ray.cluster_resources()['CPU'])\""
 
 
 def recipe(name: str) -> list[str]:
-    """The commands of the README block after `<!-- recipe: NAME -->` (continuation lines joined)."""
-    text = (REPO / "README.md").read_text()
+    """The commands of the docs block after `<!-- recipe: NAME -->` (continuation lines joined)."""
+    text = (REPO / "docs" / "kubernetes.md").read_text()
     block = re.search(rf"<!-- recipe: {name} -->\n```bash\n(.*?)```", text, re.S)
-    assert block, f"README.md has no recipe {name!r}"
+    assert block, f"docs/kubernetes.md has no recipe {name!r}"
     return [c.strip() for c in block.group(1).replace("\\\n", " ").splitlines() if c.strip()]
 
 

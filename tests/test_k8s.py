@@ -19,6 +19,8 @@ from k8s_helpers import (K8S, REPO, RenderError, command_argvs, containers, cpus
                          render_kubectl, render_subset, schema_checksum_problems, schema_dir, schema_errors,
                          setup_cfg_pins)
 
+pytestmark = pytest.mark.k8s
+
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 RAY_PIN = setup_cfg_pins()["ray"]
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import re
 import sys
 
+import pytest
+
 from k8s_helpers import REPO, dockerfile_instructions, dockerignore_excludes, read_dockerignore, setup_cfg_packages, \
     setup_cfg_pins
+
+pytestmark = pytest.mark.k8s
 
 RAY_PIN = setup_cfg_pins()["ray"]
 # Ray's "-gpu" image tag is an alias of its default CUDA platform, cu12.1.1 (ray ci/ray_ci/docker_container.py

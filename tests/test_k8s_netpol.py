@@ -9,6 +9,8 @@ import pytest
 
 from k8s_netpol import ingress_allowed, selector_matches
 
+pytestmark = pytest.mark.k8s
+
 NS = "app"
 WEB, DB = {"role": "web"}, {"role": "db", "tier": "data"}
 

@@ -10,6 +10,8 @@ import pytest
 from k8s_helpers import (containers, ingress_allowed, kustomizations, mounts_by_path, pod_templates,
                          ray_cluster_specs, render)
 
+pytestmark = pytest.mark.k8s
+
 SERVICE_ACCOUNT = "c3dhash"
 AUTOSCALER_ACCOUNT = "c3dhash-autoscaler"  # Ray heads with the in-tree autoscaler (its sidecar patches pods)
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"

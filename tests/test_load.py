@@ -16,6 +16,8 @@ from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.model import ModelError, load_hash_net
 from retrieval_helpers import GEOMETRY, lsh_checkpoint, make_videos
 
+pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 BARS = """
 import os, sys, time
 from tqdm import tqdm                       # bound before plain_logs(), as module-level imports are
@@ -17,6 +19,7 @@ with tqdm(total=3, desc="other") as bar:
 """
 
 
+@pytest.mark.subprocess
 def test_progress_is_plain_lines_at_intervals_when_stderr_is_a_file():
     env = {**os.environ, "C3DHASH_PROGRESS_S": "0.2"}
     env.pop("RAY_COLOR_PREFIX", None)
@@ -33,6 +36,7 @@ def test_progress_is_plain_lines_at_intervals_when_stderr_is_a_file():
     assert "" not in err.splitlines(), "no blank lines"
 
 
+@pytest.mark.subprocess
 def test_cli_progress_in_a_pipe_has_no_carriage_returns(tmp_path):
     out = subprocess.run([sys.executable, "-m", "c3dhash.cluster.cli", "synth", "--out", str(tmp_path / "s"),
                           "--classes", "2", "--per-class", "16", "--frames", "8", "--size", "16x16", "--procs", "1"],

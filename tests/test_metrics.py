@@ -15,13 +15,14 @@ import pytest
 from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import Codes, CodesError, pack_bits, save_codes
 from c3dhash.eval.metrics.exact import MissingLabelWarning, all_ks, evaluate, per_query_stats, prepare_db
+from code_helpers import clustered_bits, reference_distances
 
 KS = (1, 3, 10, 100, 5000)  # 5000 > every database here: K' = N
 
 
 def reference_metrics(qb, ql, dbb, dl, ks=KS):
     """Textbook definitions over the stable ranking, one query at a time."""
-    dist = (qb[:, None, :] != dbb[None, :, :]).sum(-1)
+    dist = reference_distances(qb, dbb)
     order = np.argsort(dist, axis=1, kind="stable")
     n, bits = dbb.shape
     out = {"ap": [], "k_rel": {k: [] for k in ks}, "k_div": {k: [] for k in ks}, "p": {k: [] for k in ks},
@@ -45,10 +46,9 @@ def reference_metrics(qb, ql, dbb, dl, ks=KS):
     return out
 
 
-def tied_codes(n, bits, labels, rng, prototypes=5, flip=0.08):
-    base = rng.integers(0, 2, (prototypes, bits)).astype(bool)
-    which = rng.integers(0, prototypes, n)
-    return base[which] ^ (rng.random((n, bits)) < flip), labels[which] if labels is not None else which
+def tied_codes(n, bits, rng, centres=5, flip=0.08):
+    """Bits around a few centres and each code's centre as its label."""
+    return clustered_bits(n, bits, rng, centres=centres, flip=flip)
 
 
 def as_codes(b, labels):
@@ -60,10 +60,10 @@ def as_codes(b, labels):
 @pytest.mark.parametrize("bits, n", [(8, 60), (8, 2500), (16, 700), (100, 400)])
 def test_metrics_match_bruteforce(bits, n, method):
     rng = np.random.default_rng(bits * n)
-    dbb, _ = tied_codes(n, bits, None, rng)
+    dbb, _ = tied_codes(n, bits, rng)
     dl = rng.integers(0, 6, n)
     dbb[10:30] = dbb[9]  # duplicates: pure index-order ties
-    qb, _ = tied_codes(40, bits, None, rng)
+    qb, _ = tied_codes(40, bits, rng)
     ql = rng.integers(0, 8, 40)  # labels 6 and 7 have no relevant item in the database
     qb[0] = dbb[9]
     missing = int((~np.isin(ql, dl)).sum())
@@ -94,12 +94,12 @@ def test_bit_sliced_scan_equals_word_major(bits, n, kind):
     """The two layouts' per-query values (AP, @K sums, histograms, expected-ties AP) are equal, not close."""
     rng = np.random.default_rng(bits + n)
     if kind == "tied":
-        dbb, dl = tied_codes(n, bits, None, rng, prototypes=3, flip=min(0.3, 2 / bits))
+        dbb, dl = tied_codes(n, bits, rng, centres=3, flip=min(0.3, 2 / bits))
         dbb[: n // 3] = dbb[0]  # a third of the database one code: index-order ties within and across groups
     else:
         dbb, dl = rng.integers(0, 2, (n, bits)).astype(bool), rng.integers(0, 4, n)
     dl[: n // 2] = 1  # one label holds half the database (many relevant items per group)
-    qb, _ = tied_codes(24, bits, None, rng, prototypes=3)
+    qb, _ = tied_codes(24, bits, rng, centres=3)
     ql = rng.integers(0, 6, 24)  # labels 4, 5: no relevant item
     qb[:2] = dbb[0], ~dbb[0]
     db = as_codes(dbb, dl)
@@ -124,7 +124,7 @@ def test_method_errors():
 
 def test_no_missing_label_warning_when_every_label_occurs(recwarn):
     rng = np.random.default_rng(3)
-    dbb, dl = tied_codes(200, 16, np.arange(5), rng)
+    dbb, dl = tied_codes(200, 16, rng)
     evaluate(as_codes(dbb[:9], dl[:9]), as_codes(dbb, dl))
     assert not [w for w in recwarn if issubclass(w.category, MissingLabelWarning)]
 
@@ -147,8 +147,8 @@ def test_default_k_lists_come_from_the_config():
 def test_label_values_do_not_matter():
     """Only label equality counts: shifting labels past 16 bits or below zero changes nothing (==)."""
     rng = np.random.default_rng(9)
-    dbb, dl = tied_codes(500, 10, np.arange(5), rng)
-    qb, ql = tied_codes(20, 10, np.arange(5), rng)
+    dbb, dl = tied_codes(500, 10, rng)
+    qb, ql = tied_codes(20, 10, rng)
     m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
     for shift in (70_000, -3, -(2**40)):
         assert evaluate(as_codes(qb, ql + shift), as_codes(dbb, dl + shift), expected_ties=True) == m
@@ -182,7 +182,7 @@ def test_expected_ties_matches_enumeration():
     qb = rng.integers(0, 2, (4, 3)).astype(bool)
     ql = np.array([0, 1, 0, 1])
     m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
-    dist = (qb[:, None, :] != dbb[None]).sum(-1)
+    dist = reference_distances(qb, dbb)
     ref = [expected_ap_by_enumeration(dist[i], dl == ql[i]) if (dl == ql[i]).any() else 0.0 for i in range(4)]
     np.testing.assert_allclose(m["map_all_expected"], np.mean(ref), rtol=1e-12)
 
@@ -207,7 +207,7 @@ def test_expected_ties_large_buckets():
     dl = rng.integers(0, 3, 3000)
     qb, ql = dbb[:3], np.array([0, 1, 2])
     m = evaluate(as_codes(qb, ql), as_codes(dbb, dl), expected_ties=True)
-    dist = (qb[:, None, :] != dbb[None]).sum(-1)
+    dist = reference_distances(qb, dbb)
     ref = [expected_ap_direct(dist[i], dl == ql[i]) for i in range(3)]
     np.testing.assert_allclose(m["map_all_expected"], np.mean(ref), rtol=1e-11)
     assert m["map_all_expected"] != m["map_all"]  # ties by index differ from the average over tie orders
@@ -230,8 +230,8 @@ def test_bad_inputs():
 
 def test_cli_eval_writes_json(tmp_path, capsys):
     rng = np.random.default_rng(2)
-    qb, ql = tied_codes(30, 48, np.arange(5), rng)
-    dbb, dl = tied_codes(400, 48, np.arange(5), rng)
+    qb, ql = tied_codes(30, 48, rng)
+    dbb, dl = tied_codes(400, 48, rng)
     save_codes(tmp_path / "q.npz", as_codes(qb, ql))
     save_codes(tmp_path / "d.npz", as_codes(dbb, dl))
     out = tmp_path / "m" / "metrics.json"
@@ -266,6 +266,7 @@ def test_cli_bad_input_exits_2_without_output(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "d64.npz", "q.npz"]
 
 
+@pytest.mark.subprocess
 def test_evaluation_leaves_torch_thread_count_alone():
     """A training worker pinned to 1 torch thread must stay at 1 after an in-process validation (numba's omp
     layer used to reset the shared OpenMP count to every core, oversubscribing the CPU workers)."""

@@ -9,28 +9,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from c3dhash.eval.codes import CodesError, pack_bits
+from c3dhash.eval.codes import CodesError, pack_bits, unpack_bits
 from c3dhash.eval.search.mih import build_tables, default_m, mih_knn
 from c3dhash.eval.search.searcher import Searcher, radius_search, topk
 from c3dhash.eval.kernels.planes import MAX_BITS
+from code_helpers import clustered_bits, reference_distances
 
 
 def codes(kind: str, n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "uniform":
         b = rng.integers(0, 2, (n, bits)).astype(bool)
     else:  # "clustered": 20 centres, 5% flips; "ties": 4 centres, 1% flips and exact duplicates
-        centres, flip = (20, 0.05) if kind == "clustered" else (4, 0.01)
-        base = rng.integers(0, 2, (centres, bits)).astype(bool)
-        b = base[rng.integers(0, centres, n)] ^ (rng.random((n, bits)) < flip)
+        b, _ = clustered_bits(n, bits, rng, centres=20, flip=0.05) if kind == "clustered" else \
+            clustered_bits(n, bits, rng, centres=4, flip=0.01)
         if kind == "ties":
             b[10:60] = b[3]
     return pack_bits(b)
 
 
 def reference(q: np.ndarray, db: np.ndarray, bits: int) -> np.ndarray:
-    """Distances by bit counting (independent of the kernels)."""
-    from c3dhash.eval.codes import unpack_bits
-    return (unpack_bits(q, bits)[:, None, :] != unpack_bits(db, bits)[None, :, :]).sum(-1)
+    return reference_distances(unpack_bits(q, bits), unpack_bits(db, bits))
 
 
 CASES = [(kind, bits) for kind in ("uniform", "clustered", "ties") for bits in (16, 48, 64, 96, 130)]

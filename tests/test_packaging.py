@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -93,6 +94,7 @@ print("DALI loaded:", any(m.startswith("nvidia.dali.") for m in sys.modules))
 """
 
 
+@pytest.mark.subprocess
 def test_search_eval_and_index_reading_work_without_dali(tmp_path):
     out = subprocess.run([sys.executable, "-c", WITHOUT_DALI], cwd=tmp_path, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})

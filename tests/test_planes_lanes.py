@@ -21,6 +21,8 @@ import pytest
 
 from c3dhash.eval.kernels.isa import LANES, TARGET_FEATURES, host_features
 
+pytestmark = pytest.mark.subprocess
+
 CHECK = textwrap.dedent("""
     import numpy as np
     from c3dhash.eval.codes import Codes, pack_bits

@@ -11,15 +11,15 @@ from c3dhash.eval.codes import Codes, pack_bits
 from c3dhash.eval.search.searcher import topk
 from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.eval.kernels.planes_select import cluster_order, plan_queries
+from code_helpers import clustered_bits
 
 QBLOCK = 8
 
 
 def clustered(n: int, bits: int, rng: np.random.Generator, centres: int, flip: float) -> tuple[np.ndarray, np.ndarray]:
-    """Packed codes around a few centres (each bit flipped with probability flip) and their centre labels."""
-    base = rng.integers(0, 2, (centres, bits)).astype(bool)
-    labels = rng.integers(0, centres, n)
-    return pack_bits(base[labels] ^ (rng.random((n, bits)) < flip)), labels
+    """Packed codes around a few centres and their centre labels."""
+    b, labels = clustered_bits(n, bits, rng, centres=centres, flip=flip)
+    return pack_bits(b), labels
 
 
 @pytest.mark.parametrize("bits", [48, 96, 128, 256])

@@ -17,10 +17,10 @@ from c3dhash.distributed.env import GpuError
 from c3dhash.distributed.job import ClusterConfig, JobConfig
 from c3dhash.distributed.optim import lr_factor
 from c3dhash.distributed.resume import ResumeConfigError
-from c3dhash.distributed.trainer import NonFiniteError, TrainState
+from c3dhash.distributed.trainer import NonFiniteError
 from c3dhash.distributed.worker import train_loop_per_worker
 from c3dhash.loaders.manifest import write_manifest
-from test_trainer import STEPS, job, make_trainer
+from train_helpers import STEPS, job, make_trainer
 
 
 @pytest.fixture
@@ -65,16 +65,6 @@ def test_optimizer_changes_are_applied_to_the_restored_optimizer_and_printed(tra
                        old.opt.state_dict()["state"][0]["momentum_buffer"])  # the state itself is restored
     fresh.sched.step()
     assert group["lr"] == pytest.approx(0.2 * lr_factor(STEPS + 1, cfg=cfg.train, steps_per_epoch=STEPS))
-
-
-def test_a_checkpoint_of_the_previous_format_resumes_after_its_epoch(trained, tmp_path):
-    old, path = trained
-    state = ckpt.load(path)
-    legacy = {k: v for k, v in state.items() if k != "train_state"}
-    legacy.update(epoch=0, step=STEPS, best_val_map=0.25)  # "epoch done", as written before train_state
-    fresh, _ = make_trainer(job(epochs=2), tmp_path / "b", rank=0, world=1)
-    fresh.load_state_dict(legacy)
-    assert fresh.state == TrainState(epoch=1, step_in_epoch=0, global_step=STEPS, best_val_map=0.25)
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):

@@ -11,23 +11,13 @@ import pytest
 from c3dhash.eval.codes import CodesError, pack_bits
 from c3dhash.eval.search.searcher import radius_search, topk
 from c3dhash.eval.search.sharded import ShardedIndex, even_ranges, merge_topk, open_codes
+from code_helpers import clustered_bits
 
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # 3 shards at most
-    yield
-    ray.shutdown()
-
-
 def tied(n: int, bits: int, rng: np.random.Generator) -> np.ndarray:
-    base = rng.integers(0, 2, (5, bits)).astype(bool)
-    b = base[rng.integers(0, 5, n)] ^ (rng.random((n, bits)) < 0.03)
+    b, _ = clustered_bits(n, bits, rng, centres=5, flip=0.03)
     b[100:400:7] = b[5]  # duplicates across the shard boundaries
     return pack_bits(b)
 

@@ -10,20 +10,10 @@ import pytest
 
 from c3dhash.eval.codes import Codes, pack_bits
 from c3dhash.eval.metrics.exact import evaluate
-from c3dhash.eval.metrics.sharded import evaluate_sharded, query_blocks
+from c3dhash.eval.metrics.sharded import evaluate_sharded
 
 ray = pytest.importorskip("ray")
 Q = 23
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():  # another module's Ray: use it, leave it to its owner
-        yield
-        return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +26,6 @@ def data():
     q = Codes(pack_bits(qb), 12, rng.integers(0, 6, Q), [f"q{i}" for i in range(Q)])  # label 5: no relevant
     kw = dict(map_at_k_rel=(5, 100), map_at_k=(5, 2000), precision_at_k=(10,), expected_ties=True)
     return q, db, kw, evaluate(q, db, **kw)
-
-
-def test_query_blocks_cover_queries_in_order():
-    assert query_blocks(10, 3) == [(0, 3), (3, 7), (7, 10)]
-    assert query_blocks(2, 5) == [(0, 1), (1, 2)]
-    assert query_blocks(7, 1) == [(0, 7)]
 
 
 @pytest.mark.parametrize("shards", [1, 2, 3, Q + 9])
@@ -88,8 +72,3 @@ def test_failure_without_retries_surfaces(local_ray, data, tmp_path, monkeypatch
     flaky_task(monkeypatch, str(flag))
     with pytest.raises(ray.exceptions.RayTaskError, match="injected fault"):
         evaluate_sharded(q, db, shards=2, max_retries=0, **kw)
-
-
-def test_fault_injection_is_not_a_parameter():
-    import inspect
-    assert "fault_file" not in inspect.signature(evaluate_sharded).parameters

@@ -11,6 +11,8 @@ from c3dhash.eval.index.folder import load_index
 from c3dhash.eval.index.page import MARK_COLOURS
 from retrieval_helpers import lsh_checkpoint, make_videos
 
+pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
+
 TOP = 4
 
 

@@ -18,6 +18,8 @@ from c3dhash.cluster.driver import run_dir, run_training
 from c3dhash.distributed import checkpoint as ckpt
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
 STEPS = 2  # train.steps_per_epoch in tiny_overrides
 
 

@@ -28,6 +28,8 @@ from c3dhash.cluster.driver import run_dir, run_training
 from c3dhash.distributed import checkpoint as ckpt
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
 WAIT_S = 300  # for each cluster change to show in metrics.jsonl; a loaded 2-core machine takes ~30-60 s
 
 

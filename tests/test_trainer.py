@@ -1,56 +1,30 @@
-"""The training core without Ray: two gloo ranks (torch.multiprocessing) and one plain process.
+"""The training core without Ray: two gloo ranks (the conftest `gloo` runner) and one plain process.
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_trainer.py
 
-One spawn (module fixture) runs every two-rank scenario and saves what each rank saw: an uninterrupted run; a
+One spawn runs every two-rank scenario and saves what each rank saw: an uninterrupted run; a
 run whose worker group dies mid-epoch and resumes from its step checkpoint in a fresh Trainer; validation with
 shards of different batch counts (one rank holds no query at all); a loss that turns NaN on one rank only.
 The tests compare them with each other and with a single process.
 """
-import os
-from datetime import timedelta
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing import assert_close
 
 import c3dhash.distributed.trainer as trainer_mod
 from c3dhash.distributed import checkpoint as ckpt
-from c3dhash.distributed.config import LossConfig, TrainConfig
 from c3dhash.distributed.optim import lr_factor
-from c3dhash.distributed.job import ClusterConfig, JobConfig, config_to_dict
-from c3dhash.distributed.syncbn import convert_sync_bn
-from c3dhash.distributed.trainer import Hooks, NonFiniteError, Trainer
-from c3dhash.model.config import ModelConfig
-from train_helpers import FolderReport, TensorTrainLoader, tensor_eval_set, tensor_videos, tiny_net
+from c3dhash.distributed.job import config_to_dict
+from c3dhash.distributed.trainer import NonFiniteError, Trainer
+from c3dhash.eval.config import EvalConfig
+from train_helpers import EPOCHS, STEPS, job, make_trainer
 
-WORLD, STEPS, EPOCHS, BITS = 2, 3, 3, 8
+WORLD = 2
 FAULT_AT = 4  # the group dies before global step 5 (epoch 1, its second step)
-
-
-def job(**train) -> JobConfig:
-    t = dict(epochs=EPOCHS, steps_per_epoch=STEPS, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
-             schedule="cosine", eval_every=1, log_every=100, amp="off", seed=0)
-    return JobConfig(model=ModelConfig(bits=BITS), loss=LossConfig(margin=8.0), train=TrainConfig(**{**t, **train}),
-                     cluster=ClusterConfig(name="gloo"))
-
-
-def make_trainer(cfg: JobConfig, run_dir, *, rank: int, world: int, queries: int = 3) -> tuple[Trainer, list]:
-    x, labels = tensor_videos(3, 4)
-    qx, qlabels = tensor_videos(3, 1, seed=1)
-    net = tiny_net(BITS)
-    model = DDP(convert_sync_bn(net)) if world > 1 else net
-    loader = TensorTrainLoader(x, labels, p=2, k=2, steps=STEPS, rank=rank, world=world)
-    hook = FolderReport(run_dir)
-    tr = Trainer(job=cfg, model=model, device=torch.device("cpu"), train_loader=loader,
-                 queries=tensor_eval_set(qx[:queries], qlabels[:queries], rank=rank, world=world, batch_size=2),
-                 database=tensor_eval_set(x, labels, rank=rank, world=world, batch_size=2),
-                 run_dir=run_dir, hooks=Hooks(report=hook))
-    return tr, hook.rows
 
 
 def record_losses(tr: Trainer, *, fault_at: int | None = None) -> list[tuple[int, float]]:
@@ -96,7 +70,8 @@ def crashed_run(run_dir, *, rank: int, world: int) -> dict:
 def uneven_codes(run_dir, *, rank: int, world: int) -> dict:
     """One query video (rank 1 has none) and 12 database videos in batches of 2 over the ranks."""
     tr, _ = make_trainer(job(), run_dir, rank=rank, world=world, queries=1)
-    return {name: tr.encode(split).codes for name, split in (("q", tr.queries), ("db", tr.database))}
+    # as tensors: the gloo runner loads results with weights_only=True, which refuses numpy arrays
+    return {name: torch.from_numpy(tr.encode(split).codes) for name, split in (("q", tr.queries), ("db", tr.database))}
 
 
 def nan_on_rank_one(run_dir, *, rank: int) -> str:
@@ -118,32 +93,21 @@ def nan_on_rank_one(run_dir, *, rank: int) -> str:
     return "no error"
 
 
-def _rank_main(rank, store, out_dir):
-    torch.set_num_threads(1)
-    os.environ["LOCAL_RANK"] = str(rank)
-    # a timeout: a collective mismatch fails the test instead of hanging it
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
-                            timeout=timedelta(seconds=30))
-    try:
-        res = dict(full=full_run(f"{out_dir}/full", rank=rank, world=WORLD),
-                   crash=crashed_run(f"{out_dir}/crash", rank=rank, world=WORLD),
-                   uneven=uneven_codes(f"{out_dir}/uneven", rank=rank, world=WORLD),
-                   nan=nan_on_rank_one(f"{out_dir}/nan", rank=rank))
-        torch.save(res, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _rank_main(rank, world, out_dir):
+    return dict(full=full_run(f"{out_dir}/full", rank=rank, world=world),
+                crash=crashed_run(f"{out_dir}/crash", rank=rank, world=world),
+                uneven=uneven_codes(f"{out_dir}/uneven", rank=rank, world=world),
+                nan=nan_on_rank_one(f"{out_dir}/nan", rank=rank))
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trainer")
-    mp.spawn(_rank_main, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
-    return tmp
+    return tmp_path_factory.mktemp("trainer")
 
 
 @pytest.fixture(scope="module")
-def ranks(out):
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+def ranks(gloo, out):
+    return gloo(_rank_main, WORLD, out_dir=out)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +169,8 @@ def test_validation_with_uneven_shards_finishes_and_equals_one_process(ranks, tm
     tr, _ = make_trainer(job(), tmp_path, rank=0, world=1, queries=1)
     ref = {name: tr.encode(split).codes for name, split in (("q", tr.queries), ("db", tr.database))}
     for res in ranks:
-        assert np.array_equal(res["uneven"]["q"], ref["q"]) and np.array_equal(res["uneven"]["db"], ref["db"])
+        assert np.array_equal(res["uneven"]["q"].numpy(), ref["q"])
+        assert np.array_equal(res["uneven"]["db"].numpy(), ref["db"])
 
 
 def test_a_loss_non_finite_on_one_rank_stops_every_rank_without_a_checkpoint(out, ranks):
@@ -215,3 +180,14 @@ def test_a_loss_non_finite_on_one_rank_stops_every_rank_without_a_checkpoint(out
         assert lr in res["nan"], res["nan"]
         assert "no checkpoint" in res["nan"] and "Lower train.lr" in res["nan"]
     assert sorted(p.name for p in (out / "nan").glob("checkpoint_*")) == ["checkpoint_000001"]
+
+
+def test_eval_expected_ties_adds_the_expected_map_to_validation(tmp_path):
+    cfg = job(epochs=1)
+    tr, rows = make_trainer(dataclasses.replace(cfg, eval=EvalConfig(expected_ties=True)), tmp_path, rank=0, world=1)
+    tr.fit()
+    (row,) = [r for r in rows if r["report"] == "epoch"]
+    assert 0 < row["val_map_expected"] <= 1 and row["val_map"] > 0
+    plain, rows = make_trainer(cfg, tmp_path / "plain", rank=0, world=1)
+    plain.fit()
+    assert "val_map_expected" not in rows[-1]

@@ -4,7 +4,8 @@
   tests and `c3dhash encode`.
 - TensorTrainLoader / tensor_eval_set / tiny_net / FolderReport: the Trainer without DALI or Ray, for the gloo
   harness (tests/test_trainer.py): in-memory clips, the real P x K sampler and rank slicing, checkpoints in
-  checkpoint_<global step> folders.
+  checkpoint_<global step> folders; job / make_trainer: that run's config and Trainer (tests/test_trainer.py,
+  tests/test_resume.py).
 """
 from __future__ import annotations
 
@@ -15,12 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from torch.nn.parallel import DistributedDataParallel as DDP
+
 from c3dhash.distributed import checkpoint as ckpt
-from c3dhash.distributed.trainer import EvalSet
+from c3dhash.distributed.config import LossConfig, TrainConfig
+from c3dhash.distributed.job import ClusterConfig, JobConfig
+from c3dhash.distributed.syncbn import convert_sync_bn
+from c3dhash.distributed.trainer import EvalSet, Hooks, Trainer
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.sampler import PKSampler, eval_clips, eval_shard, shard_batch, train_clips
 from c3dhash.loaders.splits import build_splits
 from c3dhash.loaders.synth import make_synth_dataset
+from c3dhash.model.config import ModelConfig
 
 
 def make_tiny_dataset(root: Path) -> Path:
@@ -115,3 +122,28 @@ class FolderReport:
         if state is not None:
             step = state["train_state"]["global_step"]
             ckpt.atomic_save(state, self.run_dir / f"checkpoint_{step:06d}" / ckpt.CHECKPOINT_FILE)
+
+
+# --- the tensor Trainer's run (tests/test_trainer.py, tests/test_resume.py) -----------------------------------
+STEPS, EPOCHS, BITS = 3, 3, 8
+
+
+def job(**train) -> JobConfig:
+    t = dict(epochs=EPOCHS, steps_per_epoch=STEPS, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+             schedule="cosine", eval_every=1, log_every=100, amp="off", seed=0)
+    return JobConfig(model=ModelConfig(bits=BITS), loss=LossConfig(margin=8.0), train=TrainConfig(**{**t, **train}),
+                     cluster=ClusterConfig(name="gloo"))
+
+
+def make_trainer(cfg: JobConfig, run_dir, *, rank: int, world: int, queries: int = 3) -> tuple[Trainer, list]:
+    x, labels = tensor_videos(3, 4)
+    qx, qlabels = tensor_videos(3, 1, seed=1)
+    net = tiny_net(BITS)
+    model = DDP(convert_sync_bn(net)) if world > 1 else net
+    loader = TensorTrainLoader(x, labels, p=2, k=2, steps=STEPS, rank=rank, world=world)
+    hook = FolderReport(run_dir)
+    tr = Trainer(job=cfg, model=model, device=torch.device("cpu"), train_loader=loader,
+                 queries=tensor_eval_set(qx[:queries], qlabels[:queries], rank=rank, world=world, batch_size=2),
+                 database=tensor_eval_set(x, labels, rank=rank, world=world, batch_size=2),
+                 run_dir=run_dir, hooks=Hooks(report=hook))
+    return tr, hook.rows

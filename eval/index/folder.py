@@ -163,14 +163,6 @@ def write_index(out: str | Path, *, codes: np.ndarray, items: list[VideoRecord],
                               f"free space or choose another folder, then run again") from None
 
 
-def read_skipped(path: Path) -> list[tuple[str, str]]:
-    f = path / SKIPPED
-    if not f.is_file():
-        return []
-    rows = [line.split("\t", 1) for line in f.read_text().splitlines()[1:] if line]
-    return [(r[0], r[1] if len(r) > 1 else "") for r in rows]
-
-
 def _meta_problem(meta: Any) -> str | None:
     """What is wrong with a parsed meta.json, or None: the schema every reader relies on."""
     if not isinstance(meta, dict):

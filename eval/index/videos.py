@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from c3dhash.eval.index.encode import encode_loader
+from c3dhash.loaders.atomic import pid_alive
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
@@ -44,16 +45,6 @@ SCRATCH_PREFIX = "c3dhash-enc-"  # + "<pid>-": a chunk's transcoded copies, remo
 STALE_SCRATCH_S = 600  # and a folder whose process is gone is removed once this old (its last change)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def remove_stale_scratch(root: str | None = None, *, min_age_s: float = STALE_SCRATCH_S) -> list[Path]:
     """Remove the scratch folders of encoders that died inside a chunk (a killed Ray actor cannot clean up):
     those whose process is gone and that nobody changed for min_age_s (a /tmp shared across PID namespaces
@@ -62,7 +53,7 @@ def remove_stale_scratch(root: str | None = None, *, min_age_s: float = STALE_SC
     for folder in Path(root or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*-*"):
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
         try:
-            if not pid.isdigit() or _alive(int(pid)) or now - folder.stat().st_mtime < min_age_s:
+            if not pid.isdigit() or pid_alive(int(pid)) or now - folder.stat().st_mtime < min_age_s:
                 continue
         except OSError:  # removed meanwhile
             continue

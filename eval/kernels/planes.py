@@ -21,17 +21,12 @@ d = |q| + |x| - 2c (|x|: the item's popcount, stored), or with the planes where 
 whichever is shorter (~5 ops per counted plane, ~1.3 ops per item at 128 bits, and no XOR with the query).
 A relative row counts only the bits where its query differs from an anchor whose distances were counted
 once for the group (d = d(x, m) - |T| + 2c, each plane XORed with the query's bit: the same cost a plane).
-Measured (1e6 codes, 1 thread, cycles per item at 64 / 128 / 256 bits): 0.43 / 0.77 / 1.21 for the counts,
-against 0.38 / 0.74 / 1.7 for all planes XORed with the query. The distances are never unpacked: the
-comparison with lim runs on the planes, and the few items below it read their distance off `cnt`
-(re-measuring them from the row codes, cache misses, made top-K 6-14% slower at 1e6 codes).
-The kernels are LLVM IR built here (numba's scalar code was not vectorised: 4x slower).
-On AVX-512 (8 lanes) a full adder is two VPTERNLOGQ (LLVM fused only half of the 5 ops: 4 a full adder), and a
-group is 512 items, so the fixed costs per group (row decoding, tests, branches) count half per item. Measured
-on a Zen 5 VM (1e6 codes, 1000 queries, 1 thread, the benchmark's rows vs FAISS in the same run): exact mAP
-2.45 / 1.69 / 1.43x FAISS at 64 / 128 / 256 bits with 4 lanes, 3.2 / 2.3 / 1.8x with 8, against 1.24 / 1.14 /
-1.16x for the word-major VPOPCNTQ scan; a direct row's count at 256 bits 0.28 -> 0.21 ns an item with ternlog
-(before prefetch_next_chunk and the other steps since: README, Performance, has the final figures).
+The distances are never unpacked: the comparison with lim runs on the planes, and the few items below it read
+their distance off `cnt` (re-reading the row codes costs cache misses).
+The kernels are LLVM IR built here: numba's scalar code was not vectorised.
+On AVX-512 (8 lanes) a full adder is two VPTERNLOGQ (LLVM fuses only part of the 5 ops), and a group is 512
+items, so the fixed costs per group (row decoding, tests, branches) count half per item.
+Figures: `c3dhash bench hamming` writes them to bench/results/ (docs/performance.md has the current ones).
 """
 from __future__ import annotations
 

@@ -38,11 +38,6 @@ def pr_counts(metrics: dict[str, Any]) -> dict[str, Any]:
             "same": same.tolist(), "diff": diff.tolist()}
 
 
-def radii_with_retrieved(counts: dict[str, Any]) -> int:
-    """How many radii retrieve something (TP + FP > 0): the points TensorBoard draws."""
-    return int(sum(1 for t, f in zip(counts["tp"], counts["fp"]) if t + f > 0))
-
-
 def plot_figure(counts: dict[str, Any], mean_pr: dict[str, Any] | None = None, *, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")  # files only: never a display

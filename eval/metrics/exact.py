@@ -52,8 +52,8 @@ PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not de
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
 EVAL_PLANES_QBLOCK = 64  # queries sharing a chunk of bit-planes (64: exact mAP 10-12% faster than 32 at 256 bits)
-# Bit-planes per chunk: with the next chunk prefetched (prefetch_next_chunk), 64 KiB (about L1) was 5-12% faster than
-# 128 or 256 KiB at 256 bits on AVX-512 (Zen 5); without prefetching, 256 KiB had been 3-10% faster on AVX2.
+# Bit-planes per chunk: about L1, with the next chunk prefetched (prefetch_next_chunk); the measurements are in
+# bench/results/kernels-history-2026-12-06.md.
 PLANES_CHUNK_BYTES = 64 << 10
 
 

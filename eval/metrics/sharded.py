@@ -24,8 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from c3dhash.eval.codes import Codes, CodesError, check_query_db
-from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K
+from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, MAX_RETRIES, PRECISION_AT_K
 from c3dhash.eval.search.flat import use_threads
+from c3dhash.eval.search.sharded import even_ranges
 from c3dhash.eval.ray_session import join_or_start
 from c3dhash.eval.metrics.exact import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db,
                                         reduce_metrics, warn_missing_labels)
@@ -69,14 +70,8 @@ def _remote():
     return _REMOTE
 
 
-def query_blocks(num_queries: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous, non-empty [start, end) blocks in query order (fewer than `shards` if queries are few)."""
-    edges = np.linspace(0, num_queries, min(shards, num_queries) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-
-
 def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | None = None,
-                     max_retries: int = 3, threads_per_shard: int = 1,
+                     max_retries: int = MAX_RETRIES, threads_per_shard: int = 1,
                      map_at_k_rel: Sequence[int] = MAP_AT_K_REL, map_at_k: Sequence[int] = MAP_AT_K,
                      precision_at_k: Sequence[int] = PRECISION_AT_K, expected_ties: bool = False,
                      progress: bool = False) -> dict[str, Any]:
@@ -95,7 +90,7 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
         db_ref = ray.put({"codes": np.ascontiguousarray(db.codes), "labels": np.ascontiguousarray(db.labels, np.int64),
                           "bits": int(db.bits)})
         task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)
-        blocks = query_blocks(len(query), shards)
+        blocks = even_ranges(len(query), shards)  # query blocks, in order
         refs = [task.remote(key, db_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
                             threads_per_shard) for a, b in blocks]
         done: dict[Any, dict[str, np.ndarray]] = {}

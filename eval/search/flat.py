@@ -37,15 +37,12 @@ QBLOCK = 16  # queries sharing one pass over a database chunk
 CHUNK = 1024  # database codes per chunk: W x 1024 x 8 B stays in L1 while a query block walks it
 SUB = 256  # sub-block whose minimum decides whether to look at its items one by one
 TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) the counting-sort path
-# Without prepared planes a batch builds them when it will pay them back: building took 13 / 55 / 133 ms for
-# 1e6 codes of 64 / 128 / 256 bits and saved 0.18 / 0.28 / 0.37 ms a query (measured with the all-plane filter,
-# before the planes carried the items' popcounts): 70-360 queries.
+# Without prepared planes a batch builds them when it will pay them back: the build costs about as much as a
+# few hundred queries save (bench/results/kernels-history-2026-12-06.md).
 PLANES_MIN_QUERIES = 256
-# Queries sharing one pass over a chunk of bit-planes: 32 queries x 64 KiB was 5-9% faster than 16 x 32 KiB
-# (AVX2, 1e6 codes, 128 and 256 bits; 64 queries: no change there); on AVX-512 64 queries were 10% faster than 32
-# at 256 bits (the database streams from memory once a block: half as often), the same at 64 bits, and two
-# processes scanning at once slowed each other by 7% at 32, 1% at 64. The bucket memory stays within
-# TOPK_BUCKET_BYTES (see topk).
+# Queries sharing one pass over a chunk of bit-planes: more queries a block stream the database from memory
+# less often; 64 x 64 KiB (about L1) was the fastest measured (bench/results/kernels-history-2026-12-06.md).
+# The bucket memory stays within TOPK_BUCKET_BYTES (see topk).
 PLANES_QBLOCK = 64
 PLANES_CHUNK_BYTES = 64 << 10
 
