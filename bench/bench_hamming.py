@@ -34,11 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-import sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-sys.path.insert(0, str(_Path(__file__).resolve().parent))  # bench/results_log.py (`c3dhash bench` uses runpy)
-from results_log import results_log  # noqa: E402
-
 
 from c3dhash.eval.codes import Codes  # noqa: E402
 from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, PRECISION_AT_K  # noqa: E402
@@ -171,11 +166,6 @@ def bench_sharded(args: argparse.Namespace, bits: int) -> None:
 
 
 def main() -> None:
-    with results_log("hamming"):
-        run()
-
-
-def run() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="database codes")
     p.add_argument("--queries", type=int, default=1000)

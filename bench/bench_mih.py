@@ -36,11 +36,6 @@ from typing import Callable
 
 import numpy as np
 
-import sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-sys.path.insert(0, str(_Path(__file__).resolve().parent))  # bench/results_log.py (`c3dhash bench` uses runpy)
-from results_log import results_log  # noqa: E402
-
 
 from c3dhash.eval.search.mih import default_m  # noqa: E402
 from c3dhash.eval.search.searcher import Searcher, topk  # noqa: E402
@@ -181,11 +176,6 @@ def bench_sharded(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    with results_log("mih"):
-        run()
-
-
-def run() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=float, nargs="+", default=[1e6, 1e7], help="database sizes")
     p.add_argument("--bits", type=int, default=64)
