@@ -194,6 +194,8 @@ RANGES: tuple[tuple[str, str, str, float], ...] = (
     ("cluster", "num_workers", ">=", 1), ("cluster", "cpus_per_worker", ">=", 1), ("cluster", "max_failures", ">=", -1),
     ("cluster", "num_to_keep", ">=", 1), ("cluster", "resize_interval_s", ">", 0),
     ("train", "checkpoint_every_steps", ">=", 0),
+    ("data", "test_fraction", ">=", 0), ("data", "test_fraction", "<", 1), ("data", "colour_jitter", ">=", 0),
+    ("data", "colour_jitter", "<", 1),
 )
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 

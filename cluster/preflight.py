@@ -20,7 +20,7 @@ from c3dhash.cluster.config import JobConfig
 from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest
 from c3dhash.loaders.probe import SKIP_FILE, unsupported_codec
 from c3dhash.loaders.sampler import PKSampler, RandomSampler
-from c3dhash.loaders.splits import build_splits, load_split, manifest_path
+from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
 from c3dhash.loaders.videoio import probe_video
 from c3dhash.model.backbone import resolve_weights
 
@@ -105,8 +105,7 @@ def preflight(cfg: JobConfig) -> Plan:
     if not manifest_path(cfg.data, "train").is_file():
         print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "
               f"split files (c3dhash splits)", flush=True)
-        build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
-                     manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
+        build_splits_for(cfg.data)  # folder: class folders under data.root or data.list_file
     train = read_split(cfg, "train", required=True)
     val = read_split(cfg, "val", required=False)
     resolve_weights(cfg.model.weights, name=cfg.model.backbone)  # the model's own resolver and message
