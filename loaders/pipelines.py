@@ -43,8 +43,9 @@ import torch
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
-from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
-                                     start_frame, train_clips)
+from c3dhash.loaders.augment import colour_jitter, needs_colour
+from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
+                                     eval_shard, make_sampler, shard_batch, start_frame, train_clips)
 from c3dhash.loaders.videoio import probe_video
 
 
@@ -203,13 +204,9 @@ class TrainLoader:
                  steps: int = 0):
         self.records = list(records)
         self.cfg, self.rank, self.world_size, self.epoch, self.start_step = cfg, rank, world_size, epoch, 0
-        if cfg.sampler == "pk":
-            self.sampler: PKSampler | RandomSampler = PKSampler(
-                [r.label for r in self.records], p=cfg.pk_classes, k=cfg.pk_samples, seed=cfg.seed,
-                steps=steps)
-        else:
-            self.sampler = RandomSampler(len(self.records), batch_size=cfg.batch_size * world_size,
-                                         seed=cfg.seed, steps=steps)
+        self.sampler: PKSampler | RandomSampler | VideoSampler = make_sampler(
+            [r.label for r in self.records], sampler=cfg.sampler, p=cfg.pk_classes, k=cfg.pk_samples,
+            batch_size=cfg.batch_size, world_size=world_size, seed=cfg.seed, steps=steps)
         if self.sampler.batch_size < world_size:
             raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} is smaller than "
                             f"the world size {world_size}: every rank needs at least one clip per step")
@@ -231,14 +228,23 @@ class TrainLoader:
 
     def plan(self, epoch: int) -> list[list[Clip]]:
         """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
-        return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip),
+        return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip,
+                                        colour=self.cfg.colour_jitter),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.plan(self.epoch)[self.start_step:]):
-            labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
-            yield x, labels.to(x.device)
+            yield self.augment(x, clips), self.labels(clips).to(x.device)
+
+    def labels(self, clips: list[Clip]) -> torch.Tensor:
+        """Class labels, or video ids under data.sampler=video (self-supervised: positives = same video)."""
+        return torch.tensor(clip_labels(clips, [r.label for r in self.records], sampler=self.cfg.sampler),
+                            dtype=torch.int64)
+
+    def augment(self, x: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
+        """Colour jitter after decoding (loaders/augment.py); a no-op unless data.colour_jitter > 0."""
+        return colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std) if needs_colour(clips) else x
 
 
 class EvalLoader:
