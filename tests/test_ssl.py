@@ -185,3 +185,32 @@ def test_ranks_train_self_supervised_like_one_process(tmp_path, single, world):
         for k, v in single["final"].items():
             assert_close(res["final"][k].float(), v.float(), rtol=1e-4, atol=1e-5, msg=k)
     assert all(r["losses"] == ranks[0]["losses"] for r in ranks)  # every rank logs the global loss
+
+
+# --- the DALI loader in video mode -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    from tests.videos import make_dataset
+    root = tmp_path_factory.mktemp("vp9")
+    return root, make_dataset(root, classes=2, per_class=3, frames=8, size=(16, 16), codec="vp9")
+
+
+def test_dali_loader_in_video_mode_yields_video_ids_and_matches_across_ranks(videos):
+    from c3dhash.loaders import pipelines
+    root, records = videos
+    cfg = DataConfig(num_frames=2, stride=2, resize=(16, 16), crop=(12, 12), sampler="video", pk_classes=3,
+                     pk_samples=2, num_threads=1, colour_jitter=0.4, device="cpu")
+    one = list(pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None))
+    assert len(one) == 2  # ceil(6 videos / P=3)
+    plan = pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None).plan(0)
+    for (x, y), clips in zip(one, plan):
+        assert y.tolist() == [c.index for c in clips] and len(set(y.tolist())) == 3 and x.shape[0] == 6
+    ranks = [list(pipelines.build_train_loader(records, root, cfg, rank=r, world_size=2, device_id=None))
+             for r in range(2)]
+    for (x, y), (x0, y0), (x1, y1) in zip(one, *ranks):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+    plain = list(pipelines.build_train_loader(records, root, dataclasses.replace(cfg, colour_jitter=0.0), rank=0,
+                                              world_size=1, device_id=None))
+    for (x, _), (xp, _), clips in zip(one, plain, plan):  # colour is the only difference, applied after decode
+        assert not torch.equal(x, xp)
+        assert torch.equal(x, colour_jitter(xp, clips, mean=cfg.mean, std=cfg.std))
