@@ -45,7 +45,7 @@ from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from c3dhash.loaders.augment import colour_jitter, needs_colour
 from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
-                                     eval_shard, make_sampler, shard_batch, start_frame, train_clips)
+                                     copy_clips, eval_shard, make_sampler, shard_batch, start_frame, train_clips)
 from c3dhash.loaders.videoio import probe_video
 
 
@@ -252,7 +252,7 @@ class EvalLoader:
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
-        self.records = list(records)
+        self.records, self.cfg = list(records), cfg
         videos = eval_shard(len(self.records), rank=rank, world_size=world_size)
         self.video_indices = videos  # this rank's videos, as positions in `records`
         self.batches = eval_clips(videos, clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size)
@@ -268,6 +268,8 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.batches):
+            if needs_colour(clips):  # only copy loaders (build_copy_loader) draw colour at eval time
+                x = colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std)
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
             index = torch.tensor([c.index for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device), index.to(x.device)
@@ -286,3 +288,14 @@ def build_eval_loader(records: Sequence[VideoRecord], root: str | Path, cfg: Dat
     """Deterministic evaluation clips for one rank; over all ranks every video exactly once."""
     return EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id,
                       static=static)
+
+
+def build_copy_loader(records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                      world_size: int, device_id: int | None, seed: int) -> EvalLoader:
+    """An eval loader of augmented copies (loaders/sampler.py copy_clips: position, crop, flip, colour drawn
+    per video from `seed`): held-out near-duplicate queries for validating self-supervised training."""
+    loader = EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id)
+    loader.batches = copy_clips(loader.video_indices, clips_per_video=cfg.clips_per_video,
+                                batch_size=cfg.batch_size, seed=seed, flip=cfg.flip,
+                                colour=max(cfg.colour_jitter, 0.0))
+    return loader

@@ -234,3 +234,18 @@ def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int) 
     """Centre-crop, unflipped clips of each video, chunked into batches; the last batch may be smaller."""
     flat = [Clip(v, p) for v in videos for p in eval_positions(clips_per_video)]
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+
+
+def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
+               colour: float) -> list[list[Clip]]:
+    """Held-out augmented copies for validation without labels: like eval_clips, but each clip's position,
+    crop, flip and colour are drawn from (seed, video), so a video's copy is the same on any rank and epoch."""
+    flat = []
+    for v in videos:
+        rng = _rng(seed, v, 9)
+        for _ in range(clips_per_video):
+            pos, cx, cy, f = rng.random(4)
+            b, c, s = 1.0 + colour * (2.0 * rng.random(3) - 1.0) if colour > 0 else (1.0, 1.0, 1.0)
+            flat.append(Clip(v, float(pos), float(cx), float(cy), bool(flip and f < 0.5), float(b), float(c),
+                             float(s)))
+    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]

@@ -214,3 +214,37 @@ def test_dali_loader_in_video_mode_yields_video_ids_and_matches_across_ranks(vid
     for (x, _), (xp, _), clips in zip(one, plain, plan):  # colour is the only difference, applied after decode
         assert not torch.equal(x, xp)
         assert torch.equal(x, colour_jitter(xp, clips, mean=cfg.mean, std=cfg.std))
+
+
+def test_copy_clips_are_drawn_per_video_so_every_shard_sees_the_same_copy():
+    from c3dhash.loaders.sampler import copy_clips, eval_shard
+    whole = [c for b in copy_clips(range(7), clips_per_video=2, batch_size=3, seed=4, flip=True, colour=0.3)
+             for c in b]
+    for world in (2, 3):
+        parts = [c for r in range(world) for b in copy_clips(eval_shard(7, rank=r, world_size=world),
+                                                             clips_per_video=2, batch_size=3, seed=4, flip=True,
+                                                             colour=0.3) for c in b]
+        assert sorted(parts, key=lambda c: c.index) == sorted(whole, key=lambda c: c.index)
+    assert len({(c.position, c.crop_x, c.brightness) for c in whole}) == 14  # every clip its own draw
+    assert {c.flip for c in whole} == {True, False}
+    plain = copy_clips(range(7), clips_per_video=2, batch_size=3, seed=4, flip=False, colour=0.0)
+    assert not any(c.flip for b in plain for c in b)
+    assert all((c.brightness, c.contrast, c.saturation) == (1.0, 1.0, 1.0) for b in plain for c in b)
+
+
+def test_self_supervised_validation_is_near_duplicate_retrieval_without_class_labels(tmp_path):
+    from c3dhash.cluster.config import load_config
+    from c3dhash.distributed.build import build_data
+    from train_helpers import make_tiny_dataset, tiny_overrides
+    root = make_tiny_dataset(tmp_path / "tiny")
+    job = load_config(None, [*tiny_overrides(root, tmp_path / "runs", "ssl", workers=1), "data.sampler=video",
+                             "data.pk_classes=4", "data.colour_jitter=0.3", "data.flip=true"])
+    train, queries, database = build_data(job, torch.device("cpu"))
+    n_val, n_train = len(queries.records), len(train.records)
+    assert [r.label for r in queries.records] == list(range(n_val))  # video ids, not classes
+    assert [r.label for r in database.records] == list(range(n_val + n_train))
+    assert [r.path for r in database.records[:n_val]] == [r.path for r in queries.records]
+    (xq, yq, iq), = list(queries.loader)[:1]
+    (xd, yd, idb), = list(database.loader)[:1]
+    assert yq.tolist() == iq.tolist() == list(range(len(yq)))  # the first val videos, augmented
+    assert not torch.equal(xq, xd[:len(xq)])  # a copy is not the centre clip of its original
