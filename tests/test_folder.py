@@ -174,3 +174,18 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     os.chdir(tmp_path)
     rc, out, err = run_cli(capsys, *argv)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_job_config_builds_the_same_manifests_as_the_cli(tmp_path, capsys):
+    from c3dhash.cluster.config import load_config
+    from c3dhash.loaders.splits import build_splits_for
+    root = make_folders(tmp_path / "cfg", {"a": 9, "b": 7})
+    lst = write_list(tmp_path / "l.tsv", [f"{p.relative_to(root)}\t{p.parent.parent.name}"
+                                          for p in sorted(root.rglob("*.webm"))])
+    assert run_cli(capsys, "--dataset", "folder", "--list", str(lst), "--root", str(root), "--out",
+                   str(tmp_path / "cli"), "--test-fraction", "0.25", "--group", "_00(\\d)")[0] == 0
+    job = load_config(None, ["data.dataset=folder", f"data.root={root}", f"data.list_file={lst}",
+                             "data.test_fraction=0.25", "data.group=_00(\\d)", f"data.manifest_dir={tmp_path / 'j'}"])
+    built = build_splits_for(job.data)
+    for name in ("train", "val", "test"):
+        assert read_manifest(tmp_path / "cli" / f"{name}.tsv") == built[name] == load_split(job.data, name)
