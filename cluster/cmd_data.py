@@ -3,6 +3,7 @@
     c3dhash synth --out data/synth --classes 8 --per-class 48 --frames 32 --size 48x64 --codec vp9 --seed 0
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1 [--out DIR] [--val-per-class 2]
     c3dhash transcode --src raw/UCF101 --out data/ucf101 --codec h264 --size 128x171 --procs 8
+    c3dhash splits --dataset folder --root DIR | --list FILE [--test-fraction 0.3] [--group REGEX]
 """
 from __future__ import annotations
 
@@ -36,19 +37,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_splits(args: argparse.Namespace) -> int:
-    from c3dhash.loaders.splits import build_splits, split_stats
+    from c3dhash.loaders.manifest import DataError
+    from c3dhash.loaders.splits import build_splits, default_manifest_dir, folder_root, split_stats
+    if args.dataset != "folder" and (args.list or args.group):
+        raise DataError(f"--list/--group apply to --dataset folder only; {args.dataset} uses its official lists")
+    if args.root is None and not (args.dataset == "folder" and args.list):
+        raise DataError(f"splits --dataset {args.dataset}: --root DIR is required"
+                        f"{' (or --list FILE)' if args.dataset == 'folder' else ''}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         records = build_splits(dataset=args.dataset, root=args.root, split=args.split, manifest_dir=args.out,
                                val_per_class=args.val_per_class, check_files=not args.no_check_files,
-                               lists=args.lists)
+                               lists=args.lists, list_file=args.list, test_fraction=args.test_fraction,
+                               group=args.group)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    target = args.out or f"{args.root}/manifests/split{args.split}"
+    root = folder_root(args.root, args.list) if args.dataset == "folder" else args.root
+    target = args.out or default_manifest_dir(root, args.split)
     print(f"{args.dataset} split {args.split} -> {target}/{{train,val,test}}.tsv")
     for name, recs in records.items():
         n, classes, lo, hi = split_stats(recs)
         print(f"  {name:5s} {n:6d} videos  {classes:4d} classes  per class min {lo} max {hi}")
+    if args.dataset == "folder":
+        print(f"train with: --set data.dataset=folder --set data.root={root}"
+              + (f" --set data.manifest_dir={args.out}" if args.out else ""))
     return 0
 
 
@@ -78,9 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_procs_arg(p)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("splits", help="official split files -> train/val/test manifests")
-    p.add_argument("--dataset", choices=typing.get_args(Dataset), required=True)
-    path_arg(p, "--root", kind="dir", required=True, help="folder with the class folders (and the split lists)")
+    p = sub.add_parser("splits", help="official split files (or your own folder/list) -> train/val/test manifests")
+    p.add_argument("--dataset", choices=typing.get_args(Dataset), required=True,
+                   help="folder = your own videos: class folders under --root, or --list")
+    p.add_argument("--root", default=None, help="folder with the class folders (and the split lists); "
+                   "with --list: what its relative paths start from (default: the list's folder)")
     p.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--out", default=None, help="manifest folder (default <root>/manifests/split<N>)")
     p.add_argument("--val-per-class", type=int, default=2,
@@ -88,6 +102,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     path_arg(p, "--lists", kind="dir", default=None,
              help="folder with the official list files (default: under --root)")
     p.add_argument("--no-check-files", action="store_true", help="do not look the videos up on disk")
+    p.add_argument("--list", default=None, help="folder: a CSV/TSV of 'path,label' lines (label: class name or "
+                   "integer) instead of class folders")
+    p.add_argument("--test-fraction", type=float, default=0.3, help="folder: share of each class that goes to test")
+    p.add_argument("--group", default=None, help="folder: regex; videos whose paths share its match (first capture "
+                   "group) stay on one side, e.g. '_g(\\d+)_'")
     p.set_defaults(func=cmd_splits)
 
     p = sub.add_parser("transcode",

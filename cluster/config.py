@@ -248,10 +248,10 @@ def validate_workers(cfg: JobConfig, where: str) -> None:
     if not 1 <= lo <= hi:
         raise ConfigError(f"{where}: cluster.num_workers={list(c.worker_range) if c.elastic else lo}: a count >= 1 "
                           f"or a range [min, max] with 1 <= min <= max, e.g. [2, 8]")
-    if c.elastic and d.sampler != "pk":
-        raise ConfigError(f"{where}: an elastic cluster.num_workers range needs data.sampler=pk: the random "
+    if c.elastic and d.sampler == "random":
+        raise ConfigError(f"{where}: an elastic cluster.num_workers range needs data.sampler=pk (or video): the random "
                           f"sampler's global batch is data.batch_size x workers, so it would change with the size")
-    if d.sampler == "pk" and d.pk_classes * d.pk_samples < hi:
+    if d.sampler in ("pk", "video") and d.pk_classes * d.pk_samples < hi:
         raise ConfigError(f"{where}: data.pk_classes x data.pk_samples = {d.pk_classes * d.pk_samples} is smaller "
                           f"than the {hi} workers of cluster.num_workers: every rank needs a clip of the global "
                           f"P x K batch per step")

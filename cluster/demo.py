@@ -23,7 +23,7 @@ from c3dhash.eval.codes import Codes, save_codes
 from c3dhash.eval.index.encode import encode_loader, to_codes
 from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.loaders.pipelines import build_eval_loader
-from c3dhash.loaders.splits import build_splits, load_split
+from c3dhash.loaders.splits import build_splits, build_splits_for, load_split
 from c3dhash.loaders.synth import format_summary, make_synth_dataset
 from c3dhash.model.hashnet import build_from_config
 
@@ -94,9 +94,12 @@ def run_demo(*, config: str, overrides: list[str], data_root: str | None) -> int
         overrides = [*overrides, f"data.root={data_root}"]
     cfg = load_config(config, overrides)
     root = Path(cfg.data.root)
-    if not (root / "ucfTrainTestlist").is_dir():
-        print(format_summary(make_synth_dataset(root, seed=cfg.data.seed)), flush=True)
-    build_splits(dataset="synth", root=root, split=cfg.data.split, val_per_class=cfg.data.val_per_class)
+    if cfg.data.dataset != "synth":  # your own videos (data.dataset=folder) or an official set: as prepared
+        build_splits_for(cfg.data)
+    else:
+        if not (root / "ucfTrainTestlist").is_dir():
+            print(format_summary(make_synth_dataset(root, seed=cfg.data.seed)), flush=True)
+        build_splits(dataset="synth", root=root, split=cfg.data.split, val_per_class=cfg.data.val_per_class)
     run_training(cfg)
     net = load_model(cfg, "best")
     query, database = trained_codes(net, cfg, static=False)

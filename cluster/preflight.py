@@ -19,8 +19,8 @@ from pathlib import Path
 from c3dhash.cluster.config import JobConfig
 from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest
 from c3dhash.loaders.probe import SKIP_FILE, unsupported_codec
-from c3dhash.loaders.sampler import PKSampler, RandomSampler
-from c3dhash.loaders.splits import build_splits, load_split, manifest_path
+from c3dhash.loaders.sampler import make_sampler
+from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
 from c3dhash.loaders.videoio import probe_video
 from c3dhash.model.backbone import resolve_weights
 
@@ -88,11 +88,8 @@ def first_epoch(cfg: JobConfig, records: list[VideoRecord]) -> tuple[tuple[int, 
     """Epoch 0's global batches from the workers' own sampler, for their world size."""
     d, world = cfg.data, cfg.cluster.worker_range[1]
     steps = cfg.train.steps_per_epoch
-    if d.sampler == "pk":
-        sampler: PKSampler | RandomSampler = PKSampler([r.label for r in records], p=d.pk_classes,
-                                                       k=d.pk_samples, seed=d.seed, steps=steps)
-    else:
-        sampler = RandomSampler(len(records), batch_size=d.batch_size * world, seed=d.seed, steps=steps)
+    sampler = make_sampler([r.label for r in records], sampler=d.sampler, p=d.pk_classes, k=d.pk_samples,
+                           batch_size=d.batch_size, world_size=world, seed=d.seed, steps=steps)
     return tuple(tuple(int(i) for i in b) for b in sampler.batches(0))
 
 
@@ -105,8 +102,7 @@ def preflight(cfg: JobConfig) -> Plan:
     if not manifest_path(cfg.data, "train").is_file():
         print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "
               f"split files (c3dhash splits)", flush=True)
-        build_splits(dataset=cfg.data.dataset, root=root, split=cfg.data.split,
-                     manifest_dir=cfg.data.manifest_dir or None, val_per_class=cfg.data.val_per_class)
+        build_splits_for(cfg.data)  # folder: class folders under data.root or data.list_file
     train = read_split(cfg, "train", required=True)
     val = read_split(cfg, "val", required=False)
     resolve_weights(cfg.model.weights, name=cfg.model.backbone)  # the model's own resolver and message

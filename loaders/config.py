@@ -11,8 +11,8 @@ from typing import Literal
 SEED_MEAN = (0.434, 0.405, 0.378)
 SEED_STD = (0.152, 0.149, 0.157)
 # The choices, checked by the config loader (cluster/config.py) and used as CLI choices (typing.get_args).
-Dataset = Literal["ucf101", "hmdb51", "jhmdb", "synth"]
-Sampler = Literal["random", "pk"]
+Dataset = Literal["ucf101", "hmdb51", "jhmdb", "synth", "folder"]  # folder: your own videos
+Sampler = Literal["random", "pk", "video"]  # video: self-supervised, P videos x K clips, labels = video ids
 Device = Literal["auto", "cpu", "gpu"]  # auto = NVDEC when CUDA is present
 
 
@@ -24,6 +24,10 @@ class DataConfig:
     manifest_dir: str = ""  # "" = <root>/manifests/split<split>
     # validation videos carved from train, per class (deterministic)
     val_per_class: int = field(default=2, metadata={">=": 0})
+    list_file: str = ""  # folder dataset: a 'path,label' CSV/TSV instead of class folders under root
+    # folder dataset: share of each class's videos (or groups) that go to test
+    test_fraction: float = field(default=0.3, metadata={">=": 0, "<": 1})
+    group: str = ""  # folder dataset: a regex whose match (first capture group) keeps a group on one side
     num_frames: int = field(default=16, metadata={">=": 1})
     stride: int = field(default=1, metadata={">=": 1})  # frame step inside a clip
     resize: tuple[int, int] = field(default=(128, 171), metadata={">=": 1})  # H, W before cropping
@@ -31,9 +35,13 @@ class DataConfig:
     clips_per_video: int = field(default=1, metadata={">=": 1})  # eval: clips spread uniformly over each video
     batch_size: int = field(default=16, metadata={">=": 1})  # clips per rank per step (sampler: random)
     sampler: Sampler = "pk"
-    pk_classes: int = field(default=8, metadata={">=": 1})  # P: classes per global batch (sampler: pk)
-    pk_samples: int = field(default=4, metadata={">=": 1})  # K: clips per class per global batch (sampler: pk)
+    # P: classes per global batch (sampler: pk); videos per global batch (sampler: video)
+    pk_classes: int = field(default=8, metadata={">=": 1})
+    # K: clips per class per global batch (sampler: pk); clips per video (sampler: video)
+    pk_samples: int = field(default=4, metadata={">=": 1})
     flip: bool = True
+    # train: brightness/contrast/saturation factors drawn from [1 - s, 1 + s] (0 = off)
+    colour_jitter: float = field(default=0.0, metadata={">=": 0, "<": 1})
     mean: tuple[float, float, float] = field(default=SEED_MEAN, metadata={">=": 0, "<=": 1})
     std: tuple[float, float, float] = field(default=SEED_STD, metadata={">": 0})
     num_threads: int = field(default=2, metadata={">=": 1})  # DALI CPU threads per pipeline

@@ -44,8 +44,9 @@ import torch
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
-from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, clip_span, eval_clips, eval_shard, shard_batch,
-                                     start_frame, train_clips)
+from c3dhash.loaders.augment import colour_jitter, needs_colour
+from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
+                                     copy_clips, eval_shard, make_sampler, shard_batch, start_frame, train_clips)
 from c3dhash.loaders.prefetch import Prefetcher
 from c3dhash.loaders.videoio import probe_video
 
@@ -272,13 +273,9 @@ class TrainLoader:
                  steps: int = 0):
         self.records = list(records)
         self.cfg, self.rank, self.world_size, self.epoch, self.start_step = cfg, rank, world_size, epoch, 0
-        if cfg.sampler == "pk":
-            self.sampler: PKSampler | RandomSampler = PKSampler(
-                [r.label for r in self.records], p=cfg.pk_classes, k=cfg.pk_samples, seed=cfg.seed,
-                steps=steps)
-        else:
-            self.sampler = RandomSampler(len(self.records), batch_size=cfg.batch_size * world_size,
-                                         seed=cfg.seed, steps=steps)
+        self.sampler: PKSampler | RandomSampler | VideoSampler = make_sampler(
+            [r.label for r in self.records], sampler=cfg.sampler, p=cfg.pk_classes, k=cfg.pk_samples,
+            batch_size=cfg.batch_size, world_size=world_size, seed=cfg.seed, steps=steps)
         if self.sampler.batch_size < world_size:
             raise DataError(f"data.pk_classes x data.pk_samples = {self.sampler.batch_size} is smaller than "
                             f"the world size {world_size}: every rank needs at least one clip per step")
@@ -300,14 +297,23 @@ class TrainLoader:
 
     def plan(self, epoch: int) -> list[list[Clip]]:
         """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
-        return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip),
+        return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip,
+                                        colour=self.cfg.colour_jitter),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.plan(self.epoch)[self.start_step:]):
-            labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
-            yield x, labels.to(x.device)
+            yield self.augment(x, clips), self.labels(clips).to(x.device)
+
+    def labels(self, clips: list[Clip]) -> torch.Tensor:
+        """Class labels, or video ids under data.sampler=video (self-supervised: positives = same video)."""
+        return torch.tensor(clip_labels(clips, [r.label for r in self.records], sampler=self.cfg.sampler),
+                            dtype=torch.int64)
+
+    def augment(self, x: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
+        """Colour jitter after decoding (loaders/augment.py); a no-op unless data.colour_jitter > 0."""
+        return colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std) if needs_colour(clips) else x
 
 
 class EvalLoader:
@@ -337,6 +343,8 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.batches):
+            if needs_colour(clips):  # only copy loaders (build_copy_loader) draw colour at eval time
+                x = colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std)
             labels = torch.tensor([self.records[c.index].label for c in clips], dtype=torch.int64)
             index = torch.tensor([c.index for c in clips], dtype=torch.int64)
             yield x, labels.to(x.device), index.to(x.device)
@@ -355,3 +363,14 @@ def build_eval_loader(records: Sequence[VideoRecord], root: str | Path, cfg: Dat
     """Deterministic evaluation clips for one rank; over all ranks every video exactly once."""
     return EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id,
                       static=static)
+
+
+def build_copy_loader(records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
+                      world_size: int, device_id: int | None, seed: int) -> EvalLoader:
+    """An eval loader of augmented copies (loaders/sampler.py copy_clips: position, crop, flip, colour drawn
+    per video from `seed`): held-out near-duplicate queries for validating self-supervised training."""
+    loader = EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id)
+    loader.batches = copy_clips(loader.video_indices, clips_per_video=cfg.clips_per_video,
+                                batch_size=cfg.batch_size, seed=seed, flip=cfg.flip,
+                                colour=max(cfg.colour_jitter, 0.0))
+    return loader

