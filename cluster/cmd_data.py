@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("splits", help="official split files (or your own folder/list) -> train/val/test manifests")
     p.add_argument("--dataset", choices=typing.get_args(Dataset), required=True,
                    help="folder = your own videos: class folders under --root, or --list")
-    p.add_argument("--root", default=None, help="folder with the class folders (and the split lists); "
-                   "with --list: what its relative paths start from (default: the list's folder)")
+    path_arg(p, "--root", kind="dir", default=None, help="folder with the class folders (and the split lists); "
+             "with --list: what its relative paths start from (default: the list's folder)")
     p.add_argument("--split", type=int, default=1, choices=(1, 2, 3))
     p.add_argument("--out", default=None, help="manifest folder (default <root>/manifests/split<N>)")
     p.add_argument("--val-per-class", type=int, default=2,

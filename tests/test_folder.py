@@ -164,7 +164,7 @@ def test_nothing_usable_is_a_user_error_listing_every_problem(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "folder"], "--root DIR is required (or --list FILE)"),
-    (["--dataset", "synth", "--root", "x", "--list", "l.csv"], "--list/--group apply to --dataset folder only"),
+    (["--dataset", "synth", "--root", ".", "--list", "l.csv"], "--list/--group apply to --dataset folder only"),
     (["--dataset", "folder", "--root", "R", "--group", "(("], "not a valid regular expression"),
     (["--dataset", "folder", "--root", "R", "--test-fraction", "1.5"], "must be in [0, 1)"),
     (["--dataset", "folder", "--root", "nowhere"], "nowhere: folder not found"),
