@@ -242,7 +242,7 @@ def check_ranges(cfg: JobConfig, where: str = "config") -> None:
 
 
 def validate_workers(cfg: JobConfig, where: str) -> None:
-    """cluster.num_workers, a count or an elastic [min, max] range (README: Elastic training)."""
+    """cluster.num_workers, a count or an elastic [min, max] range (docs/elastic.md)."""
     c, d = cfg.cluster, cfg.data
     lo, hi = c.worker_range
     if not 1 <= lo <= hi:
@@ -267,5 +267,5 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
     validate_workers(cfg, where)
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
         warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
-                      f"were measured wrong for r3d_18 (README: Mixed precision); use train.amp=auto or off",
+                      f"were measured wrong for r3d_18 (docs/training.md: Mixed precision); use train.amp=auto or off",
                       stacklevel=2)

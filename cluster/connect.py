@@ -22,7 +22,7 @@ from c3dhash.distributed.ray_compat import GCS_CLIENT_IMPORT
 
 PROBE_S = 5.0  # TCP connect and authenticated GCS call, each
 TOKEN_FIX = ("export RAY_AUTH_MODE=token and export RAY_AUTH_TOKEN=<the cluster's token> (on the head: "
-             "`ray get-auth-token`; KubeRay: the RayCluster's Secret, README: Run on Kubernetes)")
+             "`ray get-auth-token`; KubeRay: the RayCluster's Secret, docs/kubernetes.md)")
 _GCS_PROBE = f"""
 import sys
 {GCS_CLIENT_IMPORT}

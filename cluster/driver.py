@@ -102,7 +102,7 @@ def build_trainer(cfg: JobConfig) -> ProjectTrainer:
     return ProjectTrainer(  # TorchTrainer + the project's failure rules (cluster/fit.py)
         guarded(train_loop_per_worker),
         train_loop_config={"job": cfg, "run_dir": str(out)},
-        # an elastic (min, max): Ray Train sizes the group to the nodes there are (README: Elastic training)
+        # an elastic (min, max): Ray Train sizes the group to the nodes there are (docs/elastic.md)
         scaling_config=ScalingConfig(num_workers=c.worker_range if c.elastic else c.num_workers,
                                      elastic_resize_monitor_interval_s=c.resize_interval_s, use_gpu=c.use_gpu,
                                      resources_per_worker=resources),

@@ -97,7 +97,7 @@ def preflight(cfg: JobConfig) -> Plan:
     """Fail before any worker starts; returns what the workers will find."""
     root = Path(cfg.data.root)
     if not root.is_dir():
-        raise DataError(f"data.root={cfg.data.root}: dataset folder not found; prepare it (README: Datasets) or "
+        raise DataError(f"data.root={cfg.data.root}: dataset folder not found; prepare it (docs/datasets.md) or "
                         f"set --set data.root=DIR (for the demo: c3dhash synth --out {cfg.data.root})")
     if not manifest_path(cfg.data, "train").is_file():
         print(f"no manifests under {manifest_path(cfg.data, 'train').parent}: building them from the official "

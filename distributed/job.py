@@ -22,8 +22,8 @@ class ClusterConfig:
     name: str = "c3dhash"  # run name: <storage_path>/<name>/ holds checkpoints and TensorBoard logs
     storage_path: str = "runs"
     # One DDP worker per GPU (or per CPU slot on a laptop): a count (a fixed group), or an elastic [min, max]
-    # range: Ray Train starts with as many as fit (>= min), shrinks when a node is lost, grows back (README:
-    # Elastic training). The global batch is the config's either way, so the math does not change with the size.
+    # range: Ray Train starts with as many as fit (>= min), shrinks when a node is lost, grows back
+    # (docs/elastic.md). The global batch is the config's either way, so the math does not change with the size.
     num_workers: int | tuple[int, int] = field(default=2, metadata={">=": 1})
     use_gpu: bool = False
     cpus_per_worker: int = field(default=1, metadata={">=": 1})

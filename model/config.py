@@ -17,5 +17,5 @@ class ModelConfig:
     weights: str | None = None
     channels_last: bool = False  # channels_last_3d memory format (pays on GPU)
     # BatchNorm (no affine) on the hash layer before tanh: every bit has batch mean 0 and variance 1, so the codes
-    # cannot all drift into one saturated corner (README: Recipe robustness).
+    # cannot all drift into one saturated corner (docs/performance.md: Recipe robustness).
     head_norm: bool = False

@@ -81,12 +81,9 @@ class Layout:
 
 LAYOUT = Layout(LANES, GROUP)
 
-# The cost model of eval/search/searcher.py (MIH or the flat scan), in units of one flat-scan item. Calibrated
-# with bench/bench_mih.py at 1e6 and 1e7 x 64 bits. AVX2 (4 lanes): a probe (2-3 dependent random loads) costs
-# about as much as 180 items of a flat scan, a visited bucket entry about 90 (at half these, uniform 1e7 codes
-# with k = 10 were sent to MIH and ran at 0.6x the flat scan). AVX-512 (8 lanes, a Zen 5 VM): a flat item costs
-# 50-60 ps; MIH's time in flat items over its work so counted was 2.3-4.0x on uniform codes (probes), 2.0-2.2x on
-# trained-like 1e6 codes (visits; MIH 31.8 vs flat 59.5 us a query at k = 10, 85.6 vs 74.0 at k = 100), hence 3x
-# and 2x. The AVX2 figures predate the per-candidate limit and prefetching.
+# The cost model of eval/search/searcher.py (MIH or the flat scan), in units of one flat-scan item: a probe
+# (2-3 dependent random loads) and a visited bucket entry, each as many flat items as it costs. Calibrated with
+# bench/bench_mih.py at 1e6 and 1e7 x 64 bits on the machine named below (its runs and figures:
+# bench/results/kernels-history-2026-12-06.md); an 8-lane flat item is cheaper, so MIH's units are larger there.
 MIH_PROBE_COST, MIH_CAND_COST = (540.0, 180.0) if LANES == 8 else (180.0, 90.0)
 MIH_CALIBRATED_ON = "Zen 5 VM (AVX-512 VPOPCNTQ)" if LANES == 8 else "AVX2 host (Haswell class)"

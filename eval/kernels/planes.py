@@ -13,8 +13,8 @@ rows), eval/kernels/planes_hist.py, eval/search/flat.py and eval/metrics/exact.p
                                     # the distances in binary (cnt[k, l] bit t = bit k of that item's); lt
                                     # and cnt are only written in that case. A[ai]: a relative row's anchor
 
-Why (measured first on AVX2): LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per
-vector, then VPSADBW) costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256
+Why: LLVM's AVX2 popcount of a word-major stream (a nibble lookup with two VPSHUFB per vector, then VPSADBW)
+costs ~4.5 vector ops per item at 128 bits. Here one 256-bit vector holds one bit of 256
 items, and Harley-Seal carry-save adders (5 logic ops per full adder, any of the 4 vector pipes) count them in
 binary. A direct row counts half the planes or fewer: with c = the sum of the planes where the query has a 1,
 d = |q| + |x| - 2c (|x|: the item's popcount, stored), or with the planes where it has a 0, d = |q| - |x| + 2c,

@@ -18,12 +18,9 @@ popcount (VPSHUFB nibble lookups + VPSADBW on AVX2, VPOPCNTQ on AVX-512) adds to
 own class: on trained codes its near items, whose sparse blocks would cost a popcount per distance and mispredicted
 tests) are counted one by one in index order: an item's earlier, equal-distance items are acc[d] - popcount(leaf &
 FROM[t]) (its block's mask & the low mask of its distance, the items from it on: computed), then
-acc[d] counts it. Measured (1e6 codes, 1 thread, cycles per item at 128 / 256 bits, interleaved in one
-process): counting ~0.55 / 1.3 (direct rows), the tree ~0.7 / 1.0, mispredicted tests and loop exits ~0.3,
-the relevant items (1% of the database) ~0.4 in all (here and in the caller: their distances, ranks); keeping
-them out of the tree: the same at 128 bits, 3-11% faster at 256 (the near items lie 4 standard deviations
-below the rest there, 2.8 at 128); with per-group bit masks of the relevant items and a loop over their set
-bits, the part in here cost 0.5-0.7 (exact mAP 10-20% slower in all).
+acc[d] counts it. Why: the near items lie several standard deviations below the rest, so inside the tree they
+cost sparse low-distance blocks and mispredicted tests; the cycle counts behind this choice (and the per-group
+bit-mask variant that lost) are in bench/results/kernels-history-2026-12-06.md.
 """
 from __future__ import annotations
 
@@ -112,10 +109,9 @@ def _lane_sums(builder, leaves):
 
 def _blocks(builder, low, ctx):
     """Count the blocks _split queued: acc[base + v] += popcount(block mask & low[v]), v < 8, branch-free, with
-    one copy of the block code (a copy per block: the same speed, in one process interleaved, and 8 s more to
-    compile: 24 vs 16 s for the metrics kernels). The 8 leaves' counts are summed over the lanes first, so acc
-    holds one count a distance (3.6 KiB a query, not 29 at 8 lanes) and a block is one vector add to memory (two
-    at 4 lanes), not 8: exact mAP 7-8% faster at 128 and 256 bits on AVX-512 (3-4 interleaved runs each)."""
+    one copy of the block code (a copy per block is no faster and compiles longer). The 8 leaves' counts are
+    summed over the lanes first, so acc holds one count a distance (not one a lane) and a block is one vector
+    add to memory (two at 4 lanes), not 8."""
     work = ctx["work"]
     n = builder.load(work["n"])
     i, _, loop, done = loop_open(builder, n, "blocks")
@@ -180,7 +176,7 @@ def _relevant(builder, ctx):
     return p
 
 
-REL_SLOTS = 3  # relevant items a group taken branch-free, the rest in a loop (2 or 6 slots measured slower)
+REL_SLOTS = 3  # relevant items a group taken branch-free, the rest in a loop (2 or 6: slower)
 
 
 def _mark_relevant(builder, ctx, j, d, valid):

@@ -51,7 +51,7 @@ from c3dhash.loaders.atomic import atomic_write_text
 PROGRESS_STEP = 256  # queries per progress-bar step (per-query values do not depend on it)
 EVAL_QBLOCK = 8  # queries sharing a database chunk (their histograms stay in L1/L2)
 CHUNK = 1024  # database items per chunk (codes and distances stay in L1 while a query block walks them)
-EVAL_PLANES_QBLOCK = 64  # queries sharing a chunk of bit-planes (64: exact mAP 10-12% faster than 32 at 256 bits)
+EVAL_PLANES_QBLOCK = 64  # queries sharing a chunk of bit-planes (the database streams once per 64 queries)
 # Bit-planes per chunk: about L1, with the next chunk prefetched (prefetch_next_chunk); the measurements are in
 # bench/results/kernels-history-2026-12-06.md.
 PLANES_CHUNK_BYTES = 64 << 10

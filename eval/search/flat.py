@@ -41,14 +41,14 @@ TOPK_BUCKET_BYTES = 8 << 20  # per query block; above it (large K x wide codes) 
 # few hundred queries save (bench/results/kernels-history-2026-12-06.md).
 PLANES_MIN_QUERIES = 256
 # Queries sharing one pass over a chunk of bit-planes: more queries a block stream the database from memory
-# less often; 64 x 64 KiB (about L1) was the fastest measured (bench/results/kernels-history-2026-12-06.md).
+# less often; 64 x 64 KiB (about L1) is the fastest (bench/results/kernels-history-2026-12-06.md).
 # The bucket memory stays within TOPK_BUCKET_BYTES (see topk).
 PLANES_QBLOCK = 64
 PLANES_CHUNK_BYTES = 64 << 10
 
 # numba's default "omp" layer shares libgomp with torch, and each parallel launch sets the process-wide OpenMP
-# thread count: a 1-thread training worker ran on every core after its first validation (2 workers on 2 cores:
-# 1.43 -> 2.0 s a step, measured). The workqueue layer is numba's own pool and leaves torch's setting alone.
+# thread count: a 1-thread training worker ran on every core after its first validation (oversubscribed: tested
+# in tests/test_metrics.py). The workqueue layer is numba's own pool and leaves torch's setting alone.
 # Read at numba's first parallel launch; an explicit NUMBA_THREADING_LAYER wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"

@@ -171,8 +171,7 @@ def _probe(qcodes, qi, qsub, tb, rho, first, length, dense, ids, tcodes, keys, k
     hist counts the candidates by distance, lk[1] those within lim, and lim drops to the k-th smallest
     distance as soon as a candidate brings it down (an item beyond it cannot enter the top k: k candidates
     lie within it), so a crowded bucket of trained codes costs a distance per item, not a candidate each
-    (the limit was updated only between probes: at 1e7 trained-like 64-bit codes a query's first bucket
-    held ~1e4 items, all taken). Radius (lk[2] = 0): lim stays. Returns (cand_i, cand_d, count, probes,
+    (trained codes crowd a query's first bucket). Radius (lk[2] = 0): lim stays. Returns (cand_i, cand_d, count, probes,
     visited)."""
     s, m = length[tb], length.shape[0]
     if rho > s:

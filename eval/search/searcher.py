@@ -52,8 +52,8 @@ def check_method(method: str, allowed: tuple[str, ...] = METHODS, where: str = "
 
 def flat_scan(method: str, bits: int, *, reuse: bool, nq: int = 0, where: str = "search") -> str:
     """The flat scan ("bitsliced" or "words") that `method` means for codes of `bits`: auto takes the bit-sliced
-    one up to MAX_BITS when its planes are reused (a Searcher, a prepared database) or the batch pays for them
-    (building took 13 / 55 / 133 ms for 1e6 codes of 64 / 128 / 256 bits, saving 0.2-0.4 ms a query)."""
+    one up to MAX_BITS when its planes are reused (a Searcher, a prepared database) or the batch is large enough
+    to pay for building them (PLANES_MIN_QUERIES)."""
     if method == "bitsliced" and bits > MAX_BITS:
         raise CodesError(f"{where}: method='bitsliced' takes codes of at most {MAX_BITS} bits, got {bits}; "
                          f"use method='words' or 'auto'")
