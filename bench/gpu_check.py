@@ -218,7 +218,7 @@ def run_resume(device: torch.device, sizes: Sizes, ckpt_path: Path) -> None:
         it = iter(t.train_loader)
         for _ in range(k):
             clips, labels = next(it)
-            loss = t.train_step(clips, labels)[0]
+            loss = float(t.train_step(clips, labels)[0])
         return loss
 
     t = trainer(device, sizes, ckpt_path.parent, seed=0)

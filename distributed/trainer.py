@@ -29,6 +29,7 @@ from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.collapse import CollapseError, code_figures, collapse_problem, largest_weight
 from c3dhash.distributed.collect import broadcast_from_zero, gather_outputs
 from c3dhash.distributed.env import get_rank, get_world_size, is_dist
+from c3dhash.distributed.finite import FiniteGuard, NonFiniteError
 from c3dhash.distributed.job import JobConfig, config_to_dict
 from c3dhash.distributed.optim import build_optimizer, build_scheduler
 from c3dhash.distributed.resume import ConfigDiff, apply_optimizer_config, check_resume
@@ -41,8 +42,7 @@ from c3dhash.loaders.manifest import VideoRecord
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 
-class NonFiniteError(RuntimeError):
-    """The loss (or the weights) stopped being finite; the message names epoch, step and lr."""
+__all__ = ["EvalSet", "Hooks", "NonFiniteError", "Trainer", "TrainState", "saved_position", "unwrap"]
 
 
 class TrainLoader(Sized, Iterable, Protocol):
@@ -71,6 +71,11 @@ class Hooks:
 def saved_position(state: dict[str, Any]) -> TrainState:
     """The checkpoint's TrainState: the epoch and step to resume at."""
     return TrainState(**state["train_state"])
+
+
+def _double(x: torch.Tensor | float) -> torch.Tensor | float:
+    """A step's statistic as float64 (a device tensor stays on the device; a float, e.g. a bench stub's, stays)."""
+    return x.double() if isinstance(x, torch.Tensor) else x
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -108,6 +113,7 @@ class Trainer:
         if get_rank() == 0:
             print(f"mixed precision: {amp_name(dtype)} (train.amp={job.train.amp} on {device})", flush=True)
         self._t_run, self._start_step = time.time(), 0
+        self.finite, self._sizes = FiniteGuard(), None  # _sizes: every rank's rows at the step being trained
         if queries is not None and database is not None:
             _metrics()  # at start on every rank, as a top-level import did: not inside a collective's wait
 
@@ -163,64 +169,75 @@ class Trainer:
         return self.state
 
     def train_epoch(self) -> dict[str, float]:
+        """Loss and active fraction stay on the device between train.log_every steps (no host sync per step);
+        the sums are float64 there, so the epoch's means equal the former Python-float sums bit for bit."""
         st, loader, every = self.state, self.train_loader, max(0, self.job.train.checkpoint_every_steps)
         loader.set_epoch(st.epoch, start_step=st.step_in_epoch)
+        sizes = self.epoch_sizes(st.epoch)
         t0, n, clips_seen, loss_sum, active_sum = time.time(), 0, 0, 0.0, 0.0
         last_print = t0
         for clips, labels in loader:
+            self._sizes = sizes[st.step_in_epoch] if sizes else None
             loss, active, h, batch = self.train_step(clips.to(self.device), labels.to(self.device))
             st.step_in_epoch, st.global_step, n = st.step_in_epoch + 1, st.global_step + 1, n + 1
             clips_seen += batch  # the global batch (unequal rank slices: not len(clips) x world)
-            loss_sum, active_sum = loss_sum + loss, active_sum + active
+            loss_sum, active_sum = loss_sum + _double(loss), active_sum + _double(active)
             rate = clips_seen / max(1e-9, time.time() - t0)
             if st.global_step % max(1, self.job.train.log_every) == 0:
-                self.writer.scalars({"train/loss": loss, "train/lr": self.lr, "train/clips_per_s": rate,
-                                     "train/active_triplets": active}, st.global_step)
+                self.finite.check()
+                self.writer.scalars({"train/loss": float(loss), "train/lr": self.lr, "train/clips_per_s": rate,
+                                     "train/active_triplets": float(active)}, st.global_step)
                 self.writer.codes(h, st.global_step)
             if get_rank() == 0 and (time.time() - last_print > 20 or st.step_in_epoch == len(loader)):
-                self._print_progress(loss_sum / n, active_sum / n, rate)
+                self._print_progress(float(loss_sum) / n, float(active_sum) / n, rate)
                 last_print = time.time()
             if every and st.global_step % every == 0 and st.step_in_epoch < len(loader):
                 self.report({"report": "step", "epoch": st.epoch, "step_in_epoch": st.step_in_epoch,
-                             "global_step": st.global_step, "loss": loss}, checkpoint=True)
-        n = max(1, n)
-        return {"loss": loss_sum / n, "active_fraction": active_sum / n,
+                             "global_step": st.global_step, "loss": float(loss)}, checkpoint=True)
+        self.finite.check()  # before validation and the epoch's checkpoint
+        self._sizes, n = None, max(1, n)
+        return {"loss": float(loss_sum) / n, "active_fraction": float(active_sum) / n,
                 "clips_per_s": clips_seen / max(1e-9, time.time() - t0), "lr": self.lr}
+
+    def epoch_sizes(self, epoch: int) -> list[list[int]] | None:
+        """Every rank's rows at each step of `epoch` (sizes[step][rank]): one all-gather per epoch of what this
+        rank's loader plan holds, in place of one per step in the loss. None (the loss gathers per step) in one
+        process or when the loader has no plan to tell (`step_sizes`)."""
+        step_sizes = getattr(self.train_loader, "step_sizes", None)
+        if step_sizes is None or not is_dist(world_above=1):
+            return None
+        # NCCL gathers device tensors; gloo takes CPU ones (self.device is the CPU there)
+        mine = torch.tensor(step_sizes(epoch), dtype=torch.int64, device=self.device)
+        out = torch.empty(get_world_size() * mine.numel(), dtype=torch.int64, device=self.device)
+        dist.all_gather_single(out, mine)
+        return out.view(get_world_size(), -1).T.tolist()
 
     @property
     def lr(self) -> float:
         return float(self.sched.get_last_lr()[0])
 
-    def train_step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, torch.Tensor, int]:
-        """(global loss, active-triplet fraction, this rank's codes, clips in the global batch)."""
+    def train_step(self, clips: torch.Tensor, labels: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(global loss, active-triplet fraction: 0-dim device tensors, this rank's codes, clips in the global
+        batch). No host sync: the finite-loss flag is filed with self.finite, checked at train.log_every."""
         cfg = self.job
         with autocast(self.device, cfg.train.amp):
             h = self.model(clips)
         h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h  # autocast's output; float64 stays
         loss, stats = gathered_triplet_loss(h, labels, cfg.loss.margin, reduction=cfg.loss.reduction,
-                                            quant_weight=cfg.loss.quant_weight, return_stats=True)
-        self._guard_finite(loss)  # before backward: every rank stops at the same step, no collective hangs
+                                            quant_weight=cfg.loss.quant_weight, return_stats=True,
+                                            **({"sizes": self._sizes} if self._sizes else {}))
+        st = self.state
+        self.finite.note(epoch=st.epoch, step_in_epoch=st.step_in_epoch, global_step=st.global_step, lr=self.lr,
+                         bad_ranks=stats["nonfinite_ranks"], loss=loss)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)  # fp16: skipped when a gradient overflowed (the scale is lowered)
         self.scaler.update()
         self.sched.step()
-        active = float(stats["num_active"]) / max(1.0, float(stats["num_valid"]))
-        return float(loss.detach()), active, h.detach(), int(stats["num_points"])
-
-    def _guard_finite(self, loss: torch.Tensor) -> None:
-        """All ranks agree (one all-reduce of a flag): a non-finite loss on any rank stops every rank."""
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if is_dist(world_above=1):
-            dist.all_reduce(bad)
-        if bad.item():
-            st = self.state
-            raise NonFiniteError(
-                f"epoch {st.epoch + 1} step {st.step_in_epoch + 1} (global step {st.global_step + 1}): the loss is "
-                f"not finite on {int(bad.item())} of {get_world_size()} rank(s) (rank {get_rank()}: "
-                f"{float(loss.detach())}) at lr {self.lr:.3g}; training stopped and no checkpoint of these weights "
-                f"was written. Lower train.lr (or use train.amp=off) and run again: it resumes from the last "
-                f"checkpoint")
+        # float64 on the device: the same IEEE division as float(num_active) / max(1.0, float(num_valid))
+        active = stats["num_active"].double() / stats["num_valid"].double().clamp_min(1.0)
+        return loss.detach(), active, h.detach(), int(stats["num_points"])
 
     def _guard_params(self) -> None:
         """Before any checkpoint: every rank checks its own (identical) weights, so all raise together."""
@@ -333,6 +350,7 @@ class Trainer:
         """Every rank reports (Ray Train V2 requires it); rank 0 attaches the full state when one is due."""
         state = None
         if checkpoint:
+            self.finite.check()  # a non-finite loss since the last check: say so before the weights' check
             self._guard_params()
             self.collapsed(None)  # weights beyond the bound: stopped before they are saved (or warned)
             state = self.state_dict() if get_rank() == 0 else None

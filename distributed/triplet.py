@@ -110,8 +110,8 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
                      quant_weight: float = 0.0, return_stats: bool = False) -> Any:
     """Single-process loss over every valid triplet of the batch (see the module docstring).
 
-    Returns the 0-dim loss, or (loss, {"num_valid", "num_active"}) with 0-dim int64 tensors (no GPU sync)
-    and "num_points", the batch's rows (an int).
+    Returns the 0-dim loss, or (loss, {"num_valid", "num_active", "nonfinite_ranks"}) with 0-dim int64
+    tensors (no GPU sync) and "num_points", the batch's rows (an int).
     """
     _check(h, labels, reduction)
     labels = labels.to(h.device)
@@ -123,12 +123,14 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
         loss = total / denom.clamp_min(1).to(h.dtype)
         if quant_weight:
             loss = loss + quant_weight * _quant_sum(h) / max(1, h.numel())
-    return (loss, {"num_valid": valid, "num_active": active, "num_points": h.shape[0]}) if return_stats else loss
+    bad = (~torch.isfinite(loss.detach())).to(torch.int64)  # this (only) rank's finite-loss flag
+    stats = {"num_valid": valid, "num_active": active, "num_points": h.shape[0], "nonfinite_ranks": bad}
+    return (loss, stats) if return_stats else loss
 
 
 def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, margin: float, *,
                           reduction: str = "all", quant_weight: float = 0.0,
-                          return_stats: bool = False) -> Any:
+                          return_stats: bool = False, sizes: list[int] | None = None) -> Any:
     """The loss of the GLOBAL batch (all ranks' rows), computed for this rank's anchors; call on every rank.
 
     Gradient: this rank's term is world * (sum over its anchors' triplets) / (global count), plus
@@ -139,6 +141,10 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
     `global + (local - local.detach())`, whose value is the global loss on every rank (for logging) and whose
     gradient is the local term's. Unequal local batch sizes are fine. Without a process group this is
     all_triplet_loss.
+    `sizes`: every rank's row count, in rank order, when the caller knows them (the Trainer gathers a whole
+    epoch's once); None gathers them here (one small collective and a host sync per call).
+    Stats "nonfinite_ranks": how many ranks had a non-finite local sum; it rides the loss's all-reduce, so
+    it is the same on every rank (the Trainer's finite guard needs no collective of its own).
     """
     world = get_world_size()
     if world == 1:
@@ -148,7 +154,8 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
     labels_local = labels_local.to(h_local.device)  # NCCL gathers device tensors only
     with torch.autocast(h_local.device.type, enabled=False):
         h_local = _prepare(h_local)
-        sizes = all_gather_sizes(h_local.shape[0], device=h_local.device)
+        if sizes is None:
+            sizes = all_gather_sizes(h_local.shape[0], device=h_local.device)
         h_all, _ = all_gather_rows(h_local, sizes=sizes)
         labels_all, _ = all_gather_rows(labels_local, sizes=sizes)
         lo = sum(sizes[:get_rank()])
@@ -156,7 +163,8 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
         anchors = h_all[lo:lo + h_local.shape[0]]
         total, active = _triplet_sum(anchors, h_all, labels_local, labels_all, lo, margin)
         quant = _quant_sum(h_local)
-        sums = torch.stack([total.detach().double(), quant.detach().double(), active.double()])
+        bad = ~(torch.isfinite(total.detach()) & torch.isfinite(quant.detach()))
+        sums = torch.stack([total.detach().double(), quant.detach().double(), active.double(), bad.double()])
         dist.all_reduce(sums)
         valid = num_valid_triplets(labels_all)
         active_all = sums[2].round().to(torch.int64)
@@ -165,5 +173,9 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
         local = world * (total / denom + quant_weight * quant / numel)
         global_value = (sums[0].to(h_local.dtype) / denom + quant_weight * sums[1].to(h_local.dtype) / numel)
         loss = global_value + (local - local.detach())
-    stats = {"num_valid": valid, "num_active": active_all, "num_points": h_all.shape[0]}  # the global batch
+        flagged = sums[3].round().to(torch.int64)
+        # a sum that overflowed only once added up still stops every rank (global_value is the same everywhere)
+        bad_ranks = torch.where(torch.isfinite(global_value), flagged, flagged.clamp_min(1))
+    stats = {"num_valid": valid, "num_active": active_all, "num_points": h_all.shape[0],  # the global batch
+             "nonfinite_ranks": bad_ranks}
     return (loss, stats) if return_stats else loss

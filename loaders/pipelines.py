@@ -46,7 +46,8 @@ from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
 from c3dhash.loaders.augment import colour_jitter, needs_colour
 from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
-                                     copy_clips, eval_shard, make_sampler, shard_batch, start_frame, train_clips)
+                                     copy_clips, eval_shard, make_sampler, shard_batch, slice_bounds, start_frame,
+                                     train_clips)
 from c3dhash.loaders.prefetch import Prefetcher
 from c3dhash.loaders.videoio import probe_video
 
@@ -301,6 +302,13 @@ class TrainLoader:
                                         colour=self.cfg.colour_jitter),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
+
+    def step_sizes(self, epoch: int) -> list[int]:
+        """This rank's clips at every step of `epoch` (the Trainer gathers all ranks' once per epoch; a decode
+        failure substitutes a clip, so the batches __iter__ yields have these sizes)."""
+        bounds = (slice_bounds(len(b), rank=self.rank, world_size=self.world_size)
+                  for b in self.sampler.batches(epoch))
+        return [end - start for start, end in bounds]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for clips, x in self.decoder.run(self.plan(self.epoch)[self.start_step:]):

@@ -75,7 +75,7 @@ def train(cfg: JobConfig, run_dir, *, rank: int, world: int, dtype: torch.dtype 
         if tr.state.global_step == last:
             raise Stop
         out = step(clips, labels)
-        losses.append((tr.state.global_step + 1, out[0]))
+        losses.append((tr.state.global_step + 1, float(out[0])))
         return out
     tr.train_step = recorded
     try:

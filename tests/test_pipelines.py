@@ -85,6 +85,18 @@ def test_train_batches_match_the_plan_including_flip_and_short_video_padding(dat
             assert_frames_close(x, expected_clip(root / records[c.index].path, c.position, cfg, c.flip))
 
 
+def test_step_sizes_are_the_plans_batch_sizes_on_every_rank(dataset):
+    """What the Trainer gathers once an epoch in place of the loss's per-step size gather (issue 29)."""
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, pk_classes=3, pk_samples=4)
+    sizes = []
+    for rank in range(5):  # 12 clips over 5 ranks: 3, 3, 2, 2, 2
+        loader = pipelines.build_train_loader(records, root, cfg, rank=rank, world_size=5, device_id=None)
+        assert loader.step_sizes(2) == [len(b) for b in loader.plan(2)]
+        sizes.append(loader.step_sizes(2))
+    assert [s[0] for s in sizes] == [3, 3, 2, 2, 2]
+
+
 def test_values_are_normalised_with_mean_and_std_on_the_unit_scale(dataset):
     root, records = dataset
     cfg = dataclasses.replace(BASE, resize=(24, 36), crop=(16, 16))

@@ -149,7 +149,7 @@ def ssl_run(run_dir, *, rank: int, world: int) -> dict:
 
     def wrapped(clips, labels):
         out = step(clips, labels)
-        losses.append(out[0])
+        losses.append(float(out[0]))
         return out
     tr.train_step = wrapped
     tr.fit()

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.testing import assert_close
 
-import c3dhash.distributed.trainer as trainer_mod
+import c3dhash.distributed.triplet as triplet_mod
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.optim import lr_factor
 from c3dhash.distributed.job import config_to_dict
@@ -35,7 +35,7 @@ def record_losses(tr: Trainer, *, fault_at: int | None = None) -> list[tuple[int
         if tr.state.global_step == fault_at:
             raise RuntimeError("injected: the worker group is lost")
         out = step(clips, labels)
-        losses.append((tr.state.global_step + 1, out[0]))
+        losses.append((tr.state.global_step + 1, float(out[0])))
         return out
     tr.train_step = wrapped
     return losses
@@ -76,20 +76,19 @@ def uneven_codes(run_dir, *, rank: int, world: int) -> dict:
 
 def nan_on_rank_one(run_dir, *, rank: int) -> str:
     tr, _ = make_trainer(job(checkpoint_every_steps=1), run_dir, rank=rank, world=WORLD)
-    real = trainer_mod.gathered_triplet_loss
+    real = triplet_mod._quant_sum
 
-    def loss_fn(*args, **kwargs):
-        loss, stats = real(*args, **kwargs)
-        if rank == 1 and tr.state.global_step == 1:
-            loss = loss * float("nan")
-        return loss, stats
-    trainer_mod.gathered_triplet_loss = loss_fn
+    def quant_sum(h):
+        # rank 1's own term only (NaN codes would reach rank 0's sums through the gather): its flag reaches
+        # rank 0 through the loss's own all-reduce
+        return real(h) * float("nan") if rank == 1 and tr.state.global_step == 1 else real(h)
+    triplet_mod._quant_sum = quant_sum
     try:
         tr.fit()
     except NonFiniteError as exc:
         return str(exc)
     finally:
-        trainer_mod.gathered_triplet_loss = real
+        triplet_mod._quant_sum = real
     return "no error"
 
 

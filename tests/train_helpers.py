@@ -77,6 +77,10 @@ class TensorTrainLoader:
     def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
+    def step_sizes(self, epoch: int) -> list[int]:
+        """This rank's clips per step, as TrainLoader.step_sizes (the Trainer gathers them once per epoch)."""
+        return [len(shard_batch(list(b), rank=self.rank, world_size=self.world)) for b in self.sampler.batches(epoch)]
+
     def __iter__(self):
         for s, b in enumerate(self.sampler.batches(self.epoch)):
             if s < self.start_step:
