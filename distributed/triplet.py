@@ -92,9 +92,11 @@ def _triplet_sum(anchors: torch.Tensor, points: torch.Tensor, anchor_labels: tor
 
 
 def num_valid_triplets(labels: torch.Tensor) -> torch.Tensor:
-    """sum over classes of n_c (n_c - 1) (B - n_c): every anchor, positive, negative choice (int64)."""
-    _, n = torch.unique(labels, return_counts=True)
-    return (n * (n - 1) * (labels.numel() - n)).sum()
+    """sum over classes of n_c (n_c - 1) (B - n_c): every anchor, positive, negative choice (int64).
+    Summed per anchor, (n_a - 1)(B - n_a) with n_a = its class's count: a B x B comparison, no torch.unique,
+    whose data-dependent output size is a host sync on a GPU."""
+    n = (labels.unsqueeze(0) == labels.unsqueeze(1)).sum(1)
+    return ((n - 1) * (labels.numel() - n)).sum()
 
 
 def _quant_sum(h: torch.Tensor) -> torch.Tensor:

@@ -112,3 +112,12 @@ def test_bad_inputs_raise_loss_error():
         all_triplet_loss(h, labels, margin, reduction="sum")
     with pytest.raises(LossError, match="labels of shape"):
         all_triplet_loss(h, labels[:-1], margin)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_num_valid_triplets_counts_every_class_without_unique(seed):
+    labels = torch.randint(0, 1 + seed * 3, (1 + seed * 7,), generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(labels).tolist()
+    expected = sum(c * (c - 1) * (len(labels) - c) for c in counts)
+    got = triplet.num_valid_triplets(labels)
+    assert got.item() == expected and got.dtype == torch.int64
