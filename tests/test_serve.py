@@ -88,7 +88,7 @@ def test_code_queries_equal_the_cli_search_in_process_and_over_http(svc, tmp_pat
     save_codes(tmp_path / "q.npz", q)
     assert main(["search", "--index", str(svc["index"]), "--query", str(tmp_path / "q.npz"), "--top", "4",
                  "--json", str(tmp_path / "cli.json")]) == 0
-    cli = [[(j, d) for j, _, d in r["results"]] for r in json.loads((tmp_path / "cli.json").read_text())["queries"]]
+    cli = ranked(json.loads((tmp_path / "cli.json").read_text()))
     eng = SearchEngine(svc["index"])
     local = eng.search(q.codes, top=4)
     assert ranked(local) == cli and cli[0][0] == (1, 0) and cli[1][0] == (5, 0)

@@ -67,7 +67,7 @@ class IndexSearcher:
         idx, dist = eng.knn(np.concatenate([r[0] for r in requests]), max(r[1] for r in requests))
         out = []
         for (codes, top, names, _), a, b in zip(requests, rows[:-1], rows[1:]):
-            out.append(eng.answer(names, [i[:top] for i in idx[a:b]], [d[:top] for d in dist[a:b]]))
+            out.append(eng.answer(names, [i[:top] for i in idx[a:b]], [d[:top] for d in dist[a:b]], top=top))
         return out
 
     async def search_item(self, item: int, top: int, version: str | None) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class IndexSearcher:
             return error(exc)
         rec = self.engine.idx.items[item]
         res = await self.search(code, top, None, [rec.path], version)
-        res["queries"][0].update(label=rec.label, class_name=rec.class_name)
+        res["queries"][0].update(label=rec.label, **{"class": rec.class_name})
         return res
 
     def info(self) -> dict[str, Any]:

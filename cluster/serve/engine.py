@@ -1,11 +1,11 @@
 """The search behind the service, without Ray Serve: one index folder, code queries in, the CLI's JSON out.
 
     eng = SearchEngine("runs/synth.index")                  # eval/index/folder.py's load_index
-    res = eng.search(parse_codes({"codes": [[-1, 1, ...]]}, eng.bits), top=5)   # to_json's schema
+    res = eng.search(parse_codes({"codes": [[-1, 1, ...]]}, eng.bits), top=5)   # the CLI's result schema
     res = eng.search(codes, radius=3)                       # every item within 3 bits, by (distance, index)
     eng.stale()                                             # True once `c3dhash index --add` replaced the folder
 
-The answer is eval/index/query.py's to_json (rank, distance, index, path, label, class_name per result),
+The answer is the CLI's one result schema (cluster/results.py: rank, distance, index, path, label, class),
 ranked by eval/search/searcher.py's Searcher (or, with shards > 1, eval/search/sharded.py's ShardedIndex,
 whose merge keeps ties by database index), so it equals `c3dhash search --index DIR` for the same codes.
 """
@@ -20,7 +20,8 @@ import numpy as np
 
 from c3dhash.eval.codes import num_words, pack_bits
 from c3dhash.eval.index.folder import META, VideoIndex, load_index
-from c3dhash.eval.index.query import Query, to_json
+from c3dhash.cluster.results import from_videos
+from c3dhash.eval.index.query import Query
 
 WORD = 1 << 64
 
@@ -151,18 +152,19 @@ class SearchEngine:
         return ([idx[off[i]:off[i + 1]] for i in range(len(codes))],
                 [dist[off[i]:off[i + 1]] for i in range(len(codes))])
 
-    def answer(self, names: Sequence[str], indices: Sequence[np.ndarray], distances: Sequence[np.ndarray]
-               ) -> dict[str, Any]:
+    def answer(self, names: Sequence[str], indices: Sequence[np.ndarray], distances: Sequence[np.ndarray], *,
+               top: int | None = None, radius: int | None = None) -> dict[str, Any]:
         queries = [Query(n, -1, "unknown", np.asarray(i), np.asarray(d)) for n, i, d in zip(names, indices, distances)]
-        return to_json(self.idx, queries)
+        return from_videos(self.idx, queries, top=top if top is not None else len(self.idx), max_distance=radius)
 
     def search(self, codes: np.ndarray, *, top: int | None = None, radius: int | None = None,
                names: Sequence[str] | None = None) -> dict[str, Any]:
         names = list(names) if names is not None else [f"query {i}" for i in range(len(codes))]
         if radius is not None:
-            return self.answer(names, *self.radius(codes, radius))
-        i, d = self.knn(codes, 10 if top is None else top)
-        return self.answer(names, list(i), list(d))
+            return self.answer(names, *self.radius(codes, radius), radius=radius)
+        top = 10 if top is None else top
+        i, d = self.knn(codes, top)
+        return self.answer(names, list(i), list(d), top=top)
 
     def item_code(self, i: int) -> np.ndarray:
         if not 0 <= i < len(self.idx):

@@ -4,7 +4,7 @@ timeouts with one retry, and the counters behind GET /stats.
     GET  /                  the search page (cluster/serve/page.html)
     GET  /healthz           {"ok": true} (no token needed: for probes)
     GET  /stats             index size, bits, fingerprint, model card, requests served, p50/p99 latency (ms)
-    GET  /items?offset=&limit=     indexed items (index, path, label, class_name) for the page's picker
+    GET  /items?offset=&limit=     indexed items (index, path, label, class) for the page's picker
     GET  /thumb/<i>         PNG frame strip of indexed item i (an integer: no request names a file)
     POST /search            {"codes": [[...]], "top": 10 | "radius": 3, "names": [...]} -> the CLI's JSON
     POST /search/item       {"item": i, "top": 10}: the item's own code as the query
@@ -206,7 +206,7 @@ class Ingress:
         offset = int_param(request, "offset", 0, 0, max(0, len(self.idx)))
         limit = int_param(request, "limit", 100, 1, 1000)
         return {"count": len(self.idx), "offset": offset,
-                "items": [{"index": i, "path": r.path, "label": r.label, "class_name": r.class_name}
+                "items": [{"index": i, "path": r.path, "label": r.label, "class": r.class_name}
                           for i, r in enumerate(self.idx.items[offset:offset + limit], start=offset)]}
 
     async def thumb(self, raw: str) -> Response:
