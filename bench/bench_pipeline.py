@@ -171,7 +171,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--step-ms", type=float, default=100.0, help="simulated accelerator step S")
     p.add_argument("--read-ms", type=float, nargs="+", default=[0.0, 20.0], help="per-file read latencies L")
-    p.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per measurement (after the queue fills)")
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--per-class", type=int, default=8)
     p.add_argument("--serial", action="store_true", help="also measure the serial path before issue 29")

@@ -53,7 +53,7 @@ from c3dhash.loaders.videoio import probe_video
 
 PREFETCH = 4  # batches read ahead of DALI on the reader thread
 DALI_QUEUE = 4  # batches DALI may have in flight (fed and decoding ahead of the consumer)
-READ_THREADS = 8  # concurrent file reads within a batch
+READ_THREADS = 32  # concurrent file reads within a batch
 
 
 def release_unused_memory() -> None:
