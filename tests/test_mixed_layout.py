@@ -68,10 +68,11 @@ def foreign_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def mixed_ray():
-    if ray.is_initialized():
-        pytest.skip("Ray already runs in this process; the workers' CPU target must be set at init")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": foreign_env()})
+    from c3dhash.eval.ray_session import start_local
+    env = foreign_env()
+    if ray.is_initialized():  # the suite's shared Ray: the workers' CPU target is set at init, so start anew
+        ray.shutdown()  # (conftest's local_ray starts it again for the next module that asks)
+    start_local(num_cpus=2, runtime_env={"env_vars": env})
     yield
     ray.shutdown()
 

@@ -275,6 +275,14 @@ class MissingLabelWarning(UserWarning):
     """Queries whose label never occurs in the database: they have no relevant item and score 0."""
 
 
+def distinct_labels(labels: np.ndarray) -> np.ndarray:
+    """np.unique(labels), in O(N) by a bincount when they are small non-negative class ids (the usual case)."""
+    labels = np.asarray(labels)
+    if labels.size and labels.dtype.kind in "iu" and 0 <= labels.min() and labels.max() < 1 << 20:
+        return np.flatnonzero(np.bincount(labels)).astype(labels.dtype)
+    return np.unique(labels)
+
+
 def warn_missing_labels(query: Codes, label_values: np.ndarray, db_name: str = "") -> int:
     """Warn (once per call) when some query labels never occur in the database (its distinct `label_values`);
     returns how many queries."""

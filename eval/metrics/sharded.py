@@ -28,21 +28,36 @@ from c3dhash.eval.config import MAP_AT_K, MAP_AT_K_REL, MAX_RETRIES, PRECISION_A
 from c3dhash.eval.search.flat import use_threads
 from c3dhash.eval.search.sharded import even_ranges
 from c3dhash.eval.ray_session import join_or_start
-from c3dhash.eval.metrics.exact import (PreparedDb, all_ks, concat_stats, per_query_stats, prepare_db,
+from c3dhash.eval.metrics.exact import (PreparedDb, all_ks, concat_stats, distinct_labels, per_query_stats, prepare_db,
                                         reduce_metrics, warn_missing_labels)
 
 _REMOTE: Any = None
 _PREPARED: dict[str, PreparedDb] = {}  # this process's prepared databases by digest (the last CACHE_SIZE)
+_DB_REFS: dict[tuple[str, str, str], Any] = {}  # the driver's object-store copies, by (node, job, digest)
 CACHE_SIZE = 2
 
 
 def db_digest(db: Codes) -> str:
     """A digest of what prepare_db reads (codes, labels, bits): the cache key on the workers."""
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()  # with SHA-NI the fastest of hashlib's (1.5 GB/s): a 1e6-code database costs ~11 ms
     for a in (np.ascontiguousarray(db.codes), np.ascontiguousarray(db.labels, np.int64)):
         h.update(memoryview(a).cast("B"))
     h.update(str(db.bits).encode())
-    return h.hexdigest()
+    return h.hexdigest()[:32]
+
+
+def db_object(key: str, db: Codes) -> Any:
+    """The database in the object store, put once per Ray session for repeated evaluations of one database
+    (the benchmark, `eval` of several query files): a put of 1e6 codes and labels costs ~27 ms a call."""
+    import ray
+    ctx = ray.get_runtime_context()
+    session = (ctx.get_node_id(), ctx.get_job_id(), key)  # a ref lives as long as its driver's job
+    if session not in _DB_REFS:
+        while len(_DB_REFS) >= CACHE_SIZE:
+            _DB_REFS.pop(next(iter(_DB_REFS)))
+        _DB_REFS[session] = ray.put({"codes": np.ascontiguousarray(db.codes),
+                                     "labels": np.ascontiguousarray(db.labels, np.int64), "bits": int(db.bits)})
+    return _DB_REFS[session]
 
 
 def prepared(key: str, db: dict[str, Any]) -> PreparedDb:
@@ -83,12 +98,11 @@ def evaluate_sharded(query: Codes, db: Codes, *, shards: int, address: str | Non
         raise ValueError(f"shards must be >= 1, got {shards}")
     if len(db) == 0:
         raise CodesError(f"{db.source or 'database'}: the database is empty; encode a non-empty split")
-    warn_missing_labels(query, np.unique(db.labels), db.source)
+    warn_missing_labels(query, distinct_labels(db.labels), db.source)
     key = db_digest(db)
     started = join_or_start(address, num_cpus=shards * threads_per_shard)
     try:
-        db_ref = ray.put({"codes": np.ascontiguousarray(db.codes), "labels": np.ascontiguousarray(db.labels, np.int64),
-                          "bits": int(db.bits)})
+        db_ref = db_object(key, db)
         task = _remote().options(num_cpus=threads_per_shard, max_retries=max_retries, retry_exceptions=True)
         blocks = even_ranges(len(query), shards)  # query blocks, in order
         refs = [task.remote(key, db_ref, query.codes[a:b], query.labels[a:b], ks, expected_ties,
