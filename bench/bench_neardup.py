@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
 from c3dhash.loaders.synth import make_synth_dataset
 from c3dhash.model.hashnet import build_from_config
+from c3dhash.bench.results import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth-cpu.yaml"
@@ -184,13 +184,7 @@ def run(setup: Setup) -> list[str]:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu()[0]  # bench/results.py: /proc/cpuinfo's model name, or the platform's
 
 
 def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes: float, loads) -> list[str]:

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import re
 import subprocess
 import tempfile
@@ -32,6 +31,7 @@ from c3dhash.distributed.trainer import Trainer
 from c3dhash.loaders import pipelines
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.synth import make_synth_dataset
+from c3dhash.bench.results import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,13 +92,7 @@ def measure(records, root: Path, cfg, *, steps: int, step_s: float, read_s: floa
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu()[0]  # bench/results.py: /proc/cpuinfo's model name, or the platform's
 
 
 def commit() -> str:

@@ -26,24 +26,22 @@ from c3dhash.cluster.config import ConfigError, find_config  # yaml and dataclas
 CHECKPOINT_NAMES = ("best", "latest")
 
 
-def positive(text: str) -> int:
+def _whole(text: str, least: int) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= {least}") from None
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{text}: must be >= {least}")
     return v
+
+
+def positive(text: str) -> int:
+    return _whole(text, 1)
 
 
 def non_negative(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text}: must be >= 0")
-    return v
+    return _whole(text, 0)
 
 
 class PathError(ConfigError):

@@ -62,7 +62,21 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
-class PKSampler:
+class _PxK:
+    """A global batch of p groups x k clips, `steps` batches an epoch (the P x K and the video samplers)."""
+    p: int
+    k: int
+    steps: int
+
+    def __len__(self) -> int:
+        return self.steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.p * self.k
+
+
+class PKSampler(_PxK):
     """Global batches of P classes x K clips, reshuffled every epoch.
 
     Each class keeps a shuffled queue of its videos and is drawn from in turn, so every video is seen once
@@ -83,13 +97,6 @@ class PKSampler:
         self.p, self.k, self.seed = p, k, seed
         self.members = {int(c): np.flatnonzero(labels == c) for c in self.classes}
         self.steps = steps or math.ceil(len(labels) / (p * k))
-
-    def __len__(self) -> int:
-        return self.steps
-
-    @property
-    def batch_size(self) -> int:
-        return self.p * self.k
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         rng = _rng(self.seed, epoch)
@@ -117,7 +124,7 @@ class PKSampler:
         return taken
 
 
-class VideoSampler:
+class VideoSampler(_PxK):
     """Self-supervised global batches: P distinct videos x K clips of each (video-major), labels = video ids.
 
     One shuffled queue of all videos per epoch, consumed P at a time (a refill puts videos already in the
@@ -135,13 +142,6 @@ class VideoSampler:
                             f"videos; lower data.pk_classes to <= {n}")
         self.n, self.p, self.k, self.seed = n, p, k, seed
         self.steps = steps or math.ceil(n / p)
-
-    def __len__(self) -> int:
-        return self.steps
-
-    @property
-    def batch_size(self) -> int:
-        return self.p * self.k
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         rng = _rng(self.seed, epoch, 2)  # its own stream: not the P x K sampler's
