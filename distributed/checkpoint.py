@@ -123,11 +123,15 @@ def latest_checkpoint(run_dir: str | Path, *, warn: bool = False) -> Path | None
             found = folder / CHECKPOINT_FILE
             break
         notes.append(f"skipped {folder / CHECKPOINT_FILE}: {problem}")
+    if found is None and folders:  # a run with checkpoints, none usable: refuse rather than retrain from scratch
+        newest = folders[-1] / CHECKPOINT_FILE
+        raise CheckpointError(f"{newest}: cannot be loaded as a c3dhash checkpoint ({_problem(newest)}), and no "
+                              f"older checkpoint of this run loads; to start afresh, delete {run_dir} or train "
+                              f"under another --set cluster.name=...")
     if warn and notes:
         for line in notes:
             print(f"warning: {line}", flush=True)
-        print(f"warning: resuming from {found}" if found else "warning: no checkpoint loads: starting afresh",
-              flush=True)
+        print(f"warning: resuming from {found}", flush=True)
     return found
 
 
