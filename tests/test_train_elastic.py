@@ -39,6 +39,8 @@ def cluster():
     tests = str(Path(__file__).parent)  # the Ray nodes inherit it: workers can import tests/faults.py
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+        if ray.is_initialized():  # the suite's shared local Ray (conftest starts it again when next asked)
+            ray.shutdown()
         c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         workers = [c.add_node(num_cpus=1) for _ in range(2)]
         c.wait_for_nodes()
