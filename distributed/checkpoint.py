@@ -115,17 +115,20 @@ def latest_checkpoint(run_dir: str | Path, *, warn: bool = False) -> Path | None
     registered = registered_checkpoints(run_dir)
     folders = registered if registered is not None else sorted(
         p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir())  # Ray names them checkpoint_<timestamp>
-    notes = [f"{snapshot_problem(run_dir)}: using the checkpoint folders on disk"] if snapshot_problem(run_dir) else []
-    found = None
+    snap = Path(run_dir) / RAY_SNAPSHOT  # registered is None with a snapshot present: it did not parse
+    notes = [f"{snap} is unreadable (truncated?): using the checkpoint folders on disk"] \
+        if registered is None and snap.exists() else []
+    found, problems = None, []
     for folder in reversed(folders):
         problem = _problem(folder / CHECKPOINT_FILE)
         if problem is None:
             found = folder / CHECKPOINT_FILE
             break
+        problems.append(problem)
         notes.append(f"skipped {folder / CHECKPOINT_FILE}: {problem}")
     if found is None and folders:  # a run with checkpoints, none usable: refuse rather than retrain from scratch
-        newest = folders[-1] / CHECKPOINT_FILE
-        raise CheckpointError(f"{newest}: cannot be loaded as a c3dhash checkpoint ({_problem(newest)}), and no "
+        newest = folders[-1] / CHECKPOINT_FILE  # the first one tried: its problem is problems[0]
+        raise CheckpointError(f"{newest}: cannot be loaded as a c3dhash checkpoint ({problems[0]}), and no "
                               f"older checkpoint of this run loads; to start afresh, delete {run_dir} or train "
                               f"under another --set cluster.name=...")
     if warn and notes:
