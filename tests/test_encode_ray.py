@@ -2,6 +2,7 @@
 video once in input order, and a killed actor's chunks redone by a new one."""
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import ray
 
 from c3dhash.eval.index.encode_ray import EncodeError, EncoderPool, chunk_size
-from c3dhash.eval.index.videos import encode_paths
+from c3dhash.eval.index.videos import SCRATCH_PREFIX, encode_paths
+from c3dhash.loaders.atomic import pid_alive
 from c3dhash.model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
 
@@ -26,8 +28,15 @@ def setup(local_ray, tmp_path_factory):
     pool = EncoderPool(state, workers=2)  # shared by the tests: starting actors is the slow part
     yield pool, paths, single
     pool.shutdown()
-    for leftover in set(Path(tempfile.gettempdir()).glob("c3dhash-enc-*")) - before:
-        shutil.rmtree(leftover, ignore_errors=True)  # the killed actors' scratch folders: SIGKILL skips cleanup
+    # The killed actors' scratch folders (SIGKILL skips cleanup); only those whose process is gone, since under
+    # pytest-xdist another worker's encoder may own a folder made meanwhile. ray.kill is asynchronous: wait a bit.
+    leftovers = set(Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*")) - before
+    deadline = time.monotonic() + 10
+    while leftovers and time.monotonic() < deadline:
+        for folder in [f for f in leftovers if not pid_alive(int(f.name[len(SCRATCH_PREFIX):].split("-")[0]))]:
+            shutil.rmtree(folder, ignore_errors=True)
+            leftovers.discard(folder)
+        time.sleep(0.2 if leftovers else 0)
 
 
 def test_sharded_codes_equal_single_process_codes(setup):
