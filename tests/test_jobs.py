@@ -1,9 +1,9 @@
 """`ray start --head` + `c3dhash job submit` of a tiny training reaches SUCCEEDED; the cluster is stopped after.
-The `ray start` / `ray job submit` recipes of docs/kubernetes.md run as written (HOME in a temp folder, with
-and without a ~/.ray/auth_token): token-authenticated, and without the token or with a dead address every client
-fails in seconds with one line naming the address and the fix. Bad configs and missing data fail before any worker.
-Heads are stopped by killing the processes of their own --temp-dir (never `ray stop`, which stops every Ray
-on the machine)."""
+The `ray start` / `ray job submit` recipes of docs/kubernetes.md run as written (HOME in a temp folder without a
+~/.ray/auth_token; with one, only the token lines run, which keep it): token-authenticated, and without the token
+or with a dead address every client fails in seconds with one line naming the address and the fix. Bad configs
+and missing data fail before any worker. Heads are stopped by killing the processes of their own --temp-dir (never
+`ray stop`, which stops every Ray on the machine)."""
 import os
 import re
 import shutil
@@ -80,9 +80,11 @@ def stop_head(temp: str) -> None:
     shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head():
-    """A real single-node Ray cluster started with the CLI, stopped afterwards whatever happens."""
+    """A real single-node Ray cluster started with the CLI, stopped afterwards whatever happens; shared by the job
+    tests (a `ray start` is ~10 CPU-s): the stop test runs first, so the training after it also shows a head that
+    stopped a job still runs the next one."""
     dash, gcs = free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     ray_cli = shutil.which("ray", path=str(BIN))
@@ -98,6 +100,13 @@ def head():
         stop_head(temp)
 
 
+def test_job_stop(head):
+    job_id = jobs.submit(head, "sleep 600", working_dir=None)
+    assert jobs.stop(head, job_id)
+    with pytest.raises(jobs.JobError, match="STOPPED"):
+        jobs.wait(head, job_id, timeout_s=60)
+
+
 def test_job_submit_of_tiny_training_succeeds(head, tmp_path):
     data = make_tiny_dataset(tmp_path / "synth")
     cfg = load_config(None, tiny_overrides(data, tmp_path / "runs", "job", epochs=1, workers=1))
@@ -110,13 +119,6 @@ def test_job_submit_of_tiny_training_succeeds(head, tmp_path):
     assert logs.count("epoch 1/1: val mAP@all") == 1  # a worker's line once: Ray Train's print patch echoes it
     assert "Reporting training result" not in logs  # Ray Train's per-report INFO records: cluster.log_level
     assert [r["epoch"] for r in read_metrics(tmp_path / "runs" / "job")] == [0]
-
-
-def test_job_stop(head):
-    job_id = jobs.submit(head, "sleep 600", working_dir=None)
-    assert jobs.stop(head, job_id)
-    with pytest.raises(jobs.JobError, match="STOPPED"):
-        jobs.wait(head, job_id, timeout_s=60)
 
 
 # ---------------------------------------------------------------- the docs recipes, token auth, dead addresses
@@ -141,13 +143,36 @@ def run_line(line: str, env: dict, timeout: float = 300) -> subprocess.Completed
     return subprocess.run(["bash", "-c", line], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(params=["no token file", "token file exists"])
-def recipe_head(request, tmp_path):
-    """The local recipe, run line by line in one shell state, on free ports; yields (gcs, dash, home)."""
+TOKEN = "c3dhash-test-token-0123456789abcdef0123456789abcdef"
+
+
+def before_ray_start(lines: list[str]) -> list[str]:
+    """The recipe's lines before its `ray start`: the token handling, all that depends on a ~/.ray/auth_token."""
+    starts = [i for i, line in enumerate(lines) if line.startswith("ray start")]
+    assert starts, lines
+    return lines[:starts[0]]
+
+
+def test_local_recipe_keeps_an_existing_token(tmp_path):
+    """With a ~/.ray/auth_token already there, the recipe's token lines keep it and make it the one this shell's
+    ray commands use (`ray start` among them). The whole recipe runs once below, creating the token."""
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)
-    if request.param == "token file exists":
-        (home / ".ray" / "auth_token").write_text("c3dhash-test-token-0123456789abcdef0123456789abcdef")
+    token = home / ".ray" / "auth_token"
+    token.write_text(TOKEN)
+    script = "\n".join([*before_ray_start(recipe("local")), 'echo "mode=$RAY_AUTH_MODE"', "ray get-auth-token"])
+    done = run_line("set -euo pipefail\n" + script, clean_env(home), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert token.read_text() == TOKEN  # not regenerated, not rewritten
+    assert done.stdout.splitlines()[-2:] == ["mode=token", TOKEN], done.stdout[-2000:]
+
+
+@pytest.fixture
+def recipe_head(tmp_path):
+    """The local recipe, run line by line in one shell state, on free ports, in a HOME without a token (the recipe
+    creates it; with one, see test_local_recipe_keeps_an_existing_token); yields (gcs, dash, home, done)."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
     gcs, dash = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="rayr", dir="/tmp")
     lines = recipe("local")
@@ -172,7 +197,7 @@ def test_readme_recipes_work_token_authenticated(recipe_head, tmp_path):
     job_id = re.search(r"raysubmit_\w+", done.stdout).group(0)
     assert f"{job_id} SUCCEEDED" in done.stdout
     token = (home / ".ray" / "auth_token").read_text().strip()
-    assert token  # the head runs with the token of ~/.ray/auth_token (created when missing)
+    assert token  # the head runs with the token of ~/.ray/auth_token, which the recipe created
     logs = run_line(f"c3dhash job logs --address http://127.0.0.1:{dash} {job_id}",
                     clean_env(home, RAY_AUTH_MODE="token"))
     assert "recipe job ok" in logs.stdout, logs.stderr[-2000:]
