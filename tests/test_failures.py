@@ -27,6 +27,7 @@ from ray.train.v2.api.exceptions import WorkerGroupError
 from c3dhash.cluster.config import config_to_dict, load_config
 from c3dhash.cluster.connect import placeable
 from c3dhash.cluster.fit import ProjectErrorsFail
+from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.failures import TrainingFailed, WorkerError, first_project_error, guarded
 from c3dhash.loaders.manifest import DataError
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
@@ -187,6 +188,7 @@ def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(local_r
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(EPOCHS))
     assert [r["global_step"] for r in rows] == [2 * (e + 1) for e in range(EPOCHS)]
+    assert ckpt.load(ckpt.resolve(run, "latest"))["train_state"]["epoch"] == EPOCHS  # what a third start resumes
     assert len(list((run / "configs").glob("*.yaml"))) == 2  # the config of each start
 
 
@@ -196,15 +198,15 @@ def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(local_ray, d
     rc, out, err = Driver(cfg, local_ray).finish(timeout=600)
     assert rc == 0, err[-3000:]
     run = tmp_path / "runs" / "corrupt"
-    (ckpt,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
-    (ckpt / "checkpoint.pt").write_bytes((ckpt / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
+    (saved,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
+    (saved / "checkpoint.pt").write_bytes((saved / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
     cfg2 = config_file(data, tmp_path, "corrupt", epochs=2, cluster__max_failures=3)
     t0 = time.time()
     rc, out, err = Driver(cfg2, local_ray).finish(timeout=600)
     took = time.time() - t0
     ours = [line for line in err.splitlines() if line.startswith("c3dhash train:")]  # Ray's own logs aside
     assert rc == 2, err[-3000:]
-    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {ckpt / 'checkpoint.pt'}: cannot be "
+    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {saved / 'checkpoint.pt'}: cannot be "
                                                  f"loaded as a c3dhash checkpoint"), ours
     assert "Training failed due to" not in err and "WorkerGroupError" not in err
     assert "Error in training function" not in err  # the worker's traceback is not repeated

@@ -1,6 +1,7 @@
 """Distributed training on a real 2-node Ray cluster (ray.cluster_utils.Cluster), one worker per node: what
 only Ray shows (the Trainer's decisions are tested without Ray in tests/test_trainer.py): a worker that dies
-mid-epoch and the group resuming from Ray's step checkpoint, and a second run with the same name that resumes.
+mid-epoch and the group resuming from Ray's step checkpoint. A second start with the same name resuming after the
+last saved epoch is tested once, through the CLI, in tests/test_failures.py (its merged SIGKILL / Ctrl-C run).
 
     RAY_AUTH_MODE=disabled .venv/bin/python -m pytest -q tests/test_train.py
 """
@@ -100,14 +101,3 @@ def test_tensorboard_events_are_written_with_monotonic_steps(crashed_run):
     assert steps == sorted(set(steps)) and steps[-1] == 2 * STEPS
     assert {"codes/values", "codes/bit_balance"} <= set(tags["histograms"])
     assert "val/pr_hamming_radius" in tags["tensors"]
-
-
-def test_second_train_with_same_name_resumes(crashed_run):
-    cfg = load_config(None, [*tiny_overrides(crashed_run.data.root, crashed_run.cluster.storage_path, "crash",
-                                             epochs=3)])
-    run_training(cfg)
-    rows = epoch_rows(run_dir(cfg))
-    assert [r["epoch"] for r in rows] == [0, 1, 2]  # epochs 0 and 1 were not trained again
-    assert rows[-1]["global_step"] == 3 * STEPS
-    assert ckpt.load(ckpt.resolve(run_dir(cfg), "latest"))["train_state"]["epoch"] == 3
-    assert len(list((run_dir(cfg) / "configs").glob("*.yaml"))) == 2  # the config of each start
