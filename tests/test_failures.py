@@ -3,12 +3,14 @@ workers):
 
 - a project error raised inside a worker is not retried and the CLI prints the worker's own message (exit 2);
 - one run shows three behaviours: a worker process killed with SIGKILL mid-epoch, Ctrl-C (exit 130
-  "interrupted"), and a second start with the same name that resumes; every epoch is trained exactly once;
+  "interrupted"), and a second start with the same name that resumes; every epoch is trained exactly once
+  (module fixture `merged`; a copy of its run folder, checkpoints truncated, is the unloadable-checkpoint case);
 - a driver ended by SIGTERM leaves no Ray process behind (its own local Ray);
 - a cluster that cannot place num_workers workers is refused before training.
 Unit tests of the failure policy and the placement arithmetic need no cluster."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,13 +156,14 @@ def wait_for_saved(run: Path, driver: Driver, epochs: int, timeout: float) -> No
     raise AssertionError(f"{run}: {saved_epochs(run)} saved, not {epochs}: {driver.lines[-10:]}")
 
 
-@pytest.mark.subprocess
-def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(local_ray, data, tmp_path):
-    """One run, three behaviours: a worker process killed with SIGKILL mid-epoch (Ray restarts the group from
-    the last saved epoch); Ctrl-C (exit 130, "interrupted", lock released); a second start with the same name
-    (resumes after the last saved epoch). Every epoch is trained exactly once."""
-    cfg = config_file(data, tmp_path, "intr", epochs=EPOCHS, cluster__max_failures=2)
-    run = tmp_path / "runs" / "intr"
+@pytest.fixture(scope="module")
+def merged(local_ray, data, tmp_path_factory) -> dict:
+    """The merged run (one run, three behaviours): a worker process killed with SIGKILL mid-epoch (Ray restarts
+    the group from the last saved epoch); Ctrl-C; a second start with the same name. What each start printed and
+    returned, for the tests below (the project-error test corrupts a copy of its run folder)."""
+    tmp = tmp_path_factory.mktemp("merged")
+    cfg = config_file(data, tmp, "intr", epochs=EPOCHS, cluster__max_failures=2)
+    run = tmp / "runs" / "intr"
     first = Driver(cfg, local_ray)
     first.wait_for(f"epoch 1/{EPOCHS}: val mAP@all", timeout=400)
     wait_for_saved(run, first, 1, timeout=60)  # epoch 0's checkpoint is registered: kill in epoch 1
@@ -172,17 +175,29 @@ def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(local_r
     wait_for_saved(run, first, 2, timeout=300)  # the new group saved an epoch of its own
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
-    rc, out, err = first.finish(timeout=120)
-    saved = saved_epochs(run)
+    interrupted = first.finish(timeout=120)
+    took, saved = time.time() - t0, saved_epochs(run)
+    lock_left = (run / ".lock").exists()
+    again = Driver(cfg, local_ray).finish(timeout=600)
+    return {"run": run, "data": data, "interrupted": interrupted, "interrupt_took": took, "saved": saved,
+            "lock_left": lock_left, "again": again}
+
+
+@pytest.mark.subprocess
+def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(merged):
+    """A SIGKILLed worker: the group restarts from the last saved epoch; Ctrl-C: exit 130, "interrupted", lock
+    released; the second start with the same name resumes after the last saved epoch. Every epoch is trained
+    exactly once."""
+    run, saved = merged["run"], merged["saved"]
+    rc, out, err = merged["interrupted"]
     assert re.search(r"resumed from .*: next epoch 2 step 1 ", out), out[-2000:]  # the new group: after epoch 0
     # rc 0 was seen in two full runs, not alone: `saved` tells a run that ended before the signal from a lost one
     assert rc == 130 and "interrupted" in err.splitlines(), (rc, saved, out[-800:], err[-800:])  # the CLI's line
-    assert time.time() - t0 < 60
+    assert merged["interrupt_took"] < 60
     assert saved == list(range(len(saved))) and 2 <= len(saved) < EPOCHS, saved  # stopped mid-run, epochs kept
-    assert not (run / ".lock").exists()
+    assert not merged["lock_left"]
 
-    again = Driver(cfg, local_ray)
-    rc, out, err = again.finish(timeout=600)
+    rc, out, err = merged["again"]
     assert rc == 0, err[-3000:]
     assert re.search(rf"resumed from .*: next epoch {len(saved) + 1} step 1 ", out), out[-2000:]  # after the last
     rows = read_metrics(run)
@@ -193,25 +208,28 @@ def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(local_r
 
 
 @pytest.mark.subprocess
-def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(local_ray, data, tmp_path):
-    cfg = config_file(data, tmp_path, "corrupt", epochs=1)
-    rc, out, err = Driver(cfg, local_ray).finish(timeout=600)
-    assert rc == 0, err[-3000:]
-    run = tmp_path / "runs" / "corrupt"
-    (saved,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
-    (saved / "checkpoint.pt").write_bytes((saved / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
-    cfg2 = config_file(data, tmp_path, "corrupt", epochs=2, cluster__max_failures=3)
+def test_project_error_in_a_worker_is_not_retried_and_printed_as_is(merged, local_ray, tmp_path):
+    """A run whose every registered checkpoint is truncated (a copy of the merged run's folder, so no training
+    of its own): refused with one line naming the newest, exit 2, nothing trained, nothing lost."""
+    run = tmp_path / "runs" / "intr"
+    shutil.copytree(merged["run"], run)
+    registered = ckpt.registered_checkpoints(run)
+    assert registered, run
+    for folder in registered:
+        (folder / "checkpoint.pt").write_bytes((folder / "checkpoint.pt").read_bytes()[:1000])  # truncated on disk
+    cfg2 = config_file(merged["data"], tmp_path, "intr", epochs=EPOCHS + 1, cluster__max_failures=3)
     t0 = time.time()
     rc, out, err = Driver(cfg2, local_ray).finish(timeout=600)
     took = time.time() - t0
     ours = [line for line in err.splitlines() if line.startswith("c3dhash train:")]  # Ray's own logs aside
     assert rc == 2, err[-3000:]
-    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {saved / 'checkpoint.pt'}: cannot be "
+    newest = registered[-1] / "checkpoint.pt"  # the first one tried: the error names it
+    assert len(ours) == 1 and ours[0].startswith(f"c3dhash train: error: {newest}: cannot be "
                                                  f"loaded as a c3dhash checkpoint"), ours
     assert "Training failed due to" not in err and "WorkerGroupError" not in err
     assert "Error in training function" not in err  # the worker's traceback is not repeated
     assert err.count("cannot be loaded as a c3dhash checkpoint") == 1
-    assert [r["epoch"] for r in read_metrics(run)] == [0]  # nothing trained, nothing lost
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(EPOCHS))  # nothing trained, nothing lost
     assert took < 300
 
 
