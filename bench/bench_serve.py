@@ -11,7 +11,7 @@ Rows (written with the load average to bench/results/serve-<cpu>-<date>.md):
              engine (SearchEngine.knn, no HTTP) on the same index.
   video      POST /search/video of an indexed clip (model warm) vs `c3dhash search --video` per process;
              clip geometry: tests/retrieval_helpers.py (4 frames x 32 x 32, 2 clips per video, 64 bits).
-  faults     a searcher replica killed (SIGKILL) during load: served / retried / failed, the slowest request
+  faults     a search replica killed (SIGKILL) during load: served / retried / failed, the slowest request
              against the timeout, recovery; POST /reload during load (a rewritten index): failed must be 0;
              bad uploads (JPEG renamed .mp4, empty, oversized, truncated, path-traversal name): each a 4xx.
 Every request has a client timeout (--timeout) and one client retry; none can hang past 2 x timeout.
@@ -137,38 +137,50 @@ def code_bodies(n: int, queries: int = 256) -> list[bytes]:
 
 
 def bench_codes(args, tmp: Path, rows: list[str]) -> None:
-    from c3dhash.cluster.serve.app import ServeConfig, start
     from c3dhash.cluster.serve.engine import SearchEngine
     from c3dhash.eval.codes import Codes, save_codes
     index = tmp / "codes.index"
-    write_codes_index(index, args.sizes[0])
-    cfg = ServeConfig(index=str(index), encoders=0, replicas=args.replicas, cpus=1.0, port=free_port())
+    token = tmp / "token"
+    token.write_text("bench-token-0123456789abcdef\n")
+    for n in args.sizes:
+        write_codes_index(index, n)
+        q = trained_codes(1, seed=7)
+        save_codes(tmp / "q.npz", Codes(codes=q, bits=64, labels=np.zeros(1, np.int64), ids=np.array(["q"])))
+        cli = cli_seconds(["search", "--index", str(index), "--query", str(tmp / "q.npz"), "--top", "10"],
+                          args.cli_runs)
+        eng = SearchEngine(index)
+        qs = trained_codes(200, seed=n + 1)
+        eng.knn(qs[:1], 10)
+        t = time.perf_counter()
+        for i in range(len(qs)):
+            eng.knn(qs[i:i + 1], 10)
+        inproc_ms = (time.perf_counter() - t) / len(qs) * 1000
+        rows.append(f"| codes | {n:.0e} | CLI per process | 1 | {1 / cli:.2f} | {cli * 1000:.0f} | - | 0 | "
+                    f"{load_avg()} |")
+        rows.append(f"| codes | {n:.0e} | in-process engine | 1 | {1000 / inproc_ms:.0f} | {inproc_ms:.2f} | - | "
+                    f"0 | {load_avg()} |")
+        for ingress in args.ingress:
+            serve_codes(args, index, n, ingress, token, rows)
+
+
+def serve_codes(args, index: Path, n: int, ingress: str, token: Path, rows: list[str]) -> None:
+    """POST /search at each client count through one ingress: Serve's proxy actor, or HAProxy (with a token:
+    c3dhash serve runs HAProxy only with one)."""
+    from c3dhash.cluster.serve.app import ServeConfig, start
+    haproxy = ingress == "haproxy"
+    cfg = ServeConfig(index=str(index), encoders=0, replicas=args.replicas, cpus=1.0, port=free_port(),
+                      haproxy=haproxy, token_file=str(token) if haproxy else None)
+    headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if haproxy else None
     with start(cfg) as svc:
-        for n in args.sizes:
-            if n != args.sizes[0]:
-                write_codes_index(index, n)
-                post(svc.url + "/reload")
-            q = trained_codes(1, seed=7)
-            save_codes(tmp / "q.npz", Codes(codes=q, bits=64, labels=np.zeros(1, np.int64), ids=np.array(["q"])))
-            cli = cli_seconds(["search", "--index", str(index), "--query", str(tmp / "q.npz"), "--top", "10"],
-                              args.cli_runs)
-            eng = SearchEngine(index)
-            qs = trained_codes(200, seed=n + 1)
-            eng.knn(qs[:1], 10)
-            t = time.perf_counter()
-            for i in range(len(qs)):
-                eng.knn(qs[i:i + 1], 10)
-            inproc_ms = (time.perf_counter() - t) / len(qs) * 1000
-            rows.append(f"| codes | {n:.0e} | CLI per process | 1 | {1 / cli:.2f} | {cli * 1000:.0f} | - | 0 | "
-                        f"{load_avg()} |")
-            rows.append(f"| codes | {n:.0e} | in-process engine | 1 | {1000 / inproc_ms:.0f} | {inproc_ms:.2f} | - | "
-                        f"0 | {load_avg()} |")
-            for c in args.clients:
-                r = asyncio.run(load(svc.url, code_bodies(n), clients=c, count=args.requests, seconds=args.seconds,
-                                     timeout=args.timeout))
-                rows.append(f"| codes | {n:.0e} | HTTP /search | {c} | {r['qps']:.0f} | {r['p50_ms']:.1f} | "
-                            f"{r['p99_ms']:.1f} | {r['failed']} | {load_avg()} |")
-                print(rows[-1], flush=True)
+        for c in args.clients:
+            asyncio.run(load(svc.url, code_bodies(n), clients=c, count=50, seconds=3, timeout=args.timeout,
+                             headers=headers))  # warm-up: connections, the first batches
+            r = asyncio.run(load(svc.url, code_bodies(n), clients=c, count=args.requests, seconds=args.seconds,
+                                 timeout=args.timeout, headers=headers))
+            what = "HTTP /search, HAProxy ingress" if haproxy else "HTTP /search, Serve proxy"
+            rows.append(f"| codes | {n:.0e} | {what} | {c} | {r['qps']:.0f} | {r['p50_ms']:.1f} | "
+                        f"{r['p99_ms']:.1f} | {r['failed']} | {load_avg()} |")
+            print(rows[-1], flush=True)
 
 
 def build_video_index(tmp: Path) -> tuple[Path, Path, Path]:
@@ -233,7 +245,7 @@ def bench_video_and_faults(args, tmp: Path, rows: list[str], faults: list[str]) 
             return await task
         k = asyncio.run(with_kill())
         after = asyncio.run(load(svc.url, bodies, clients=8, count=200, seconds=30, timeout=args.timeout))
-        faults.append(f"- searcher replica (pid {stats['pid']}) SIGKILLed 1 s into {args.fault_seconds:g} s of load, "
+        faults.append(f"- search replica (pid {stats['pid']}) SIGKILLed 1 s into {args.fault_seconds:g} s of load, "
                       f"8 clients: requests {k['requests']}, served {k['served']}, client retries {k['retried']}, "
                       f"failed {k['failed']} (statuses {k['statuses']}), slowest {k['max_ms']:.0f} ms "
                       f"(timeout {args.timeout:g} s x 2); afterwards {after['served']}/{after['requests']} served")
@@ -265,6 +277,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="seconds per cell (at most)")
     p.add_argument("--timeout", type=float, default=10.0, help="client and service timeout per request")
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--ingress", nargs="+", choices=("proxy", "haproxy"), default=["proxy", "haproxy"],
+                   help="HTTP ingress of the code-query cells (c3dhash serve --haproxy)")
     p.add_argument("--cli-runs", type=int, default=2)
     p.add_argument("--video-requests", type=int, default=20)
     p.add_argument("--fault-seconds", type=float, default=8.0)
