@@ -309,7 +309,7 @@ def main() -> int:
             bench_video_and_faults(args, Path(tmp), rows, faults)
     text = "\n".join([f"# c3dhash serve benchmark, {date.today()}", "",
                       f"{os.cpu_count()} CPUs ({cpu_name()}), shared machine; load average at start {start_load}, "
-                      f"at end {load_avg()}. Searcher replicas: {args.replicas}, 1 CPU each; 64-bit codes, top 10.",
+                      f"at end {load_avg()}. Search replicas: {args.replicas}, 1 CPU each; 64-bit codes, top 10.",
                       "", *rows, "", "## Faults and video", "", *faults, ""])
     out = Path(args.out) / f"serve-{cpu_name()}-{date.today()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
