@@ -58,16 +58,16 @@ class IndexSearcher:
             return
         if self.refused and self.refused[0] == on_disk:
             raise RequestError(self.refused[1], 409)
-        from c3dhash.eval.index.folder import VideoIndexError, load_index
+        from c3dhash.eval.index.folder import VideoIndexError
         try:
-            fingerprint = load_index(eng.path).fingerprint
+            new = self._load(eng.path, eng.shards, eng.shard_cpus)  # the folder is read once, then checked
         except VideoIndexError as exc:
             return self._refuse(on_disk, f"reload refused, still serving the old index: {exc}")
-        if fingerprint != self.fingerprint:
+        if new.idx.fingerprint != self.fingerprint:
+            new.close()
             return self._refuse(on_disk, f"reload refused: {eng.path} was rebuilt by another model "
-                                         f"({fingerprint[:19]}...); restart the service to change models")
-        self.engine, self.reloads = self._load(eng.path, eng.shards, eng.shard_cpus), self.reloads + 1
-        self.refused = None
+                                         f"({new.idx.fingerprint[:19]}...); restart the service to change models")
+        self.engine, self.reloads, self.refused = new, self.reloads + 1, None
         eng.close()
 
     def _refuse(self, version: str, reason: str) -> None:
