@@ -11,7 +11,7 @@ Rows (written with the load average to bench/results/serve-<cpu>-<date>.md):
              engine (SearchEngine.knn, no HTTP) on the same index.
   video      POST /search/video of an indexed clip (model warm) vs `c3dhash search --video` per process;
              clip geometry: tests/retrieval_helpers.py (4 frames x 32 x 32, 2 clips per video, 64 bits).
-  faults     a searcher replica killed (SIGKILL) during load: served / retried / failed, the slowest request
+  faults     a search replica killed (SIGKILL) during load: served / retried / failed, the slowest request
              against the timeout, recovery; POST /reload during load (a rewritten index): failed must be 0;
              bad uploads (JPEG renamed .mp4, empty, oversized, truncated, path-traversal name): each a 4xx.
 Every request has a client timeout (--timeout) and one client retry; none can hang past 2 x timeout.
@@ -115,9 +115,18 @@ async def load(url: str, bodies: list[bytes], *, clients: int, count: int, secon
             "max_ms": float(a.max())}
 
 
-def post(url: str) -> int:
+TOKEN = "bench-token-0123456789abcdef"  # the benchmark's services run with it (c3dhash serve --haproxy needs one)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def request(url: str, data: bytes | None = None):
     import urllib.request
-    with urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=120) as r:
+    return urllib.request.urlopen(urllib.request.Request(url, data=data, headers=AUTH,
+                                                         method="POST" if data is not None else "GET"), timeout=120)
+
+
+def post(url: str) -> int:
+    with request(url, b"{}") as r:
         return r.status
 
 
@@ -137,38 +146,50 @@ def code_bodies(n: int, queries: int = 256) -> list[bytes]:
 
 
 def bench_codes(args, tmp: Path, rows: list[str]) -> None:
-    from c3dhash.cluster.serve.app import ServeConfig, start
     from c3dhash.cluster.serve.engine import SearchEngine
     from c3dhash.eval.codes import Codes, save_codes
     index = tmp / "codes.index"
-    write_codes_index(index, args.sizes[0])
-    cfg = ServeConfig(index=str(index), encoders=0, replicas=args.replicas, cpus=1.0, port=free_port())
+    token = tmp / "token"
+    token.write_text(TOKEN + "\n")
+    for n in args.sizes:
+        write_codes_index(index, n)
+        q = trained_codes(1, seed=7)
+        save_codes(tmp / "q.npz", Codes(codes=q, bits=64, labels=np.zeros(1, np.int64), ids=np.array(["q"])))
+        cli = cli_seconds(["search", "--index", str(index), "--query", str(tmp / "q.npz"), "--top", "10"],
+                          args.cli_runs)
+        eng = SearchEngine(index)
+        qs = trained_codes(200, seed=n + 1)
+        eng.knn(qs[:1], 10)
+        t = time.perf_counter()
+        for i in range(len(qs)):
+            eng.knn(qs[i:i + 1], 10)
+        inproc_ms = (time.perf_counter() - t) / len(qs) * 1000
+        rows.append(f"| codes | {n:.0e} | CLI per process | 1 | {1 / cli:.2f} | {cli * 1000:.0f} | - | 0 | "
+                    f"{load_avg()} |")
+        rows.append(f"| codes | {n:.0e} | in-process engine | 1 | {1000 / inproc_ms:.0f} | {inproc_ms:.2f} | - | "
+                    f"0 | {load_avg()} |")
+        for ingress in args.ingress:
+            serve_codes(args, index, n, ingress, token, rows)
+
+
+def serve_codes(args, index: Path, n: int, ingress: str, token: Path, rows: list[str]) -> None:
+    """POST /search at each client count through one ingress: Serve's proxy actor, or HAProxy (with a token:
+    c3dhash serve runs HAProxy only with one)."""
+    from c3dhash.cluster.serve.app import ServeConfig, start
+    haproxy = ingress == "haproxy"
+    cfg = ServeConfig(index=str(index), encoders=0, replicas=args.replicas, cpus=1.0, port=free_port(),
+                      haproxy=haproxy, token_file=str(token))
+    headers = AUTH
     with start(cfg) as svc:
-        for n in args.sizes:
-            if n != args.sizes[0]:
-                write_codes_index(index, n)
-                post(svc.url + "/reload")
-            q = trained_codes(1, seed=7)
-            save_codes(tmp / "q.npz", Codes(codes=q, bits=64, labels=np.zeros(1, np.int64), ids=np.array(["q"])))
-            cli = cli_seconds(["search", "--index", str(index), "--query", str(tmp / "q.npz"), "--top", "10"],
-                              args.cli_runs)
-            eng = SearchEngine(index)
-            qs = trained_codes(200, seed=n + 1)
-            eng.knn(qs[:1], 10)
-            t = time.perf_counter()
-            for i in range(len(qs)):
-                eng.knn(qs[i:i + 1], 10)
-            inproc_ms = (time.perf_counter() - t) / len(qs) * 1000
-            rows.append(f"| codes | {n:.0e} | CLI per process | 1 | {1 / cli:.2f} | {cli * 1000:.0f} | - | 0 | "
-                        f"{load_avg()} |")
-            rows.append(f"| codes | {n:.0e} | in-process engine | 1 | {1000 / inproc_ms:.0f} | {inproc_ms:.2f} | - | "
-                        f"0 | {load_avg()} |")
-            for c in args.clients:
-                r = asyncio.run(load(svc.url, code_bodies(n), clients=c, count=args.requests, seconds=args.seconds,
-                                     timeout=args.timeout))
-                rows.append(f"| codes | {n:.0e} | HTTP /search | {c} | {r['qps']:.0f} | {r['p50_ms']:.1f} | "
-                            f"{r['p99_ms']:.1f} | {r['failed']} | {load_avg()} |")
-                print(rows[-1], flush=True)
+        for c in args.clients:
+            asyncio.run(load(svc.url, code_bodies(n), clients=c, count=50, seconds=3, timeout=args.timeout,
+                             headers=headers))  # warm-up: connections, the first batches
+            r = asyncio.run(load(svc.url, code_bodies(n), clients=c, count=args.requests, seconds=args.seconds,
+                                 timeout=args.timeout, headers=headers))
+            what = "HTTP /search, HAProxy ingress" if haproxy else "HTTP /search, Serve proxy"
+            rows.append(f"| codes | {n:.0e} | {what} | {c} | {r['qps']:.0f} | {r['p50_ms']:.1f} | "
+                        f"{r['p99_ms']:.1f} | {r['failed']} | {load_avg()} |")
+            print(rows[-1], flush=True)
 
 
 def build_video_index(tmp: Path) -> tuple[Path, Path, Path]:
@@ -186,16 +207,14 @@ def build_video_index(tmp: Path) -> tuple[Path, Path, Path]:
 
 def bad_uploads(url: str, video: bytes, limit: int) -> list[tuple[str, int, str]]:
     import urllib.error
-    import urllib.request
     cases = {"JPEG renamed .mp4": ("x.mp4", b"\xff\xd8\xff\xe0" + bytes(4096)), "empty file": ("x.webm", b""),
              "oversized": ("x.webm", video[:64] + bytes(limit + 1)),
              "truncated video": ("x.webm", video[:len(video) // 3]),
              "path-traversal name": ("..%2F..%2Fetc%2Fpasswd.webm", video)}
     out = []
     for what, (name, data) in cases.items():
-        req = urllib.request.Request(f"{url}/search/video?name={name}", data=data, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with request(f"{url}/search/video?name={name}", data) as r:
                 out.append((what, r.status, "accepted"))
         except urllib.error.HTTPError as e:
             out.append((what, e.code, json.loads(e.read())["error"][:90]))
@@ -203,19 +222,22 @@ def bad_uploads(url: str, video: bytes, limit: int) -> list[tuple[str, int, str]
 
 
 def bench_video_and_faults(args, tmp: Path, rows: list[str], faults: list[str]) -> None:
-    import urllib.request
-
     from c3dhash.cluster.serve.app import ServeConfig, start
     from c3dhash.cluster.serve.engine import Limits
     root, ckpt, index = build_video_index(tmp)
+    token = tmp / "token"
+    token.write_text(TOKEN + "\n")
+    haproxy = args.fault_ingress == "haproxy"
     video = root / "class1/c1_v01.webm"
     cli = cli_seconds(["search", "--index", str(index), "--video", str(video), "--top", "10"], args.cli_runs)
     limits = Limits(max_upload_bytes=8 << 20, timeout_s=args.timeout)
-    cfg = ServeConfig(index=str(index), encoders=1, replicas=2, cpus=0.5, port=free_port(), limits=limits)
+    cfg = ServeConfig(index=str(index), encoders=1, replicas=2, cpus=0.5, port=free_port(), limits=limits,
+                      token_file=str(token), haproxy=haproxy)
+    faults.append(f"- ingress: {'HAProxy' if haproxy else 'Serve proxy'}, 2 search replicas, token set")
     with start(cfg) as svc:
         data = video.read_bytes()
         r = asyncio.run(load(svc.url, [data], clients=1, count=args.video_requests, seconds=args.seconds,
-                             timeout=args.timeout, path="/search/video?name=q.webm&top=10"))
+                             timeout=args.timeout, path="/search/video?name=q.webm&top=10", headers=AUTH))
         rows.append(f"| video | 12 videos | CLI `search --video` per process | 1 | {1 / cli:.2f} | {cli * 1000:.0f} | "
                     f"- | 0 | {load_avg()} |")
         rows.append(f"| video | 12 videos | HTTP /search/video | 1 | {r['qps']:.1f} | {r['p50_ms']:.0f} | "
@@ -223,24 +245,25 @@ def bench_video_and_faults(args, tmp: Path, rows: list[str], faults: list[str]) 
         faults.append(f"- video query: CLI per process {cli:.2f} s vs service p50 {r['p50_ms']:.0f} ms: "
                       f"{cli * 1000 / r['p50_ms']:.0f}x")
         bodies = code_bodies(12)
-        stats = json.loads(urllib.request.urlopen(svc.url + "/stats", timeout=30).read())
+        stats = json.loads(request(svc.url + "/stats").read())
 
         async def with_kill() -> dict:
             task = asyncio.create_task(load(svc.url, bodies, clients=8, count=10**9, seconds=args.fault_seconds,
-                                            timeout=args.timeout))
+                                            timeout=args.timeout, headers=AUTH))
             await asyncio.sleep(1.0)
             os.kill(stats["pid"], signal.SIGKILL)
             return await task
         k = asyncio.run(with_kill())
-        after = asyncio.run(load(svc.url, bodies, clients=8, count=200, seconds=30, timeout=args.timeout))
-        faults.append(f"- searcher replica (pid {stats['pid']}) SIGKILLed 1 s into {args.fault_seconds:g} s of load, "
+        after = asyncio.run(load(svc.url, bodies, clients=8, count=200, seconds=30, timeout=args.timeout,
+                                 headers=AUTH))
+        faults.append(f"- search replica (pid {stats['pid']}) SIGKILLed 1 s into {args.fault_seconds:g} s of load, "
                       f"8 clients: requests {k['requests']}, served {k['served']}, client retries {k['retried']}, "
                       f"failed {k['failed']} (statuses {k['statuses']}), slowest {k['max_ms']:.0f} ms "
                       f"(timeout {args.timeout:g} s x 2); afterwards {after['served']}/{after['requests']} served")
 
         async def with_reload() -> tuple[dict, int]:
             task = asyncio.create_task(load(svc.url, bodies, clients=8, count=10**9, seconds=args.fault_seconds,
-                                            timeout=args.timeout))
+                                            timeout=args.timeout, headers=AUTH))
             await asyncio.sleep(1.0)
             from c3dhash.eval.index.folder import load_index, write_index
             old = load_index(index)
@@ -253,7 +276,7 @@ def bench_video_and_faults(args, tmp: Path, rows: list[str], faults: list[str]) 
                       f"failed {rl['failed']}")
         for what, status, msg in bad_uploads(svc.url, data, limits.max_upload_bytes):
             faults.append(f"- bad upload, {what}: {status} \"{msg}\"")
-        alive = urllib.request.urlopen(svc.url + "/healthz", timeout=30).status
+        alive = request(svc.url + "/healthz").status
         faults.append(f"- after the bad uploads GET /healthz: {alive}")
 
 
@@ -265,6 +288,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="seconds per cell (at most)")
     p.add_argument("--timeout", type=float, default=10.0, help="client and service timeout per request")
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--ingress", nargs="+", choices=("proxy", "haproxy"), default=["proxy", "haproxy"],
+                   help="HTTP ingress of the code-query cells (c3dhash serve --haproxy)")
+    p.add_argument("--fault-ingress", choices=("proxy", "haproxy"), default="haproxy",
+                   help="HTTP ingress of the video and fault section")
     p.add_argument("--cli-runs", type=int, default=2)
     p.add_argument("--video-requests", type=int, default=20)
     p.add_argument("--fault-seconds", type=float, default=8.0)
@@ -282,7 +309,7 @@ def main() -> int:
             bench_video_and_faults(args, Path(tmp), rows, faults)
     text = "\n".join([f"# c3dhash serve benchmark, {date.today()}", "",
                       f"{os.cpu_count()} CPUs ({cpu_name()}), shared machine; load average at start {start_load}, "
-                      f"at end {load_avg()}. Searcher replicas: {args.replicas}, 1 CPU each; 64-bit codes, top 10.",
+                      f"at end {load_avg()}. Search replicas: {args.replicas}, 1 CPU each; 64-bit codes, top 10.",
                       "", *rows, "", "## Faults and video", "", *faults, ""])
     out = Path(args.out) / f"serve-{cpu_name()}-{date.today()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def config_from_args(args: argparse.Namespace):
                     timeout_s=args.timeout)
     return ServeConfig(index=args.index, checkpoint=args.checkpoint, replicas=args.replicas, shards=args.shards,
                        encoders=args.encoders, device=args.device, cpus=args.cpus, host=args.host, port=args.port,
-                       token_file=args.token_file, limits=limits)
+                       token_file=args.token_file, haproxy=args.haproxy, limits=limits)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         address = probe(address)
     cfg.check_here()  # one clear line before a Ray starts
     svc = start(cfg, address=address)
-    print(f"serving {cfg.index} at {svc.url} ({cfg.replicas} searcher replica(s), {cfg.encoders} encoder(s)"
+    print(f"serving {cfg.index} at {svc.url} ({cfg.replicas} search replica(s), {cfg.encoders} encoder(s)"
           f"{', bearer token required' if cfg.token_file else ''}); page: {svc.url}/  Ctrl-C stops", flush=True)
     try:
         while True:
@@ -64,14 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--index", required=True, help="index folder (c3dhash index)")
     p.add_argument("--checkpoint", default=None, help="the index's model for video queries (default: meta.json's)")
-    p.add_argument("--replicas", type=int, default=1, help="searcher replicas (each holds the index)")
-    p.add_argument("--shards", type=int, default=1, help="shard actors per searcher (an index too big for one)")
+    p.add_argument("--replicas", type=int, default=1, help="search replicas (each answers HTTP and holds the index)")
+    p.add_argument("--shards", type=int, default=1, help="shard actors per search replica (an index too big for one)")
     p.add_argument("--encoders", type=int, default=1, help="video encoder replicas (0: code queries only)")
     p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="cpu", help="encoder device")
-    p.add_argument("--cpus", type=float, default=1.0, help="CPUs per searcher / encoder replica")
+    p.add_argument("--cpus", type=float, default=1.0, help="CPUs per search / encoder replica")
     p.add_argument("--host", default="127.0.0.1", help="bind address (other than loopback only with --token-file)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--token-file", default=None, help="file holding a bearer token every request must carry")
+    p.add_argument("--haproxy", action="store_true", help="Ray Serve's HAProxy ingress for the local Ray (faster "
+                   "code queries; needs --token-file: its stats ports listen on every interface)")
     p.add_argument("--address", default="", help="an existing Ray cluster (auto, ray://...); default: RAY_ADDRESS, "
                    "else a local Ray of its own")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest video upload")

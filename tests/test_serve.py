@@ -1,7 +1,7 @@
 """`c3dhash serve`: one Ray Serve application (token set, 127.0.0.1) on a tiny index, shared by the module.
 Code and video queries over HTTP equal `c3dhash search`; bad requests and uploads get a 4xx with a message and
-the service keeps serving; /reload swaps in an `index --add` rebuild under load; a killed searcher replica
-costs no request more than a retry or a 503, and the service recovers; the page renders in Chromium."""
+the service keeps serving; /reload swaps in an `index --add` rebuild under load; a killed search replica
+costs no request more than one client retry, and the service recovers; the page renders in Chromium."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -232,25 +231,62 @@ def test_reload_swaps_in_an_added_index_under_load_without_losing_requests(svc, 
     assert ok_json(svc, "/stats")["count"] == new + 1
 
 
-def test_a_killed_searcher_replica_costs_a_retry_or_a_503_and_the_service_recovers(svc):
+def test_a_killed_search_replica_costs_one_client_retry_and_the_service_recovers(svc):
+    """Requests in flight on a replica killed with SIGKILL get a 5xx from Serve's proxy (or a dropped
+    connection); the client's one retry reaches the replica Serve starts in its place. None hangs."""
     pid = ok_json(svc, "/stats")["pid"]
     body = {"codes": [["12345"]], "top": 2}
 
     def timed(_):
         t = time.monotonic()
-        status, _ = http(svc, "/search", body, timeout=90)
-        return status, time.monotonic() - t
+        first = retry = None
+        try:
+            first, _ = http(svc, "/search", body, timeout=60)
+        except OSError:  # the connection dropped with the replica
+            pass
+        if first != 200:
+            retry, _ = http(svc, "/search", body, timeout=60)
+        return first, retry, time.monotonic() - t
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(timed, i) for i in range(60)]
         time.sleep(0.3)
         os.kill(pid, signal.SIGKILL)
         results = [f.result() for f in futures]
-    assert {s for s, _ in results} <= {200, 503} and max(t for _, t in results) < 2 * 20 + 10
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and http(svc, "/search", body)[0] != 200:
-        time.sleep(1)
+    assert all(200 in (first, retry) or retry == 503 for first, retry, _ in results), results
+    assert max(t for _, _, t in results) < 2 * 60
     assert http(svc, "/search", body)[0] == 200 and ok_json(svc, "/stats")["pid"] != pid
-    print(sys.version, {s: sum(1 for x, _ in results if x == s) for s in (200, 503)})
+    print({"first try": sum(f == 200 for f, _, _ in results), "after a retry": sum(r == 200 for _, r, _ in results)})
+
+
+def _codes_index(path, n, fingerprint="sha256:one"):
+    from c3dhash.eval.index.folder import write_index
+    from c3dhash.loaders.manifest import VideoRecord
+    codes = np.random.default_rng(n).integers(0, 2**63, (n, 1), dtype=np.uint64)
+    items = [VideoRecord(f"c{j % 3}/v{j}.webm", j % 3, f"c{j % 3}") for j in range(n)]
+    return write_index(path, codes=codes, items=items, skipped=[],
+                       meta={"bits": 64, "root": str(path.parent), "fingerprint": fingerprint, "model": {}})
+
+
+def test_a_replica_follows_a_rebuilt_folder_and_refuses_another_models(tmp_path):
+    """IndexSearcher (what each HTTP replica holds), without Serve (radius queries: @serve.batch needs a
+    replica): a folder renamed into place is loaded before the next answer; one built by another model is
+    refused (409) while the old one keeps serving."""
+    import asyncio
+
+    from c3dhash.cluster.serve.deployments import IndexSearcher
+    index = _codes_index(tmp_path / "lib.index", 20)
+    s = IndexSearcher(str(index))
+    q = np.asarray(load_index(index).codes[3:4])
+    first = asyncio.run(s.search(q, None, 30, ["q"]))
+    assert first == SearchEngine(index).search(q, radius=30, names=["q"]) and s.info()["count"] == 20
+    _codes_index(index, 30)
+    assert asyncio.run(s.search(q, None, 30, ["q"])) == SearchEngine(index).search(q, radius=30, names=["q"])
+    assert (s.info()["count"], s.info()["reloads"]) == (30, 1)
+    _codes_index(index, 40, fingerprint="sha256:two")
+    with pytest.raises(RequestError, match="another model") as e:
+        s.follow()
+    assert e.value.status == 409 and "another model" in s.info()["reload_refused"]
+    assert asyncio.run(s.search(q, None, 30, ["q"]))["queries"] and s.info()["count"] == 30  # the old one serves
 
 
 def test_uploads_are_judged_by_name_and_signature_before_any_decoder():

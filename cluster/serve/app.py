@@ -1,4 +1,4 @@
-"""The Ray Serve application: ingress (HTTP) -> index searcher (batched) and video encoder.
+"""The Ray Serve application: HTTP replicas that hold the index (batched code queries) -> video encoder.
 
     cfg = ServeConfig(index="runs/synth.index", replicas=2)
     with start(cfg) as svc:                          # a local Ray of its own, HTTP on 127.0.0.1:8000
@@ -27,14 +27,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class ServeConfig:
     index: str
     checkpoint: str | None = None  # default: the one the index names
-    replicas: int = 1  # index searcher replicas
-    shards: int = 1  # shard actors per searcher replica (an index larger than one replica's memory)
+    replicas: int = 1  # search replicas: each answers HTTP and holds the index
+    shards: int = 1  # shard actors per search replica (an index larger than one replica's memory)
     encoders: int = 1  # video encoder replicas (0: code queries only, no model loaded)
     device: str = "cpu"  # encoder device: cpu | gpu | auto
-    cpus: float = 1.0  # per searcher / encoder replica (numba and torch threads follow it)
+    cpus: float = 1.0  # per search / encoder replica (numba and torch threads follow it)
     host: str = "127.0.0.1"
     port: int = 8000
     token_file: str | None = None
+    haproxy: bool = False  # Ray Serve's HAProxy ingress (its own local Ray only): see start()
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:  # what can be checked anywhere; check_here() where it will run
@@ -46,6 +47,9 @@ class ServeConfig:
         if self.token_file is None and self.host not in LOOPBACK:
             raise ConfigError(f"--host {self.host}: without --token-file the service binds 127.0.0.1 only; "
                               f"pass --token-file FILE to listen on other addresses")
+        if self.haproxy and self.token_file is None:
+            raise ConfigError("--haproxy: HAProxy's stats and metrics ports listen on every interface (Ray's "
+                              "template), so it runs only with --token-file FILE; or leave --haproxy out")
 
     def check_here(self) -> None:
         """The index folder and the token file, on the machine that serves (not where a config is written)."""
@@ -92,24 +96,23 @@ def build_app(cfg: ServeConfig):
     cfg.check_here()
     from ray import serve
 
-    from c3dhash.cluster.serve.deployments import IndexSearcher, VideoEncoder
+    from c3dhash.cluster.serve.deployments import VideoEncoder
     from c3dhash.cluster.serve.ingress import Ingress
     threads = max(1, int(cfg.cpus))
-    searcher = serve.deployment(IndexSearcher, name="searcher", num_replicas=cfg.replicas,
-                                ray_actor_options={"num_cpus": cfg.cpus}, max_ongoing_requests=256,
-                                health_check_period_s=2, health_check_timeout_s=10
-                                ).bind(str(Path(cfg.index).absolute()), cfg.shards, threads)
+    index = str(Path(cfg.index).absolute())
     encoder = None
     if cfg.encoders:
         gpu = {"num_gpus": 1} if cfg.device == "gpu" else {}
         encoder = serve.deployment(VideoEncoder, name="encoder", num_replicas=cfg.encoders,
                                    ray_actor_options={"num_cpus": cfg.cpus, **gpu}, max_ongoing_requests=4,
-                                   ).bind(str(Path(cfg.index).absolute()), cfg.checkpoint, cfg.device,
-                                          cfg.limits.max_duration_s, threads)
+                                   ).bind(index, cfg.checkpoint, cfg.device, cfg.limits.max_duration_s, threads)
     token = read_token(cfg.token_file) if cfg.token_file else None
-    ingress = serve.deployment(Ingress, name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
-                               max_ongoing_requests=1024)
-    return ingress.bind(searcher, encoder, str(Path(cfg.index).absolute()), token, dataclasses.asdict(cfg.limits))
+    # The HTTP replicas hold the index themselves: a code query is one hop from Serve's proxy (no second
+    # deployment call on the hot path)
+    search = serve.deployment(Ingress, name="search", num_replicas=cfg.replicas,
+                              ray_actor_options={"num_cpus": cfg.cpus}, max_ongoing_requests=256,
+                              health_check_period_s=2, health_check_timeout_s=10)
+    return search.bind(encoder, index, token, dataclasses.asdict(cfg.limits), cfg.shards, threads)
 
 
 def app_builder(args: dict[str, Any]):
@@ -120,6 +123,7 @@ def app_builder(args: dict[str, Any]):
 def serve_config(cfg: ServeConfig) -> dict[str, Any]:
     """A Serve config file for `serve deploy` (or a RayService's serveConfigV2): the same application."""
     args = cfg.to_args()
+    args.pop("haproxy")  # a property of the cluster's processes there (RAY_SERVE_ENABLE_HA_PROXY=1), not of the app
     http = {"host": args.pop("host"), "port": args.pop("port")}
     return {"proxy_location": "HeadOnly", "http_options": http,
             "applications": [{"name": APP, "route_prefix": "/", "import_path": "c3dhash.cluster.serve.app:app_builder",
@@ -157,18 +161,47 @@ class Running:
         self.stop()
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def haproxy_env() -> dict[str, str]:
+    """Ray Serve's HAProxy data plane for the Ray this process starts (its processes inherit the environment):
+    HAProxy takes the HTTP port and forwards to each replica's own HTTP server, skipping the Python proxy
+    actor and its per-request calls (bench/results/serve-*.md: code queries at 8 clients). Its stats and
+    metrics listeners get free ports, so two services on one machine do not collide."""
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+
+
 def start(cfg: ServeConfig, *, address: str | None = None) -> Running:
-    """Start (or join `address`'s) Ray, the HTTP proxy on cfg.host:cfg.port and the application; returns
-    once every replica is up."""
+    """Start (or join `address`'s) Ray, the HTTP ingress on cfg.host:cfg.port and the application; returns
+    once every replica is up. A Ray started here binds 127.0.0.1 only (eval/ray_session.py)."""
+    import os
+
     import ray
     from ray import serve
+
+    from c3dhash.eval.ray_session import start_local
     started = False
+    if cfg.haproxy and (address or ray.is_initialized()):
+        raise ConfigError("--haproxy applies to the local Ray `c3dhash serve` starts; on a cluster, start its "
+                          "processes with RAY_SERVE_ENABLE_HA_PROXY=1 (docs/serve.md) and leave --haproxy out")
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
         else:  # "local": a Ray of our own even when other people's clusters run on this machine
-            ray.init(address="local", num_cpus=max(1, int(logical_cpus(cfg) + 0.999)), include_dashboard=False,
-                     log_to_driver=False)
+            env = haproxy_env() if cfg.haproxy else {}
+            before = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)  # Ray's processes inherit it; this process gets its own back
+            try:
+                start_local(num_cpus=max(1, int(logical_cpus(cfg) + 0.999)))
+            finally:
+                for k, v in before.items():
+                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         started = True
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})

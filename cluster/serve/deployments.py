@@ -1,6 +1,7 @@
-"""The two working deployments of the service: the index searcher (batched code queries) and the video encoder
-(model and decoder warm). Neither speaks HTTP (cluster/serve/ingress.py does); both answer a dict, and a
-problem the client caused comes back as {"error": message, "status": 4xx}, never as an exception.
+"""What the service's HTTP replicas hold and call: the index searcher (in the replica's own process: batched code
+queries, no hop between HTTP and the index) and the video encoder (a deployment of its own: model and decoder
+warm). Neither speaks HTTP (cluster/serve/ingress.py does); a problem the client caused comes back as a
+RequestError (searcher) or {"error": message, "status": 4xx} (encoder), never as a traceback.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ray import serve
 from c3dhash.cluster.serve.engine import RequestError, SearchEngine, folder_version
 
 BATCH_SIZE = 64  # queries of concurrent requests answered by one knn call
-BATCH_WAIT_S = 0.002  # how long the first request of a batch waits for others (a small share of a 50 ms p99)
+BATCH_WAIT_S = 0.001  # how long the first request of a batch waits for others (a small share of a 50 ms p99)
 
 
 def error(exc: RequestError) -> dict[str, Any]:
@@ -24,66 +25,90 @@ def error(exc: RequestError) -> dict[str, Any]:
 
 
 class IndexSearcher:
-    """One index folder in memory (or over shard actors). Concurrent top-K requests are batched into one
-    knn call with the largest K of the batch; each keeps its own first K (the first K of a longer list
-    ranked by (distance, index) are the top K). A request that carries a newer index version than this
-    replica holds makes it load the folder again first (POST /reload); in-flight batches finish on the old."""
+    """One index folder in memory (or over shard actors), in the HTTP replica's process. Concurrent top-K
+    requests are batched into one knn call with the largest K of the batch; each keeps its own first K (the
+    first K of a longer list ranked by (distance, index) are the top K).
+
+    Every request first calls follow(): when `c3dhash index` has renamed a new folder into place (meta.json is
+    a new inode), the replica loads it before answering, so after POST /reload (or any rebuild) no replica
+    answers from the old folder; batches already running finish on the old engine. A folder built by another
+    model is refused once (the old one keeps serving) and reported by /stats."""
 
     def __init__(self, index: str, shards: int = 1, threads: int = 1) -> None:
         from c3dhash.eval.search.flat import use_threads
         use_threads(threads)  # numba's pool defaults to every core of the node
-        self.engine = SearchEngine(index, shards=shards)
-        self.engine.knn(np.asarray(self.engine.idx.codes[:1]), 1)  # compile + build the layouts now
-        self.reloads = 0
+        self.engine = self._load(index, shards)
+        self.fingerprint = self.engine.idx.fingerprint
+        self.reloads, self.refused = 0, None  # refused: (version, reason) of a folder this replica will not load
 
-    def _fresh(self, version: str | None) -> None:
+    @staticmethod
+    def _load(index: str | Path, shards: int, shard_cpus: float = 1.0) -> SearchEngine:
+        eng = SearchEngine(index, shards=shards, shard_cpus=shard_cpus)
+        eng.knn(np.asarray(eng.idx.codes[:1]), 1)  # compile + build the layouts before the first request
+        return eng
+
+    def follow(self) -> None:
+        """Load the folder now on disk if it changed (see the class docstring); RequestError(409) if refused."""
         eng = self.engine
-        if not version or version == eng.version:
-            return
         try:
             on_disk = folder_version(eng.path)
         except OSError:
             return  # mid-rename: keep serving the old folder
-        if on_disk == eng.version:  # a replica that restarted already holds the newest folder
+        if on_disk == eng.version:
             return
-        new = SearchEngine(eng.path, shards=eng.shards, shard_cpus=eng.shard_cpus)
-        new.knn(np.asarray(new.idx.codes[:1]), 1)
-        self.engine, self.reloads = new, self.reloads + 1
+        if self.refused and self.refused[0] == on_disk:
+            raise RequestError(self.refused[1], 409)
+        from c3dhash.eval.index.folder import VideoIndexError
+        try:
+            new = self._load(eng.path, eng.shards, eng.shard_cpus)  # the folder is read once, then checked
+        except VideoIndexError as exc:
+            return self._refuse(on_disk, f"reload refused, still serving the old index: {exc}")
+        if new.idx.fingerprint != self.fingerprint:
+            new.close()
+            return self._refuse(on_disk, f"reload refused: {eng.path} was rebuilt by another model "
+                                         f"({new.idx.fingerprint[:19]}...); restart the service to change models")
+        self.engine, self.reloads, self.refused = new, self.reloads + 1, None
         eng.close()
 
-    async def search(self, codes: np.ndarray, top: int | None, radius: int | None, names: Sequence[str],
-                     version: str | None) -> dict[str, Any]:
+    def _refuse(self, version: str, reason: str) -> None:
+        print(f"c3dhash serve: {reason}", flush=True)
+        self.refused = (version, reason)
+        raise RequestError(reason, 409)
+
+    def fresh(self) -> SearchEngine:
+        """The engine to answer from: the folder on disk, or the old one when that was refused."""
+        try:
+            self.follow()
+        except RequestError:
+            pass
+        return self.engine
+
+    async def search(self, codes: np.ndarray, top: int | None, radius: int | None,
+                     names: Sequence[str]) -> dict[str, Any]:
         if radius is not None:
-            self._fresh(version)
-            return self.engine.search(codes, radius=radius, names=names)
-        return await self._knn_batch((codes, top, list(names), version))
+            return self.fresh().search(codes, radius=radius, names=names)
+        return await self._knn_batch((codes, top, list(names)))
 
     @serve.batch(max_batch_size=BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _knn_batch(self, requests: list[tuple[np.ndarray, int, list[str], str | None]]) -> list[dict]:
-        for r in requests:
-            self._fresh(r[3])
-        eng = self.engine
+    async def _knn_batch(self, requests: list[tuple[np.ndarray, int, list[str]]]) -> list[dict]:
+        eng = self.fresh()
         rows = np.cumsum([0] + [len(r[0]) for r in requests])
         idx, dist = eng.knn(np.concatenate([r[0] for r in requests]), max(r[1] for r in requests))
-        out = []
-        for (codes, top, names, _), a, b in zip(requests, rows[:-1], rows[1:]):
-            out.append(eng.answer(names, [i[:top] for i in idx[a:b]], [d[:top] for d in dist[a:b]], top=top))
-        return out
+        return [eng.answer(names, [i[:top] for i in idx[a:b]], [d[:top] for d in dist[a:b]], top=top)
+                for (_, top, names), a, b in zip(requests, rows[:-1], rows[1:])]
 
-    async def search_item(self, item: int, top: int, version: str | None) -> dict[str, Any]:
+    async def search_item(self, item: int, top: int) -> dict[str, Any]:
         """Top K of an indexed item's own code (the page's "pick one from the index")."""
-        self._fresh(version)
-        try:
-            code = self.engine.item_code(item)
-        except RequestError as exc:
-            return error(exc)
-        rec = self.engine.idx.items[item]
-        res = await self.search(code, top, None, [rec.path], version)
+        eng = self.fresh()
+        code = eng.item_code(item)
+        rec = eng.idx.items[item]
+        res = await self.search(code, top, None, [rec.path])
         res["queries"][0].update(label=rec.label, **{"class": rec.class_name})
         return res
 
     def info(self) -> dict[str, Any]:
-        return {**self.engine.card(), "pid": os.getpid(), "reloads": self.reloads}
+        return {**self.engine.card(), "pid": os.getpid(), "reloads": self.reloads,
+                "reload_refused": self.refused[1] if self.refused else None}
 
 
 class VideoEncoder:

@@ -1,5 +1,7 @@
-"""The HTTP face of the service (one Ray Serve ingress deployment): routes, the bearer token, request limits,
-timeouts with one retry, and the counters behind GET /stats.
+"""The HTTP face of the service (the Ray Serve deployment that Serve's proxy calls, `--replicas` of them): routes,
+the bearer token, request limits, and the counters behind GET /stats. Each replica holds the index itself
+(deployments.py's IndexSearcher): a code query is one hop from the proxy, parsed, batched and answered in one
+process. Video queries go on to the encoder deployment, with a timeout and one retry.
 
     GET  /                  the search page (cluster/serve/page.html)
     GET  /healthz           {"ok": true} (no token needed: for probes)
@@ -9,10 +11,12 @@ timeouts with one retry, and the counters behind GET /stats.
     POST /search            {"codes": [[...]], "top": 10 | "radius": 3, "names": [...]} -> the CLI's JSON
     POST /search/item       {"item": i, "top": 10}: the item's own code as the query
     POST /search/video?name=clip.mp4&top=10    body = the video's bytes
-    POST /reload            load the index folder again (after `c3dhash index --add`); in-flight requests finish
+    POST /reload            check and load the index folder now on disk (after `c3dhash index --add`); every
+                            replica loads a rebuilt folder before its next answer; in-flight requests finish
 
-Errors are JSON {"error": one line} with a 4xx (the client's to fix) or 503 (the service could not answer
-in time, after one retry); an unexpected failure is a 500 with a one-line message and no traceback.
+Errors are JSON {"error": one line} with a 4xx (the client's to fix) or 503 (the encoder could not answer
+in time, after one retry); an unexpected failure is a 500 with a one-line message and no traceback. /stats
+counts the replica that answers it.
 """
 from __future__ import annotations
 
@@ -28,8 +32,7 @@ from ray.exceptions import RayTaskError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from c3dhash.cluster.serve.engine import (Limits, RequestError, folder_version, names_of, parse_codes,
-                                          parse_query)
+from c3dhash.cluster.serve.engine import Limits, RequestError, names_of, parse_codes, parse_query
 
 OPEN = {("GET", "/"), ("GET", "/healthz")}  # what answers without the token (the page asks for it itself)
 
@@ -67,14 +70,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class Ingress:
-    def __init__(self, searcher: Any, encoder: Any, index: str, token: str | None = None,
-                 limits: dict[str, Any] | None = None) -> None:
-        from c3dhash.eval.index.folder import load_index
-        self.searcher, self.encoder, self.token = searcher, encoder, token
+    def __init__(self, encoder: Any, index: str, token: str | None = None, limits: dict[str, Any] | None = None,
+                 shards: int = 1, threads: int = 1) -> None:
+        from c3dhash.cluster.serve.deployments import IndexSearcher
+        self.searcher = IndexSearcher(index, shards, threads)
+        self.encoder, self.token = encoder, token
         self.limits = Limits(**(limits or {}))
-        self.index = index
-        self.idx = load_index(index)  # items for the picker and thumbnails (codes stay memory-mapped)
-        self.version = folder_version(index)
         self.latency_ms: deque[float] = deque(maxlen=10000)
         self.counts = {"served": 0, "retried": 0, "failed": 0, "rejected": 0}
 
@@ -126,9 +127,14 @@ class Ingress:
                 return await self.reload()
         raise RequestError(f"{method} {path}: no such endpoint (see GET /stats, POST /search)", 404)
 
+    @property
+    def idx(self) -> Any:
+        """The index being served: items for the picker and thumbnails (codes stay memory-mapped)."""
+        return self.searcher.fresh().idx
+
     async def call(self, handle: Any, method: str, *args: Any) -> Any:
-        """One deployment call with the timeout, retried once (a replica that died mid-request is replaced
-        by Serve; the retry goes to a live one); 503 with the reason after that."""
+        """One call of another deployment with the timeout, retried once (a replica that died mid-request is
+        replaced by Serve; the retry goes to a live one); 503 with the reason after that."""
         last: BaseException | None = None
         for attempt in range(2):
             resp = getattr(handle, method).remote(*args)
@@ -151,9 +157,8 @@ class Ingress:
     async def search_codes(self, request: Request) -> dict[str, Any]:
         payload = parse_json(await read_body(request, self.limits.max_body_bytes))
         top, radius = parse_query(payload, self.limits)
-        codes = parse_codes(payload, self.idx.bits, max_queries=self.limits.max_queries)
-        return await self.call(self.searcher, "search", codes, top, radius, names_of(payload, len(codes)),
-                               self.version)
+        codes = parse_codes(payload, self.searcher.engine.bits, max_queries=self.limits.max_queries)
+        return await self.searcher.search(codes, top, radius, names_of(payload, len(codes)))
 
     async def search_item(self, request: Request) -> dict[str, Any]:
         payload = parse_json(await read_body(request, self.limits.max_body_bytes))
@@ -161,7 +166,7 @@ class Ingress:
         item = payload.get("item")
         if isinstance(item, bool) or not isinstance(item, int):
             raise RequestError("item: the integer index of an indexed video (GET /items lists them)")
-        return await self.call(self.searcher, "search_item", item, top, self.version)
+        return await self.searcher.search_item(item, top)
 
     async def search_video(self, request: Request) -> dict[str, Any]:
         from c3dhash.cluster.serve.uploads import check_bytes, check_name
@@ -172,7 +177,9 @@ class Ingress:
         data = await read_body(request, self.limits.max_upload_bytes)
         check_bytes(data, max_bytes=self.limits.max_upload_bytes)
         enc = await self.call(self.encoder, "encode", data, "." + name.rsplit(".", 1)[-1].lower())
-        res = await self.call(self.searcher, "search", enc["code"], top, None, [name], self.version)
+        if enc["fingerprint"] != self.searcher.fingerprint:  # an encoder started before a model change
+            raise Unavailable("the encoder holds another model than the index; retry when it has restarted")
+        res = await self.searcher.search(enc["code"], top, None, [name])
         q = res["queries"][0]
         q["thumb"], q["duration_s"] = enc["thumb"], enc["duration_s"]
         if enc["padded"]:
@@ -180,26 +187,17 @@ class Ingress:
         return res
 
     async def reload(self) -> dict[str, Any]:
-        """Validate the folder now on disk (the model must be the one the encoder holds), then hand its version
-        to every later request: each searcher replica loads it before its next batch."""
-        from c3dhash.eval.index.folder import VideoIndexError, load_index
-        try:
-            new = await asyncio.to_thread(load_index, self.index)
-        except VideoIndexError as exc:
-            raise RequestError(f"reload refused, still serving the old index: {exc}", 409) from None
-        if new.fingerprint != self.idx.fingerprint:
-            raise RequestError(f"reload refused: {self.index} was rebuilt by another model ({new.fingerprint[:19]}"
-                               f"...); restart the service to change models", 409)
-        old = len(self.idx)
-        self.idx, self.version = new, folder_version(self.index)
-        await self.call(self.searcher, "search", np.asarray(new.codes[:1]), 1, None, ["reload"], self.version)
-        return {"reloaded": True, "count": len(new), "was": old, "version": self.version}
+        """Check the folder now on disk (the model must be the one the service started with) and load it here;
+        the other replicas load it before their next answer (IndexSearcher.follow)."""
+        old = len(self.searcher.engine.idx)
+        self.searcher.follow()  # 409 with the reason when refused; requests wait while it loads, none is lost
+        eng = self.searcher.engine
+        return {"reloaded": True, "count": len(eng.idx), "was": old, "version": eng.version}
 
     async def stats(self) -> dict[str, Any]:
-        info = await self.call(self.searcher, "info")
         lat = np.asarray(self.latency_ms, float)
         pct = {f"p{p}_ms": round(float(np.percentile(lat, p)), 3) if len(lat) else None for p in (50, 99)}
-        return {**info, "requests": dict(self.counts), **pct, "version_requested": self.version,
+        return {**self.searcher.info(), "requests": dict(self.counts), **pct,
                 "limits": {k: getattr(self.limits, k) for k in Limits.__dataclass_fields__}}
 
     def items(self, request: Request) -> dict[str, Any]:
