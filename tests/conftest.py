@@ -25,6 +25,7 @@ FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow"}
 # measured serial, heaviest first) go out first and the light ones fill the gaps; heavy files left for the end would
 # leave one core idle while the other finishes them. The order inside a file is kept (module fixtures share state).
 HEAVY_FIRST = ("test_failures", "test_jobs", "test_train_elastic", "test_train", "test_planes_lanes", "test_serve",
+               "test_serve_haproxy",
                "test_bench_recipe", "test_wheel")
 
 
