@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ["C3DHASH_BENCH_RESULTS"] = "off"  # benchmarks the tests run write no bench/results/ files
 
 LOCAL_RAY_CPUS = 4  # the sharded index's 3 shards; 2 training workers and their controller
-FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow"}
+FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow", "svc": "ray"}  # svc: test_serve.py's service on its own Ray
 
 
 # `make test` runs the files on 2 pytest-xdist workers, each file on one (--dist loadfile), handed out in collection

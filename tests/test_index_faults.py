@@ -115,6 +115,7 @@ def test_the_sharded_index_refuses_set_high_bits_and_an_npz(lib, tmp_path):
         open_codes(ix / "codes.npy", 48)
 
 
+@pytest.mark.subprocess
 def test_two_concurrent_adds_keep_both_runs_videos(lib, tmp_path):
     root, ckpt, _, _ = lib
     videos = tmp_path / "v"

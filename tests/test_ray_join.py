@@ -17,6 +17,7 @@ from c3dhash.model.load import read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
 
 
+@pytest.mark.ray
 def test_encode_job_places_its_actors_on_the_cluster_named_by_ray_address(tmp_path, monkeypatch, capsys):
     """What k8s/eval/rayjob-eval.yaml runs: `c3dhash encode --workers 2` with no --address, RAY_ADDRESS set
     by the job supervisor. Before the fix it started a second, local Ray and its actors ran there."""

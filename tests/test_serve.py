@@ -223,7 +223,7 @@ def test_reload_swaps_in_an_added_index_under_load_without_losing_requests(svc, 
         r = ok_json(svc, "/reload", {})
         load += [pool.submit(http, svc, "/search", body) for _ in range(40)]
         statuses = [f.result()[0] for f in load]
-    assert statuses == [200] * 80 and (r["was"], r["count"]) == (len(before), len(before) + 1)
+    assert statuses == [200] * 80 and r["count"] == len(before) + 1 and r["reloads"] >= 1
     new = len(before)
     got = ok_json(svc, "/search", {"codes": [[str(int(load_index(index).codes[new, 0]))]], "top": 1})
     assert got["queries"][0]["results"][0] == {**got["queries"][0]["results"][0], "index": new, "distance": 0,

@@ -174,6 +174,7 @@ def single(tmp_path_factory):
     return ssl_run(tmp_path_factory.mktemp("ssl1"), rank=0, world=1)
 
 
+@pytest.mark.slow  # gloo ranks in spawned processes
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_train_self_supervised_like_one_process(tmp_path, single, world):
     mp.spawn(_rank_main, args=(world, str(tmp_path / "store"), str(tmp_path)), nprocs=world, join=True)

@@ -189,10 +189,10 @@ class Ingress:
     async def reload(self) -> dict[str, Any]:
         """Check the folder now on disk (the model must be the one the service started with) and load it here;
         the other replicas load it before their next answer (IndexSearcher.follow)."""
-        old = len(self.searcher.engine.idx)
         self.searcher.follow()  # 409 with the reason when refused; requests wait while it loads, none is lost
         eng = self.searcher.engine
-        return {"reloaded": True, "count": len(eng.idx), "was": old, "version": eng.version}
+        # no "was": a request may have made this replica load the new folder already (IndexSearcher.follow)
+        return {"reloaded": True, "count": len(eng.idx), "version": eng.version, "reloads": self.searcher.reloads}
 
     async def stats(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms, float)
