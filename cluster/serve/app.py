@@ -173,8 +173,11 @@ def haproxy_env() -> dict[str, str]:
     HAProxy takes the HTTP port and forwards to each replica's own HTTP server, skipping the Python proxy
     actor and its per-request calls (bench/results/serve-*.md: code queries at 8 clients). Its stats and
     metrics listeners get free ports, so two services on one machine do not collide."""
+    # Every c3dhash endpoint only reads (or, /reload, is idempotent), so HAProxy may replay a request that a
+    # replica killed mid-request never answered on another replica (Ray's default retries connect failures only)
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response response-timeout"}
 
 
 def start(cfg: ServeConfig, *, address: str | None = None) -> Running:
