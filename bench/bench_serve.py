@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,12 +47,6 @@ def cpu_name() -> str:
             name = line.split(":", 1)[1].replace("(R)", "").replace("(TM)", "")
             return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")[:40]
     return "cpu"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def trained_codes(n: int, seed: int, classes: int = 1000, flip: float = 0.1) -> np.ndarray:
@@ -175,7 +168,7 @@ def bench_codes(args, tmp: Path, rows: list[str]) -> None:
 def serve_codes(args, index: Path, n: int, ingress: str, token: Path, rows: list[str]) -> None:
     """POST /search at each client count through one ingress: Serve's proxy actor, or HAProxy (with a token:
     c3dhash serve runs HAProxy only with one)."""
-    from c3dhash.cluster.serve.app import ServeConfig, start
+    from c3dhash.cluster.serve.app import ServeConfig, free_port, start
     haproxy = ingress == "haproxy"
     cfg = ServeConfig(index=str(index), encoders=0, replicas=args.replicas, cpus=1.0, port=free_port(),
                       haproxy=haproxy, token_file=str(token))
@@ -222,7 +215,7 @@ def bad_uploads(url: str, video: bytes, limit: int) -> list[tuple[str, int, str]
 
 
 def bench_video_and_faults(args, tmp: Path, rows: list[str], faults: list[str]) -> None:
-    from c3dhash.cluster.serve.app import ServeConfig, start
+    from c3dhash.cluster.serve.app import ServeConfig, free_port, start
     from c3dhash.cluster.serve.engine import Limits
     root, ckpt, index = build_video_index(tmp)
     token = tmp / "token"

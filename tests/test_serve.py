@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,7 +18,7 @@ import pytest
 
 from browser import CHROMIUM, colour_blobs, needs_chromium, screenshot
 from c3dhash.cluster.cli import main
-from c3dhash.cluster.serve.app import ServeConfig, serve_config, start
+from c3dhash.cluster.serve.app import ServeConfig, free_port, serve_config, start
 from c3dhash.cluster.serve.engine import Limits, RequestError, SearchEngine, parse_codes
 from c3dhash.eval.codes import Codes, save_codes, unpack_bits
 from c3dhash.eval.index.folder import load_index
@@ -29,12 +28,6 @@ from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
 
 TOKEN = "test-token-0123456789abcdef"
 ODD = "class0/c0_<em>odd.webm"  # a path that would italicise the page if it were trusted as HTML
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from c3dhash.cluster.cli import main
+from c3dhash.cluster.serve.app import free_port
 from c3dhash.cluster.serve.engine import SearchEngine
 from c3dhash.eval.index.folder import write_index
 from c3dhash.loaders.manifest import VideoRecord
@@ -22,13 +23,6 @@ from c3dhash.loaders.manifest import VideoRecord
 pytestmark = [pytest.mark.subprocess, pytest.mark.ray]
 
 TOKEN = "haproxy-test-token-0123456789"
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: dict, token: str | None) -> tuple[int, dict]:

@@ -161,7 +161,8 @@ class Running:
         self.stop()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for listeners Ray would otherwise put on fixed ports)."""
     import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -175,8 +176,8 @@ def haproxy_env() -> dict[str, str]:
     metrics listeners get free ports, so two services on one machine do not collide."""
     # Every c3dhash endpoint only reads (or, /reload, is idempotent), so HAProxy may replay a request that a
     # replica killed mid-request never answered on another replica (Ray's default retries connect failures only)
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response response-timeout"}
 
 
@@ -204,7 +205,10 @@ def start(cfg: ServeConfig, *, address: str | None = None) -> Running:
                 start_local(num_cpus=max(1, int(logical_cpus(cfg) + 0.999)))
             finally:
                 for k, v in before.items():
-                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+                    if v is None:
+                        del os.environ[k]
+                    else:
+                        os.environ[k] = v
         started = True
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
