@@ -62,3 +62,36 @@ def hold_loop(config: dict[str, Any]) -> None:
 
     Trainer.train_step = train_step  # this worker process only
     worker.train_loop_per_worker(config)
+
+
+# --- the merged failure run (tests/test_failures.py) ---------------------------------------------------------
+# Global steps done before whose next step each worker waits, once per run folder: the test SIGKILLs rank 1 at
+# the first and sends Ctrl-C to the driver at the second, so each lands mid-epoch at a known step.
+HOLD_ONCE = (3, 5)
+
+
+def held(run_dir: Path, step: int, rank: int) -> Path:
+    """The marker a worker writes (its pid) when it starts waiting before step + 1."""
+    return Path(run_dir) / f".held_{step}_r{rank}"
+
+
+def hold_once_loop(config: dict[str, Any]) -> None:
+    import os
+    import time
+
+    from c3dhash.distributed import worker
+    from c3dhash.distributed.env import get_rank
+    from c3dhash.distributed.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def train_step(self, clips, labels):
+        marker = held(config["run_dir"], self.state.global_step, get_rank())
+        if self.state.global_step in HOLD_ONCE and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(HOLD_TIMEOUT_S)  # normally ended by the test's SIGKILL or Ctrl-C
+            raise RuntimeError(f"held {HOLD_TIMEOUT_S:.0f} s after step {self.state.global_step}: no fault came")
+        return real_step(self, clips, labels)
+
+    Trainer.train_step = train_step  # this worker process only
+    worker.train_loop_per_worker(config)

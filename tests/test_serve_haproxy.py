@@ -46,7 +46,8 @@ def test_haproxy_ingress_answers_like_the_engine_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "c3dhash.cluster.cli", "serve", "--index", str(index), "--haproxy",
                              "--token-file", str(token), "--encoders", "0", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as test_failures
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
