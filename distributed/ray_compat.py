@@ -12,7 +12,9 @@
   file path of ray.train.v2._internal.execution.context (which the LoggingConfig filter misses);
 - snapshot: checkpoint_manager_snapshot.json, Ray Train's record of the checkpoints it registered, read by
   resume (which checkpoint is latest) and by the graceful stop (is everything on disk registered yet);
-- connection: GcsClient (one authenticated call in the address probe) and `auto` address resolution.
+- connection: GcsClient (one authenticated call in the address probe) and `auto` address resolution;
+- storage check: StorageContext._check_validation_file, Ray's test that the run folder is the shared one (its
+  marker file) before a worker moves a checkpoint in (distributed/worker.py move_into_storage).
 
 Here on floor 3 (distributed/), not in cluster/: the workers (distributed/failures.py, worker.py) and the
 checkpoint reader (distributed/checkpoint.py) use it, and distributed/ cannot import cluster/. Nothing here
@@ -32,6 +34,7 @@ TRAIN_FN_LOGGER = "ray.train.v2._internal.util"  # logs "Error in training funct
 REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"  # logger = logging.getLogger(__file__)
 GCS_CLIENT_IMPORT = "from ray._raylet import GcsClient"  # for the address probe's subprocess
 TRAINER_HOOKS = ("_initialize_and_run_controller", "_register_sigint_handler")  # of DataParallelTrainer
+STORAGE_CHECK = "_check_validation_file"  # of StorageContext: raises unless its marker is in the run folder
 
 _LAZY = {
     "DefaultFailurePolicy": "ray.train.v2._internal.execution.failure_handling",
@@ -84,3 +87,9 @@ def registered_checkpoints(run_dir: str | Path) -> list[Path] | None:
         return None
     ordered = [n for n in names if n != latest] + ([latest] if latest else [])
     return [Path(run_dir) / n for n in ordered]
+
+
+def check_storage(storage: Any) -> None:
+    """Ray's own check (and error) that this node sees the run folder the driver created (a shared storage_path),
+    which its checkpoint copy runs first."""
+    getattr(storage, STORAGE_CHECK)()

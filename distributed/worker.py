@@ -12,10 +12,14 @@ decision is the Trainer's, which runs without Ray too (tests/test_trainer.py).
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray.train
 import ray.train.torch
 import torch
@@ -24,7 +28,7 @@ from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.build import build_data, build_model
 from c3dhash.distributed.env import require_cuda
 from c3dhash.distributed.job import JobConfig
-from c3dhash.distributed.ray_compat import report_logger_name
+from c3dhash.distributed.ray_compat import check_storage, report_logger_name
 from c3dhash.distributed.trainer import Hooks, Trainer
 
 
@@ -36,21 +40,40 @@ def quiet_ray_train(level: str) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def move_into_storage(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+    """Ray's checkpoint upload, as one rename when the staged folder and the run folder share a local filesystem:
+    an AdamW checkpoint of r3d_18 (~400 MB) is then written once, not written and copied. Otherwise (object
+    storage, another device) Ray's copy."""
+    storage = ray.train.get_context().get_storage()
+    dest = Path(storage.build_checkpoint_path_from_name(dir_name))
+    local = isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
+    if local and dest.parent.is_dir() and os.stat(checkpoint.path).st_dev == os.stat(dest.parent).st_dev:
+        check_storage(storage)  # this node sees the driver's run folder, as before Ray's copy
+        os.rename(checkpoint.path, dest)
+        return ray.train.Checkpoint(str(dest))
+    return storage.persist_current_checkpoint(checkpoint, dir_name)
+
+
 def ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     """The Trainer's report hook: metrics (+ where this rank ran) and, on rank 0, the checkpoint files."""
     metrics = {**metrics, "node": ray.get_runtime_context().get_node_id()}
     if state is None:
         ray.train.report(metrics)
         return
+    # mkdir, not mkdtemp: the folder may become the checkpoint, with the umask's mode as Ray's copy had
+    staged = Path(tempfile.gettempdir()) / f"c3dhash-checkpoint-{uuid.uuid4().hex}"
     try:
-        with tempfile.TemporaryDirectory() as d:
-            ckpt.atomic_save(state, Path(d) / ckpt.CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        staged.mkdir()
+        ckpt.atomic_save(state, staged / ckpt.CHECKPOINT_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staged)),
+                         checkpoint_upload_fn=move_into_storage)
     except OSError as exc:  # a full disk: Ray retried, then left a half-written copy under the final name
         raise ckpt.CheckpointError(
             f"writing the checkpoint of global step {metrics.get('global_step')} failed ({exc.strerror or exc}); "
             f"the earlier checkpoints are intact (an incomplete copy is set aside at the next start): free space "
             f"on the storage (cluster.storage_path) or in the temp folder and run again to resume") from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already when it was moved into the run folder
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

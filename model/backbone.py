@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
-from torchvision.models import video
 
 WEIGHTS_URL = "https://download.pytorch.org/models/{file}"
 KINETICS_ALIAS = "kinetics400"
@@ -33,9 +30,11 @@ class WeightsError(ModelError):
     """Pretrained weights missing or unreadable; the message names the file and where to get it."""
 
 
-# name -> (constructor, torchvision weight file name, feature width). One row per supported trunk.
-BACKBONES: dict[str, tuple[Callable[..., nn.Module], str, int]] = {
-    "r3d_18": (video.r3d_18, "r3d_18-b3b3357e.pth", 512),
+# name -> (torchvision.models.video constructor, torchvision weight file name, feature width). One row per
+# supported trunk. The constructor is looked up when a trunk is built: importing torchvision costs ~1.3 CPU-s,
+# which the processes that only check a config (the training driver, Ray's controller) need not pay.
+BACKBONES: dict[str, tuple[str, str, int]] = {
+    "r3d_18": ("r3d_18", "r3d_18-b3b3357e.pth", 512),
 }
 
 
@@ -44,7 +43,7 @@ def kinetics_norm() -> tuple[tuple[float, float, float], tuple[float, float, flo
     return KINETICS_MEAN, KINETICS_STD
 
 
-def _spec(name: str) -> tuple[Callable[..., nn.Module], str, int]:
+def _spec(name: str) -> tuple[str, str, int]:
     if name not in BACKBONES:
         raise ModelError(f"model.backbone={name!r} is not supported; choose one of {', '.join(BACKBONES)}")
     return BACKBONES[name]
@@ -91,9 +90,10 @@ def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
 
 def build_backbone(*, name: str = "r3d_18", weights: str | None = None) -> nn.Module:
     """The trunk with `fc` replaced by Identity: forward returns the pooled N x feature_dim(name) feature."""
+    from torchvision.models import video
     ctor, _, _ = _spec(name)
     path = resolve_weights(weights, name=name)
-    trunk = ctor(weights=None)  # weights=None: torchvision must never try to download
+    trunk = getattr(video, ctor)(weights=None)  # weights=None: torchvision must never try to download
     trunk.fc = nn.Identity()
     if path is not None:
         state = load_trunk_state(path)

@@ -24,7 +24,7 @@ FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow", "svc": "ray"}  # svc: test_
 # order. A file's tests wait mostly on Ray start-ups and subprocesses, so the files that take minutes (issue 36:
 # measured serial, heaviest first) go out first and the light ones fill the gaps; heavy files left for the end would
 # leave one core idle while the other finishes them. The order inside a file is kept (module fixtures share state).
-HEAVY_FIRST = ("test_failures", "test_jobs", "test_train_elastic", "test_train", "test_planes_lanes", "test_serve",
+HEAVY_FIRST = ("test_failures", "test_jobs", "test_train_elastic", "test_planes_lanes", "test_serve",
                "test_serve_haproxy",
                "test_bench_recipe", "test_wheel")
 

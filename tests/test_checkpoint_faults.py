@@ -84,7 +84,7 @@ def test_an_incomplete_unregistered_copy_is_set_aside_and_a_registered_one_stays
 
 
 def test_a_full_disk_while_reporting_a_checkpoint_is_one_line(monkeypatch):
-    def full(metrics, checkpoint=None):
+    def full(metrics, checkpoint=None, **upload):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(worker.ray.train, "report", full)
     monkeypatch.setattr(worker.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n"))

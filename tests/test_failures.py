@@ -276,7 +276,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.ray
 @pytest.mark.subprocess
 def test_sigterm_of_the_driver_leaves_no_ray_process(data, tmp_path):
-    cfg = config_file(data, tmp_path, "term", epochs=3)
+    cfg = config_file(data, tmp_path, "term", epochs=3, cluster__num_workers=1)  # the Ray processes, not DDP
     driver = Driver(cfg, None, env={"RAY_ADDRESS": ""})
     driver.wait_for("epoch 1/3 step", timeout=400)
     ray_procs = descendants(driver.proc.pid)  # raylet, GCS, dashboard, Train controller and workers

@@ -67,3 +67,30 @@ def test_connection_helpers():
     assert ns["GcsClient"] is ray._raylet.GcsClient  # it forwards calls to InnerGcsClient (a compiled class)
     assert callable(ray._raylet.InnerGcsClient.internal_kv_get)
     assert params(ray_compat.canonicalize_bootstrap_address)[0] == "addr"
+
+
+def test_storage_check_and_the_in_place_checkpoint_upload(tmp_path, monkeypatch):
+    """worker.move_into_storage: a staged folder on the run folder's filesystem is renamed into Ray's checkpoint
+    path (the same inode: written once); a run folder this node does not share fails Ray's own check."""
+    import pytest
+    import ray.train
+    from ray.train.v2._internal.execution.storage import StorageContext
+    from types import SimpleNamespace
+
+    from c3dhash.distributed import worker
+    storage = StorageContext(str(tmp_path / "runs"), "x")  # creates the run folder and Ray's marker in it
+    assert callable(getattr(storage, ray_compat.STORAGE_CHECK))
+    monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_storage=lambda: storage))
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "checkpoint.pt").write_bytes(b"x" * 1000)
+    inode = (staged / "checkpoint.pt").stat().st_ino
+    out = worker.move_into_storage(ray.train.Checkpoint.from_directory(str(staged)), "checkpoint_000002")
+    dest = tmp_path / "runs" / "x" / "checkpoint_000002"
+    assert out.path == str(dest) and (dest / "checkpoint.pt").stat().st_ino == inode and not staged.exists()
+    for marker in (tmp_path / "runs" / "x").glob(".*marker*"):
+        marker.unlink()  # as on a node whose runs/x is its own folder, not the driver's
+    staged.mkdir()
+    with pytest.raises(RuntimeError):
+        worker.move_into_storage(ray.train.Checkpoint.from_directory(str(staged)), "checkpoint_000004")
+    assert staged.exists()  # nothing moved
