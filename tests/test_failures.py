@@ -143,7 +143,7 @@ class Driver:
         return rc, "".join(self.lines), self.proc.stderr.read()
 
 
-EPOCHS = 4  # 2 steps each: rank 1 killed in epoch 1 (faults.HOLD_ONCE), Ctrl-C in epoch 2, the rest on resume
+EPOCHS = 3  # 2 steps each: rank 1 killed in epoch 1 (faults.HOLD_ONCE), Ctrl-C in epoch 2, which the resume trains
 FAULTS_CLI = [sys.executable, str(Path(__file__).parent / "faults_cli.py")]
 
 
