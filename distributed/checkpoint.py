@@ -14,6 +14,7 @@ so a half-copied folder that Ray never registered is not picked; without a snaps
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from c3dhash.loaders.atomic import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
+STAGING_DIR = ".staging"  # in the run folder: checkpoints being written, moved out whole (distributed/worker.py)
 
 
 class CheckpointError(ValueError):
@@ -142,8 +144,14 @@ def set_aside_broken(run_dir: str | Path) -> list[Path]:
     """Before Ray reads the run folder: an unreadable snapshot (Ray Train fails on it with a long traceback) and
     unregistered checkpoint folders that do not load (a copy a full disk cut short) get a `.broken-` name, so a
     checkpoint under its final name is complete. Registered ones stay (Ray's snapshot names them); the
-    resume passes over them. Returns the new names."""
+    resume passes over them. A worker killed while writing left its staged checkpoint in STAGING_DIR: removed
+    (never registered, and ~400 MB each). Returns the new names."""
     run = Path(run_dir)
+    left = [p.name for p in (run / STAGING_DIR).glob("*")]
+    if left:
+        shutil.rmtree(run / STAGING_DIR, ignore_errors=True)
+        print(f"warning: removed {len(left)} checkpoint(s) a stopped worker was writing ({run / STAGING_DIR})",
+              flush=True)
     moved, stamp = [], time.strftime("%Y%m%d-%H%M%S")
     registered = registered_checkpoints(run)
     if snapshot_problem(run):

@@ -41,9 +41,9 @@ def quiet_ray_train(level: str) -> None:
 
 
 def move_into_storage(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
-    """Ray's checkpoint upload, as one rename when the staged folder and the run folder share a local filesystem:
-    an AdamW checkpoint of r3d_18 (~400 MB) is then written once, not written and copied. Otherwise (object
-    storage, another device) Ray's copy."""
+    """Ray's checkpoint upload, as one rename when the staged folder and the run folder share a local filesystem
+    (staging_root): an AdamW checkpoint of r3d_18 (~400 MB) is then written once, not written and copied.
+    Otherwise (object storage) Ray's copy."""
     storage = ray.train.get_context().get_storage()
     dest = Path(storage.build_checkpoint_path_from_name(dir_name))
     local = isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
@@ -54,6 +54,16 @@ def move_into_storage(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
     return storage.persist_current_checkpoint(checkpoint, dir_name)
 
 
+def staging_root() -> Path:
+    """Where rank 0 writes a checkpoint before Ray's upload: inside the run folder on a local or mounted
+    storage_path (the upload is then a rename, and what a killed worker leaves there is removed at the next start:
+    ckpt.set_aside_broken), else the temp folder."""
+    storage = ray.train.get_context().get_storage()
+    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(storage.experiment_fs_path) / ckpt.STAGING_DIR
+    return Path(tempfile.gettempdir())
+
+
 def ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     """The Trainer's report hook: metrics (+ where this rank ran) and, on rank 0, the checkpoint files."""
     metrics = {**metrics, "node": ray.get_runtime_context().get_node_id()}
@@ -61,9 +71,9 @@ def ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         ray.train.report(metrics)
         return
     # mkdir, not mkdtemp: the folder may become the checkpoint, with the umask's mode as Ray's copy had
-    staged = Path(tempfile.gettempdir()) / f"c3dhash-checkpoint-{uuid.uuid4().hex}"
+    staged = staging_root() / f"c3dhash-checkpoint-{uuid.uuid4().hex}"
     try:
-        staged.mkdir()
+        staged.mkdir(parents=True)
         ckpt.atomic_save(state, staged / ckpt.CHECKPOINT_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staged)),
                          checkpoint_upload_fn=move_into_storage)

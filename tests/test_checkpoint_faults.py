@@ -12,7 +12,7 @@ import torch
 from c3dhash.cluster import driver
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed import worker
-from test_trainer import job, make_trainer
+from train_helpers import job, make_trainer
 
 
 @pytest.fixture
@@ -83,16 +83,29 @@ def test_an_incomplete_unregistered_copy_is_set_aside_and_a_registered_one_stays
     assert "set aside checkpoint_000009 (unreadable or incomplete)" in capsys.readouterr().out
 
 
-def test_a_full_disk_while_reporting_a_checkpoint_is_one_line(monkeypatch):
+def test_a_full_disk_while_reporting_a_checkpoint_is_one_line(monkeypatch, tmp_path):
     def full(metrics, checkpoint=None, **upload):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(worker.ray.train, "report", full)
+    monkeypatch.setattr(worker, "staging_root", lambda: tmp_path / ckpt.STAGING_DIR)
     monkeypatch.setattr(worker.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "n"))
     with pytest.raises(ckpt.CheckpointError) as exc:
         worker.ray_report({"global_step": 6}, {"model": {}})
     msg = str(exc.value)
     assert "\n" not in msg and "checkpoint of global step 6 failed (No space left on device)" in msg
     assert "earlier checkpoints are intact" in msg
+    assert list((tmp_path / ckpt.STAGING_DIR).iterdir()) == []  # the staged copy is gone
+
+
+def test_checkpoints_a_killed_worker_was_writing_are_removed_at_the_next_start(run, capsys):
+    staged = run / ckpt.STAGING_DIR / "c3dhash-checkpoint-1"
+    staged.mkdir(parents=True)
+    (staged / ckpt.CHECKPOINT_FILE).write_bytes(b"x" * 1000)  # cut short by the kill
+    before = sorted(p.name for p in run.iterdir())
+    assert ckpt.set_aside_broken(run) == []  # nothing set aside: a staged copy was never a checkpoint
+    assert not (run / ckpt.STAGING_DIR).exists()
+    assert sorted(p.name for p in run.iterdir()) == [n for n in before if n != ckpt.STAGING_DIR]
+    assert "removed 1 checkpoint(s) a stopped worker was writing" in capsys.readouterr().out
 
 
 def test_a_full_disk_while_writing_best_pt_keeps_the_previous_one(tmp_path, monkeypatch):

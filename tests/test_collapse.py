@@ -9,7 +9,7 @@ import torch
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.collapse import CollapseError, code_figures, collapse_problem
 from c3dhash.eval.codes import pack_bits
-from test_trainer import job, make_trainer
+from train_helpers import job, make_trainer
 
 
 def test_code_figures():

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_trainer import WORLD, job, make_trainer, record_losses
+from train_helpers import WORLD, job, make_trainer, record_losses
 
 TOLERANCE = 0.02  # relative, per step: bf16 keeps 8 mantissa bits (~0.4 % per gradient value)
 

@@ -21,24 +21,9 @@ from c3dhash.distributed.optim import lr_factor
 from c3dhash.distributed.job import config_to_dict
 from c3dhash.distributed.trainer import NonFiniteError, Trainer
 from c3dhash.eval.config import EvalConfig
-from train_helpers import EPOCHS, STEPS, job, make_trainer
+from train_helpers import EPOCHS, STEPS, WORLD, job, make_trainer, record_losses
 
-WORLD = 2
 FAULT_AT = 4  # the group dies before global step 5 (epoch 1, its second step)
-
-
-def record_losses(tr: Trainer, *, fault_at: int | None = None) -> list[tuple[int, float]]:
-    """Wrap this trainer's step (a test hook): (global step, loss) per step; raise at `fault_at`."""
-    losses, step = [], tr.train_step
-
-    def wrapped(clips, labels):
-        if tr.state.global_step == fault_at:
-            raise RuntimeError("injected: the worker group is lost")
-        out = step(clips, labels)
-        losses.append((tr.state.global_step + 1, float(out[0])))
-        return out
-    tr.train_step = wrapped
-    return losses
 
 
 def model_state(tr: Trainer) -> dict:

@@ -154,3 +154,20 @@ def make_trainer(cfg: JobConfig, run_dir, *, rank: int, world: int, queries: int
                  database=tensor_eval_set(x, labels, rank=rank, world=world, batch_size=2),
                  run_dir=run_dir, hooks=Hooks(report=hook))
     return tr, hook.rows
+
+
+WORLD = 2  # ranks of the gloo Trainer tests
+
+
+def record_losses(tr: Trainer, *, fault_at: int | None = None) -> list[tuple[int, float]]:
+    """Wrap this trainer's step (a test hook): (global step, loss) per step; raise at `fault_at`."""
+    losses, step = [], tr.train_step
+
+    def wrapped(clips, labels):
+        if tr.state.global_step == fault_at:
+            raise RuntimeError("injected: the worker group is lost")
+        out = step(clips, labels)
+        losses.append((tr.state.global_step + 1, float(out[0])))
+        return out
+    tr.train_step = wrapped
+    return losses
