@@ -42,6 +42,9 @@ class DataConfig:
     flip: bool = True
     # train: brightness/contrast/saturation factors drawn from [1 - s, 1 + s] (0 = off)
     colour_jitter: float = field(default=0.0, metadata={">=": 0, "<": 1})
+    # train: zoom, each frame resized by a factor drawn from [1, 1 + z] before the crop (0 = off): a copy that
+    # was cropped and rescaled shows the same content larger
+    zoom_jitter: float = field(default=0.0, metadata={">=": 0, "<=": 1})
     mean: tuple[float, float, float] = field(default=SEED_MEAN, metadata={">=": 0, "<=": 1})
     std: tuple[float, float, float] = field(default=SEED_STD, metadata={">": 0})
     num_threads: int = field(default=2, metadata={">=": 1})  # DALI CPU threads per pipeline

@@ -31,6 +31,7 @@ class (train) or left out (eval, listed in `loader.skipped`).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 from collections import deque
@@ -75,13 +76,13 @@ def _clip_pipeline(source: Callable, *, cfg: DataConfig, batch_size: int, device
     @pipeline_def(batch_size=batch_size, num_threads=cfg.num_threads, seed=cfg.seed,
                   prefetch_queue_depth=DALI_QUEUE, device_id=device_id if device == "mixed" else None)
     def clips():
-        encoded, start, crop_x, crop_y, flip = fn.external_source(
-            source=source, num_outputs=5, batch=True,
-            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32])
+        encoded, start, crop_x, crop_y, flip, zoom = fn.external_source(
+            source=source, num_outputs=6, batch=True,
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.FLOAT])
         frames = fn.decoders.video(encoded, device=device, start_frame=start,
                                    sequence_length=1 if static else cfg.num_frames,
                                    stride=cfg.stride, pad_mode="edge")
-        frames = fn.resize(frames, resize_y=cfg.resize[0], resize_x=cfg.resize[1])
+        frames = fn.resize(frames, resize_y=zoom * float(cfg.resize[0]), resize_x=zoom * float(cfg.resize[1]))
         if static:  # the "no motion" baseline: the clip's first frame repeated T times
             frames = fn.sequence_rearrange(frames, new_order=[0] * cfg.num_frames)
         return fn.crop_mirror_normalize(
@@ -183,7 +184,7 @@ class ClipDecoder:
             data.append(np.frombuffer(blob, dtype=np.uint8))
             starts.append(np.int32(start_frame(clip.position, n_frames=n, span=self.span)))
         feed = (data, starts, [np.float32(c.crop_x) for c in kept], [np.float32(c.crop_y) for c in kept],
-                [np.int32(c.flip) for c in kept])
+                [np.int32(c.flip) for c in kept], [np.float32(c.zoom) for c in kept])
         return kept, feed
 
     def read_file(self, path: Path) -> bytes:
@@ -239,7 +240,7 @@ class ClipDecoder:
             raise DataError(f"{self.root}: every video of the split failed to decode; "
                             f"run `c3dhash check-data`")
         same = [i for i in good if self.records[i].label == label] or good
-        return Clip(same[clip.index % len(same)], clip.position, clip.crop_x, clip.crop_y, clip.flip)
+        return dataclasses.replace(clip, index=same[clip.index % len(same)])  # the same cut and augmentation
 
     def _mark_bad(self, path: str, reason: str) -> None:
         self.bad[path] = reason
@@ -299,7 +300,7 @@ class TrainLoader:
     def plan(self, epoch: int) -> list[list[Clip]]:
         """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
         return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip,
-                                        colour=self.cfg.colour_jitter),
+                                        colour=self.cfg.colour_jitter, zoom=self.cfg.zoom_jitter),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
@@ -375,10 +376,10 @@ def build_eval_loader(records: Sequence[VideoRecord], root: str | Path, cfg: Dat
 
 def build_copy_loader(records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                       world_size: int, device_id: int | None, seed: int) -> EvalLoader:
-    """An eval loader of augmented copies (loaders/sampler.py copy_clips: position, crop, flip, colour drawn
+    """An eval loader of augmented copies (loaders/sampler.py copy_clips: position, crop, flip, colour, zoom drawn
     per video from `seed`): held-out near-duplicate queries for validating self-supervised training."""
     loader = EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id)
     loader.batches = copy_clips(loader.video_indices, clips_per_video=cfg.clips_per_video,
                                 batch_size=cfg.batch_size, seed=seed, flip=cfg.flip,
-                                colour=max(cfg.colour_jitter, 0.0))
+                                colour=max(cfg.colour_jitter, 0.0), zoom=cfg.zoom_jitter)
     return loader

@@ -42,6 +42,7 @@ class Clip:
     brightness: float = 1.0  # colour factors (loaders/augment.py); 1.0 = unchanged, the eval default
     contrast: float = 1.0
     saturation: float = 1.0
+    zoom: float = 1.0  # resize factor before the crop (>= 1: the crop shows less of the frame, larger)
 
 
 def clip_span(num_frames: int, stride: int) -> int:
@@ -210,10 +211,10 @@ def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Cl
 
 
 def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool,
-                colour: float = 0.0) -> list[Clip]:
-    """Random temporal position, crop window, flip and (colour > 0) colour factors in [1 - colour, 1 + colour]
-    for every clip of a GLOBAL batch (slice it by rank afterwards, so the draw does not depend on the number
-    of ranks)."""
+                colour: float = 0.0, zoom: float = 0.0) -> list[Clip]:
+    """Random temporal position, crop window, flip, (colour > 0) colour factors in [1 - colour, 1 + colour] and
+    (zoom > 0) a zoom in [1, 1 + zoom] for every clip of a GLOBAL batch (slice it by rank afterwards, so the
+    draw does not depend on the number of ranks)."""
     rng = _rng(seed, epoch, step, 1)  # a stream of its own: changing P/K does not reseed augmentation
     n = len(batch)
     pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
@@ -221,8 +222,9 @@ def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bo
     factors = np.ones((3, n))
     if colour > 0:  # a third stream: turning colour on leaves positions, crops and flips as they were
         factors = 1.0 + colour * (2.0 * _rng(seed, epoch, step, 3).random((3, n)) - 1.0)
-    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s))
-            for i, p, x, y, f, b, c, s in zip(batch, pos, cx, cy, flips, *factors)]
+    zooms = 1.0 + zoom * _rng(seed, epoch, step, 4).random(n) if zoom > 0 else np.ones(n)  # a fourth stream
+    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s), float(z))
+            for i, p, x, y, f, b, c, s, z in zip(batch, pos, cx, cy, flips, *factors, zooms)]
 
 
 def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
@@ -237,15 +239,17 @@ def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int) 
 
 
 def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
-               colour: float) -> list[list[Clip]]:
+               colour: float, zoom: float = 0.0) -> list[list[Clip]]:
     """Held-out augmented copies for validation without labels: like eval_clips, but each clip's position,
-    crop, flip and colour are drawn from (seed, video), so a video's copy is the same on any rank and epoch."""
+    crop, flip, colour and zoom are drawn from (seed, video), so a video's copy is the same on any rank and
+    epoch."""
     flat = []
     for v in videos:
         rng = _rng(seed, v, 9)
         for _ in range(clips_per_video):
             pos, cx, cy, f = rng.random(4)
             b, c, s = 1.0 + colour * (2.0 * rng.random(3) - 1.0) if colour > 0 else (1.0, 1.0, 1.0)
+            z = 1.0 + zoom * rng.random() if zoom > 0 else 1.0  # drawn last: zoom off keeps the other draws
             flat.append(Clip(v, float(pos), float(cx), float(cy), bool(flip and f < 0.5), float(b), float(c),
-                             float(s)))
+                             float(s), float(z)))
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]

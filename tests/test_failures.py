@@ -2,10 +2,11 @@
 workers):
 
 - a project error raised inside a worker is not retried and the CLI prints the worker's own message (exit 2);
-- one run shows three behaviours: a worker process killed with SIGKILL mid-epoch, Ctrl-C (exit 130
-  "interrupted"), and a second start with the same name that resumes; every epoch is trained exactly once
-  (module fixture `merged`; a copy of its run folder, checkpoints truncated, is the unloadable-checkpoint case);
-- a driver ended by SIGTERM leaves no Ray process behind (its own local Ray);
+- one run shows four behaviours: a worker process killed with SIGKILL mid-epoch, Ctrl-C (exit 130
+  "interrupted") that leaves no process of the driver's own local Ray behind, and a second start with the same
+  name that resumes; every epoch is trained exactly once (module fixture `merged`; a copy of its run folder,
+  checkpoints truncated, is the unloadable-checkpoint case);
+- SIGTERM stops training like Ctrl-C (the same path from there on: unit test of fit);
 - a cluster that cannot place num_workers workers is refused before training.
 Unit tests of the failure policy and the placement arithmetic need no cluster."""
 import os
@@ -173,18 +174,20 @@ def merged(local_ray, data, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("merged")
     cfg = config_file(data, tmp, "intr", epochs=EPOCHS, cluster__max_failures=2)
     run = tmp / "runs" / "intr"
-    first = Driver(cfg, local_ray, cmd=FAULTS_CLI)
+    first = Driver(cfg, None, env={"RAY_ADDRESS": ""}, cmd=FAULTS_CLI)  # a local Ray of its own
     kill_at, interrupt_at = faults.HOLD_ONCE
     os.kill(wait_for_hold(run, first, kill_at, saved=1), signal.SIGKILL)  # a real kill, mid-run
     wait_for_hold(run, first, interrupt_at, saved=2)  # the new group trained epoch 1 again and holds in epoch 2
+    ray_procs = descendants(first.proc.pid)  # raylet, GCS, Train controller and workers
     first.proc.send_signal(signal.SIGINT)
     t0 = time.time()
     interrupted = first.finish(timeout=120)
     took, saved = time.time() - t0, saved_epochs(run)
+    left = still_alive(ray_procs)
     lock_left = (run / ".lock").exists()
-    again = Driver(cfg, local_ray).finish(timeout=600)
+    again = Driver(cfg, local_ray).finish(timeout=600)  # joins the suite's Ray: --address
     return {"run": run, "data": data, "interrupted": interrupted, "interrupt_took": took, "saved": saved,
-            "lock_left": lock_left, "again": again}
+            "ray_procs": ray_procs, "left": left, "lock_left": lock_left, "again": again}
 
 
 @pytest.mark.subprocess
@@ -199,6 +202,7 @@ def test_sigkill_then_ctrl_c_then_the_same_name_resumes_every_epoch_once(merged)
     assert merged["interrupt_took"] < 60
     assert saved == [0, 1], saved  # stopped mid-epoch 2, the epochs before it kept
     assert not merged["lock_left"]
+    assert len(merged["ray_procs"]) >= 4 and merged["left"] == [], merged  # its own Ray is gone with it
 
     rc, out, err = merged["again"]
     assert rc == 0, err[-3000:]
@@ -248,7 +252,7 @@ def test_cluster_too_small_is_refused_before_training(local_ray, data, tmp_path)
     assert not (tmp_path / "runs" / "big" / "config.yaml").exists()
 
 
-# ---------------------------------------------------------------- a driver with its own local Ray
+# ---------------------------------------------------------------- processes (the merged run's own Ray); SIGTERM
 
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
@@ -273,21 +277,31 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.ray
-@pytest.mark.subprocess
-def test_sigterm_of_the_driver_leaves_no_ray_process(data, tmp_path):
-    cfg = config_file(data, tmp_path, "term", epochs=3, cluster__num_workers=1)  # the Ray processes, not DDP
-    driver = Driver(cfg, None, env={"RAY_ADDRESS": ""})
-    driver.wait_for("epoch 1/3 step", timeout=400)
-    ray_procs = descendants(driver.proc.pid)  # raylet, GCS, dashboard, Train controller and workers
-    assert len(ray_procs) >= 4, ray_procs
-    driver.proc.send_signal(signal.SIGTERM)
-    rc, out, err = driver.finish(timeout=120)
-    assert rc == 130 and "interrupted" in err
-    deadline = time.time() + 60
-    while time.time() < deadline and any(alive(p) for p in ray_procs):
-        time.sleep(1)
-    left = [p for p in ray_procs if alive(p)]
-    for p in left:  # clean up before failing
+def still_alive(pids: set[int], wait_s: float = 60) -> list[int]:
+    """The pids still alive after up to wait_s; they are SIGKILLed (a failing test leaves nothing running)."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.5)
+    left = [p for p in pids if alive(p)]
+    for p in left:
         os.kill(p, signal.SIGKILL)
-    assert left == []
+    return left
+
+
+def test_sigterm_stops_training_like_ctrl_c(tmp_path, capsys):
+    """fit() turns SIGTERM (a scheduler, `timeout`) into a KeyboardInterrupt after the graceful stop, like
+    Ctrl-C; the CLI then exits 130 (the merged run shows the rest of that path). Its handler is restored."""
+    from c3dhash.cluster.fit import Terminated, fit
+
+    class Trainer:
+        controller = None
+
+        def fit(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises in this thread first
+            raise AssertionError("SIGTERM did not stop fit")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as exc:
+        fit(Trainer(), tmp_path, max_failures=0)
+    assert isinstance(exc.value, KeyboardInterrupt) and signal.getsignal(signal.SIGTERM) is before
+    assert f"stopping: waiting for checkpoints already saved to be registered in {tmp_path}" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from c3dhash.loaders import pipelines
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord, write_manifest
 from c3dhash.loaders.probe import DataWarning, write_skip_list
-from c3dhash.loaders.sampler import clip_span, eval_positions, start_frame
+from c3dhash.loaders.sampler import Clip, clip_span, eval_positions, start_frame
 from c3dhash.loaders.splits import load_split
 from c3dhash.loaders.videoio import VideoInfo
 from tests.videos import decode_rgb, make_dataset, write_video
@@ -278,3 +278,20 @@ def test_pk_batch_smaller_than_the_world_is_rejected(dataset):
     root, records = dataset
     with warnings.catch_warnings(), pytest.raises(DataError, match="= 4 is smaller than the world size 5"):
         pipelines.build_train_loader(records, root, BASE, rank=0, world_size=5, device_id=None)
+
+
+def test_a_zoomed_clip_is_the_crop_of_a_larger_resize(dataset):
+    """data.zoom_jitter: a clip of zoom z is resized to z x data.resize before the crop, exactly what a config
+    with that larger resize decodes (the same DALI resize), at the same crop position and flip."""
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, resize=(16, 24), crop=(16, 16))
+    clips = [Clip(i, 0.3, 0.25, 0.75, i % 2 == 1, zoom=2.0) for i in range(3)]
+
+    def decode(c: DataConfig, batch: list[Clip]) -> torch.Tensor:
+        decoder = pipelines.ClipDecoder(records, root, c, batch_size=3, device_id=None, static=False, replace=False)
+        return torch.cat([x for _, x in decoder.run([batch])])
+
+    zoomed = decode(cfg, clips)
+    larger = decode(dataclasses.replace(cfg, resize=(32, 48)), [dataclasses.replace(c, zoom=1.0) for c in clips])
+    assert zoomed.shape == (3, 3, 4, 16, 16) and torch.equal(zoomed, larger)
+    assert not torch.equal(zoomed, decode(cfg, [dataclasses.replace(c, zoom=1.0) for c in clips]))

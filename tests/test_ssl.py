@@ -82,6 +82,15 @@ def test_colour_draw_is_its_own_stream_and_within_bounds():
     assert ((factors >= 0.7) & (factors <= 1.3)).all() and len(np.unique(factors)) == factors.size
 
 
+def test_zoom_draw_is_its_own_stream_and_within_bounds():
+    plain = train_clips(np.arange(6), seed=0, epoch=0, step=0, flip=True, colour=0.3)
+    zoomed = train_clips(np.arange(6), seed=0, epoch=0, step=0, flip=True, colour=0.3, zoom=0.5)
+    assert [dataclasses.replace(c, zoom=1.0) for c in zoomed] == plain  # the other draws as they were
+    zooms = np.array([c.zoom for c in zoomed])
+    assert ((zooms >= 1.0) & (zooms <= 1.5)).all() and len(np.unique(zooms)) == len(zooms)
+    assert {c.zoom for c in plain} == {1.0}
+
+
 def test_colour_jitter_is_per_clip_and_exact_on_the_raw_scale():
     g = torch.Generator().manual_seed(0)
     raw = torch.rand(4, 3, 2, 5, 5, generator=g) * 0.8
