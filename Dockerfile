@@ -48,7 +48,3 @@ COPY --chown=1000:100 loaders/ loaders/
 COPY --chown=1000:100 model/ model/
 COPY --chown=1000:100 configs/ configs/
 RUN pip install --no-cache-dir --no-deps -e . && c3dhash --help > /dev/null
-# The numba kernels compiled once into the image (eval/*/__pycache__, writable by the runtime user, so it is the
-# cache the pods read): search and evaluation actors start without ~35 CPU-s of JIT each. The cache is per CPU
-# target: a node of another CPU model compiles its own on first use, as without this step.
-RUN python -m c3dhash.eval.metrics.warm

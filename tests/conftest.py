@@ -9,8 +9,6 @@ Tiers (markers in setup.cfg): a test that uses `local_ray` is marked `ray`, one 
 the rest mark themselves (module-level `pytestmark` or per test).
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -29,22 +27,6 @@ FIXTURE_MARKS = {"local_ray": "ray", "gloo": "slow", "svc": "ray"}  # svc: test_
 HEAVY_FIRST = ("test_failures", "test_jobs", "test_train_elastic", "test_planes_lanes", "test_serve",
                "test_serve_haproxy",
                "test_bench_recipe", "test_wheel")
-
-
-def pytest_configure(config):
-    """Under xdist, the controller compiles the numba kernels in a background process first
-    (c3dhash.eval.metrics.warm): on a fresh clone every process (both workers, Ray actors, training workers'
-    validation) would otherwise compile its own copy before any of them wrote the cache."""
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        config.c3dhash_warm = subprocess.Popen([sys.executable, "-m", "c3dhash.eval.metrics.warm"],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def pytest_unconfigure(config):
-    warm = getattr(config, "c3dhash_warm", None)
-    if warm is not None and warm.poll() is None:
-        warm.kill()
-        warm.wait()
 
 
 def heavy_first(items: list) -> list:
