@@ -31,8 +31,8 @@ class WeightsError(ModelError):
 
 
 # name -> (torchvision.models.video constructor, torchvision weight file name, feature width). One row per
-# supported trunk. The constructor is looked up when a trunk is built: importing torchvision costs ~1.3 CPU-s,
-# which the processes that only check a config (the training driver, Ray's controller) need not pay.
+# supported trunk. The constructor is looked up when a trunk is built: the processes that only check a config
+# (the training driver, Ray's controller) need not import torchvision.
 BACKBONES: dict[str, tuple[str, str, int]] = {
     "r3d_18": ("r3d_18", "r3d_18-b3b3357e.pth", 512),
 }
