@@ -41,17 +41,16 @@ def quiet_ray_train(level: str) -> None:
 
 
 def move_into_storage(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
-    """Ray's checkpoint upload, as one rename when the staged folder and the run folder share a local filesystem
-    (staging_root): an AdamW checkpoint of r3d_18 (~400 MB) is then written once, not written and copied.
-    Otherwise (object storage) Ray's copy."""
+    """Ray's checkpoint upload, as one rename when the checkpoint was staged in the run folder (staging_root): an
+    AdamW checkpoint of r3d_18 (~400 MB) is then written once, not written and copied. Otherwise (object
+    storage) Ray's copy."""
     storage = ray.train.get_context().get_storage()
     dest = Path(storage.build_checkpoint_path_from_name(dir_name))
-    local = isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem)
-    if local and dest.parent.is_dir() and os.stat(checkpoint.path).st_dev == os.stat(dest.parent).st_dev:
-        check_storage(storage)  # this node sees the driver's run folder, as before Ray's copy
-        os.rename(checkpoint.path, dest)
-        return ray.train.Checkpoint(str(dest))
-    return storage.persist_current_checkpoint(checkpoint, dir_name)
+    if Path(checkpoint.path).parent != dest.parent / ckpt.STAGING_DIR:
+        return storage.persist_current_checkpoint(checkpoint, dir_name)
+    check_storage(storage)  # this node sees the driver's run folder, as before Ray's copy
+    os.rename(checkpoint.path, dest)
+    return ray.train.Checkpoint(str(dest))
 
 
 def staging_root() -> Path:

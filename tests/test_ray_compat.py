@@ -70,24 +70,32 @@ def test_connection_helpers():
 
 
 def test_storage_check_and_the_in_place_checkpoint_upload(tmp_path, monkeypatch):
-    """worker.move_into_storage: a staged folder on the run folder's filesystem is renamed into Ray's checkpoint
-    path (the same inode: written once); a run folder this node does not share fails Ray's own check."""
+    """worker.move_into_storage: a folder staged in the run folder is renamed into Ray's checkpoint path (the
+    same inode: written once); a run folder this node does not share fails Ray's own check."""
     import pytest
     import ray.train
     from ray.train.v2._internal.execution.storage import StorageContext
     from types import SimpleNamespace
 
+    from c3dhash.distributed import checkpoint as ckpt
     from c3dhash.distributed import worker
     storage = StorageContext(str(tmp_path / "runs"), "x")  # creates the run folder and Ray's marker in it
     assert callable(getattr(storage, ray_compat.STORAGE_CHECK))
     monkeypatch.setattr(ray.train, "get_context", lambda: SimpleNamespace(get_storage=lambda: storage))
-    staged = tmp_path / "staged"
-    staged.mkdir()
+    staged = tmp_path / "runs" / "x" / ckpt.STAGING_DIR / "c3dhash-checkpoint-1"  # where worker.staging_root puts it
+    staged.mkdir(parents=True)
     (staged / "checkpoint.pt").write_bytes(b"x" * 1000)
     inode = (staged / "checkpoint.pt").stat().st_ino
     out = worker.move_into_storage(ray.train.Checkpoint.from_directory(str(staged)), "checkpoint_000002")
     dest = tmp_path / "runs" / "x" / "checkpoint_000002"
     assert out.path == str(dest) and (dest / "checkpoint.pt").stat().st_ino == inode and not staged.exists()
+    elsewhere = tmp_path / "tmp" / "c3dhash-checkpoint-2"  # staged in the temp folder (object storage): copied
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "checkpoint.pt").write_bytes(b"y" * 1000)
+    out = worker.move_into_storage(ray.train.Checkpoint.from_directory(str(elsewhere)), "checkpoint_000003")
+    copied = tmp_path / "runs" / "x" / "checkpoint_000003" / "checkpoint.pt"
+    assert out.path == str(copied.parent) and copied.read_bytes() == b"y" * 1000
+    assert (elsewhere / "checkpoint.pt").stat().st_ino != copied.stat().st_ino
     for marker in (tmp_path / "runs" / "x").glob(".*marker*"):
         marker.unlink()  # as on a node whose runs/x is its own folder, not the driver's
     staged.mkdir()
