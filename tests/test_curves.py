@@ -1,7 +1,6 @@
 """PR curves from true per-radius counts: brute-force counts, `c3dhash eval --plots/--tensorboard`, and
 TensorBoard's PR-curve page in headless Chromium drawing one point per radius that retrieves something."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from browser import colour_blobs, needs_chromium, screenshot
 from c3dhash.cluster.cli import main
+from c3dhash.cluster.serve.app import free_port
 from c3dhash.distributed.tensorboard import RankZeroWriter
 from c3dhash.eval.codes import Codes, pack_bits, save_codes, unpack_bits
 from c3dhash.eval.metrics.curves import pr_counts
@@ -74,12 +74,6 @@ def test_eval_writes_the_plots_and_tensorboard_events(tmp_path, capsys):
     assert "eval/hamming_distance/same_label" in acc.Tags()["histograms"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -92,7 +86,7 @@ def tensorboard(tmp_path):
     tb = RankZeroWriter(tmp_path / "tb", rank=0)
     tb.pr_curve("val/pr_hamming_radius", counts, 3)
     tb.close()
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("tensorboard")
     proc = subprocess.Popen([str(exe), "--logdir", str(tmp_path / "tb"), "--port", str(port), "--host",
                              "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,13 @@ from c3dhash.cluster import jobs
 from c3dhash.cluster.cli import main
 from c3dhash.cluster.config import config_to_dict, load_config
 from c3dhash.cluster.connect import ConnectError, probe
+from c3dhash.cluster.serve.app import free_port
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
 pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -185,6 +185,7 @@ def start(cfg: ServeConfig, *, address: str | None = None) -> Running:
     """Start (or join `address`'s) Ray, the HTTP ingress on cfg.host:cfg.port and the application; returns
     once every replica is up. A Ray started here binds 127.0.0.1 only (eval/ray_session.py)."""
     import os
+    from unittest.mock import patch
 
     import ray
     from ray import serve
@@ -198,17 +199,9 @@ def start(cfg: ServeConfig, *, address: str | None = None) -> Running:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:  # "local": a Ray of our own even when other people's clusters run on this machine
-            env = haproxy_env() if cfg.haproxy else {}
-            before = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)  # Ray's processes inherit it; this process gets its own back
-            try:
+            # Ray's processes inherit the environment; this process gets its own back
+            with patch.dict(os.environ, haproxy_env() if cfg.haproxy else {}):
                 start_local(num_cpus=max(1, int(logical_cpus(cfg) + 0.999)))
-            finally:
-                for k, v in before.items():
-                    if v is None:
-                        del os.environ[k]
-                    else:
-                        os.environ[k] = v
         started = True
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
