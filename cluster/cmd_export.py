@@ -6,7 +6,7 @@
     extra = {"c3dhash.json": ""}
     net = torch.export.load("hashnet.pt2", extra_files=extra).module()
     card = json.loads(extra["c3dhash.json"])          # bits, clip geometry (frames, stride, resize, crop,
-    h = net(clips)                                    # mean/std, clips per video), fingerprint
+    h = net(clips)                                    # mean/std, clips per video, eval_flip), fingerprint
     code = h.mean(0) >= 0                             # clips [N, 3, T, H, W] of one video -> its bits
 
 ONNX would need the onnx package (not installed); torch.export (.pt2) needs only torch.
@@ -30,7 +30,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     m = load_hash_net(path, config=config)
     program = export_program(m)
     card = {**m.card, "fingerprint": m.fingerprint, "input": "float clips [N, 3, T, H, W], normalised with "
-            "geometry.mean/std on the [0, 1] scale", "code": "mean over a video's clips of the outputs, >= 0"}
+            "geometry.mean/std on the [0, 1] scale", "code": "mean over a video's clips (with geometry.eval_flip, "
+            "each clip and its left-right mirror) of the outputs, >= 0"}
     with atomic_path(args.out) as tmp:
         torch.export.save(program, tmp, extra_files={CARD_FILE: json.dumps(card)})
     print(f"exported {m.backbone} + {m.bits}-bit head ({m.geometry.num_frames} x {m.geometry.crop[0]} x "

@@ -33,6 +33,9 @@ class DataConfig:
     resize: tuple[int, int] = field(default=(128, 171), metadata={">=": 1})  # H, W before cropping
     crop: tuple[int, int] = field(default=(112, 112), metadata={">=": 1})
     clips_per_video: int = field(default=1, metadata={">=": 1})  # eval: clips spread uniformly over each video
+    # eval: each clip also decoded mirrored left-right and a video's output is the mean of both, so a mirrored
+    # copy gets the same code (near-duplicate search); off where left vs right is a class (the synthetic set)
+    eval_flip: bool = False
     batch_size: int = field(default=16, metadata={">=": 1})  # clips per rank per step (sampler: random)
     sampler: Sampler = "pk"
     # P: classes per global batch (sampler: pk); videos per global batch (sampler: video)

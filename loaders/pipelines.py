@@ -326,7 +326,8 @@ class TrainLoader:
 
 
 class EvalLoader:
-    """Iterable over (clips, labels, video_index): this rank's videos r::world, clips_per_video clips each."""
+    """Iterable over (clips, labels, video_index): this rank's videos r::world, clips_per_video clips each (and
+    each clip's mirror with data.eval_flip)."""
 
     def __init__(self, records: Sequence[VideoRecord], root: str | Path, cfg: DataConfig, *, rank: int,
                  world_size: int, device_id: int | None, static: bool = False):
@@ -340,7 +341,8 @@ class EvalLoader:
         self.records = list(records)
         videos = eval_shard(len(self.records), rank=self.rank, world_size=self.world_size)
         self.video_indices = videos  # this rank's videos, as positions in `records`
-        self.batches = eval_clips(videos, clips_per_video=self.cfg.clips_per_video, batch_size=self.cfg.batch_size)
+        self.batches = eval_clips(videos, clips_per_video=self.cfg.clips_per_video, batch_size=self.cfg.batch_size,
+                                  mirror=self.cfg.eval_flip)
         self.decoder.use(self.records)
 
     def __len__(self) -> int:
@@ -381,5 +383,5 @@ def build_copy_loader(records: Sequence[VideoRecord], root: str | Path, cfg: Dat
     loader = EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id)
     loader.batches = copy_clips(loader.video_indices, clips_per_video=cfg.clips_per_video,
                                 batch_size=cfg.batch_size, seed=seed, flip=cfg.flip,
-                                colour=max(cfg.colour_jitter, 0.0), zoom=cfg.zoom_jitter)
+                                colour=max(cfg.colour_jitter, 0.0), zoom=cfg.zoom_jitter, mirror=cfg.eval_flip)
     return loader

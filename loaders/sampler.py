@@ -22,6 +22,7 @@ the SAME stride as training: the model learns motion, so the temporal sampling r
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -232,17 +233,30 @@ def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:
     return list(range(rank, n, world_size))
 
 
-def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int) -> list[list[Clip]]:
-    """Centre-crop, unflipped clips of each video, chunked into batches; the last batch may be smaller."""
-    flat = [Clip(v, p) for v in videos for p in eval_positions(clips_per_video)]
+def views_per_video(clips_per_video: int, mirror: bool) -> int:
+    """Clips decoded per video at evaluation: each position once, twice with its mirror (data.eval_flip)."""
+    return clips_per_video * (2 if mirror else 1)
+
+
+def _mirrored(clips: list[Clip], mirror: bool) -> list[Clip]:
+    """Each clip followed by its left-right mirror (the same crop window, flipped). For centre crops the pair is
+    the same pair for a mirrored video, so the mean of a video's outputs does not change when it is mirrored."""
+    return [m for c in clips for m in ((c, dataclasses.replace(c, flip=not c.flip)) if mirror else (c,))]
+
+
+def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int,
+               mirror: bool = False) -> list[list[Clip]]:
+    """Centre-crop, unflipped clips of each video (each followed by its mirror with `mirror`), chunked into
+    batches; the last batch may be smaller."""
+    flat = _mirrored([Clip(v, p) for v in videos for p in eval_positions(clips_per_video)], mirror)
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
 
 
 def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
-               colour: float, zoom: float = 0.0) -> list[list[Clip]]:
+               colour: float, zoom: float = 0.0, mirror: bool = False) -> list[list[Clip]]:
     """Held-out augmented copies for validation without labels: like eval_clips, but each clip's position,
     crop, flip, colour and zoom are drawn from (seed, video), so a video's copy is the same on any rank and
-    epoch."""
+    epoch. With `mirror` each clip is followed by its mirror image, as eval_clips does."""
     flat = []
     for v in videos:
         rng = _rng(seed, v, 9)
@@ -252,4 +266,5 @@ def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, 
             z = 1.0 + zoom * rng.random() if zoom > 0 else 1.0  # drawn last: zoom off keeps the other draws
             flat.append(Clip(v, float(pos), float(cx), float(cy), bool(flip and f < 0.5), float(b), float(c),
                              float(s), float(z)))
+    flat = _mirrored(flat, mirror)
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]

@@ -37,12 +37,16 @@ class ClipGeometry:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     clips_per_video: int
+    eval_flip: bool = False  # each clip also encoded mirrored (data.eval_flip)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 GEOMETRY_KEYS = tuple(f.name for f in dataclasses.fields(ClipGeometry))
+# Keys added after checkpoints existed: a config without one means the default, and the fingerprint leaves a
+# key out while it holds its default, so the indexes of older checkpoints keep matching their model.
+LATER_KEYS = {"data.eval_flip": False}
 MODEL_KEYS = ("bits", "backbone")
 
 
@@ -66,7 +70,8 @@ def _identity(config: dict[str, Any], where: str) -> dict[str, Any]:
     """The config values the weights depend on: {"model.bits": .., "data.num_frames": .., ...}."""
     out = {}
     for section, keys in (("model", MODEL_KEYS), ("data", GEOMETRY_KEYS)):
-        values = config.get(section) or {}
+        values = {**{k.split(".", 1)[1]: v for k, v in LATER_KEYS.items() if k.startswith(f"{section}.")},
+                  **(config.get(section) or {})}
         missing = [k for k in keys if k not in values]
         if missing:
             raise ModelError(f"{where}: its config lacks {', '.join(f'{section}.{k}' for k in missing)}; "
@@ -91,6 +96,7 @@ def fingerprint(state: dict[str, torch.Tensor], identity: dict[str, Any]) -> str
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    identity = {k: v for k, v in identity.items() if not (k in LATER_KEYS and v == LATER_KEYS[k])}
     h.update(json.dumps(identity, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
 
@@ -129,9 +135,8 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
         check_config(ckpt_config, config, source)
     cfg = ckpt_config or config or {}
     identity = _identity(cfg, source)
-    data = cfg["data"]
-    values: dict[str, Any] = {k: tuple(data[k]) if isinstance(data[k], (list, tuple)) else data[k]
-                              for k in GEOMETRY_KEYS}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                              for k, v in ((k, identity[f"data.{k}"]) for k in GEOMETRY_KEYS)}
     geometry = ClipGeometry(**values)
     bits, backbone = int(cfg["model"]["bits"]), str(cfg["model"]["backbone"])
     head_norm = bool(cfg["model"].get("head_norm", False))  # older checkpoints have no such key: off

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from c3dhash.eval.index import videos
-from c3dhash.eval.index.videos import ChunkEncoder, encode_paths, videos_per_batch
-from c3dhash.model.load import read_checkpoint
+from c3dhash.eval.index.videos import ChunkEncoder, encode_paths, product_data, videos_per_batch
+from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.pipelines import build_eval_loader
+from c3dhash.model.load import from_state, read_checkpoint
 from retrieval_helpers import lsh_checkpoint, make_videos
 
 ROUNDING = 1e-5  # |mean tanh output| below this: a sign a different summation order may flip
@@ -47,3 +49,21 @@ def test_videos_per_batch_is_one_on_cpu_and_sixteen_on_a_gpu():
     assert videos_per_batch(0, torch.device("cpu")) == 1
     assert videos_per_batch(0, torch.device("cuda", 0)) == videos.GPU_VIDEOS_PER_BATCH == 16
     assert videos_per_batch(3, torch.device("cuda", 0)) == 3
+
+
+def test_with_eval_flip_a_videos_output_is_the_mean_of_each_clip_and_its_mirror(tmp_path):
+    paths = [str(tmp_path / p) for p in make_videos(tmp_path, classes=2, per_class=2)]
+    state = read_checkpoint(lsh_checkpoint(tmp_path / "best.pt", tmp_path))
+    mirror = {**state, "config": {**state["config"], "data": {**state["config"]["data"], "eval_flip": True}}}
+    m = from_state(state)
+    loader = build_eval_loader([VideoRecord(p, 0, "") for p in paths], "/", product_data(m.geometry, device="cpu"),
+                               rank=0, world_size=1, device_id=None)
+    sums = np.zeros((len(paths), m.bits))
+    with torch.no_grad():
+        for clips, _, index in loader:  # the plain views, each and its torch mirror through the model
+            for row, v in zip((m.net(clips) + m.net(clips.flip(-1))).numpy(), index.tolist()):
+                sums[v] += row
+    expected = sums / (2 * m.geometry.clips_per_video)
+    got = encode_paths(mirror, paths, chunk=4, batch_videos=1)
+    assert got.skipped == {} and np.allclose(got.outputs, expected, atol=1e-5)
+    assert not np.allclose(encode_paths(state, paths, chunk=4, batch_videos=1).outputs, expected, atol=1e-3)

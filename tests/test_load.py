@@ -14,6 +14,7 @@ from c3dhash.eval.index.videos import product_data
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.model import ModelError, load_hash_net
+from c3dhash.model.load import _identity, fingerprint
 from retrieval_helpers import GEOMETRY, lsh_checkpoint, make_videos
 
 pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
@@ -57,6 +58,24 @@ def test_a_disagreeing_config_is_an_error_and_an_old_checkpoint_needs_one(run, t
     with pytest.raises(ModelError, match="carries no config"):
         load_hash_net(tmp_path / "old.pt")
     assert load_hash_net(tmp_path / "old.pt", config=agree).fingerprint == load_hash_net(path).fingerprint
+
+
+def test_mirror_views_are_part_of_the_model_and_older_checkpoints_keep_their_fingerprint(run, tmp_path):
+    _, _, path = run
+    m, state = load_hash_net(path), torch.load(path, weights_only=True)
+    assert m.geometry.eval_flip is False
+    identity = {k: v for k, v in _identity(state["config"], "x").items() if k != "data.eval_flip"}
+    assert m.fingerprint == fingerprint(state["model"], identity)  # the fingerprint from before the key
+    del state["config"]["data"]["eval_flip"]  # a checkpoint written before data.eval_flip existed
+    ckpt.atomic_save(state, tmp_path / "before.pt")
+    assert load_hash_net(tmp_path / "before.pt").fingerprint == m.fingerprint
+    state["config"]["data"]["eval_flip"] = True
+    ckpt.atomic_save(state, tmp_path / "mirror.pt")
+    mirror = load_hash_net(tmp_path / "mirror.pt")
+    assert mirror.geometry.eval_flip is True and mirror.fingerprint != m.fingerprint  # other codes, other model
+    flipped = config_to_dict(load_config(None, [*GEOMETRY, "model.bits=24", "data.eval_flip=true"]))
+    with pytest.raises(ModelError, match=r"data.eval_flip=False \(checkpoint\) vs True \(--config\)"):
+        load_hash_net(path, config=flipped)
 
 
 def test_exported_program_gives_the_checkpoints_codes(run, tmp_path, capsys):

@@ -280,6 +280,19 @@ def test_pk_batch_smaller_than_the_world_is_rejected(dataset):
         pipelines.build_train_loader(records, root, BASE, rank=0, world_size=5, device_id=None)
 
 
+def test_eval_flip_decodes_each_centre_clip_then_its_exact_mirror(dataset):
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, crop=(24, 32), clips_per_video=2, batch_size=4, eval_flip=True)
+    loader = pipelines.build_eval_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    plain = pipelines.build_eval_loader(records, root, dataclasses.replace(cfg, eval_flip=False), rank=0,
+                                        world_size=1, device_id=None)
+    views = torch.cat([x for x, _, _ in loader])
+    index = torch.cat([i for _, _, i in loader])
+    assert views.shape[0] == 4 * len(records) and index.tolist() == [v for v in range(len(records)) for _ in range(4)]
+    assert torch.equal(views[1::2], views[0::2].flip(-1))  # the mirror of the same centre window, bit for bit
+    assert torch.equal(views[0::2], torch.cat([x for x, _, _ in plain]))
+
+
 def test_a_zoomed_clip_is_the_crop_of_a_larger_resize(dataset):
     """data.zoom_jitter: a clip of zoom z is resized to z x data.resize before the crop, exactly what a config
     with that larger resize decodes (the same DALI resize), at the same crop position and flip."""

@@ -1,12 +1,14 @@
 """P x K / random samplers, rank slicing and the temporal rule (pure Python, no DALI)."""
+import dataclasses
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from c3dhash.loaders.manifest import DataError
-from c3dhash.loaders.sampler import (PKSampler, RandomSampler, clip_span, eval_clips, eval_positions, eval_shard,
-                                     shard_batch, slice_bounds, start_frame, train_clips)
+from c3dhash.loaders.sampler import (PKSampler, RandomSampler, clip_span, copy_clips, eval_clips, eval_positions,
+                                     eval_shard, shard_batch, slice_bounds, start_frame, train_clips,
+                                     views_per_video)
 
 
 def test_pk_batches_hold_k_clips_of_p_distinct_classes():
@@ -114,6 +116,18 @@ def test_eval_clips_batches_every_clip_once_last_batch_smaller():
     flat = [(c.index, c.position) for b in batches for c in b]
     assert flat == [(v, p) for v in (3, 7, 9) for p in (0.25, 0.75)]
     assert all(c.crop_x == c.crop_y == 0.5 and not c.flip for b in batches for c in b)
+
+
+def test_mirror_views_follow_each_clip_and_keep_a_videos_clips_together():
+    batches = eval_clips([3, 7], clips_per_video=2, batch_size=views_per_video(2, True), mirror=True)
+    assert [len(b) for b in batches] == [4, 4] and views_per_video(2, False) == 2
+    assert [(c.index, c.position, c.flip) for c in batches[0]] == [(3, 0.25, False), (3, 0.25, True),
+                                                                   (3, 0.75, False), (3, 0.75, True)]
+    assert {c.index for c in batches[1]} == {7}
+    drawn = copy_clips([5], clips_per_video=3, batch_size=6, seed=1, flip=True, colour=0.2, mirror=True)[0]
+    alone = copy_clips([5], clips_per_video=3, batch_size=6, seed=1, flip=True, colour=0.2)[0]
+    assert drawn[0::2] == alone and [c.flip for c in drawn[1::2]] == [not c.flip for c in alone]
+    assert [dataclasses.replace(c, flip=not c.flip) for c in drawn[1::2]] == alone  # only the flip differs
 
 
 def test_start_frame_rule():

@@ -6,7 +6,8 @@
     res = encode_paths(state, paths, chunk=16)     # the same over chunks in this process (eval/index/encode_ray.py:
                                                    # the same chunks over Ray actors)
 
-A video's clips (clips_per_video, centred on equal segments, the training stride) form ONE batch, and the
+A video's clips (clips_per_video, centred on equal segments, the training stride, each with its mirror when
+the model was trained with data.eval_flip) form ONE batch, and the
 batch holds nothing else, so a video's code depends only on the video and the model: the same file gives the
 same bits in any chunk, on any number of workers, in `index --add` and as a query (distance 0 to itself).
 A file DALI cannot decode on this device (e.g. MPEG-4 or H.264 on a CPU) is transcoded on the fly to VP9 at its
@@ -35,7 +36,7 @@ from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.probe import decode_device, unsupported_codec
 from c3dhash.loaders.videoio import probe_video
-from c3dhash.loaders.sampler import clip_span
+from c3dhash.loaders.sampler import clip_span, views_per_video
 from c3dhash.loaders.transcode import even_size, transcode_video
 from c3dhash.model.load import ClipGeometry, LoadedHashNet, from_state
 
@@ -83,7 +84,8 @@ def product_data(geometry: ClipGeometry, *, device: str = "auto", num_threads: i
     """The loader settings for encoding: the model's geometry, no flip, `videos_per_batch` videos' clips per
     batch (clips never split across batches: eval_clips fills batches video by video)."""
     g = dataclasses.asdict(geometry)
-    return DataConfig(**g, batch_size=geometry.clips_per_video * max(1, videos_per_batch), flip=False,
+    views = views_per_video(geometry.clips_per_video, geometry.eval_flip)
+    return DataConfig(**g, batch_size=views * max(1, videos_per_batch), flip=False,
                       device=device, num_threads=num_threads, manifest_dir=manifest_dir)
 
 
