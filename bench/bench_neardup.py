@@ -3,6 +3,7 @@
     c3dhash bench neardup                                          # train both on the synthetic set, then measure
     c3dhash bench neardup -- --epochs 12 --ssl-epochs 12           # shorter
     c3dhash bench neardup -- --supervised runs/a/best.pt --ssl runs/b/best.pt --root data/synth   # no training
+    c3dhash bench neardup -- --ssl-set loss.margin=28 --copies 3   # a variant of the self-supervised recipe
 
 Copies (loaders/neardup.py): every test video trimmed, cropped, rescaled, flipped in half the cases and
 re-encoded (VP9 -> MJPEG, else -> VP9). Queries = the copies; database = the test originals plus every train
@@ -10,12 +11,14 @@ video as distractors (relevant: the copy's own original only, so mAP@all is the 
 is recall@1; Hamming ties broken by database index, the project's rule). Class mAP@all is the demo's figure
 (test queries vs the train database, class labels), which the self-supervised model never saw in training.
 
-Methods, all at the config's bits: the supervised recipe (configs/synth-cpu.yaml), the self-supervised one
-(the same + data.sampler=video, colour jitter: P videos x K clips, positives = clips of the same video), and two
-LSH baselines: a seeded Gaussian projection of untrained r3d_18 features (the demo's) and of the raw clip
-pixels, both centred on the database mean. Training runs in this process through distributed/trainer.py (one
-torch thread per process, as bench/bench_recipe.py). Writes bench/results/neardup-<cpu>-<date>.md with the
-load average at the start and end of every part (the machine may be shared: minutes depend on the load).
+Methods: the supervised recipe (configs/synth-cpu.yaml), the self-supervised one (configs/library-cpu.yaml:
+data.sampler=video, P videos x K clips, positives = clips of the same video; each clip and its mirror at
+evaluation), and two LSH baselines at the supervised config's bits and clips: a seeded Gaussian projection of
+untrained r3d_18 features (the demo's) and of the raw clip pixels, both centred on the database mean. Training
+runs in this process through distributed/trainer.py (one torch thread per process, as bench/bench_recipe.py).
+`--copies N` makes N copies of each test video (N x the queries: one query of 48 moves recall@1 by 0.021).
+Writes bench/results/neardup-<cpu>-<date>.md with the load average at the start and end of every part (the
+machine may be shared: minutes depend on the load).
 """
 from __future__ import annotations
 
@@ -51,22 +54,24 @@ from c3dhash.bench.results import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth-cpu.yaml"
-SSL = ("data.sampler=video", "data.pk_classes=16", "data.pk_samples=2", "data.colour_jitter=0.4", "data.flip=true")
+SSL_CONFIG = ROOT / "configs" / "library-cpu.yaml"
 
 
 @dataclass(frozen=True)
 class Setup:
     config: str = str(CONFIG)
+    ssl_config: str = str(SSL_CONFIG)
     root: str = ""  # "" = generate a synthetic set under <work>/data
     classes: int = 8
     per_class: int = 48
     epochs: int = 0  # 0 = the config's
-    ssl_epochs: int = 0
+    ssl_epochs: int = 0  # 0 = the self-supervised config's
     overrides: tuple[str, ...] = ()
-    ssl_overrides: tuple[str, ...] = SSL
+    ssl_overrides: tuple[str, ...] = ()
     supervised: str = ""  # a best.pt to use instead of training
     ssl: str = ""
     seed: int = 0
+    copies: int = 1  # copies per test video (each drawn with its own seed): more queries, less noise
     work: str = "runs/bench_neardup"
     out: str = str(ROOT / "bench" / "results")
 
@@ -75,15 +80,17 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def job_config(setup: Setup, name: str, root: Path, extra: tuple[str, ...], epochs: int) -> JobConfig:
+def job_config(setup: Setup, name: str, root: Path, extra: tuple[str, ...], epochs: int, *,
+               config: str = "") -> JobConfig:
     base = [f"data.root={root}", "cluster.num_workers=1", f"cluster.name={name}",
             f"cluster.storage_path={Path(setup.work) / 'runs'}", "train.checkpoint_every=1000",
             f"train.seed={setup.seed}", f"data.seed={setup.seed}"]
     if epochs:
         base += [f"train.epochs={epochs}", f"train.eval_every={max(1, -(-epochs // 2))}"]
-    cfg = load_config(setup.config, [*base, *extra, *setup.overrides])
+    config = config or setup.config
+    cfg = load_config(config, [*base, *extra, *setup.overrides])
     if cfg.data.sampler == "pk" and cfg.data.pk_classes > setup.classes:
-        cfg = load_config(setup.config, [*base, f"data.pk_classes={setup.classes}", *extra, *setup.overrides])
+        cfg = load_config(config, [*base, f"data.pk_classes={setup.classes}", *extra, *setup.overrides])
     return cfg
 
 
@@ -124,10 +131,13 @@ class Sets:
 def prepare(setup: Setup, job: JobConfig) -> Sets:
     root = Path(job.data.root)
     test, train_recs = load_split(job.data, "test"), load_split(job.data, "train")
-    specs = make_copies(test, root, Path(setup.work) / "copies" / root.name, seed=setup.seed,
-                        workers=max(1, (os.cpu_count() or 2) // 2))
-    copies = [VideoRecord(str(Path(p).resolve()), i, test[i].class_name) for i, (p, _) in enumerate(specs)]
-    return Sets(test, train_recs, copies, np.array([s.flip for _, s in specs]), str(root))
+    copies, flips = [], []
+    for j in range(setup.copies):  # the first set keeps the folder and seed of a single-copy run
+        out = Path(setup.work) / "copies" / (root.name if j == 0 else f"{root.name}-{j}")
+        specs = make_copies(test, root, out, seed=setup.seed + 1000 * j, workers=max(1, (os.cpu_count() or 2) // 2))
+        copies += [VideoRecord(str(Path(p).resolve()), i, test[i].class_name) for i, (p, _) in enumerate(specs)]
+        flips += [s.flip for _, s in specs]
+    return Sets(test, train_recs, copies, np.array(flips), str(root))
 
 
 def scores(feats: dict[str, np.ndarray], s: Sets, bits: int, project: np.ndarray | None) -> dict[str, float]:
@@ -142,7 +152,7 @@ def scores(feats: dict[str, np.ndarray], s: Sets, bits: int, project: np.ndarray
     feats = {**feats, "db": np.concatenate([feats["test"], feats["train"]])}
     n_test = len(s.test)
     db = codes("db", s.test + s.train, range(n_test + len(s.train)))
-    q = codes("copies", s.copies, range(n_test))
+    q = codes("copies", s.copies, [c.label for c in s.copies])
     near = evaluate(q, db, precision_at_k=(1, 10))
     flipped = evaluate(Codes(q.codes[s.flipped], bits, q.labels[s.flipped], q.ids[s.flipped]), db,
                        precision_at_k=(1,))
@@ -163,7 +173,8 @@ def run(setup: Setup) -> list[str]:
     if not setup.root and not (root / "ucfTrainTestlist").is_dir():
         make_synth_dataset(root, classes=setup.classes, per_class=setup.per_class, seed=setup.seed, progress=False)
     sup_job = job_config(setup, "neardup-sup", root, (), setup.epochs)
-    ssl_job = job_config(setup, "neardup-ssl", root, setup.ssl_overrides, setup.ssl_epochs or setup.epochs)
+    ssl_job = job_config(setup, "neardup-ssl", root, (f"data.dataset={sup_job.data.dataset}", *setup.ssl_overrides),
+                         setup.ssl_epochs, config=setup.ssl_config)
     if not manifest_path(sup_job.data, "train").is_file():
         build_splits_for(sup_job.data)
     sets, bits = prepare(setup, sup_job), sup_job.model.bits
@@ -171,7 +182,7 @@ def run(setup: Setup) -> list[str]:
     for name, job, given in (("supervised", sup_job, setup.supervised), ("self-supervised", ssl_job, setup.ssl)):
         torch.manual_seed(setup.seed)
         net, notes[name] = train(job, given)
-        rows[name] = scores(method_features(net, job, sets), sets, bits, None)
+        rows[name] = scores(method_features(net, job, sets), sets, job.model.bits, None)
     torch.manual_seed(setup.seed)
     feats_net = Features(build_from_config(dataclasses.replace(sup_job.model, weights=None)))
     rng = np.random.default_rng(setup.seed)
@@ -192,7 +203,7 @@ def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes
     lines = [f"# Near-duplicate retrieval ({datetime.date.today()})", "",
              f"{cpu_name()}, {os.cpu_count()} cores, load average {loads[0]:.1f} -> {loads[1]:.1f} (1 min; a shared "
              f"machine), {minutes:.1f} min in all.", "",
-             f"Data: {s.root} ({classes} classes), {len(s.copies)} copies of the test videos "
+             f"Data: {s.root} ({classes} classes), {len(s.copies)} copies of the test videos ({setup.copies} each) "
              f"({int(s.flipped.sum())} flipped) against {len(s.test)} originals + {len(s.train)} train distractors; "
              f"{bits} bits. Chance class mAP ~ {1 / max(1, classes):.3f}.", "",
              "| method | near-dup mAP | recall@1 | recall@1 flipped | class mAP@all |", "|---|---|---|---|---|"]
@@ -200,7 +211,7 @@ def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes
         lines.append(f"| {name} | {r['near_map']:.4f} | {r['near_r1']:.4f} | {r['flip_r1']:.4f} | "
                      f"{r['class_map']:.4f} |")
     lines += ["", *(f"- {k}: {v}" for k, v in notes.items()),
-              f"- self-supervised overrides: {' '.join(setup.ssl_overrides)}",
+              f"- self-supervised: {setup.ssl_config} + {' '.join(setup.ssl_overrides) or 'no overrides'}",
               f"- extra overrides: {' '.join(setup.overrides) or 'none'}"]
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")[:40]
     path = Path(setup.out) / f"neardup-{slug}-{datetime.date.today()}.md"
@@ -215,18 +226,20 @@ def parse(argv: list[str] | None) -> Setup:
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--per-class", type=int, default=48)
     p.add_argument("--epochs", type=int, default=0, help="supervised epochs (0 = the config's)")
-    p.add_argument("--ssl-epochs", type=int, default=0, help="self-supervised epochs (0 = --epochs)")
+    p.add_argument("--ssl-epochs", type=int, default=0, help="self-supervised epochs (0 = its config's)")
     p.add_argument("--set", action="append", default=[], help="override for both runs, e.g. model.bits=64")
-    p.add_argument("--ssl-set", action="append", default=None, help=f"self-supervised overrides (default: {SSL})")
+    p.add_argument("--ssl-config", default=str(SSL_CONFIG), help="the self-supervised recipe")
+    p.add_argument("--ssl-set", action="append", default=[], help="self-supervised overrides")
     p.add_argument("--supervised", default="", help="a best.pt instead of training the supervised model")
     p.add_argument("--ssl", default="", help="a best.pt instead of training the self-supervised model")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--copies", type=int, default=1, help="copies per test video, each with its own edits")
     p.add_argument("--work", default=Setup.work)
     p.add_argument("--out", default=Setup.out)
     a = p.parse_args(argv)
     return Setup(root=a.root, classes=a.classes, per_class=a.per_class, epochs=a.epochs, ssl_epochs=a.ssl_epochs,
-                 overrides=tuple(a.set), ssl_overrides=tuple(a.ssl_set) if a.ssl_set is not None else SSL,
-                 supervised=a.supervised, ssl=a.ssl, seed=a.seed, work=a.work, out=a.out)
+                 overrides=tuple(a.set), ssl_config=a.ssl_config, ssl_overrides=tuple(a.ssl_set),
+                 supervised=a.supervised, ssl=a.ssl, seed=a.seed, copies=a.copies, work=a.work, out=a.out)
 
 
 def main(argv: list[str] | None = None) -> list[str]:

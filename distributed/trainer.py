@@ -329,7 +329,9 @@ class Trainer:
                              **{f"val/map_at_{k}": v for k, v in res["map_at_k_rel"].items()}}, st.global_step)
         self.writer.pr_curve("val/pr_hamming_radius", res["pr_counts"], st.global_step)
         self.writer.distance_histograms("val/hamming_distance", res["pr_counts"], st.global_step)
-        if res["map_all"] > st.best_val_map and not collapsed:
+        # a tie keeps the later model: a validation that saturates (near-duplicate mAP 1.0 on a few held-out
+        # copies) would otherwise freeze best.pt at the first epoch that reached it
+        if res["map_all"] >= st.best_val_map and not collapsed:
             self._guard_params()
             st.best_val_map = res["map_all"]
             if get_rank() == 0:

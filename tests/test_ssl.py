@@ -258,3 +258,34 @@ def test_self_supervised_validation_is_near_duplicate_retrieval_without_class_la
     (xd, yd, idb), = list(database.loader)[:1]
     assert yq.tolist() == iq.tolist() == list(range(len(yq)))  # the first val videos, augmented
     assert not torch.equal(xq, xd[:len(xq)])  # a copy is not the centre clip of its original
+
+
+@pytest.mark.slow  # a short training run on real videos
+def test_the_shipped_library_recipe_trains_on_an_unlabelled_folder(tmp_path):
+    """configs/library-cpu.yaml as docs/datasets.md runs it: one folder of videos and no labels; the run keeps a
+    best.pt whose model encodes each clip and its mirror (data.eval_flip), read back from the checkpoint."""
+    from c3dhash.cluster.config import load_config
+    from c3dhash.distributed import checkpoint as ckpt
+    from c3dhash.distributed.build import build_data, build_model
+    from c3dhash.loaders.splits import build_splits_for
+    from c3dhash.loaders.synth import make_synth_dataset
+    from c3dhash.model.load import load_hash_net
+    make_synth_dataset(tmp_path / "synth", classes=2, per_class=6, frames=12, size=(32, 32), seed=5, progress=False)
+    library = tmp_path / "library" / "all"
+    library.mkdir(parents=True)
+    for video in (tmp_path / "synth").glob("*/*.webm"):
+        video.rename(library / video.name)
+    job = load_config("library-cpu", [f"data.root={library.parent}", "data.val_per_class=2", "data.pk_classes=4",
+                                      "train.epochs=1",
+                                      "train.steps_per_epoch=2", "train.eval_every=1", "train.collapse=warn",
+                                      f"cluster.storage_path={tmp_path / 'runs'}"])
+    assert job.data.sampler == "video" and job.data.eval_flip and job.data.dataset == "folder"
+    build_splits_for(job.data)
+    device = torch.device("cpu")
+    train, queries, database = build_data(job, device)
+    assert [r.label for r in queries.records] == list(range(len(queries.records)))  # video ids: no labels used
+    run = tmp_path / "runs" / job.cluster.name
+    Trainer(job=job, model=build_model(job, device), device=device, train_loader=train, queries=queries,
+            database=database, run_dir=run).fit()
+    m = load_hash_net(run / ckpt.BEST_FILE)
+    assert m.geometry.eval_flip and m.geometry.clips_per_video == 8 and m.bits == job.model.bits

@@ -130,7 +130,7 @@ def test_checkpoints_hold_the_position_and_the_config(out, ranks):
 def test_best_model_is_the_epoch_with_the_highest_validation_map(out, ranks):
     rows = [r for r in ranks[0]["full"]["rows"] if r["report"] == "epoch"]
     best = ckpt.load(out / "full" / ckpt.BEST_FILE)
-    top = max(rows, key=lambda r: r["val_map"])  # the first of equal maxima: only a strictly higher one replaces
+    top = max(reversed(rows), key=lambda r: r["val_map"])  # the last of equal maxima: a tie keeps the later
     assert best["val_map"] == top["val_map"] and best["epoch"] == top["epoch"]
     at_that_epoch = ckpt.load(out / "full" / f"checkpoint_{(top['epoch'] + 1) * STEPS:06d}")["model"]
     for k, v in at_that_epoch.items():
