@@ -135,9 +135,8 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
         check_config(ckpt_config, config, source)
     cfg = ckpt_config or config or {}
     identity = _identity(cfg, source)
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, (list, tuple)) else v
-                              for k, v in ((k, identity[f"data.{k}"]) for k in GEOMETRY_KEYS)}
-    geometry = ClipGeometry(**values)
+    values = {k: identity[f"data.{k}"] for k in GEOMETRY_KEYS}  # lists (_plain) back to the tuples of the fields
+    geometry = ClipGeometry(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     bits, backbone = int(cfg["model"]["bits"]), str(cfg["model"]["backbone"])
     head_norm = bool(cfg["model"].get("head_norm", False))  # older checkpoints have no such key: off
     net = build_hash_net(bits=bits, backbone=backbone, weights=None, head_norm=head_norm)  # weights: the checkpoint
