@@ -265,6 +265,10 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
     if d.crop[0] > d.resize[0] or d.crop[1] > d.resize[1]:
         raise ConfigError(f"{where}: data.crop {d.crop} is larger than data.resize {d.resize}")
     validate_workers(cfg, where)
+    if d.reverse_negatives and (d.sampler != "video" or d.pk_samples < 4 or d.pk_samples % 2):
+        raise ConfigError(f"{where}: data.reverse_negatives needs data.sampler=video and an even data.pk_samples "
+                          f">= 4 (got {d.sampler}, {d.pk_samples}): half of a video's clips play backwards, and "
+                          f"each half needs a positive of its own")
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
         warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
                       f"were measured wrong for r3d_18 (docs/training.md: Mixed precision); use train.amp=auto or off",

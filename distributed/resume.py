@@ -26,7 +26,8 @@ from c3dhash.distributed.optim import lr_factor
 REFUSED = {
     "model": ("bits", "backbone", "head_norm"),
     "data": ("dataset", "split", "val_per_class", "num_frames", "stride", "resize", "crop", "mean", "std",
-             "sampler", "batch_size", "pk_classes", "pk_samples", "seed", "list_file", "test_fraction", "group"),
+             "sampler", "batch_size", "pk_classes", "pk_samples", "seed", "list_file", "test_fraction", "group",
+             "reverse_negatives"),
     "train": ("optimizer", "steps_per_epoch", "seed"),
 }
 OPTIMIZER = {"train": ("lr", "momentum", "weight_decay", "schedule", "step_epochs", "gamma", "warmup_epochs",

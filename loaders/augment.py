@@ -1,6 +1,7 @@
-"""Colour augmentation of decoded, normalised clips, from the factors the sampler drew (loaders/sampler.py).
+"""Augmentation of decoded, normalised clips, from what the sampler drew (loaders/sampler.py): colour, time.
 
     x = colour_jitter(x, clips, mean=cfg.mean, std=cfg.std)     # x: float [B, 3, T, H, W], clips: B Clips
+    x = play_backwards(x, clips)                                # the clips marked `reverse`, frames reversed
 
 Applied after DALI in torch (one place for CPU and GPU decoders, no change to the pipeline graph): the factors
 travel in each Clip, drawn per GLOBAL batch, so a clip is augmented identically whatever the world size.
@@ -43,3 +44,16 @@ def colour_jitter(x: torch.Tensor, clips: Sequence[Clip], *, mean: Sequence[floa
 
 def needs_colour(clips: Sequence[Clip]) -> bool:
     return any((c.brightness, c.contrast, c.saturation) != (1.0, 1.0, 1.0) for c in clips)
+
+
+def play_backwards(x: torch.Tensor, clips: Sequence[Clip]) -> torch.Tensor:
+    """x [B, C, T, H, W] with the frames of every `reverse` clip in reverse order (x itself when there is none).
+    After decoding, like the colour: the decoder's graph and its clip start frames stay as they are."""
+    backward = [j for j, c in enumerate(clips) if c.reverse]
+    if not backward:
+        return x
+    if len(clips) != x.shape[0]:
+        raise ValueError(f"play_backwards: {len(clips)} clips for a batch of {x.shape[0]}")
+    x = x.clone()
+    x[backward] = x[backward].flip(2)
+    return x

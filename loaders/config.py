@@ -48,6 +48,10 @@ class DataConfig:
     # train: zoom, each frame resized by a factor drawn from [1, 1 + z] before the crop (0 = off): a copy that
     # was cropped and rescaled shows the same content larger
     zoom_jitter: float = field(default=0.0, metadata={">=": 0, "<=": 1})
+    # train (sampler video): a video's 2nd, 4th, ... clips of a batch play backwards, as an identity of their own,
+    # so its forward clips have the same look with the opposite motion as negatives: codes must carry the
+    # direction of motion, not only appearance (needs data.pk_samples even and >= 4)
+    reverse_negatives: bool = False
     mean: tuple[float, float, float] = field(default=SEED_MEAN, metadata={">=": 0, "<=": 1})
     std: tuple[float, float, float] = field(default=SEED_STD, metadata={">": 0})
     num_threads: int = field(default=2, metadata={">=": 1})  # DALI CPU threads per pipeline

@@ -45,7 +45,7 @@ import torch
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
-from c3dhash.loaders.augment import colour_jitter, needs_colour
+from c3dhash.loaders.augment import colour_jitter, needs_colour, play_backwards
 from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
                                      copy_clips, eval_shard, make_sampler, shard_batch, slice_bounds, start_frame,
                                      train_clips)
@@ -300,7 +300,8 @@ class TrainLoader:
     def plan(self, epoch: int) -> list[list[Clip]]:
         """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
         return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip,
-                                        colour=self.cfg.colour_jitter, zoom=self.cfg.zoom_jitter),
+                                        colour=self.cfg.colour_jitter, zoom=self.cfg.zoom_jitter,
+                                        reverse=self.cfg.reverse_negatives),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
@@ -317,12 +318,14 @@ class TrainLoader:
 
     def labels(self, clips: list[Clip]) -> torch.Tensor:
         """Class labels, or video ids under data.sampler=video (self-supervised: positives = same video)."""
-        return torch.tensor(clip_labels(clips, [r.label for r in self.records], sampler=self.cfg.sampler),
-                            dtype=torch.int64)
+        return torch.tensor(clip_labels(clips, [r.label for r in self.records], sampler=self.cfg.sampler,
+                                        reverse=self.cfg.reverse_negatives), dtype=torch.int64)
 
     def augment(self, x: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
-        """Colour jitter after decoding (loaders/augment.py); a no-op unless data.colour_jitter > 0."""
-        return colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std) if needs_colour(clips) else x
+        """Colour jitter and time reversal after decoding (loaders/augment.py); a no-op unless the config
+        asks for them."""
+        x = colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std) if needs_colour(clips) else x
+        return play_backwards(x, clips)
 
 
 class EvalLoader:
@@ -383,5 +386,5 @@ def build_copy_loader(records: Sequence[VideoRecord], root: str | Path, cfg: Dat
     loader = EvalLoader(records, root, cfg, rank=rank, world_size=world_size, device_id=device_id)
     loader.batches = copy_clips(loader.video_indices, clips_per_video=cfg.clips_per_video,
                                 batch_size=cfg.batch_size, seed=seed, flip=cfg.flip,
-                                colour=max(cfg.colour_jitter, 0.0), zoom=cfg.zoom_jitter, mirror=cfg.eval_flip)
+                                colour=cfg.colour_jitter, zoom=cfg.zoom_jitter, mirror=cfg.eval_flip)
     return loader

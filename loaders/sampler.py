@@ -44,6 +44,7 @@ class Clip:
     contrast: float = 1.0
     saturation: float = 1.0
     zoom: float = 1.0  # resize factor before the crop (>= 1: the crop shows less of the frame, larger)
+    reverse: bool = False  # frames in reverse order (data.reverse_negatives): a video's backward clips
 
 
 def clip_span(num_frames: int, stride: int) -> int:
@@ -141,7 +142,8 @@ class VideoSampler(_PxK):
                             f"data.pk_classes / data.pk_samples")
         if p > n:
             raise DataError(f"video sampler: data.pk_classes={p} videos per batch but the split has only {n} "
-                            f"videos; lower data.pk_classes to <= {n}")
+                            f"videos; lower data.pk_classes to <= {n}, or data.val_per_class (the validation "
+                            f"videos of each folder are taken out of train)")
         self.n, self.p, self.k, self.seed = n, p, k, seed
         self.steps = steps or math.ceil(n / p)
 
@@ -170,10 +172,17 @@ def make_sampler(labels: Sequence[int], *, sampler: str, p: int, k: int, batch_s
     return RandomSampler(len(labels), batch_size=batch_size * world_size, seed=seed, steps=steps)
 
 
-def clip_labels(clips: Sequence[Clip], labels: Sequence[int], *, sampler: str) -> list[int]:
+def clip_labels(clips: Sequence[Clip], labels: Sequence[int], *, sampler: str, reverse: bool = False
+                ) -> list[int]:
     """The loss labels of a batch: class labels, or (sampler video) the video ids, so the positives of a clip
-    are the other clips of its own video. Ids are positions in the shared record list: equal on every rank."""
-    return [c.index for c in clips] if sampler == "video" else [int(labels[c.index]) for c in clips]
+    are the other clips of its own video. Ids are positions in the shared record list: equal on every rank.
+    A backward clip (data.reverse_negatives) is an identity of its own, 2 x id + 1: its positives are the other
+    backward clips of its video, and the forward ones are its negatives (the same look, the opposite motion)."""
+    if sampler != "video":
+        return [int(labels[c.index]) for c in clips]
+    if reverse:  # from the config, not the clips: a rank's slice may hold no backward clip
+        return [2 * c.index + int(c.reverse) for c in clips]
+    return [c.index for c in clips]
 
 
 class RandomSampler:
@@ -212,10 +221,11 @@ def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Cl
 
 
 def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool,
-                colour: float = 0.0, zoom: float = 0.0) -> list[Clip]:
+                colour: float = 0.0, zoom: float = 0.0, reverse: bool = False) -> list[Clip]:
     """Random temporal position, crop window, flip, (colour > 0) colour factors in [1 - colour, 1 + colour] and
     (zoom > 0) a zoom in [1, 1 + zoom] for every clip of a GLOBAL batch (slice it by rank afterwards, so the
-    draw does not depend on the number of ranks)."""
+    draw does not depend on the number of ranks). `reverse`: every other clip of a video in the batch (its 2nd,
+    4th, ...) plays backwards; no random draw, so the other augmentations stay as they were."""
     rng = _rng(seed, epoch, step, 1)  # a stream of its own: changing P/K does not reseed augmentation
     n = len(batch)
     pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
@@ -224,8 +234,19 @@ def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bo
     if colour > 0:  # a third stream: turning colour on leaves positions, crops and flips as they were
         factors = 1.0 + colour * (2.0 * _rng(seed, epoch, step, 3).random((3, n)) - 1.0)
     zooms = 1.0 + zoom * _rng(seed, epoch, step, 4).random(n) if zoom > 0 else np.ones(n)  # a fourth stream
-    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s), float(z))
-            for i, p, x, y, f, b, c, s, z in zip(batch, pos, cx, cy, flips, *factors, zooms)]
+    backward = occurrences(batch) % 2 == 1 if reverse else np.zeros(n, bool)
+    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s), float(z), bool(r))
+            for i, p, x, y, f, b, c, s, z, r in zip(batch, pos, cx, cy, flips, *factors, zooms, backward)]
+
+
+def occurrences(batch: np.ndarray) -> np.ndarray:
+    """For each entry, how many earlier entries of the batch hold the same video (0 for its first clip)."""
+    seen: dict[int, int] = {}
+    out = np.empty(len(batch), np.int64)
+    for j, i in enumerate(batch):
+        out[j] = seen.get(int(i), 0)
+        seen[int(i)] = out[j] + 1
+    return out
 
 
 def eval_shard(n: int, *, rank: int, world_size: int) -> list[int]:

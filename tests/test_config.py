@@ -68,11 +68,23 @@ def test_unknown_section_lists_sections():
     ("train.optimizer=adam", r"choose one of sgd, adamw"),
     ("cluster.log_level=LOUD", r"cluster\.log_level=.LOUD.; choose one of DEBUG, INFO, WARNING, ERROR"),
     ("data.crop=[200, 200]", r"larger than data\.resize"),
+    ("data.reverse_negatives=true", r"data\.reverse_negatives needs data\.sampler=video and an even "
+                                    r"data\.pk_samples >= 4 \(got pk, 4\)"),
     ("lr=0.1", r"expected section\.key=value"),
 ])
 def test_bad_values_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("k, ok", [(2, False), (3, False), (4, True), (6, True)])
+def test_reverse_negatives_needs_an_even_k_of_at_least_4(k, ok):
+    overrides = ["data.sampler=video", "data.reverse_negatives=true", f"data.pk_samples={k}"]
+    if ok:
+        assert load_config(None, overrides).data.reverse_negatives
+    else:
+        with pytest.raises(ConfigError, match=f"got video, {k}"):
+            load_config(None, overrides)
 
 
 def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):

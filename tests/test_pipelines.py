@@ -308,3 +308,20 @@ def test_a_zoomed_clip_is_the_crop_of_a_larger_resize(dataset):
     larger = decode(dataclasses.replace(cfg, resize=(32, 48)), [dataclasses.replace(c, zoom=1.0) for c in clips])
     assert zoomed.shape == (3, 3, 4, 16, 16) and torch.equal(zoomed, larger)
     assert not torch.equal(zoomed, decode(cfg, [dataclasses.replace(c, zoom=1.0) for c in clips]))
+
+
+def test_reverse_negatives_play_every_other_clip_of_a_video_backwards_bit_for_bit(dataset):
+    """data.reverse_negatives: the loader's backward clip is the forward decode of the same window, frames
+    reversed; its label is 2 x video + 1, its forward twin's 2 x video."""
+    root, records = dataset
+    cfg = dataclasses.replace(BASE, sampler="video", pk_classes=3, pk_samples=4, reverse_negatives=True)
+    loader = pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
+    plan = loader.plan(0)[0]
+    (x, labels), = list(loader)[:1]
+    assert [c.reverse for c in plan] == [False, True] * 6
+    assert labels.tolist() == [2 * c.index + c.reverse for c in plan]
+    decoder = pipelines.ClipDecoder(records, root, cfg, batch_size=12, device_id=None, static=False, replace=False)
+    forward = torch.cat([v for _, v in decoder.run([[dataclasses.replace(c, reverse=False) for c in plan]])])
+    for j, c in enumerate(plan):
+        assert torch.equal(x[j], forward[j].flip(1) if c.reverse else forward[j])
+    assert not torch.equal(x[1], forward[1])

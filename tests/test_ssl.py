@@ -22,10 +22,10 @@ from c3dhash.distributed.config import LossConfig, TrainConfig
 from c3dhash.distributed.job import ClusterConfig, JobConfig
 from c3dhash.distributed.syncbn import convert_sync_bn
 from c3dhash.distributed.trainer import Hooks, Trainer
-from c3dhash.loaders.augment import colour_jitter
+from c3dhash.loaders.augment import colour_jitter, play_backwards
 from c3dhash.loaders.config import SEED_MEAN, SEED_STD, DataConfig
 from c3dhash.loaders.manifest import DataError
-from c3dhash.loaders.sampler import VideoSampler, clip_labels, make_sampler, shard_batch, train_clips
+from c3dhash.loaders.sampler import Clip, VideoSampler, clip_labels, make_sampler, shard_batch, train_clips
 from c3dhash.model.config import ModelConfig
 from train_helpers import FolderReport, tensor_eval_set, tensor_videos, tiny_net
 
@@ -71,6 +71,31 @@ def test_any_world_size_sees_the_single_process_clips_and_video_labels(world):
             ids = sum((clip_labels(p, labels, sampler="video") for p in parts), [])
             assert ids == batch.tolist() and ids != [labels[i] for i in batch]
             assert clip_labels(single, labels, sampler="pk") == [labels[i] for i in batch]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_reverse_negatives_mark_every_other_clip_and_label_it_apart_on_any_world_size(world):
+    """data.reverse_negatives: a video's 2nd, 4th, ... clips of a batch play backwards with the label 2 x id + 1;
+    no other draw moves, and the ranks' slices and labels concatenate to the single process's."""
+    sampler = make_sampler(list(range(20)), sampler="video", p=3, k=4, batch_size=0, world_size=world, seed=5)
+    for step, batch in enumerate(sampler.batches(1)):
+        single = train_clips(batch, seed=5, epoch=1, step=step, flip=True, colour=0.4, reverse=True)
+        assert [dataclasses.replace(c, reverse=False) for c in single] == train_clips(
+            batch, seed=5, epoch=1, step=step, flip=True, colour=0.4)
+        assert [c.reverse for c in single] == [False, True] * 6  # video-major: 2 forward, 2 backward each
+        parts = [shard_batch(single, rank=r, world_size=world) for r in range(world)]
+        ids = sum((clip_labels(p, [], sampler="video", reverse=True) for p in parts), [])
+        assert ids == [2 * int(i) + j % 2 for j, i in enumerate(batch)]
+        assert all(ids.count(i) == 2 for i in ids)  # each clip keeps one positive: its twin of the same direction
+
+
+def test_play_backwards_reverses_time_of_the_marked_clips_only():
+    x = torch.arange(3 * 3 * 4 * 2 * 2, dtype=torch.float32).reshape(3, 3, 4, 2, 2)
+    clips = [Clip(0, 0.5), Clip(0, 0.5, reverse=True), Clip(1, 0.5)]
+    out = play_backwards(x, clips)
+    assert torch.equal(out[0], x[0]) and torch.equal(out[2], x[2])
+    assert torch.equal(out[1], x[1, :, [3, 2, 1, 0]]) and not torch.equal(out[1], x[1])
+    assert play_backwards(x, [Clip(0, 0.5)] * 3) is x
 
 
 def test_colour_draw_is_its_own_stream_and_within_bounds():
