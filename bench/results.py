@@ -101,13 +101,17 @@ def recorded(topic: str, folder: str | Path | None = None) -> Iterator[Path | No
             f"- load average before: {_load()}"]
     buf, real = io.StringIO(), sys.stdout
     sys.stdout = _Tee(real, buf)
-    failed = True
+    failed, usage = True, False
     try:
         yield path
         failed = False
+    except SystemExit as exc:
+        usage = exc.code == 2  # an argument error (argparse): nothing was measured, so no file
+        raise
     finally:
         sys.stdout = real
-        tail = [f"- load average after: {_load()}", *(["- the run FAILED before its end"] if failed else [])]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join([*head, *tail, "", "```", buf.getvalue().rstrip(), "```", ""]))
-        print(f"results: {path}", flush=True)
+        if not usage:
+            tail = [f"- load average after: {_load()}", *(["- the run FAILED before its end"] if failed else [])]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join([*head, *tail, "", "```", buf.getvalue().rstrip(), "```", ""]))
+            print(f"results: {path}", flush=True)

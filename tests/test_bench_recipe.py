@@ -75,6 +75,31 @@ def test_stalled_epochs_and_the_spread_line():
     assert "mean 0.8500, min 0.8000, max 0.9000, stdev 0.0707" in table
 
 
+def test_the_grid_is_the_issues_36_runs_and_shards_split_it_without_overlap():
+    names = {v.name for v in br.GRID}
+    assert len(names) == 36 == len({(v.classes, v.size, v.data_seed, v.seed) for v in br.GRID})
+    assert {v.classes for v in br.GRID} == {10, 12} and len({v.size for v in br.GRID}) == 2
+    assert len({v.data_seed for v in br.GRID}) == 3 and {v.seed for v in br.GRID} == {0, 1, 2}
+    assert not {v.data_seed for v in br.GRID} & {v.data_seed for v in br.VARIANTS}  # never seen while tuning
+    shards = [[v.name for v in br.parse(["--variants", "grid", "--shard", f"{i}/5"])[1]] for i in range(1, 6)]
+    assert sorted(sum(shards, [])) == sorted(names)
+    assert [v.name for v in br.parse(["--variants", "shipped,grid"])[1]][:2] == ["shipped", "g-c10-48x64-d20-s0"]
+
+
+def test_the_grid_line_counts_runs_at_the_target():
+    rows = [br.Result("g-c10-48x64-d20-s0", map_all=0.9), br.Result("g-c12-32x32-d22-s2", map_all=0.84),
+            br.Result("g-c12-32x32-d22-s1", error="RuntimeError: x")]
+    line = br.format_table(rows, margin=14.0).splitlines()[-1]
+    assert line == "grid: 1 of 3 runs >= 0.85, lowest 0.8400 (g-c12-32x32-d22-s2); 36 in the whole grid"
+
+
+@pytest.mark.parametrize("shard", ["0/3", "4/3", "x", "1/0"])
+def test_a_bad_shard_is_a_usage_error(shard, capsys):
+    with pytest.raises(SystemExit) as exc:
+        br.parse(["--shard", shard])
+    assert exc.value.code == 2 and "--shard" in capsys.readouterr().err
+
+
 def test_unknown_variant_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         br.parse(["--variants", "shipped,nope"])

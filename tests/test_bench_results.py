@@ -33,6 +33,16 @@ def test_a_failed_run_is_written_and_marked(tmp_path):
     assert "the run FAILED" in path.read_text()
 
 
+def test_an_argument_error_writes_no_file_but_an_interrupted_run_does(tmp_path):
+    with pytest.raises(SystemExit), recorded_in(tmp_path) as path:
+        raise SystemExit(2)  # what argparse's p.error raises: nothing was measured
+    assert not path.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit), recorded_in(tmp_path) as path:
+        print("half")
+        raise SystemExit(1)
+    assert "the run FAILED" in path.read_text()
+
+
 def test_off_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("C3DHASH_BENCH_RESULTS", "off")
     with results.recorded("demo") as path:
