@@ -106,7 +106,7 @@ def recorded(topic: str, folder: str | Path | None = None) -> Iterator[Path | No
         yield path
         failed = False
     except SystemExit as exc:
-        usage = exc.code == 2  # an argument error (argparse): nothing was measured, so no file
+        usage = exc.code in (0, 2)  # argparse's --help or an argument error: nothing was measured, no file
         raise
     finally:
         sys.stdout = real

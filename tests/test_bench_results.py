@@ -33,9 +33,10 @@ def test_a_failed_run_is_written_and_marked(tmp_path):
     assert "the run FAILED" in path.read_text()
 
 
-def test_an_argument_error_writes_no_file_but_an_interrupted_run_does(tmp_path):
+@pytest.mark.parametrize("code", [0, 2])
+def test_help_or_an_argument_error_writes_no_file_but_a_failed_run_does(tmp_path, code):
     with pytest.raises(SystemExit), recorded_in(tmp_path) as path:
-        raise SystemExit(2)  # what argparse's p.error raises: nothing was measured
+        raise SystemExit(code)  # what argparse raises for --help (0) and p.error (2): nothing was measured
     assert not path.exists() and not list(tmp_path.iterdir())
     with pytest.raises(SystemExit), recorded_in(tmp_path) as path:
         print("half")
