@@ -4,6 +4,7 @@
     c3dhash bench neardup -- --epochs 12 --ssl-epochs 12           # shorter
     c3dhash bench neardup -- --supervised runs/a/best.pt --ssl runs/b/best.pt --root data/synth   # no training
     c3dhash bench neardup -- --ssl-set loss.margin=28 --copies 3   # a variant of the self-supervised recipe
+    c3dhash bench neardup -- --ssl-train library                   # self-supervised on train + the originals
 
 Copies (loaders/neardup.py): every test video trimmed, cropped, rescaled, flipped in half the cases and
 re-encoded (VP9 -> MJPEG, else -> VP9). Queries = the copies; database = the test originals plus every train
@@ -17,6 +18,9 @@ evaluation), and two LSH baselines at the supervised config's bits and clips: a 
 untrained r3d_18 features (the demo's) and of the raw clip pixels, both centred on the database mean. Training
 runs in this process through distributed/trainer.py (one torch thread per process, as bench/bench_recipe.py).
 `--copies N` makes N copies of each test video (N x the queries: one query of 48 moves recall@1 by 0.021).
+`--ssl-train library` trains the self-supervised model on the train videos and the test originals (it reads no
+label): a library's model is trained on the library, then new uploads are searched; the default keeps the
+originals unseen, as for the supervised model. The copies are never trained on.
 Writes bench/results/neardup-<cpu>-<date>.md with the load average at the start and end of every part (the
 machine may be shared: minutes depend on the load).
 """
@@ -44,7 +48,7 @@ from c3dhash.eval.codes import Codes
 from c3dhash.eval.index.encode import encode_loader, to_codes
 from c3dhash.eval.metrics.exact import evaluate
 from c3dhash.loaders.atomic import atomic_write_text
-from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.manifest import VideoRecord, write_manifest
 from c3dhash.loaders.neardup import make_copies
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
@@ -72,6 +76,9 @@ class Setup:
     ssl: str = ""
     seed: int = 0
     copies: int = 1  # copies per test video (each drawn with its own seed): more queries, less noise
+    # what the self-supervised model trains on: "train" (the test originals unseen, as the supervised model) or
+    # "library" (train + the test originals, no labels: a library trains on itself, then uploads are searched)
+    ssl_train: str = "train"
     work: str = "runs/bench_neardup"
     out: str = str(ROOT / "bench" / "results")
 
@@ -177,6 +184,11 @@ def run(setup: Setup) -> list[str]:
                          setup.ssl_epochs, config=setup.ssl_config)
     if not manifest_path(sup_job.data, "train").is_file():
         build_splits_for(sup_job.data)
+    if setup.ssl_train == "library":
+        ssl_job = job_config(setup, "neardup-ssl", root, (f"data.dataset={sup_job.data.dataset}",
+                                                          f"data.manifest_dir={library_manifests(setup, sup_job)}",
+                                                          *setup.ssl_overrides), setup.ssl_epochs,
+                             config=setup.ssl_config)
     sets, bits = prepare(setup, sup_job), sup_job.model.bits
     rows, notes = {}, {}
     for name, job, given in (("supervised", sup_job, setup.supervised), ("self-supervised", ssl_job, setup.ssl)):
@@ -192,6 +204,17 @@ def run(setup: Setup) -> list[str]:
     pixels = method_features(torch.nn.Flatten(), sup_job, sets)
     rows["LSH, pixels"] = scores(pixels, sets, bits, rng.standard_normal((pixels["test"].shape[1], bits)))
     return report(setup, sets, rows, notes, bits, minutes=(time.time() - t0) / 60, loads=(l0, load()))
+
+
+def library_manifests(setup: Setup, job: JobConfig) -> Path:
+    """Manifests whose train split is train + test (labels are never read by the video sampler): the copies'
+    originals are part of what the library model trained on; validation stays held out."""
+    out = Path(setup.work).absolute() / "ssl-library-manifests"
+    train, test = load_split(job.data, "train"), load_split(job.data, "test")
+    write_manifest(out / "train.tsv", train + test)
+    write_manifest(out / "val.tsv", load_split(job.data, "val"))
+    write_manifest(out / "test.tsv", test)
+    return out
 
 
 def cpu_name() -> str:
@@ -211,7 +234,8 @@ def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes
         lines.append(f"| {name} | {r['near_map']:.4f} | {r['near_r1']:.4f} | {r['flip_r1']:.4f} | "
                      f"{r['class_map']:.4f} |")
     lines += ["", *(f"- {k}: {v}" for k, v in notes.items()),
-              f"- self-supervised: {setup.ssl_config} + {' '.join(setup.ssl_overrides) or 'no overrides'}",
+              f"- self-supervised: {setup.ssl_config} + {' '.join(setup.ssl_overrides) or 'no overrides'}; "
+              f"trained on {'train + the test originals (library)' if setup.ssl_train == 'library' else 'train'}",
               f"- extra overrides: {' '.join(setup.overrides) or 'none'}"]
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")[:40]
     path = Path(setup.out) / f"neardup-{slug}-{datetime.date.today()}.md"
@@ -234,12 +258,16 @@ def parse(argv: list[str] | None) -> Setup:
     p.add_argument("--ssl", default="", help="a best.pt instead of training the self-supervised model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--copies", type=int, default=1, help="copies per test video, each with its own edits")
+    p.add_argument("--ssl-train", choices=("train", "library"), default="train",
+                   help="self-supervised training videos: the train split, or the library (train + the copies' "
+                        "originals, no labels)")
     p.add_argument("--work", default=Setup.work)
     p.add_argument("--out", default=Setup.out)
     a = p.parse_args(argv)
     return Setup(root=a.root, classes=a.classes, per_class=a.per_class, epochs=a.epochs, ssl_epochs=a.ssl_epochs,
                  overrides=tuple(a.set), ssl_config=a.ssl_config, ssl_overrides=tuple(a.ssl_set),
-                 supervised=a.supervised, ssl=a.ssl, seed=a.seed, copies=a.copies, work=a.work, out=a.out)
+                 supervised=a.supervised, ssl=a.ssl, seed=a.seed, copies=a.copies, ssl_train=a.ssl_train,
+                 work=a.work, out=a.out)
 
 
 def main(argv: list[str] | None = None) -> list[str]:

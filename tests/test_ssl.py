@@ -251,17 +251,29 @@ def test_dali_loader_in_video_mode_yields_video_ids_and_matches_across_ranks(vid
         assert torch.equal(x, colour_jitter(xp, clips, mean=cfg.mean, std=cfg.std))
 
 
-def test_copy_clips_are_drawn_per_video_so_every_shard_sees_the_same_copy():
-    from c3dhash.loaders.sampler import copy_clips, eval_shard
-    whole = [c for b in copy_clips(range(7), clips_per_video=2, batch_size=3, seed=4, flip=True, colour=0.3)
+def test_copy_clips_are_one_edit_per_video_so_every_shard_sees_the_same_copy():
+    from c3dhash.loaders.sampler import COPY_KEEP, COPY_ZOOM, copy_clips, eval_shard
+    whole = [c for b in copy_clips(range(40), clips_per_video=4, batch_size=3, seed=4, flip=True, colour=0.3)
              for c in b]
     for world in (2, 3):
-        parts = [c for r in range(world) for b in copy_clips(eval_shard(7, rank=r, world_size=world),
-                                                             clips_per_video=2, batch_size=3, seed=4, flip=True,
+        parts = [c for r in range(world) for b in copy_clips(eval_shard(40, rank=r, world_size=world),
+                                                             clips_per_video=4, batch_size=3, seed=4, flip=True,
                                                              colour=0.3) for c in b]
         assert sorted(parts, key=lambda c: c.index) == sorted(whole, key=lambda c: c.index)
-    assert len({(c.position, c.crop_x, c.brightness) for c in whole}) == 14  # every clip its own draw
-    assert {c.flip for c in whole} == {True, False}
+    edits = set()
+    for v in range(40):  # a re-upload is edited as a whole: one crop, zoom, flip and colour for all its clips
+        clips = [c for c in whole if c.index == v]
+        edit = {dataclasses.replace(c, position=0.0) for c in clips}
+        assert len(clips) == 4 and len(edit) == 1
+        edits |= edit
+        pos = np.array([c.position for c in clips])
+        steps = np.diff(pos)  # evenly spread over a trimmed span of 70-90 % of the video
+        assert np.allclose(steps, steps[0]) and COPY_KEEP[0] - 1e-9 <= 4 * steps[0] <= COPY_KEEP[1] + 1e-9
+        assert pos[0] - steps[0] / 2 >= 0 and pos[-1] + steps[0] / 2 <= 1 + 1e-9
+        assert COPY_ZOOM[0] <= clips[0].zoom <= COPY_ZOOM[1] and 0.7 <= clips[0].brightness <= 1.3
+    assert len(edits) == 40 and {c.flip for c in edits} == {True, False}
+    further = copy_clips(range(40), clips_per_video=1, batch_size=40, seed=4, flip=True, colour=0.0, zoom=0.6)[0]
+    assert max(c.zoom for c in further) > COPY_ZOOM[1]  # a wider training zoom widens the copies' too
     plain = copy_clips(range(7), clips_per_video=2, batch_size=3, seed=4, flip=False, colour=0.0)
     assert not any(c.flip for b in plain for c in b)
     assert all((c.brightness, c.contrast, c.saturation) == (1.0, 1.0, 1.0) for b in plain for c in b)
