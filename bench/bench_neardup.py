@@ -180,15 +180,11 @@ def run(setup: Setup) -> list[str]:
     if not setup.root and not (root / "ucfTrainTestlist").is_dir():
         make_synth_dataset(root, classes=setup.classes, per_class=setup.per_class, seed=setup.seed, progress=False)
     sup_job = job_config(setup, "neardup-sup", root, (), setup.epochs)
-    ssl_job = job_config(setup, "neardup-ssl", root, (f"data.dataset={sup_job.data.dataset}", *setup.ssl_overrides),
-                         setup.ssl_epochs, config=setup.ssl_config)
     if not manifest_path(sup_job.data, "train").is_file():
         build_splits_for(sup_job.data)
-    if setup.ssl_train == "library":
-        ssl_job = job_config(setup, "neardup-ssl", root, (f"data.dataset={sup_job.data.dataset}",
-                                                          f"data.manifest_dir={library_manifests(setup, sup_job)}",
-                                                          *setup.ssl_overrides), setup.ssl_epochs,
-                             config=setup.ssl_config)
+    library = ((f"data.manifest_dir={library_manifests(setup, sup_job)}",) if setup.ssl_train == "library" else ())
+    ssl_job = job_config(setup, "neardup-ssl", root, (f"data.dataset={sup_job.data.dataset}", *library,
+                                                      *setup.ssl_overrides), setup.ssl_epochs, config=setup.ssl_config)
     sets, bits = prepare(setup, sup_job), sup_job.model.bits
     rows, notes = {}, {}
     for name, job, given in (("supervised", sup_job, setup.supervised), ("self-supervised", ssl_job, setup.ssl)):

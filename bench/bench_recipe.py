@@ -242,10 +242,11 @@ def stalled_epochs(res: Result, margin: float) -> int:
 
 
 def format_table(results: list[Result], *, margin: float) -> str:
-    lines = [f"{'variant':<12}{'test mAP@all':>13}{'val mAP':>9}{'stalled ep':>11}{'minutes':>9}{'load':>12}"]
+    w = max([12, *(len(r.variant) + 1 for r in results)])  # the grid's names are longer than the variants'
+    lines = [f"{'variant':<{w}}{'test mAP@all':>13}{'val mAP':>9}{'stalled ep':>11}{'minutes':>9}{'load':>12}"]
     for r in results:
         val = max([e["val_map"] for e in r.epochs if "val_map" in e] or [float("nan")])
-        lines.append(f"{r.variant:<12}{r.map_all:>13.4f}{val:>9.4f}{stalled_epochs(r, margin):>11d}"
+        lines.append(f"{r.variant:<{w}}{r.map_all:>13.4f}{val:>9.4f}{stalled_epochs(r, margin):>11d}"
                      f"{r.minutes:>9.1f}{r.load[0]:>6.1f}-{r.load[1]:<5.1f}" + (f"  {r.error}" if r.error else ""))
     grid = [r for r in results if r.variant.startswith("g-")]
     if grid:

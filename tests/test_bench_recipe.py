@@ -89,8 +89,10 @@ def test_the_grid_is_the_issues_36_runs_and_shards_split_it_without_overlap():
 def test_the_grid_line_counts_runs_at_the_target():
     rows = [br.Result("g-c10-48x64-d20-s0", map_all=0.9), br.Result("g-c12-32x32-d22-s2", map_all=0.84),
             br.Result("g-c12-32x32-d22-s1", error="RuntimeError: x")]
-    line = br.format_table(rows, margin=14.0).splitlines()[-1]
-    assert line == "grid: 1 of 3 runs >= 0.85, lowest 0.8400 (g-c12-32x32-d22-s2); 36 in the whole grid"
+    table = br.format_table(rows, margin=14.0).splitlines()
+    assert table[-1] == "grid: 1 of 3 runs >= 0.85, lowest 0.8400 (g-c12-32x32-d22-s2); 36 in the whole grid"
+    end = table[0].index("test mAP@all") + len("test mAP@all")  # the figures sit under their header
+    assert table[1].index("0.9000") + 6 == end == table[2].index("0.8400") + 6
 
 
 @pytest.mark.parametrize("shard", ["0/3", "4/3", "x", "1/0"])
