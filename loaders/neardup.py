@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.sampler import COPY_CROP, COPY_KEEP
 from c3dhash.loaders.videoio import codec_ext, probe_video, read_frames, write_video
 
 
@@ -40,9 +41,9 @@ def _even(v: float) -> int:
 
 def draw_spec(*, seed: int, index: int, frames: int, height: int, width: int, src_codec: str) -> CopySpec:
     rng = np.random.default_rng([seed, index, 7])
-    keep = max(2, int(round(frames * rng.uniform(0.7, 0.9))))
+    keep = max(2, int(round(frames * rng.uniform(*COPY_KEEP))))
     trim = int(rng.integers(0, frames - keep + 1))
-    ch, cw = int(round(height * rng.uniform(0.75, 0.9))), int(round(width * rng.uniform(0.75, 0.9)))
+    ch, cw = int(round(height * rng.uniform(*COPY_CROP))), int(round(width * rng.uniform(*COPY_CROP)))
     y0, x0 = int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
     scale = rng.uniform(0.75, 1.25)
     return CopySpec(trim, keep, (y0, x0, ch, cw), (_even(ch * scale), _even(cw * scale)), bool(rng.random() < 0.5),

@@ -273,10 +273,12 @@ def eval_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int,
     return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
 
 
-# The edit of a held-out validation copy, as loaders/neardup.py edits a library's copies: 70-90 % of the
-# frames kept, a 75-90 % crop rescaled to the frame (a zoom of 1/0.9 to 1/0.75) at a random offset.
+# The edit of a near-duplicate copy, here (validation copies) and in loaders/neardup.py (the files of a library's
+# copies): 70-90 % of the frames kept, a 75-90 % crop rescaled to the frame at a random offset, which shows the
+# content larger by 1/0.9 to 1/0.75.
 COPY_KEEP = (0.7, 0.9)
-COPY_ZOOM = (1 / 0.9, 1 / 0.75)
+COPY_CROP = (0.75, 0.9)
+COPY_ZOOM = (1 / COPY_CROP[1], 1 / COPY_CROP[0])
 
 
 def copy_clips(videos: Sequence[int], *, clips_per_video: int, batch_size: int, seed: int, flip: bool,
