@@ -17,6 +17,8 @@ data.sampler=video, P videos x K clips, positives = clips of the same video; eac
 evaluation), and two LSH baselines at the supervised config's bits and clips: a seeded Gaussian projection of
 untrained r3d_18 features (the demo's) and of the raw clip pixels, both centred on the database mean. Training
 runs in this process through distributed/trainer.py (one torch thread per process, as bench/bench_recipe.py).
+`--ssl-set model.weights=FILE` starts the self-supervised run from a trunk (Kinetics, or a labelled run's
+best.pt) and adds LSH over that trunk's features, the baseline such a start has to beat.
 `--copies N` makes N copies of each test video (N x the queries: one query of 48 moves recall@1 by 0.021).
 `--ssl-train library` trains the self-supervised model on the train videos and the test originals (it reads no
 label): a library's model is trained on the library, then new uploads are searched; the default keeps the
@@ -199,6 +201,11 @@ def run(setup: Setup) -> list[str]:
     rows["LSH, untrained r3d_18 features"] = scores(feats, sets, bits, proj)
     pixels = method_features(torch.nn.Flatten(), sup_job, sets)
     rows["LSH, pixels"] = scores(pixels, sets, bits, rng.standard_normal((pixels["test"].shape[1], bits)))
+    if ssl_job.model.weights:  # a pretrained start: the fair baseline is LSH over the features it starts from
+        init = method_features(Features(build_from_config(dataclasses.replace(sup_job.model,
+                                                                              weights=ssl_job.model.weights))),
+                               sup_job, sets)
+        rows["LSH, the self-supervised run's initial features"] = scores(init, sets, bits, proj)
     return report(setup, sets, rows, notes, bits, minutes=(time.time() - t0) / 60, loads=(l0, load()))
 
 

@@ -7,6 +7,7 @@ Kinetics-400 weights are read from a LOCAL file only (we never download: cluster
 a path to torchvision's state dict, or "kinetics400" for torchvision's own cache
 (`torch.hub.get_dir()/checkpoints/r3d_18-b3b3357e.pth`). Fetch the file once with
 `curl -LO https://download.pytorch.org/models/r3d_18-b3b3357e.pth` and pass `--set model.weights=/path`.
+A c3dhash checkpoint (a run's best.pt) works too: its trunk starts the new run, its hash head does not.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def resolve_weights(weights: str | None, *, name: str = "r3d_18") -> Path | None
 
 
 def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
-    """Read torchvision's state dict (weights_only: a weight file must not run code) minus the classifier."""
+    """Read torchvision's state dict minus the classifier, or the trunk of a c3dhash checkpoint (a labelled run's
+    trunk starting a self-supervised one); weights_only: a weight file must not run code."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
@@ -81,6 +83,11 @@ def load_trunk_state(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: torch.load(weights_only=True) cannot read it ({type(exc).__name__}: "
                            f"corrupt, or pickled objects other than tensors); pass torchvision's "
                            f"state-dict file (re-download it if it is damaged)") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a c3dhash checkpoint (best.pt)
+        state = {k.removeprefix("trunk."): v for k, v in state["model"].items() if k.startswith("trunk.")}
+        if not state:
+            raise WeightsError(f"{path}: a checkpoint without trunk.* weights; pass a c3dhash best.pt or "
+                               f"torchvision's state-dict file")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a torchvision state dict (name -> tensor), "
                            f"got {type(state).__name__}")

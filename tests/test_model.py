@@ -74,6 +74,22 @@ def test_local_weights_load_into_trunk(torchvision_state, monkeypatch):
         assert torch.equal(v, state[k]), k
 
 
+def test_a_c3dhash_checkpoint_gives_its_trunk_not_its_head(tmp_path):
+    """model.weights=<a run's best.pt>: the trunk starts the new run (e.g. a labelled run's trunk for a
+    self-supervised one); the head, of another code length here, starts fresh."""
+    torch.manual_seed(0)
+    donor = build_hash_net(bits=16)
+    path = tmp_path / "best.pt"
+    torch.save({"model": donor.state_dict(), "config": {"model": {"bits": 16}}, "epoch": 3}, path)
+    net = build_hash_net(bits=8, weights=str(path))
+    for k, v in net.trunk.state_dict().items():
+        assert torch.equal(v, donor.trunk.state_dict()[k]), k
+    headless = tmp_path / "headless.pt"
+    torch.save({"model": {"head.weight": torch.zeros(8, 512)}, "epoch": 3}, headless)
+    with pytest.raises(WeightsError, match=f"{headless}: a checkpoint without trunk"):
+        build_hash_net(bits=8, weights=str(headless))
+
+
 def test_kinetics400_alias_uses_torchvision_cache(torchvision_state, tmp_path, monkeypatch):
     path, state = torchvision_state
     hub = tmp_path / "hub"
