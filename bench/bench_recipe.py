@@ -111,8 +111,8 @@ def job_config(setup: Setup, v: Variant, root: Path, run: Path) -> JobConfig:
     if setup.epochs:
         extra += [f"train.epochs={setup.epochs}", f"train.eval_every={max(1, -(-setup.epochs // 2))}"]
     cfg = load_config(setup.config, [*extra, *setup.overrides])  # the user's --set wins
-    if cfg.data.pk_classes > v.classes:  # a set with fewer classes than P: every class in every batch
-        cfg = load_config(setup.config, [*extra, f"data.pk_classes={v.classes}", *setup.overrides])
+    if cfg.data.pk_classes > v.classes:  # a set with fewer classes than P (the config's or --set's): every class
+        cfg = load_config(setup.config, [*extra, *setup.overrides, f"data.pk_classes={v.classes}"])
     return cfg
 
 
