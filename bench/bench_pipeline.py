@@ -146,8 +146,8 @@ def write(args, d, rows, load_before: str) -> Path:
     lines = [f"# c3dhash bench pipeline, {day}", "",
              f"- commit {commit()}, CPU {cpu} ({os.cpu_count()} logical), torch {torch.__version__}",
              f"- load average before {load_before}, after {loadavg()} (a shared machine unless it says ~0)",
-             f"- P x K = {d.pk_classes} x {d.pk_samples} clips of {d.num_frames} frames at stride {d.stride}, "
-             f"resize {list(d.resize)}, crop {list(d.crop)}, DALI CPU {d.num_threads} thread(s); "
+             f"- P x K = {d.pk_classes or args.classes} x {d.pk_samples} clips of {d.num_frames} frames at stride "
+             f"{d.stride}, resize {list(d.resize)}, crop {list(d.crop)}, DALI CPU {d.num_threads} thread(s); "
              f"{args.classes} x {args.per_class} synthetic VP9 videos; {args.steps} timed steps",
              f"- simulated accelerator step S = {args.step_ms} ms; per-file read latency L; ideal = 1 / max(load, S); "
              f"target >= 0.9 at L = 20 ms", "",

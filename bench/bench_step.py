@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     p.add_argument("--geometry", nargs="+", default=["8x32", "4x32", "8x24", "4x24"], help="FRAMESxPIXELS")
     p.add_argument("--batch", type=int, default=0, help="clips per step (default: the config's P x K / workers)")
+    p.add_argument("--classes", type=int, default=8, help="P when the config's is 0 (every class; no data here)")
     p.add_argument("--threads", type=int, nargs="+", default=[1])
     p.add_argument("--channels-last", choices=("off", "on", "both"), default="both")
     p.add_argument("--onednn", choices=("on", "off", "both"), default="on",
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     workers = cfg.cluster.num_workers if isinstance(cfg.cluster.num_workers, int) else cfg.cluster.num_workers[1]
-    batch = a.batch or max(1, cfg.data.pk_classes * cfg.data.pk_samples // workers)
+    classes = cfg.data.pk_classes or a.classes
+    batch = a.batch or max(1, classes * cfg.data.pk_samples // workers)
     shipped = f"{cfg.data.num_frames}x{cfg.data.crop[0]}"
     layouts = {"off": [False], "on": [True], "both": [False, True]}[a.channels_last]
     onednn = {"off": [False], "on": [True], "both": [True, False]}[a.onednn]
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = dnn
         frames, size = (int(v) for v in geo.lower().split("x"))
-        s = step_seconds(frames=frames, size=size, batch=batch, classes=cfg.data.pk_classes, channels_last=cl,
+        s = step_seconds(frames=frames, size=size, batch=batch, classes=classes, channels_last=cl,
                          head_norm=cfg.model.head_norm, bits=cfg.model.bits, margin=cfg.loss.margin,
                          repeats=a.repeats, train_cfg=cfg.train)
         rows.append((threads, geo, cl, dnn, s))

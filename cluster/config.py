@@ -251,7 +251,11 @@ def validate_workers(cfg: JobConfig, where: str) -> None:
     if c.elastic and d.sampler == "random":
         raise ConfigError(f"{where}: an elastic cluster.num_workers range needs data.sampler=pk (or video): the random "
                           f"sampler's global batch is data.batch_size x workers, so it would change with the size")
-    if d.sampler in ("pk", "video") and d.pk_classes * d.pk_samples < hi:
+    if d.pk_classes == 0 and d.sampler != "pk":
+        raise ConfigError(f"{where}: data.pk_classes=0 (every class in each batch) needs data.sampler=pk; with "
+                          f"data.sampler={d.sampler} it counts videos or is unused: set a number >= 1")
+    # P = 0 (every class): the batch is known once the split is read; the train loader checks it there
+    if d.sampler in ("pk", "video") and d.pk_classes and d.pk_classes * d.pk_samples < hi:
         raise ConfigError(f"{where}: data.pk_classes x data.pk_samples = {d.pk_classes * d.pk_samples} is smaller "
                           f"than the {hi} workers of cluster.num_workers: every rank needs a clip of the global "
                           f"P x K batch per step")

@@ -38,8 +38,8 @@ class DataConfig:
     eval_flip: bool = False
     batch_size: int = field(default=16, metadata={">=": 1})  # clips per rank per step (sampler: random)
     sampler: Sampler = "pk"
-    # P: classes per global batch (sampler: pk); videos per global batch (sampler: video)
-    pk_classes: int = field(default=8, metadata={">=": 1})
+    # P: classes per global batch (sampler: pk; 0 = every class of the split); videos per global batch (video)
+    pk_classes: int = field(default=8, metadata={">=": 0})
     # K: clips per class per global batch (sampler: pk); clips per video (sampler: video)
     pk_samples: int = field(default=4, metadata={">=": 1})
     flip: bool = True

@@ -91,9 +91,10 @@ class PKSampler(_PxK):
     def __init__(self, labels: Sequence[int], *, p: int, k: int, seed: int = 0, steps: int = 0):
         labels = np.asarray(labels, dtype=np.int64)
         self.classes = np.unique(labels)
-        if p < 1 or k < 1:
-            raise DataError(f"P x K sampler: P={p} and K={k} must both be >= 1 "
-                            f"(data.pk_classes, data.pk_samples)")
+        if p < 0 or k < 1:
+            raise DataError(f"P x K sampler: P={p} and K={k} must be >= 0 and >= 1 "
+                            f"(data.pk_classes, 0 = every class; data.pk_samples)")
+        p = p or len(self.classes)  # every class in each batch: a motion and its mirror always meet
         if p > len(self.classes):
             raise DataError(f"P x K sampler: data.pk_classes={p} but the split has only {len(self.classes)} "
                             f"classes; lower data.pk_classes to <= {len(self.classes)}")

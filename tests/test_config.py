@@ -95,6 +95,8 @@ def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):
     assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg  # saved as a YAML list, loaded as the range
     # the global batch needs no divisibility: ranks take slices of sizes differing by at most one
     assert load_config(None, ["data.pk_classes=3", "data.pk_samples=3", "cluster.num_workers=[1, 4]"])
+    # P = 0 (every class): the batch is checked against the workers once the split is read (the train loader)
+    assert load_config(None, ["data.pk_classes=0", "cluster.num_workers=[1, 64]"]).data.pk_classes == 0
 
 
 @pytest.mark.parametrize("overrides, pattern", [
@@ -105,6 +107,9 @@ def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):
     (["cluster.num_workers=[1, 2]", "data.sampler=random"], r"elastic cluster\.num_workers range needs data\.sampler"),
     (["cluster.num_workers=[1, 5]", "data.pk_classes=2", "data.pk_samples=2"], r"= 4 is smaller than the 5 workers"),
     (["cluster.resize_interval_s=0"], r"cluster\.resize_interval_s=0\.0 must be > 0"),
+    (["data.pk_classes=0", "data.sampler=video"],
+     r"data\.pk_classes=0 \(every class in each batch\) needs data\.sampler=pk"),
+    (["data.pk_classes=-1"], r"data\.pk_classes=-1 must be >= 0"),
 ])
 def test_bad_worker_ranges_name_the_key_and_the_fix(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):

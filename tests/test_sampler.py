@@ -54,6 +54,18 @@ def test_pk_uneven_classes_cover_every_video_when_steps_allow():
     assert set(seen.tolist()) == set(range(len(labels)))
 
 
+def test_pk_zero_means_every_class_and_gives_the_same_batches_as_naming_them():
+    """data.pk_classes=0: P = the split's class count, batch for batch the sampler of P = that count (so a run
+    of the shipped 8-class set is the same with 0 or 8, and `--set data.pk_classes=N` runs equal 0's)."""
+    labels = np.repeat(np.arange(5), [7, 9, 6, 8, 10])
+    every, named = PKSampler(labels, p=0, k=3, seed=4), PKSampler(labels, p=5, k=3, seed=4)
+    assert (every.p, every.batch_size, len(every)) == (5, 15, len(named))
+    for a, b in zip(every.batches(2), named.batches(2)):
+        assert np.array_equal(a, b) and set(labels[a].tolist()) == set(range(5))
+    with pytest.raises(DataError, match=r"P=-1 and K=3 must be >= 0 and >= 1"):
+        PKSampler(labels, p=-1, k=3)
+
+
 def test_pk_rejects_more_classes_than_the_split_has():
     with pytest.raises(DataError, match="pk_classes=4 but the split has only 3 classes"):
         PKSampler([0, 1, 2, 2], p=4, k=1)
