@@ -94,7 +94,7 @@ class PKSampler(_PxK):
         if p < 0 or k < 1:
             raise DataError(f"P x K sampler: P={p} and K={k} must be >= 0 and >= 1 "
                             f"(data.pk_classes, 0 = every class; data.pk_samples)")
-        p = p or len(self.classes)  # every class in each batch: a motion and its mirror always meet
+        p = p or len(self.classes)  # data.pk_classes=0: every class of the split in each batch
         if p > len(self.classes):
             raise DataError(f"P x K sampler: data.pk_classes={p} but the split has only {len(self.classes)} "
                             f"classes; lower data.pk_classes to <= {len(self.classes)}")
