@@ -176,6 +176,11 @@ def method_features(net: torch.nn.Module, job: JobConfig, s: Sets) -> dict[str, 
             "copies": outputs(net, job, s.copies, "/")}
 
 
+def trunk_features(job: JobConfig, s: Sets, *, weights: str | None) -> dict[str, np.ndarray]:
+    """The pooled r3d_18 features (no hash head) of a trunk built with `weights` (None: a seeded random init)."""
+    return method_features(Features(build_from_config(dataclasses.replace(job.model, weights=weights))), job, s)
+
+
 def run(setup: Setup) -> list[str]:
     t0, l0 = time.time(), load()
     root = Path(setup.root) if setup.root else Path(setup.work) / "data" / f"c{setup.classes}-n{setup.per_class}"
@@ -194,17 +199,14 @@ def run(setup: Setup) -> list[str]:
         net, notes[name] = train(job, given)
         rows[name] = scores(method_features(net, job, sets), sets, job.model.bits, None)
     torch.manual_seed(setup.seed)
-    feats_net = Features(build_from_config(dataclasses.replace(sup_job.model, weights=None)))
+    feats = trunk_features(sup_job, sets, weights=None)
     rng = np.random.default_rng(setup.seed)
-    feats = method_features(feats_net, sup_job, sets)
     proj = rng.standard_normal((feats["test"].shape[1], bits))
     rows["LSH, untrained r3d_18 features"] = scores(feats, sets, bits, proj)
     pixels = method_features(torch.nn.Flatten(), sup_job, sets)
     rows["LSH, pixels"] = scores(pixels, sets, bits, rng.standard_normal((pixels["test"].shape[1], bits)))
     if ssl_job.model.weights:  # a pretrained start: the fair baseline is LSH over the features it starts from
-        init = method_features(Features(build_from_config(dataclasses.replace(sup_job.model,
-                                                                              weights=ssl_job.model.weights))),
-                               sup_job, sets)
+        init = trunk_features(sup_job, sets, weights=ssl_job.model.weights)
         rows["LSH, the self-supervised run's initial features"] = scores(init, sets, bits, proj)
     return report(setup, sets, rows, notes, bits, minutes=(time.time() - t0) / 60, loads=(l0, load()))
 
