@@ -35,7 +35,7 @@ def step_seconds(*, frames: int, size: int, batch: int, classes: int, channels_l
                  bits: int, margin: float, repeats: int, train_cfg) -> float:
     torch.manual_seed(0)
     net = build_hash_net(bits=bits, channels_last=channels_last, head_norm=head_norm).train()
-    opt = build_optimizer(net.parameters(), train_cfg)
+    opt = build_optimizer(net.parameters(), train_cfg, batch=batch)
     x = torch.randn(batch, 3, frames, size, size)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)

@@ -132,7 +132,8 @@ def run_training(cfg: JobConfig, *, address: str | None = None) -> ray.train.Res
         t0 = time.time()
         print(f"training {c.name} on {where}: {f'{lo} to {hi}' if c.elastic else hi} workers "
               f"({'GPU' if c.use_gpu else 'CPU'}), {plan.num_train} train / {plan.num_val} val videos, "
-              f"{plan.steps_per_epoch} steps per epoch, run folder {out}", flush=True)
+              f"{plan.steps_per_epoch} steps per epoch of {plan.batch} clips (lr {cfg.train.base_lr(plan.batch):.3g}),"
+              f" run folder {out}", flush=True)
         result = fit(build_trainer(cfg), out, max_failures=c.max_failures)
     m = result.metrics or {}
     print(f"done in {(time.time() - t0) / 60:.1f} min: epoch {m.get('epoch', -1) + 1}/{cfg.train.epochs}, "

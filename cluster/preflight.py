@@ -33,6 +33,11 @@ class Plan:
     steps_per_epoch: int
     first_epoch: tuple[tuple[int, ...], ...]
 
+    @property
+    def batch(self) -> int:
+        """Clips per global step (P x K: the sampler's batches all have this size)."""
+        return len(self.first_epoch[0]) if self.first_epoch else 0
+
 
 def check_labels(path: Path, records: list[VideoRecord]) -> None:
     """Labels are class indices >= 0 and each class name has one label; errors name the file and line."""

@@ -8,16 +8,18 @@ import torch
 from c3dhash.distributed.config import TrainConfig
 
 
-def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: TrainConfig, *, batch: int) -> torch.optim.Optimizer:
+    """`batch`: global clips per step, for train.lr_batch."""
+    lr = cfg.base_lr(batch)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # fused: one kernel over all parameters. r3d_18 on one CPU thread: 0.02 s a step vs 0.14 s for the default
     # per-parameter loop (0.07 s foreach), ~8% of a demo step.
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def lr_factor(step: int, *, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """Multiplier of cfg.lr at a global step: linear warmup, then step / cosine / constant."""
+    """Multiplier of the base lr at a global step: linear warmup, then step / cosine / constant."""
     warmup = cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup

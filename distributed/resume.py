@@ -2,7 +2,8 @@
 
     diff = check_resume(state["config"], config_to_dict(job), where=str(path))   # raises ResumeConfigError
     for line in diff.notices(): print(line)
-    apply_optimizer_config(opt, sched, job.train, steps_per_epoch=len(loader))   # after opt/sched load_state_dict
+    apply_optimizer_config(opt, sched, job.train, steps_per_epoch=len(loader), batch=loader.batch_size)
+    # (after opt/sched load_state_dict)
 
 Three kinds of keys:
 - shape or meaning (REFUSED): bits, backbone, dataset and split, clip geometry and normalisation, the global
@@ -30,8 +31,8 @@ REFUSED = {
              "reverse_negatives"),
     "train": ("optimizer", "steps_per_epoch", "seed"),
 }
-OPTIMIZER = {"train": ("lr", "momentum", "weight_decay", "schedule", "step_epochs", "gamma", "warmup_epochs",
-                       "epochs")}
+OPTIMIZER = {"train": ("lr", "lr_batch", "momentum", "weight_decay", "schedule", "step_epochs", "gamma",
+                       "warmup_epochs", "epochs")}
 # Where the run and its files live, not what it computes (model.weights only initialises a fresh run).
 SILENT = {"cluster": ("name", "storage_path", "address"), "data": ("root",), "model": ("weights",)}
 
@@ -93,14 +94,14 @@ def check_resume(saved: dict[str, Any] | None, current: dict[str, Any], *, where
 
 
 def apply_optimizer_config(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-                           cfg: TrainConfig, *, steps_per_epoch: int) -> None:
+                           cfg: TrainConfig, *, steps_per_epoch: int, batch: int) -> None:
     """Make a restored optimiser/scheduler follow `cfg` (the scheduler's lambda already reads cfg)."""
-    factor = lr_factor(sched.last_epoch, cfg=cfg, steps_per_epoch=steps_per_epoch)
+    factor, lr = lr_factor(sched.last_epoch, cfg=cfg, steps_per_epoch=steps_per_epoch), cfg.base_lr(batch)
     for group in opt.param_groups:
-        group["initial_lr"] = cfg.lr
-        group["lr"] = cfg.lr * factor
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
         group["weight_decay"] = cfg.weight_decay
         if "momentum" in group:  # SGD; AdamW's betas are not configurable
             group["momentum"] = cfg.momentum
-    sched.base_lrs = [cfg.lr] * len(opt.param_groups)
+    sched.base_lrs = [lr] * len(opt.param_groups)
     sched._last_lr = [g["lr"] for g in opt.param_groups]  # what get_last_lr() reports until the next step

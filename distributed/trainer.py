@@ -101,7 +101,7 @@ class Trainer:
         self.job, self.model, self.module, self.device = job, model, unwrap(model), device
         self.train_loader, self.queries, self.database = train_loader, queries, database
         self.run_dir, self.hooks, self.state = Path(run_dir), hooks, TrainState()
-        self.opt = build_optimizer(model.parameters(), job.train)
+        self.opt = build_optimizer(model.parameters(), job.train, batch=train_loader.batch_size)
         self.sched = build_scheduler(self.opt, job.train, len(train_loader))
         self.writer = RankZeroWriter(self.run_dir / "tensorboard", rank=-1)  # a no-op until fit() opens it
         dtype = amp_dtype(job.train.amp, device)
@@ -138,7 +138,8 @@ class Trainer:
         self.module.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        apply_optimizer_config(self.opt, self.sched, self.job.train, steps_per_epoch=len(self.train_loader))
+        apply_optimizer_config(self.opt, self.sched, self.job.train, steps_per_epoch=len(self.train_loader),
+                               batch=self.train_loader.batch_size)
         ckpt.set_rng_state(state["rng"])
         if self.scaler.is_enabled() and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])

@@ -289,6 +289,11 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    @property
+    def batch_size(self) -> int:
+        """Clips per global step, over all ranks (P x K)."""
+        return self.sampler.batch_size
+
     def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
         """Iterate `epoch` from step `start_step` on (a resume mid-epoch: the plan is deterministic per epoch)."""
         self.epoch, self.start_step = epoch, start_step

@@ -33,6 +33,8 @@ def test_trainer_scales_the_loss_only_for_fp16(capsys):
     from c3dhash.distributed.trainer import Trainer
 
     class Loader(list):
+        batch_size = 1
+
         def set_epoch(self, epoch, *, start_step=0):
             pass
     net = torch.nn.Linear(4, 8)

@@ -121,7 +121,7 @@ def test_lr_schedule_warmup_then_decay(schedule):
 def test_scheduler_state_survives_a_weights_only_round_trip(tmp_path):
     w = torch.nn.Parameter(torch.ones(3))
     cfg = TrainConfig(optimizer="adamw", lr=0.1, schedule="cosine", epochs=4)
-    opt = build_optimizer([w], cfg)
+    opt = build_optimizer([w], cfg, batch=4)
     sched = build_scheduler(opt, cfg, steps_per_epoch=3)
     for _ in range(5):
         w.grad = torch.ones(3)
@@ -129,7 +129,7 @@ def test_scheduler_state_survives_a_weights_only_round_trip(tmp_path):
         sched.step()
     path = ckpt.atomic_save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp_path / "s.pt")
     state = ckpt.load(path)
-    opt2 = build_optimizer([torch.nn.Parameter(torch.ones(3))], cfg)
+    opt2 = build_optimizer([torch.nn.Parameter(torch.ones(3))], cfg, batch=4)
     sched2 = build_scheduler(opt2, cfg, steps_per_epoch=3)
     opt2.load_state_dict(state["optimizer"])
     sched2.load_state_dict(state["scheduler"])

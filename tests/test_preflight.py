@@ -98,6 +98,7 @@ def test_skip_list_is_applied_before_batches(data, tmp_path, manifests):
     assert plan.num_train == len(records) - 1
     assert all(0 <= i < plan.num_train for b in plan.first_epoch for i in b)
     assert plan.steps_per_epoch == len(plan.first_epoch) and plan.steps_per_epoch >= 1
+    assert plan.batch == cfg.data.pk_classes * cfg.data.pk_samples == len(plan.first_epoch[-1])
 
 
 def test_first_epoch_batches_fail_in_the_driver(capsys, data, tmp_path):

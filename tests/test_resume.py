@@ -12,6 +12,7 @@ import yaml
 
 from c3dhash.cluster import driver
 from c3dhash.cluster.config import load_config
+from c3dhash.cluster.preflight import Plan
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.env import GpuError
 from c3dhash.distributed.job import ClusterConfig, JobConfig
@@ -67,6 +68,17 @@ def test_optimizer_changes_are_applied_to_the_restored_optimizer_and_printed(tra
     assert group["lr"] == pytest.approx(0.2 * lr_factor(STEPS + 1, cfg=cfg.train, steps_per_epoch=STEPS))
 
 
+def test_a_new_lr_batch_rescales_the_restored_rate(trained, tmp_path, capsys):
+    _, path = trained
+    cfg = with_changes(job(epochs=2), train={"lr_batch": 2})  # P x K = 4 clips: twice train.lr
+    fresh, _ = make_trainer(cfg, tmp_path / "b", rank=0, world=1)
+    fresh.restore(path)
+    assert "train.lr_batch 0 -> 2" in capsys.readouterr().out
+    group = fresh.opt.param_groups[0]
+    assert group["lr"] == pytest.approx(0.1 * lr_factor(STEPS, cfg=cfg.train, steps_per_epoch=STEPS))
+    assert fresh.sched.base_lrs == [0.1] and fresh.sched.get_last_lr() == [group["lr"]]
+
+
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
     tr, _ = make_trainer(job(), tmp_path, rank=0, world=1)
     reported = []
@@ -93,7 +105,7 @@ def test_driver_refuses_before_ray_and_keeps_every_start_config(tmp_path, monkey
     root = tmp_path / "data"
     write_manifest(root / "manifests" / "split1" / "train.tsv", [])
     base = [f"data.root={root}", f"cluster.storage_path={tmp_path / 'runs'}", "cluster.name=r", "model.bits=16"]
-    plan = type("Plan", (), {"num_train": 0, "num_val": 0, "steps_per_epoch": 0})()
+    plan = Plan(num_train=0, num_val=0, steps_per_epoch=0, first_epoch=())
     monkeypatch.setattr(driver, "preflight", lambda cfg: plan)  # the data checks have tests of their own
     monkeypatch.setattr(driver, "connect", lambda *a, **k: "local")
     monkeypatch.setattr(driver, "check_capacity", lambda **k: None)

@@ -147,6 +147,10 @@ class VideoTensorLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
     def set_epoch(self, epoch: int, *, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 

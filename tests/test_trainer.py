@@ -175,3 +175,18 @@ def test_eval_expected_ties_adds_the_expected_map_to_validation(tmp_path):
     plain, rows = make_trainer(cfg, tmp_path / "plain", rank=0, world=1)
     plain.fit()
     assert "val_map_expected" not in rows[-1]
+
+
+def test_lr_batch_scales_the_rate_to_the_global_batch(tmp_path):
+    """train.lr_batch=N: lr is for N clips a step; the run's P x K = 4 clips at lr 0.05 for 2 clips equals
+    lr 0.1 given as is, weight for weight (the scaling is only the peak rate; schedule and warmup unchanged)."""
+    scaled, _ = make_trainer(job(epochs=1, lr=0.05, lr_batch=2, warmup_epochs=1), tmp_path / "a", rank=0, world=1)
+    plain, _ = make_trainer(job(epochs=1, lr=0.1, warmup_epochs=1), tmp_path / "b", rank=0, world=1)
+    assert scaled.train_loader.batch_size == 4 and scaled.lr == plain.lr == pytest.approx(0.1 / STEPS)
+    scaled.fit()
+    plain.fit()
+    assert scaled.sched.base_lrs == plain.sched.base_lrs == [0.1]
+    assert all(torch.equal(v, plain.module.state_dict()[k]) for k, v in scaled.module.state_dict().items())
+    other, _ = make_trainer(job(epochs=1, lr=0.05, warmup_epochs=1), tmp_path / "c", rank=0, world=1)
+    other.fit()
+    assert not all(torch.equal(v, other.module.state_dict()[k]) for k, v in scaled.module.state_dict().items())
