@@ -23,7 +23,7 @@ class TrainConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = field(default=1e-3, metadata={">": 0})
     # 0: lr as given. N: lr is the rate for a global batch of N clips, scaled linearly to the run's P x K (with
-    # data.pk_classes 0 the batch grows with the class count; 12 classes at 8's rate fell to 0.848 on the grid)
+    # data.pk_classes 0 the batch grows with the class count; the linear scaling rule)
     lr_batch: int = field(default=0, metadata={">=": 0})
     momentum: float = field(default=0.9, metadata={">=": 0, "<": 1})
     weight_decay: float = field(default=5e-4, metadata={">=": 0})
