@@ -183,6 +183,11 @@ class Batches:
     def __init__(self, n: int, clip: tuple[int, int, int], device: torch.device, steps: int):
         self.n, self.clip, self.device, self.steps = n, clip, device, steps
 
+    @property
+    def batch_size(self) -> int:
+        """Clips per step, all ranks (the Trainer scales train.lr by it when train.lr_batch is set)."""
+        return self.n
+
     def __len__(self) -> int:
         return self.steps
 
