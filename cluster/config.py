@@ -273,6 +273,10 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: data.reverse_negatives needs data.sampler=video and an even data.pk_samples "
                           f">= 4 (got {d.sampler}, {d.pk_samples}): half of a video's clips play backwards, and "
                           f"each half needs a positive of its own")
+    if cfg.loss.negatives == "own_video" and not d.reverse_negatives:
+        raise ConfigError(f"{where}: loss.negatives=own_video takes a clip's negatives from its own video played "
+                          f"backwards; set data.reverse_negatives=true (with data.sampler=video), or "
+                          f"loss.negatives=all")
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
         warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
                       f"were measured wrong for r3d_18 (docs/training.md: Mixed precision); use train.amp=auto or off",

@@ -38,6 +38,7 @@ from c3dhash.distributed.triplet import gathered_triplet_loss
 from c3dhash.eval.codes import Codes
 from c3dhash.eval.index.encode import amp_dtype, amp_name, autocast, encode_loader, to_codes
 from c3dhash.loaders.manifest import VideoRecord
+from c3dhash.loaders.sampler import label_videos
 
 Report = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
@@ -225,8 +226,9 @@ class Trainer:
         with autocast(self.device, cfg.train.amp):
             h = self.model(clips)
         h = h.float() if h.dtype in (torch.float16, torch.bfloat16) else h  # autocast's output; float64 stays
+        groups = label_videos(labels) if cfg.loss.negatives == "own_video" else None
         loss, stats = gathered_triplet_loss(h, labels, cfg.loss.margin, reduction=cfg.loss.reduction,
-                                            quant_weight=cfg.loss.quant_weight, return_stats=True,
+                                            quant_weight=cfg.loss.quant_weight, return_stats=True, groups=groups,
                                             **({"sizes": self._sizes} if self._sizes else {}))
         st = self.state
         self.finite.note(epoch=st.epoch, step_in_epoch=st.step_in_epoch, global_step=st.global_step, lr=self.lr,

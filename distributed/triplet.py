@@ -4,7 +4,8 @@
     loss, stats = gathered_triplet_loss(h_local, labels_local, 14.0, return_stats=True)   # every DDP rank
 
 Definition. Valid ordered triplets (a, p, n): a != p, y_a == y_p, y_n != y_a, each counted once (both
-directions of a positive pair are separate triplets). With d = squared Euclidean distance,
+directions of a positive pair are separate triplets); with `groups` g, also g_n == g_a (negatives from the
+anchor's own group only: loss.negatives=own_video, a group being one video). With d = squared Euclidean distance,
     loss = sum_{valid} relu(margin + d_ap - d_an) / #valid            (reduction="all"; inactive ones count)
     loss = the same sum / #{valid with a positive term}               (reduction="active")
     + quant_weight * mean((|h| - 1)^2)
@@ -38,12 +39,23 @@ class LossError(ValueError):
     """Bad loss input (shapes, reduction); the message says what was expected."""
 
 
-def _check(h: torch.Tensor, labels: torch.Tensor, reduction: str) -> None:
+def _check(h: torch.Tensor, labels: torch.Tensor, reduction: str, groups: torch.Tensor | None) -> None:
     if reduction not in REDUCTIONS:
         raise LossError(f"loss.reduction={reduction!r}; choose one of {', '.join(REDUCTIONS)}")
     if h.dim() != 2 or labels.dim() != 1 or labels.shape[0] != h.shape[0]:
         raise LossError(f"expected h of shape B x bits and labels of shape B, got {tuple(h.shape)} and "
                         f"{tuple(labels.shape)}")
+    if groups is not None and groups.shape != labels.shape:
+        raise LossError(f"expected groups of shape B like the labels, got {tuple(groups.shape)} and "
+                        f"{tuple(labels.shape)}")
+
+
+def _negatives(same: torch.Tensor, anchor_groups: torch.Tensor | None, groups: torch.Tensor | None
+               ) -> torch.Tensor:
+    """Another identity; with groups, one of the anchor's own group only."""
+    if anchor_groups is None:
+        return ~same
+    return ~same & (anchor_groups.unsqueeze(1) == groups.unsqueeze(0))
 
 
 def sq_distances(anchors: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -81,22 +93,26 @@ def pair_weights(d: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
 
 
 def _triplet_sum(anchors: torch.Tensor, points: torch.Tensor, anchor_labels: torch.Tensor,
-                 labels: torch.Tensor, offset: int, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 labels: torch.Tensor, offset: int, margin: float, anchor_groups: torch.Tensor | None = None,
+                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum over triplets whose anchor is one of `anchors` = rows offset.. of `points`, active count)."""
     d = sq_distances(anchors, points)
     same = anchor_labels.unsqueeze(1) == labels.unsqueeze(0)
     rows = torch.arange(anchors.shape[0], device=d.device) + offset
     not_self = rows.unsqueeze(1) != torch.arange(points.shape[0], device=d.device).unsqueeze(0)
-    w, active = pair_weights(d.detach(), same & not_self, ~same, margin)
+    w, active = pair_weights(d.detach(), same & not_self, _negatives(same, anchor_groups, groups), margin)
     return (w * d).sum() + margin * active.to(d.dtype), active
 
 
-def num_valid_triplets(labels: torch.Tensor) -> torch.Tensor:
+def num_valid_triplets(labels: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
     """sum over classes of n_c (n_c - 1) (B - n_c): every anchor, positive, negative choice (int64).
     Summed per anchor, (n_a - 1)(B - n_a) with n_a = its class's count: a B x B comparison, no torch.unique,
-    whose data-dependent output size is a host sync on a GPU."""
-    n = (labels.unsqueeze(0) == labels.unsqueeze(1)).sum(1)
-    return ((n - 1) * (labels.numel() - n)).sum()
+    whose data-dependent output size is a host sync on a GPU. With groups, B - n_a becomes the anchor's
+    negatives in its own group."""
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    n = same.sum(1)
+    negatives = labels.numel() - n if groups is None else _negatives(same, groups, groups).sum(1)
+    return ((n - 1) * negatives).sum()
 
 
 def _quant_sum(h: torch.Tensor) -> torch.Tensor:
@@ -109,18 +125,20 @@ def _prepare(h: torch.Tensor) -> torch.Tensor:
 
 
 def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, reduction: str = "all",
-                     quant_weight: float = 0.0, return_stats: bool = False) -> Any:
+                     quant_weight: float = 0.0, return_stats: bool = False,
+                     groups: torch.Tensor | None = None) -> Any:
     """Single-process loss over every valid triplet of the batch (see the module docstring).
 
     Returns the 0-dim loss, or (loss, {"num_valid", "num_active", "nonfinite_ranks"}) with 0-dim int64
     tensors (no GPU sync) and "num_points", the batch's rows (an int).
     """
-    _check(h, labels, reduction)
+    _check(h, labels, reduction, groups)
     labels = labels.to(h.device)
+    groups = None if groups is None else groups.to(h.device)
     with torch.autocast(h.device.type, enabled=False):
         h = _prepare(h)
-        total, active = _triplet_sum(h, h, labels, labels, 0, margin)
-        valid = num_valid_triplets(labels)
+        total, active = _triplet_sum(h, h, labels, labels, 0, margin, groups, groups)
+        valid = num_valid_triplets(labels, groups)
         denom = valid if reduction == "all" else active
         loss = total / denom.clamp_min(1).to(h.dtype)
         if quant_weight:
@@ -132,7 +150,8 @@ def all_triplet_loss(h: torch.Tensor, labels: torch.Tensor, margin: float, *, re
 
 def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, margin: float, *,
                           reduction: str = "all", quant_weight: float = 0.0,
-                          return_stats: bool = False, sizes: list[int] | None = None) -> Any:
+                          return_stats: bool = False, sizes: list[int] | None = None,
+                          groups: torch.Tensor | None = None) -> Any:
     """The loss of the GLOBAL batch (all ranks' rows), computed for this rank's anchors; call on every rank.
 
     Gradient: this rank's term is world * (sum over its anchors' triplets) / (global count), plus
@@ -147,28 +166,36 @@ def gathered_triplet_loss(h_local: torch.Tensor, labels_local: torch.Tensor, mar
     epoch's once); None gathers them here (one small collective and a host sync per call).
     Stats "nonfinite_ranks": how many ranks had a non-finite local sum; it rides the loss's all-reduce, so
     it is the same on every rank (the Trainer's finite guard needs no collective of its own).
+    `groups`: this rank's rows' groups (see the module docstring), gathered with the labels in one collective.
     """
     world = get_world_size()
     if world == 1:
         return all_triplet_loss(h_local, labels_local, margin, reduction=reduction, quant_weight=quant_weight,
-                                return_stats=return_stats)
-    _check(h_local, labels_local, reduction)
+                                return_stats=return_stats, groups=groups)
+    _check(h_local, labels_local, reduction, groups)
     labels_local = labels_local.to(h_local.device)  # NCCL gathers device tensors only
+    groups_local = None if groups is None else groups.to(h_local.device)
     with torch.autocast(h_local.device.type, enabled=False):
         h_local = _prepare(h_local)
         if sizes is None:
             sizes = all_gather_sizes(h_local.shape[0], device=h_local.device)
         h_all, _ = all_gather_rows(h_local, sizes=sizes)
-        labels_all, _ = all_gather_rows(labels_local, sizes=sizes)
+        if groups_local is None:
+            labels_all, groups_all = all_gather_rows(labels_local, sizes=sizes)[0], None
+        else:
+            both, _ = all_gather_rows(torch.stack([labels_local, groups_local.to(labels_local.dtype)], 1),
+                                      sizes=sizes)
+            labels_all, groups_all = both[:, 0], both[:, 1]
         lo = sum(sizes[:get_rank()])
         # Anchors are this rank's rows of the gathered tensor; their gradient reaches h_local via the gather.
         anchors = h_all[lo:lo + h_local.shape[0]]
-        total, active = _triplet_sum(anchors, h_all, labels_local, labels_all, lo, margin)
+        total, active = _triplet_sum(anchors, h_all, labels_local, labels_all, lo, margin, groups_local,
+                                     groups_all)
         quant = _quant_sum(h_local)
         bad = ~(torch.isfinite(total.detach()) & torch.isfinite(quant.detach()))
         sums = torch.stack([total.detach().double(), quant.detach().double(), active.double(), bad.double()])
         dist.all_reduce(sums)
-        valid = num_valid_triplets(labels_all)
+        valid = num_valid_triplets(labels_all, groups_all)
         active_all = sums[2].round().to(torch.int64)
         denom = (valid if reduction == "all" else active_all).clamp_min(1).to(h_local.dtype)
         numel = max(1, h_all.numel())

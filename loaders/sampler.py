@@ -186,6 +186,12 @@ def clip_labels(clips: Sequence[Clip], labels: Sequence[int], *, sampler: str, r
     return [c.index for c in clips]
 
 
+def label_videos(labels):
+    """The video of each loss label of clip_labels(..., reverse=True): both directions of a video are one group
+    (loss.negatives=own_video). Works on ints and on integer tensors."""
+    return labels // 2
+
+
 class RandomSampler:
     """Global batches of `batch_size` records from one permutation per epoch; the last batch wraps around
     into a second permutation so every batch is full (equal batch counts on every rank)."""

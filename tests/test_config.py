@@ -71,6 +71,8 @@ def test_unknown_section_lists_sections():
     ("data.reverse_negatives=true", r"data\.reverse_negatives needs data\.sampler=video and an even "
                                     r"data\.pk_samples >= 4 \(got pk, 4\)"),
     ("lr=0.1", r"expected section\.key=value"),
+    ("loss.negatives=own_video", r"loss\.negatives=own_video .* set data\.reverse_negatives=true"),
+    ("loss.negatives=others", r"loss\.negatives=.others.; choose one of all, own_video"),
 ])
 def test_bad_values_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -85,6 +87,11 @@ def test_reverse_negatives_needs_an_even_k_of_at_least_4(k, ok):
     else:
         with pytest.raises(ConfigError, match=f"got video, {k}"):
             load_config(None, overrides)
+
+
+def test_own_video_negatives_load_with_backward_clips():
+    cfg = load_config(None, ["data.sampler=video", "data.reverse_negatives=true", "loss.negatives=own_video"])
+    assert cfg.loss.negatives == "own_video"
 
 
 def test_num_workers_is_a_count_or_an_elastic_range_that_round_trips(tmp_path):

@@ -16,12 +16,15 @@ from c3dhash.distributed import (all_gather_rows, all_triplet_loss, barrier, con
 from c3dhash.model import build_hash_net
 
 WORLD = 2
-# name -> (local sizes per rank, reduction, quant_weight, number of classes)
+# name -> (local sizes per rank, reduction, quant_weight, number of classes, groups: labels // 2 or none)
 LOSS_CASES = {
-    "equal_all": ((4, 4), "all", 0.0, 3),
-    "unequal_all_quant": ((3, 6), "all", 0.5, 3),
-    "unequal_active": ((5, 2), "active", 0.0, 2),
-    "no_valid": ((2, 3), "all", 0.0, 5),  # every label distinct: loss 0, zero gradients
+    "equal_all": ((4, 4), "all", 0.0, 3, False),
+    "unequal_all_quant": ((3, 6), "all", 0.5, 3, False),
+    "unequal_active": ((5, 2), "active", 0.0, 2, False),
+    "no_valid": ((2, 3), "all", 0.0, 5, False),  # every label distinct: loss 0, zero gradients
+    # loss.negatives=own_video: a label's negatives only in its own pair (2 x video + direction)
+    "groups_all": ((5, 6), "all", 0.0, 6, True),
+    "groups_active": ((7, 3), "active", 0.5, 4, True),
 }
 DDP_SIZES = (2, 3)  # clips per rank in the DDP step: unequal on purpose
 BN_SIZES = (1, 4)  # SyncBN alone: one clip on rank 0
@@ -29,11 +32,11 @@ TOL = dict(rtol=1e-12, atol=1e-12)
 
 
 def loss_batch(name):
-    sizes, _, _, classes = LOSS_CASES[name]
+    sizes, _, _, classes, grouped = LOSS_CASES[name]
     g = torch.Generator().manual_seed(len(name))
     b = sum(sizes)
     labels = torch.arange(b) if classes >= b else torch.randint(0, classes, (b,), generator=g)
-    return torch.randn(b, 6, generator=g, dtype=torch.float64), labels
+    return torch.randn(b, 6, generator=g, dtype=torch.float64), labels, (labels // 2 if grouped else None)
 
 
 def ddp_batch():
@@ -58,11 +61,12 @@ def _local(x, sizes, rank):
 
 def _rank_loss_cases(rank):
     out = {}
-    for name, (sizes, reduction, qw, _) in LOSS_CASES.items():
-        h, labels = loss_batch(name)
+    for name, (sizes, reduction, qw, _, _) in LOSS_CASES.items():
+        h, labels, groups = loss_batch(name)
         h_local = _local(h, sizes, rank).clone().requires_grad_(True)
         loss, stats = gathered_triplet_loss(h_local, _local(labels, sizes, rank), 1.5, reduction=reduction,
-                                            quant_weight=qw, return_stats=True)
+                                            quant_weight=qw, return_stats=True,
+                                            groups=None if groups is None else _local(groups, sizes, rank))
         loss.backward()
         out[name] = dict(loss=loss.detach(), grad=h_local.grad, valid=int(stats["num_valid"]),
                          active=int(stats["num_active"]), points=stats["num_points"])
@@ -148,16 +152,17 @@ def test_single_process_defaults():
     barrier()  # a no-op without a process group
     x = torch.randn(3, 2)
     assert all_gather_rows(x)[0] is x
-    h, labels = loss_batch("equal_all")
+    h, labels, _ = loss_batch("equal_all")
     assert_close(gathered_triplet_loss(h, labels, 1.5), all_triplet_loss(h, labels, 1.5), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", list(LOSS_CASES))
 def test_gathered_loss_and_grads_equal_single_process(ranks, name):
-    sizes, reduction, qw, _ = LOSS_CASES[name]
-    h0, labels = loss_batch(name)
+    sizes, reduction, qw, _, _ = LOSS_CASES[name]
+    h0, labels, groups = loss_batch(name)
     h = h0.clone().requires_grad_(True)
-    ref, stats = all_triplet_loss(h, labels, 1.5, reduction=reduction, quant_weight=qw, return_stats=True)
+    ref, stats = all_triplet_loss(h, labels, 1.5, reduction=reduction, quant_weight=qw, return_stats=True,
+                                  groups=groups)
     ref.backward()
     for r, res in enumerate(ranks):
         got = res["loss"][name]

@@ -226,6 +226,30 @@ def test_ranks_train_self_supervised_like_one_process(tmp_path, single, world):
     assert all(r["losses"] == ranks[0]["losses"] for r in ranks)  # every rank logs the global loss
 
 
+@pytest.mark.parametrize("negatives", ["all", "own_video"])
+def test_the_trainer_takes_negatives_from_the_own_video_only_when_asked(tmp_path, negatives):
+    """loss.negatives=own_video: the Trainer's loss is the grouped loss over labels 2 x video + direction (its
+    groups = the videos), which differs from the loss over every other identity."""
+    from c3dhash.distributed.triplet import all_triplet_loss
+    job = dataclasses.replace(ssl_job(), data=DataConfig(sampler="video", pk_classes=2, pk_samples=4,
+                                                         reverse_negatives=True),
+                              loss=LossConfig(margin=0.01, negatives=negatives))  # near the untrained distances
+    x, _ = tensor_videos(2, 1)
+    clips, labels = x[[0, 0, 0, 0, 1, 1, 1, 1]], torch.tensor([0, 1, 0, 1, 2, 3, 2, 3])
+    clips = play_backwards(clips, [Clip(index=0, position=0.0, reverse=bool(y % 2)) for y in labels.tolist()])
+    net = tiny_net(BITS).train()
+    with torch.no_grad():
+        h = net(clips)  # BatchNorm in training mode: the step's forward sees the same batch statistics
+    grouped, plain = (float(all_triplet_loss(h, labels, 0.01, groups=labels // 2)),
+                      float(all_triplet_loss(h, labels, 0.01)))
+    tr = Trainer(job=job, model=net, device=torch.device("cpu"),
+                 train_loader=VideoTensorLoader(tensor_videos(3, 1)[0], rank=0, world=1), queries=None, database=None,
+                 run_dir=tmp_path)
+    got = float(tr.train_step(clips, labels)[0])
+    assert got == pytest.approx(grouped if negatives == "own_video" else plain, rel=1e-6)
+    assert grouped != pytest.approx(plain, rel=1e-2), (grouped, plain)
+
+
 # --- the DALI loader in video mode -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):

@@ -12,15 +12,16 @@ from c3dhash.distributed import LossError, all_triplet_loss
 TOL = dict(rtol=1e-12, atol=1e-12)
 
 
-def naive_loss(h, labels, margin, reduction="all", quant_weight=0.0):
+def naive_loss(h, labels, margin, reduction="all", quant_weight=0.0, groups=None):
     """Reference: every (a, p, n) enumerated by python loops, distances by explicit differences."""
     y = labels.tolist()
     b = len(y)
+    g = [0] * b if groups is None else groups.tolist()
     valid = torch.zeros(b, b, b, dtype=torch.bool)
     for a in range(b):
         for p in range(b):
             for n in range(b):
-                valid[a, p, n] = a != p and y[a] == y[p] and y[n] != y[a]
+                valid[a, p, n] = a != p and y[a] == y[p] and y[n] != y[a] and g[n] == g[a]
     d = ((h[:, None, :] - h[None, :, :]) ** 2).sum(-1)
     terms = torch.relu(margin + d[:, :, None] - d[:, None, :])
     active = valid & (terms > 0)
@@ -74,6 +75,29 @@ def test_matches_naive_loss_and_gradients(case, reduction, quant_weight):
         assert 0 < n_active < n_valid  # the case really exercises inactive triplets
     if case == "ties":
         assert 0 < n_active < n_valid
+
+
+@pytest.mark.parametrize("reduction", ["all", "active"])
+def test_own_group_negatives_match_naive_loss_and_gradients(reduction):
+    """loss.negatives=own_video: labels 2 x video + direction, groups = the video; negatives of another video
+    drop out of the sum and of the count, and only them (the loss differs from the ungrouped one)."""
+    g = torch.Generator().manual_seed(5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 0, 3])  # video 2 plays forward only: no negative
+    groups = labels // 2
+    h0 = torch.randn(len(labels), 6, generator=g, dtype=torch.float64)
+    h = h0.clone().requires_grad_(True)
+    loss, stats = all_triplet_loss(h, labels, 3.0, reduction=reduction, return_stats=True, groups=groups)
+    (grad,) = torch.autograd.grad(loss, h)
+    h_ref = h0.clone().requires_grad_(True)
+    ref, n_valid, n_active = naive_loss(h_ref, labels, 3.0, reduction, groups=groups)
+    (grad_ref,) = torch.autograd.grad(ref, h_ref)
+    assert_close(loss, ref, **TOL)
+    assert_close(grad, grad_ref, **TOL)
+    assert int(stats["num_valid"]) == n_valid and int(stats["num_active"]) == n_active
+    assert 0 < n_active <= n_valid < naive_loss(h0, labels, 3.0)[1]
+    assert not torch.isclose(loss, all_triplet_loss(h0, labels, 3.0, reduction=reduction))
+    with pytest.raises(LossError, match="groups of shape"):
+        all_triplet_loss(h0, labels, 3.0, groups=groups[:-1])
 
 
 @pytest.mark.parametrize("case", ["one_class", "all_distinct"])
