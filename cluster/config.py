@@ -273,6 +273,11 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: data.reverse_negatives needs data.sampler=video and an even data.pk_samples "
                           f">= 4 (got {d.sampler}, {d.pk_samples}): half of a video's clips play backwards, and "
                           f"each half needs a positive of its own")
+    if d.frame_negatives and (not d.reverse_negatives or d.pk_samples < 6 or d.pk_samples % 2 or d.num_frames < 4):
+        raise ConfigError(f"{where}: data.frame_negatives needs data.reverse_negatives, an even data.pk_samples >= 6 "
+                          f"and data.num_frames >= 4 (got {d.reverse_negatives}, {d.pk_samples}, {d.num_frames}): "
+                          f"a video's last two clips become its still and shuffled frames, the others keep a "
+                          f"forward and a backward pair")
     if cfg.loss.negatives == "own_video" and not d.reverse_negatives:
         raise ConfigError(f"{where}: loss.negatives=own_video takes a clip's negatives from its own video played "
                           f"backwards; set data.reverse_negatives=true (with data.sampler=video), or "

@@ -28,7 +28,7 @@ REFUSED = {
     "model": ("bits", "backbone", "head_norm"),
     "data": ("dataset", "split", "val_per_class", "num_frames", "stride", "resize", "crop", "mean", "std",
              "sampler", "batch_size", "pk_classes", "pk_samples", "seed", "list_file", "test_fraction", "group",
-             "reverse_negatives"),
+             "reverse_negatives", "frame_negatives"),
     "train": ("optimizer", "steps_per_epoch", "seed"),
 }
 OPTIMIZER = {"train": ("lr", "lr_batch", "momentum", "weight_decay", "schedule", "step_epochs", "gamma",

@@ -52,6 +52,10 @@ class DataConfig:
     # so its forward clips have the same look with the opposite motion as negatives: codes must carry the
     # direction of motion, not only appearance (needs data.pk_samples even and >= 4)
     reverse_negatives: bool = False
+    # train (with reverse_negatives): a video's last two clips of a batch become its frames held still (the first
+    # frame repeated) and shuffled, each an identity of its own: its look without its motion as negatives
+    # (needs data.pk_samples even and >= 6, data.num_frames >= 4)
+    frame_negatives: bool = False
     mean: tuple[float, float, float] = field(default=SEED_MEAN, metadata={">=": 0, "<=": 1})
     std: tuple[float, float, float] = field(default=SEED_STD, metadata={">": 0})
     num_threads: int = field(default=2, metadata={">=": 1})  # DALI CPU threads per pipeline

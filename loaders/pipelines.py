@@ -45,7 +45,7 @@ import torch
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord
 from c3dhash.loaders.probe import DataWarning, dali_decode_errors, decode_device, unsupported_codec
-from c3dhash.loaders.augment import colour_jitter, needs_colour, play_backwards
+from c3dhash.loaders.augment import colour_jitter, needs_colour, play_backwards, scramble_frames
 from c3dhash.loaders.sampler import (Clip, PKSampler, RandomSampler, VideoSampler, clip_labels, clip_span, eval_clips,
                                      copy_clips, eval_shard, make_sampler, shard_batch, slice_bounds, start_frame,
                                      train_clips)
@@ -306,7 +306,7 @@ class TrainLoader:
         """This rank's clips for every step of `epoch` (what __iter__ decodes; no I/O)."""
         return [shard_batch(train_clips(b, seed=self.cfg.seed, epoch=epoch, step=s, flip=self.cfg.flip,
                                         colour=self.cfg.colour_jitter, zoom=self.cfg.zoom_jitter,
-                                        reverse=self.cfg.reverse_negatives),
+                                        reverse=self.cfg.reverse_negatives, frames=self.cfg.frame_negatives),
                             rank=self.rank, world_size=self.world_size)
                 for s, b in enumerate(self.sampler.batches(epoch))]
 
@@ -327,10 +327,10 @@ class TrainLoader:
                                         reverse=self.cfg.reverse_negatives), dtype=torch.int64)
 
     def augment(self, x: torch.Tensor, clips: list[Clip]) -> torch.Tensor:
-        """Colour jitter and time reversal after decoding (loaders/augment.py); a no-op unless the config
-        asks for them."""
+        """Colour jitter, time reversal, still and shuffled frames after decoding (loaders/augment.py); a no-op
+        unless the config asks for them."""
         x = colour_jitter(x, clips, mean=self.cfg.mean, std=self.cfg.std) if needs_colour(clips) else x
-        return play_backwards(x, clips)
+        return scramble_frames(play_backwards(x, clips), clips)
 
 
 class EvalLoader:

@@ -45,6 +45,7 @@ class Clip:
     saturation: float = 1.0
     zoom: float = 1.0  # resize factor before the crop (>= 1: the crop shows less of the frame, larger)
     reverse: bool = False  # frames in reverse order (data.reverse_negatives): a video's backward clips
+    scramble: str = ""  # "still" | "shuffled" (data.frame_negatives): its first frame held, its frames reordered
 
 
 def clip_span(num_frames: int, stride: int) -> int:
@@ -177,19 +178,28 @@ def clip_labels(clips: Sequence[Clip], labels: Sequence[int], *, sampler: str, r
                 ) -> list[int]:
     """The loss labels of a batch: class labels, or (sampler video) the video ids, so the positives of a clip
     are the other clips of its own video. Ids are positions in the shared record list: equal on every rank.
-    A backward clip (data.reverse_negatives) is an identity of its own, 2 x id + 1: its positives are the other
-    backward clips of its video, and the forward ones are its negatives (the same look, the opposite motion)."""
+    With data.reverse_negatives each kind of a video's clips is an identity of its own, 4 x id + kind (kind:
+    FORWARD, BACKWARD, STILL, SHUFFLED): a forward clip's positives are the other forward clips of its video, and
+    the backward ones (the same look, the opposite motion), its still and shuffled ones are its negatives."""
     if sampler != "video":
         return [int(labels[c.index]) for c in clips]
     if reverse:  # from the config, not the clips: a rank's slice may hold no backward clip
-        return [2 * c.index + int(c.reverse) for c in clips]
+        return [KINDS * c.index + clip_kind(c) for c in clips]
     return [c.index for c in clips]
 
 
+FORWARD, BACKWARD, STILL, SHUFFLED = range(4)
+KINDS = 4
+
+
+def clip_kind(c: Clip) -> int:
+    return {"still": STILL, "shuffled": SHUFFLED}.get(c.scramble, BACKWARD if c.reverse else FORWARD)
+
+
 def label_videos(labels):
-    """The video of each loss label of clip_labels(..., reverse=True): both directions of a video are one group
-    (loss.negatives=own_video). Works on ints and on integer tensors."""
-    return labels // 2
+    """The video of each loss label of clip_labels(..., reverse=True): every kind of a video's clips is one
+    group (loss.negatives=own_video). Works on ints and on integer tensors."""
+    return labels // KINDS
 
 
 class RandomSampler:
@@ -228,11 +238,12 @@ def shard_batch(batch: Sequence[Clip], *, rank: int, world_size: int) -> list[Cl
 
 
 def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bool,
-                colour: float = 0.0, zoom: float = 0.0, reverse: bool = False) -> list[Clip]:
+                colour: float = 0.0, zoom: float = 0.0, reverse: bool = False, frames: bool = False) -> list[Clip]:
     """Random temporal position, crop window, flip, (colour > 0) colour factors in [1 - colour, 1 + colour] and
     (zoom > 0) a zoom in [1, 1 + zoom] for every clip of a GLOBAL batch (slice it by rank afterwards, so the
     draw does not depend on the number of ranks). `reverse`: every other clip of a video in the batch (its 2nd,
-    4th, ...) plays backwards; no random draw, so the other augmentations stay as they were."""
+    4th, ...) plays backwards; `frames`: a video's last two clips are held still and shuffled instead. No random
+    draw for either, so the other augmentations stay as they were."""
     rng = _rng(seed, epoch, step, 1)  # a stream of its own: changing P/K does not reseed augmentation
     n = len(batch)
     pos, cx, cy = rng.random(n), rng.random(n), rng.random(n)
@@ -241,9 +252,15 @@ def train_clips(batch: np.ndarray, *, seed: int, epoch: int, step: int, flip: bo
     if colour > 0:  # a third stream: turning colour on leaves positions, crops and flips as they were
         factors = 1.0 + colour * (2.0 * _rng(seed, epoch, step, 3).random((3, n)) - 1.0)
     zooms = 1.0 + zoom * _rng(seed, epoch, step, 4).random(n) if zoom > 0 else np.ones(n)  # a fourth stream
-    backward = occurrences(batch) % 2 == 1 if reverse else np.zeros(n, bool)
-    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s), float(z), bool(r))
-            for i, p, x, y, f, b, c, s, z, r in zip(batch, pos, cx, cy, flips, *factors, zooms, backward)]
+    occ = occurrences(batch)
+    backward = occ % 2 == 1 if reverse else np.zeros(n, bool)
+    scramble = [""] * n
+    if frames:
+        left = np.bincount(batch)[batch] - occ  # clips of the video from this one on: 2 = next to last
+        scramble = ["still" if k == 2 else "shuffled" if k == 1 else "" for k in left]
+        backward &= left > 2
+    return [Clip(int(i), float(p), float(x), float(y), bool(f), float(b), float(c), float(s), float(z), bool(r), m)
+            for i, p, x, y, f, b, c, s, z, r, m in zip(batch, pos, cx, cy, flips, *factors, zooms, backward, scramble)]
 
 
 def occurrences(batch: np.ndarray) -> np.ndarray:

@@ -89,6 +89,21 @@ def test_reverse_negatives_needs_an_even_k_of_at_least_4(k, ok):
             load_config(None, overrides)
 
 
+@pytest.mark.parametrize("extra, ok", [
+    (["data.pk_samples=6"], True), (["data.pk_samples=8", "data.num_frames=4"], True),
+    (["data.pk_samples=4"], False),
+    (["data.pk_samples=6", "data.num_frames=3"], False), (["data.pk_samples=6", "data.reverse_negatives=false"], False),
+])
+def test_frame_negatives_need_backward_pairs_six_clips_and_four_frames(extra, ok):
+    overrides = ["data.sampler=video", "data.reverse_negatives=true", "data.frame_negatives=true", *extra]
+    if ok:
+        assert load_config(None, overrides).data.frame_negatives
+    else:
+        with pytest.raises(ConfigError, match=r"data\.frame_negatives needs data\.reverse_negatives, an even "
+                                              r"data\.pk_samples >= 6 and data\.num_frames >= 4"):
+            load_config(None, overrides)
+
+
 def test_own_video_negatives_load_with_backward_clips():
     cfg = load_config(None, ["data.sampler=video", "data.reverse_negatives=true", "loss.negatives=own_video"])
     assert cfg.loss.negatives == "own_video"

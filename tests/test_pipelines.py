@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from c3dhash.loaders import pipelines
+from c3dhash.loaders.augment import shuffle_order
 from c3dhash.loaders.config import DataConfig
 from c3dhash.loaders.manifest import DataError, VideoRecord, write_manifest
 from c3dhash.loaders.probe import DataWarning, write_skip_list
@@ -310,18 +311,26 @@ def test_a_zoomed_clip_is_the_crop_of_a_larger_resize(dataset):
     assert not torch.equal(zoomed, decode(cfg, [dataclasses.replace(c, zoom=1.0) for c in clips]))
 
 
-def test_reverse_negatives_play_every_other_clip_of_a_video_backwards_bit_for_bit(dataset):
+@pytest.mark.parametrize("frames", [False, True])
+def test_reverse_and_frame_negatives_are_the_forward_decode_reordered_bit_for_bit(dataset, frames):
     """data.reverse_negatives: the loader's backward clip is the forward decode of the same window, frames
-    reversed; its label is 2 x video + 1, its forward twin's 2 x video."""
+    reversed; its label is 4 x video + 1, its forward twin's 4 x video. data.frame_negatives: a video's last two
+    clips are that decode with frame 0 held (label + 2) and in shuffle_order (label + 3)."""
     root, records = dataset
-    cfg = dataclasses.replace(BASE, sampler="video", pk_classes=3, pk_samples=4, reverse_negatives=True)
+    k = 6 if frames else 4
+    cfg = dataclasses.replace(BASE, sampler="video", pk_classes=3, pk_samples=k, reverse_negatives=True,
+                              frame_negatives=frames)
     loader = pipelines.build_train_loader(records, root, cfg, rank=0, world_size=1, device_id=None)
     plan = loader.plan(0)[0]
     (x, labels), = list(loader)[:1]
-    assert [c.reverse for c in plan] == [False, True] * 6
-    assert labels.tolist() == [2 * c.index + c.reverse for c in plan]
-    decoder = pipelines.ClipDecoder(records, root, cfg, batch_size=12, device_id=None, static=False, replace=False)
-    forward = torch.cat([v for _, v in decoder.run([[dataclasses.replace(c, reverse=False) for c in plan]])])
-    for j, c in enumerate(plan):
-        assert torch.equal(x[j], forward[j].flip(1) if c.reverse else forward[j])
-    assert not torch.equal(x[1], forward[1])
+    kinds = [0, 1, 0, 1, 2, 3] if frames else [0, 1, 0, 1]
+    assert labels.tolist() == [4 * c.index + kind for c, kind in zip(plan, kinds * 3)]
+    decoder = pipelines.ClipDecoder(records, root, cfg, batch_size=3 * k, device_id=None, static=False,
+                                    replace=False)
+    plain = [dataclasses.replace(c, reverse=False, scramble="") for c in plan]
+    forward = torch.cat([v for _, v in decoder.run([plain])])
+    order = list(shuffle_order(4))
+    for j, kind in enumerate(kinds * 3):
+        want = [forward[j], forward[j].flip(1), forward[j][:, [0, 0, 0, 0]], forward[j][:, order]][kind]
+        assert torch.equal(x[j], want)
+        assert kind == 0 or not torch.equal(x[j], forward[j])

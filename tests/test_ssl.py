@@ -22,10 +22,11 @@ from c3dhash.distributed.config import LossConfig, TrainConfig
 from c3dhash.distributed.job import ClusterConfig, JobConfig
 from c3dhash.distributed.syncbn import convert_sync_bn
 from c3dhash.distributed.trainer import Hooks, Trainer
-from c3dhash.loaders.augment import colour_jitter, play_backwards
+from c3dhash.loaders.augment import colour_jitter, play_backwards, scramble_frames, shuffle_order
 from c3dhash.loaders.config import SEED_MEAN, SEED_STD, DataConfig
 from c3dhash.loaders.manifest import DataError
-from c3dhash.loaders.sampler import Clip, VideoSampler, clip_labels, make_sampler, shard_batch, train_clips
+from c3dhash.loaders.sampler import (Clip, VideoSampler, clip_labels, label_videos, make_sampler, shard_batch,
+                                     train_clips)
 from c3dhash.model.config import ModelConfig
 from train_helpers import FolderReport, tensor_eval_set, tensor_videos, tiny_net
 
@@ -75,7 +76,7 @@ def test_any_world_size_sees_the_single_process_clips_and_video_labels(world):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_reverse_negatives_mark_every_other_clip_and_label_it_apart_on_any_world_size(world):
-    """data.reverse_negatives: a video's 2nd, 4th, ... clips of a batch play backwards with the label 2 x id + 1;
+    """data.reverse_negatives: a video's 2nd, 4th, ... clips of a batch play backwards with the label 4 x id + 1;
     no other draw moves, and the ranks' slices and labels concatenate to the single process's."""
     sampler = make_sampler(list(range(20)), sampler="video", p=3, k=4, batch_size=0, world_size=world, seed=5)
     for step, batch in enumerate(sampler.batches(1)):
@@ -85,8 +86,41 @@ def test_reverse_negatives_mark_every_other_clip_and_label_it_apart_on_any_world
         assert [c.reverse for c in single] == [False, True] * 6  # video-major: 2 forward, 2 backward each
         parts = [shard_batch(single, rank=r, world_size=world) for r in range(world)]
         ids = sum((clip_labels(p, [], sampler="video", reverse=True) for p in parts), [])
-        assert ids == [2 * int(i) + j % 2 for j, i in enumerate(batch)]
+        assert ids == [4 * int(i) + j % 2 for j, i in enumerate(batch)]
         assert all(ids.count(i) == 2 for i in ids)  # each clip keeps one positive: its twin of the same direction
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_frame_negatives_turn_each_videos_last_two_clips_still_and_shuffled_on_any_world_size(world):
+    """data.frame_negatives: of K = 6 clips a video's 5th is held still and its 6th shuffled, each an identity
+    without a positive (labels 4 x id + 2, + 3); the first four keep their forward/backward pairs, no other draw
+    moves, and the ranks' labels concatenate to the single process's."""
+    sampler = make_sampler(list(range(20)), sampler="video", p=3, k=6, batch_size=0, world_size=world, seed=5)
+    for step, batch in enumerate(sampler.batches(1)):
+        single = train_clips(batch, seed=5, epoch=1, step=step, flip=True, reverse=True, frames=True)
+        assert [dataclasses.replace(c, reverse=False, scramble="") for c in single] == train_clips(
+            batch, seed=5, epoch=1, step=step, flip=True)
+        assert [(c.reverse, c.scramble) for c in single] == [
+            (False, ""), (True, ""), (False, ""), (True, ""), (False, "still"), (False, "shuffled")] * 3
+        parts = [shard_batch(single, rank=r, world_size=world) for r in range(world)]
+        ids = sum((clip_labels(p, [], sampler="video", reverse=True) for p in parts), [])
+        assert ids == [4 * int(i) + (0, 1, 0, 1, 2, 3)[j % 6] for j, i in enumerate(batch)]
+        assert [ids.count(i) for i in ids] == [2, 2, 2, 2, 1, 1] * 3
+        assert (label_videos(torch.tensor(ids)) == torch.tensor(batch)).all()
+
+
+def test_scramble_frames_hold_the_first_frame_or_reorder_without_neighbours():
+    x = torch.arange(3 * 3 * 6 * 2 * 2, dtype=torch.float32).reshape(3, 3, 6, 2, 2)
+    clips = [Clip(0, 0.5, scramble="still"), Clip(0, 0.5), Clip(1, 0.5, scramble="shuffled")]
+    out = scramble_frames(x, clips)
+    assert torch.equal(out[0], x[0, :, [0] * 6]) and torch.equal(out[1], x[1])
+    order = shuffle_order(6)
+    assert torch.equal(out[2], x[2, :, list(order)])
+    assert sorted(order) == list(range(6)) and all(abs(a - b) > 1 for a, b in zip(order, order[1:]))
+    assert all(i != j for i, j in enumerate(order))
+    assert scramble_frames(x, [Clip(0, 0.5)] * 3) is x
+    with pytest.raises(ValueError, match="needs >= 4"):
+        shuffle_order(3)
 
 
 def test_play_backwards_reverses_time_of_the_marked_clips_only():
@@ -228,19 +262,19 @@ def test_ranks_train_self_supervised_like_one_process(tmp_path, single, world):
 
 @pytest.mark.parametrize("negatives", ["all", "own_video"])
 def test_the_trainer_takes_negatives_from_the_own_video_only_when_asked(tmp_path, negatives):
-    """loss.negatives=own_video: the Trainer's loss is the grouped loss over labels 2 x video + direction (its
+    """loss.negatives=own_video: the Trainer's loss is the grouped loss over labels 4 x video + kind (its
     groups = the videos), which differs from the loss over every other identity."""
     from c3dhash.distributed.triplet import all_triplet_loss
     job = dataclasses.replace(ssl_job(), data=DataConfig(sampler="video", pk_classes=2, pk_samples=4,
                                                          reverse_negatives=True),
                               loss=LossConfig(margin=0.01, negatives=negatives))  # near the untrained distances
     x, _ = tensor_videos(2, 1)
-    clips, labels = x[[0, 0, 0, 0, 1, 1, 1, 1]], torch.tensor([0, 1, 0, 1, 2, 3, 2, 3])
+    clips, labels = x[[0, 0, 0, 0, 1, 1, 1, 1]], torch.tensor([0, 1, 0, 1, 4, 5, 4, 5])
     clips = play_backwards(clips, [Clip(index=0, position=0.0, reverse=bool(y % 2)) for y in labels.tolist()])
     net = tiny_net(BITS).train()
     with torch.no_grad():
         h = net(clips)  # BatchNorm in training mode: the step's forward sees the same batch statistics
-    grouped, plain = (float(all_triplet_loss(h, labels, 0.01, groups=labels // 2)),
+    grouped, plain = (float(all_triplet_loss(h, labels, 0.01, groups=labels // 4)),
                       float(all_triplet_loss(h, labels, 0.01)))
     tr = Trainer(job=job, model=net, device=torch.device("cpu"),
                  train_loader=VideoTensorLoader(tensor_videos(3, 1)[0], rank=0, world=1), queries=None, database=None,

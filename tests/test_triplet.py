@@ -79,7 +79,7 @@ def test_matches_naive_loss_and_gradients(case, reduction, quant_weight):
 
 @pytest.mark.parametrize("reduction", ["all", "active"])
 def test_own_group_negatives_match_naive_loss_and_gradients(reduction):
-    """loss.negatives=own_video: labels 2 x video + direction, groups = the video; negatives of another video
+    """loss.negatives=own_video: labels 2 x video + direction here, groups = the video; negatives of another video
     drop out of the sum and of the count, and only them (the loss differs from the ungrouped one)."""
     g = torch.Generator().manual_seed(5)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 0, 3])  # video 2 plays forward only: no negative
