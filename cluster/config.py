@@ -279,9 +279,9 @@ def validate(cfg: JobConfig, where: str = "config") -> None:
                           f"a video's last two clips become its still and shuffled frames, the others keep a "
                           f"forward and a backward pair")
     if cfg.loss.negatives == "own_video" and not d.reverse_negatives:
-        raise ConfigError(f"{where}: loss.negatives=own_video takes a clip's negatives from its own video played "
-                          f"backwards; set data.reverse_negatives=true (with data.sampler=video), or "
-                          f"loss.negatives=all")
+        raise ConfigError(f"{where}: loss.negatives=own_video takes a clip's negatives from its own video's "
+                          f"backward (and with data.frame_negatives still and shuffled) clips; set "
+                          f"data.reverse_negatives=true (with data.sampler=video), or loss.negatives=all")
     if cfg.train.amp == "bf16" and not cfg.cluster.use_gpu:
         warnings.warn(f"{where}: train.amp=bf16 on CPU workers: torch 2.14's CPU bf16 conv3d weight gradients "
                       f"were measured wrong for r3d_18 (docs/training.md: Mixed precision); use train.amp=auto or off",

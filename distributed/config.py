@@ -15,8 +15,9 @@ class LossConfig:
     reduction: Literal["all", "active"] = "all"  # mean over every valid triplet | over the non-zero ones
     quant_weight: float = field(default=0.0, metadata={">=": 0})  # weight of mean((|h| - 1)^2)
     # all: every other identity in the batch is a negative | own_video: only the clip's own video played the other
-    # way (data.reverse_negatives), so nothing rewards the look that tells videos apart and the codes keep the
-    # motion: class structure without labels, at the price of near-duplicate search (docs/datasets.md)
+    # way (data.reverse_negatives), held still or shuffled (data.frame_negatives), so nothing rewards the look that
+    # tells videos apart and the codes keep the motion: class structure without labels, at the price of
+    # near-duplicate search (configs/motion-cpu.yaml, docs/datasets.md)
     negatives: Literal["all", "own_video"] = "all"
 
 

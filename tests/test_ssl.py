@@ -360,9 +360,12 @@ def test_self_supervised_validation_is_near_duplicate_retrieval_without_class_la
 
 
 @pytest.mark.slow  # a short training run on real videos
-def test_the_shipped_library_recipe_trains_on_an_unlabelled_folder(tmp_path):
-    """configs/library-cpu.yaml as docs/datasets.md runs it: one folder of videos and no labels; the run keeps a
-    best.pt whose model encodes each clip and its mirror (data.eval_flip), read back from the checkpoint."""
+@pytest.mark.parametrize("recipe", ["library-cpu", "motion-cpu"])
+def test_the_shipped_library_recipes_train_on_an_unlabelled_folder(tmp_path, recipe):
+    """configs/library-cpu.yaml and motion-cpu.yaml as docs/datasets.md runs them: one folder of videos and no
+    labels; the run keeps a best.pt whose model encodes each clip and its mirror (data.eval_flip, library) or
+    the clip alone (motion), read back from the checkpoint. The motion recipe's batches hold every kind of clip
+    (forward, backward, still, shuffled) of each video."""
     from c3dhash.cluster.config import load_config
     from c3dhash.distributed import checkpoint as ckpt
     from c3dhash.distributed.build import build_data, build_model
@@ -374,17 +377,21 @@ def test_the_shipped_library_recipe_trains_on_an_unlabelled_folder(tmp_path):
     library.mkdir(parents=True)
     for video in (tmp_path / "synth").glob("*/*.webm"):
         video.rename(library / video.name)
-    job = load_config("library-cpu", [f"data.root={library.parent}", "data.val_per_class=2", "data.pk_classes=4",
-                                      "train.epochs=1",
-                                      "train.steps_per_epoch=2", "train.eval_every=1", "train.collapse=warn",
-                                      f"cluster.storage_path={tmp_path / 'runs'}"])
-    assert job.data.sampler == "video" and job.data.eval_flip and job.data.dataset == "folder"
+    job = load_config(recipe, [f"data.root={library.parent}", "data.val_per_class=2", "data.pk_classes=4",
+                               "train.epochs=1", "train.steps_per_epoch=2", "train.eval_every=1",
+                               "train.collapse=warn", f"cluster.storage_path={tmp_path / 'runs'}"])
+    motion = recipe == "motion-cpu"
+    assert job.data.sampler == "video" and job.data.eval_flip != motion and job.data.dataset == "folder"
+    assert (job.loss.negatives == "own_video") == job.data.frame_negatives == motion
     build_splits_for(job.data)
     device = torch.device("cpu")
     train, queries, database = build_data(job, device)
+    if motion:
+        _, labels = next(iter(train))
+        assert len(labels) == 4 * 6 and sorted((labels % 4).tolist()) == sorted([0, 1, 0, 1, 2, 3] * 4)
     assert [r.label for r in queries.records] == list(range(len(queries.records)))  # video ids: no labels used
     run = tmp_path / "runs" / job.cluster.name
     Trainer(job=job, model=build_model(job, device), device=device, train_loader=train, queries=queries,
             database=database, run_dir=run).fit()
     m = load_hash_net(run / ckpt.BEST_FILE)
-    assert m.geometry.eval_flip and m.geometry.clips_per_video == 8 and m.bits == job.model.bits
+    assert m.geometry.eval_flip != motion and m.geometry.clips_per_video == 8 and m.bits == job.model.bits
