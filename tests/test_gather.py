@@ -22,7 +22,7 @@ LOSS_CASES = {
     "unequal_all_quant": ((3, 6), "all", 0.5, 3, False),
     "unequal_active": ((5, 2), "active", 0.0, 2, False),
     "no_valid": ((2, 3), "all", 0.0, 5, False),  # every label distinct: loss 0, zero gradients
-    # loss.negatives=own_video: a label's negatives only in its own pair (2 x video + direction)
+    # loss.negatives=own_video: groups = label // 2 here, a label's negatives only in its own pair
     "groups_all": ((5, 6), "all", 0.0, 6, True),
     "groups_active": ((7, 3), "active", 0.5, 4, True),
 }
