@@ -108,8 +108,10 @@ class Result:
 def job_config(setup: Setup, v: Variant, root: Path, run: Path) -> JobConfig:
     extra = [f"data.root={root}", f"train.seed={v.seed}", f"data.seed={v.seed}", "cluster.num_workers=1",
              f"cluster.name={run.name}", f"cluster.storage_path={run.parent}", "train.checkpoint_every=1000"]
-    if setup.epochs:
-        extra += [f"train.epochs={setup.epochs}", f"train.eval_every={max(1, -(-setup.epochs // 2))}"]
+    if setup.epochs:  # the config's validation points, scaled to the new length (its end stays its end)
+        own = load_config(setup.config, list(setup.overrides)).train
+        every = -(-setup.epochs * own.eval_every // own.epochs) if own.eval_every else 0
+        extra += [f"train.epochs={setup.epochs}", f"train.eval_every={every}"]
     cfg = load_config(setup.config, [*extra, *setup.overrides])  # the user's --set wins
     if cfg.data.pk_classes > v.classes:  # a set with fewer classes than P (the config's or --set's): every class
         cfg = load_config(setup.config, [*extra, *setup.overrides, f"data.pk_classes={v.classes}"])
@@ -281,7 +283,7 @@ def parse(argv: list[str] | None) -> tuple[Setup, list[Variant], argparse.Namesp
                         f"g-c<classes>-<HxW>-d<synth seed>-s<init seed>)")
     p.add_argument("--shard", default="1/1", help="I/N: only every N-th selected run, from the I-th (1-based)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
-    p.add_argument("--epochs", type=int, default=0, help="override train.epochs (validation at half and end)")
+    p.add_argument("--epochs", type=int, default=0, help="override train.epochs (validation points scaled with it)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     p.add_argument("--config", default=str(CONFIG))
     p.add_argument("--per-class", type=int, default=48, help="videos per class of the generated sets")
