@@ -61,11 +61,11 @@ def test_probe_records_every_step_and_stop_after_validates_without_a_test_figure
 def test_job_config_lets_the_user_override_win_and_fits_p_to_small_sets(tmp_path):
     setup = br.Setup(epochs=4, overrides=("train.seed=7",))
     cfg = br.job_config(setup, br.BY_NAME["shipped-s2"], tmp_path / "d", tmp_path / "runs" / "x")
-    own = br.load_config(str(br.CONFIG), []).train
-    assert own.eval_every == own.epochs  # the shipped recipe validates once, at the end: so does a shorter run
+    shipped = br.load_config(str(br.CONFIG), []).train
+    assert shipped.eval_every == shipped.epochs  # the shipped recipe validates once, at the end: so does a shorter run
     assert (cfg.train.seed, cfg.data.seed, cfg.train.epochs, cfg.train.eval_every) == (7, 2, 4, 4)
     recipe = yaml.safe_load(br.CONFIG.read_text())
-    recipe["train"]["eval_every"] = own.epochs // 2  # a recipe that validates half-way: 3 of a 6-epoch run
+    recipe["train"]["eval_every"] = shipped.epochs // 2  # a recipe that validates half-way: 3 of a 6-epoch run
     (tmp_path / "half.yaml").write_text(yaml.safe_dump(recipe))
     half = br.Setup(config=str(tmp_path / "half.yaml"), epochs=6)
     assert br.job_config(half, br.BY_NAME["shipped"], tmp_path / "d", tmp_path / "runs" / "h").train.eval_every == 3
