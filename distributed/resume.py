@@ -62,7 +62,9 @@ class ConfigDiff:
         return out
 
 
-def _kind(section: str, key: str) -> str:
+def _kind(section: str, key: str, current: dict[str, Any]) -> str:
+    if (section, key) == ("data", "batch_size") and current.get("data", {}).get("sampler") != "random":
+        return "other"  # pk and video batches are P x K: batch_size is then only the evaluation's clips a forward
     for name, table in (("refused", REFUSED), ("optimizer", OPTIMIZER), ("silent", SILENT)):
         if key in table.get(section, ()):
             return name
@@ -74,7 +76,7 @@ def config_diff(saved: dict[str, Any], current: dict[str, Any]) -> ConfigDiff:
     for section, values in current.items():
         old_values = saved.get(section) or {}
         for key, new in values.items():
-            if key not in old_values or old_values[key] == new or (kind := _kind(section, key)) == "silent":
+            if key not in old_values or old_values[key] == new or (kind := _kind(section, key, current)) == "silent":
                 continue  # keys added since the checkpoint keep their defaults' meaning
             getattr(diff, kind).append((f"{section}.{key}", old_values[key], new))
     return diff

@@ -125,3 +125,17 @@ def test_driver_refuses_before_ray_and_keeps_every_start_config(tmp_path, monkey
         driver.run_training(load_config(None, [*base[:-1], "model.bits=32"]))
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["bits"] == 16  # not overwritten
     assert len(list((run / "configs").glob("*.yaml"))) == 2
+
+
+@pytest.mark.parametrize("sampler", ["pk", "video", "random"])
+def test_a_new_batch_size_is_refused_only_where_it_sizes_the_training_batches(sampler):
+    from c3dhash.distributed.job import config_to_dict
+    from c3dhash.distributed.resume import check_resume
+    saved = config_to_dict(load_config(None, [f"data.sampler={sampler}", "data.batch_size=16"]))
+    current = config_to_dict(load_config(None, [f"data.sampler={sampler}", "data.batch_size=64"]))
+    if sampler == "random":  # the global batch is batch_size x workers: the step's meaning changes
+        with pytest.raises(ResumeConfigError, match="data.batch_size"):
+            check_resume(saved, current, where="ckpt.pt")
+    else:  # P x K clips a step; batch_size is only the evaluation's clips a forward
+        notices = check_resume(saved, current, where="ckpt.pt").notices()
+        assert notices == ["config changed since the checkpoint: data.batch_size 16 -> 64; in effect from now on"]
