@@ -15,9 +15,9 @@ from c3dhash.cluster.config import load_config
 from c3dhash.cluster.preflight import Plan
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.distributed.env import GpuError
-from c3dhash.distributed.job import ClusterConfig, JobConfig
+from c3dhash.distributed.job import ClusterConfig, JobConfig, config_to_dict
 from c3dhash.distributed.optim import lr_factor
-from c3dhash.distributed.resume import ResumeConfigError
+from c3dhash.distributed.resume import ResumeConfigError, check_resume
 from c3dhash.distributed.trainer import NonFiniteError
 from c3dhash.distributed.worker import train_loop_per_worker
 from c3dhash.loaders.manifest import write_manifest
@@ -129,8 +129,6 @@ def test_driver_refuses_before_ray_and_keeps_every_start_config(tmp_path, monkey
 
 @pytest.mark.parametrize("sampler", ["pk", "video", "random"])
 def test_a_new_batch_size_is_refused_only_where_it_sizes_the_training_batches(sampler):
-    from c3dhash.distributed.job import config_to_dict
-    from c3dhash.distributed.resume import check_resume
     saved = config_to_dict(load_config(None, [f"data.sampler={sampler}", "data.batch_size=16"]))
     current = config_to_dict(load_config(None, [f"data.sampler={sampler}", "data.batch_size=64"]))
     if sampler == "random":  # the global batch is batch_size x workers: the step's meaning changes
