@@ -56,6 +56,7 @@ from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
 from c3dhash.loaders.synth import make_synth_dataset
 from c3dhash.model.hashnet import build_from_config
+from c3dhash.model.load import load_hash_net
 from c3dhash.bench.results import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,20 +104,24 @@ def job_config(setup: Setup, name: str, root: Path, extra: tuple[str, ...], epoc
     return cfg
 
 
-def train(job: JobConfig, given: str) -> tuple[torch.nn.Module, str]:
-    """The best-validation model of a fresh run (or of the checkpoint `given`), and a line saying which."""
-    net = build_model(job, torch.device("cpu"))
+def train(job: JobConfig, given: str) -> tuple[torch.nn.Module, JobConfig, str]:
+    """The best-validation model of a fresh run, or the checkpoint `given` (any c3dhash model, a combined one
+    included) with the job's bits and clip geometry replaced by its own; the job; a line saying which."""
     if given:
-        net.load_state_dict(ckpt.load(given)["model"])
-        return net, f"checkpoint {given}"
+        m = load_hash_net(given)
+        geometry = {f.name: getattr(m.geometry, f.name) for f in dataclasses.fields(m.geometry)}
+        job = dataclasses.replace(job, data=dataclasses.replace(job.data, **geometry),
+                                  model=dataclasses.replace(job.model, bits=m.bits))
+        return m.net, job, f"checkpoint {given} ({m.bits} bits)"
+    net = build_model(job, torch.device("cpu"))
     t0, l0 = time.time(), load()
     train_loader, queries, database = build_data(job, torch.device("cpu"))
     run = Path(job.cluster.storage_path) / job.cluster.name
     Trainer(job=job, model=net, device=torch.device("cpu"), train_loader=train_loader, queries=queries,
             database=database, run_dir=run).fit()
     net.load_state_dict(ckpt.load(run / ckpt.BEST_FILE)["model"])
-    return net, (f"trained {job.train.epochs} epochs in {(time.time() - t0) / 60:.1f} min "
-                 f"(load {l0:.1f} -> {load():.1f})")
+    return net, job, (f"trained {job.train.epochs} epochs in {(time.time() - t0) / 60:.1f} min "
+                      f"(load {l0:.1f} -> {load():.1f})")
 
 
 def outputs(net: torch.nn.Module, job: JobConfig, records: list[VideoRecord], root: str) -> np.ndarray:
@@ -196,7 +201,7 @@ def run(setup: Setup) -> list[str]:
     rows, notes = {}, {}
     for name, job, given in (("supervised", sup_job, setup.supervised), ("self-supervised", ssl_job, setup.ssl)):
         torch.manual_seed(setup.seed)
-        net, notes[name] = train(job, given)
+        net, job, notes[name] = train(job, given)
         rows[name] = scores(method_features(net, job, sets), sets, job.model.bits, None)
     torch.manual_seed(setup.seed)
     feats = trunk_features(sup_job, sets, weights=None)
@@ -238,9 +243,10 @@ def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes
     for name, r in rows.items():
         lines.append(f"| {name} | {r['near_map']:.4f} | {r['near_r1']:.4f} | {r['flip_r1']:.4f} | "
                      f"{r['class_map']:.4f} |")
-    lines += ["", *(f"- {k}: {v}" for k, v in notes.items()),
-              f"- self-supervised: {setup.ssl_config} + {' '.join(setup.ssl_overrides) or 'no overrides'}; "
-              f"trained on {'train + the test originals (library)' if setup.ssl_train == 'library' else 'train'}",
+    recipe = ([] if setup.ssl else  # a given checkpoint says how it was trained in its own config
+              [f"- self-supervised: {setup.ssl_config} + {' '.join(setup.ssl_overrides) or 'no overrides'}; trained "
+               f"on {'train + the test originals (library)' if setup.ssl_train == 'library' else 'train'}"])
+    lines += ["", *(f"- {k}: {v}" for k, v in notes.items()), *recipe,
               f"- extra overrides: {' '.join(setup.overrides) or 'none'}"]
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")[:40]
     path = Path(setup.out) / f"neardup-{slug}-{datetime.date.today()}.md"

@@ -28,7 +28,7 @@ from c3dhash.distributed.failures import is_project_error
 
 # Modules that add subcommands; each exposes register(subparsers) and imports heavy packages lazily.
 COMMAND_MODULES = tuple(f"c3dhash.cluster.cmd_{name}" for name in
-                        ("data", "loaders", "train", "index", "eval", "show", "export", "serve", "bench"))
+                        ("data", "loaders", "train", "index", "eval", "show", "export", "combine", "serve", "bench"))
 
 
 EPILOG = """typical use:

@@ -13,6 +13,7 @@ _EXPORTS = {
     "ModelConfig": "config",
     **dict.fromkeys(("HashNet", "build_from_config", "build_hash_net"), "hashnet"),
     **dict.fromkeys(("ClipGeometry", "LoadedHashNet", "export_program", "load_hash_net"), "load"),
+    **dict.fromkeys(("Towers", "combine_checkpoints"), "towers"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -25,6 +25,7 @@ import torch
 
 from c3dhash.model.backbone import ModelError
 from c3dhash.model.hashnet import HashNet, build_hash_net
+from c3dhash.model.towers import TOWER_KEYS, Towers, build_towers
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ MODEL_KEYS = ("bits", "backbone")
 
 @dataclass(frozen=True)
 class LoadedHashNet:
-    net: HashNet  # eval mode, on CPU
+    net: HashNet | Towers  # eval mode, on CPU; Towers: a combined model (c3dhash combine)
     bits: int
     backbone: str
     geometry: ClipGeometry
@@ -77,13 +78,17 @@ def _identity(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ModelError(f"{where}: its config lacks {', '.join(f'{section}.{k}' for k in missing)}; "
                              f"pass the training run's --config")
         out.update({f"{section}.{k}": _plain(values[k]) for k in keys})
+    towers = (config.get("model") or {}).get("towers")
+    if towers:  # a combined model (model/towers.py): what each tower's codes depend on beyond its weights
+        out["model.towers"] = [{k: t[k] for k in TOWER_KEYS} for t in towers]
     return out
 
 
 def check_config(ckpt_config: dict[str, Any], given: dict[str, Any], where: str) -> None:
     """Raise if the given config disagrees with the checkpoint's on bits, backbone or clip geometry."""
     mine, theirs = _identity(ckpt_config, where), _identity(given, "--config")
-    bad = [f"{k}={mine[k]!r} (checkpoint) vs {theirs[k]!r} (--config)" for k in mine if mine[k] != theirs[k]]
+    bad = [f"{k}={mine.get(k)!r} (checkpoint) vs {theirs.get(k)!r} (--config)" for k in {**mine, **theirs}
+           if mine.get(k) != theirs.get(k)]
     if bad:
         raise ModelError(f"{where}: the given config disagrees with the checkpoint: {'; '.join(bad)}; "
                          f"drop --config (the checkpoint describes itself) or pass the training run's config")
@@ -138,14 +143,17 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
     values = {k: identity[f"data.{k}"] for k in GEOMETRY_KEYS}  # lists (_plain) back to the tuples of the fields
     geometry = ClipGeometry(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     bits, backbone = int(cfg["model"]["bits"]), str(cfg["model"]["backbone"])
+    towers = cfg["model"].get("towers")
     head_norm = bool(cfg["model"].get("head_norm", False))  # older checkpoints have no such key: off
-    net = build_hash_net(bits=bits, backbone=backbone, weights=None, head_norm=head_norm)  # weights: the checkpoint
+    net = (build_towers(towers, backbone) if towers else  # weights: the checkpoint's
+           build_hash_net(bits=bits, backbone=backbone, weights=None, head_norm=head_norm))
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise ModelError(f"{source}: weights do not fit a {backbone} net with {bits} bits "
                          f"({str(exc).splitlines()[0]})") from exc
     card = {"bits": bits, "backbone": backbone, "geometry": geometry.as_dict(), "source": source,
+            **({"towers": towers} if towers else {}),
             **{k: state[k] for k in ("epoch", "val_map", "step") if isinstance(state.get(k), (int, float))}}
     return LoadedHashNet(net=net.eval(), bits=bits, backbone=backbone, geometry=geometry,
                          fingerprint=fingerprint(state["model"], identity), card=card, config=cfg, source=source)

@@ -1,0 +1,103 @@
+"""Combined models (`c3dhash combine`, model/towers.py): one code from several trained runs, side by side.
+
+The equality that makes it one model: through the product's encoder, a combined model's outputs are each
+tower's own outputs, in order, each with its own mirrored views (data.eval_flip), as if encoded alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from c3dhash.cluster.cli import main
+from c3dhash.eval.index.videos import encode_paths
+from c3dhash.model.backbone import ModelError
+from c3dhash.model.load import check_config, export_program, from_state, load_hash_net, read_checkpoint
+from c3dhash.model.towers import Towers, combine_checkpoints
+from retrieval_helpers import lsh_checkpoint, make_videos
+
+
+def _with(state: dict, **data) -> dict:
+    return {**state, "config": {**state["config"], "data": {**state["config"]["data"], **data}}}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """Two differently seeded checkpoints of different lengths (the second with mirrored views), and videos."""
+    tmp = tmp_path_factory.mktemp("towers")
+    paths = [str(tmp / p) for p in make_videos(tmp, classes=2, per_class=2)]
+    a = read_checkpoint(lsh_checkpoint(tmp / "a.pt", tmp, bits=24, seed=1))
+    b = _with(read_checkpoint(lsh_checkpoint(tmp / "b.pt", tmp, bits=8, seed=2)), eval_flip=True)
+    return tmp, paths, a, b
+
+
+def test_combined_outputs_equal_each_towers_own_outputs_side_by_side(two):
+    _, paths, a, b = two
+    both = combine_checkpoints([a, b], ["a.pt", "b.pt"])
+    got = encode_paths(both, paths, chunk=4, batch_videos=1)
+    parts = [encode_paths(s, paths, chunk=4, batch_videos=1) for s in (a, b)]
+    assert got.skipped == {} and got.outputs.shape == (len(paths), 32)
+    assert np.allclose(got.outputs, np.concatenate([p.outputs for p in parts], 1), atol=1e-5)
+    # the second tower's mirrored views matter: without them its part differs
+    plain = encode_paths(_with(b, eval_flip=False), paths, chunk=4, batch_videos=1)
+    assert not np.allclose(got.outputs[:, 24:], plain.outputs, atol=1e-3)
+
+
+def test_a_combined_checkpoint_describes_itself(two):
+    _, _, a, b = two
+    m = from_state(combine_checkpoints([a, b], ["a.pt", "b.pt"]))
+    assert isinstance(m.net, Towers) and m.bits == 32 and not m.geometry.eval_flip
+    towers = [(t["bits"], t["eval_flip"], t["source"]) for t in m.card["towers"]]
+    assert towers == [(24, False, "a.pt"), (8, True, "b.pt")]
+    # the fingerprint covers the order, each tower's weights and its views
+    prints = {m.fingerprint, from_state(combine_checkpoints([b, a], ["b.pt", "a.pt"])).fingerprint,
+              from_state(combine_checkpoints([a, _with(b, eval_flip=False)], ["a.pt", "b.pt"])).fingerprint,
+              from_state(combine_checkpoints([a, a], ["a.pt", "a.pt"])).fingerprint}
+    assert len(prints) == 4
+    # a plain run's config cannot describe it: --config is refused with the key that differs
+    with pytest.raises(ModelError, match="model.towers"):
+        check_config(m.config, {**m.config, "model": {"bits": 32, "backbone": "r3d_18"}}, "both.pt")
+
+
+def test_combine_refuses_other_clips_one_checkpoint_and_a_combined_one(two):
+    _, _, a, b = two
+    with pytest.raises(ModelError, match=r"b.pt: its clips differ .*data.crop"):
+        combine_checkpoints([a, _with(b, crop=[16, 16])], ["a.pt", "b.pt"])
+    with pytest.raises(ModelError, match="two or more"):
+        combine_checkpoints([a], ["a.pt"])
+    with pytest.raises(ModelError, match="already a combined model"):
+        combine_checkpoints([combine_checkpoints([a, b], ["a.pt", "b.pt"]), a], ["both.pt", "a.pt"])
+
+
+def test_cli_writes_a_checkpoint_that_loads_exports_and_says_what_it_holds(two, capsys):
+    tmp, paths, a, b = two
+    torch.save(b, tmp / "b-flip.pt")
+    out = tmp / "both.pt"
+    assert main(["combine", "--checkpoint", str(tmp / "a.pt"), "--checkpoint", str(tmp / "b-flip.pt"),
+                 "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "24 + 8 (mirrored views) = 32 bits" in said
+    m = load_hash_net(out)
+    assert m.fingerprint[:19] in said
+    clips = torch.randn(3, 3, m.geometry.num_frames, *m.geometry.crop)
+    program = export_program(m)
+    assert torch.allclose(program.module()(clips), m.net(clips), atol=1e-6)
+    assert main(["combine", "--checkpoint", str(tmp / "a.pt"), "-o", str(tmp / "one.pt")]) == 2
+    assert "two or more" in capsys.readouterr().err and not (tmp / "one.pt").exists()
+
+
+def test_bench_neardup_measures_a_given_combined_model_with_its_own_bits_and_clips(two):
+    """bench neardup --ssl both.pt: the job takes the checkpoint's bits and clip geometry (data.eval_flip off:
+    the towers mirror inside the net), not the self-supervised config's."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_neardup as bn
+    tmp, _, a, b = two
+    torch.save(combine_checkpoints([a, b], ["a.pt", "b.pt"]), tmp / "both-bench.pt")
+    setup = bn.Setup(root=str(tmp), work=str(tmp / "work"))
+    job = bn.job_config(setup, "ssl", tmp, (), 0, config=setup.ssl_config)
+    assert job.data.eval_flip and job.model.bits == 48 and job.data.crop == (24, 24)  # library-cpu's
+    net, job, note = bn.train(job, str(tmp / "both-bench.pt"))
+    assert isinstance(net, Towers) and job.model.bits == 32 and not job.data.eval_flip
+    assert job.data.crop == tuple(a["config"]["data"]["crop"]) and "32 bits" in note
