@@ -10,6 +10,7 @@ Every c3dhash checkpoint (best.pt and the Ray Train checkpoints) holds "model" (
 stride, resize, crop, mean/std, clips per video) comes from config["data"], bits and backbone from
 config["model"]. A config passed by the caller may fill a checkpoint that carries none, and must agree with
 one that does: a model used with other clips or another code length gives wrong codes without any error.
+A combined checkpoint (`c3dhash combine`, model/towers.py) loads the same way; its net is a Towers.
 """
 from __future__ import annotations
 
@@ -147,6 +148,8 @@ def from_state(state: dict[str, Any], *, config: dict[str, Any] | None = None,
     head_norm = bool(cfg["model"].get("head_norm", False))  # older checkpoints have no such key: off
     net = (build_towers(towers, backbone) if towers else  # weights: the checkpoint's
            build_hash_net(bits=bits, backbone=backbone, weights=None, head_norm=head_norm))
+    if net.bits != bits:  # a combined model's bits are its towers' sum
+        raise ModelError(f"{source}: model.bits={bits} but its towers hold {net.bits}; combine the runs again")
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -59,12 +59,16 @@ def test_a_combined_checkpoint_describes_itself(two):
         check_config(m.config, {**m.config, "model": {"bits": 32, "backbone": "r3d_18"}}, "both.pt")
 
 
-def test_combine_refuses_other_clips_one_checkpoint_and_a_combined_one(two):
+def test_combine_refuses_other_clips_one_checkpoint_a_combined_one_and_wrong_bits(two):
     _, _, a, b = two
     with pytest.raises(ModelError, match=r"b.pt: its clips differ .*data.crop"):
         combine_checkpoints([a, _with(b, crop=[16, 16])], ["a.pt", "b.pt"])
     with pytest.raises(ModelError, match="two or more"):
         combine_checkpoints([a], ["a.pt"])
+    wrong = combine_checkpoints([a, b], ["a.pt", "b.pt"])
+    wrong["config"]["model"]["bits"] = 30
+    with pytest.raises(ModelError, match="model.bits=30 but its towers hold 32"):
+        from_state(wrong)
     with pytest.raises(ModelError, match="already a combined model"):
         combine_checkpoints([combine_checkpoints([a, b], ["a.pt", "b.pt"]), a], ["both.pt", "a.pt"])
 
