@@ -1,9 +1,9 @@
 """`c3dhash combine`: one model from several trained runs, their codes side by side (model/towers.py).
 
     c3dhash train --config motion-cpu --set data.root=data/lib          # videos that move alike
-    c3dhash train --config library-cpu --set data.root=data/lib --set model.bits=16   # copies of a video
+    c3dhash train --config library-cpu --set data.root=data/lib         # copies of a video
     c3dhash combine --checkpoint runs/motion-cpu/best.pt --checkpoint runs/library-cpu/best.pt -o both.pt
-    c3dhash index --checkpoint both.pt --videos data/lib -o lib.index    # one index answers both
+    c3dhash index --checkpoint both.pt --videos data/lib -o lib.index    # one index for both, at a trade-off
 
 The checkpoints must share the backbone and the clip geometry (frames, stride, resize, crop, mean/std, clips
 per video); each keeps its own mirrored views (data.eval_flip). The result is a checkpoint like any other:

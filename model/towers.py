@@ -2,12 +2,12 @@
 
     both = combine_checkpoints([read_checkpoint("runs/motion-cpu/best.pt"),
                                 read_checkpoint("runs/library-cpu/best.pt")], sources)   # a checkpoint dict
-    m = from_state(both)                       # model/load.py: m.net is a Towers, m.bits = 48 + 16
+    m = from_state(both)                       # model/load.py: m.net is a Towers, m.bits = 48 + 48
 
-Why: self-supervised recipes that find copies of a video (configs/library-cpu.yaml) and recipes that find videos
-that move alike (configs/motion-cpu.yaml) pull one trunk two ways; trained on one trunk, either objective spoils
-the other (docs/datasets.md). Trained apart and read side by side, the Hamming distance is the sum of both
-parts': a copy is near its original in both, and a few look bits move a class ranking little.
+Why: the recipe that finds copies of a video (configs/library-cpu.yaml) and the one that finds videos that move
+alike (configs/motion-cpu.yaml) pull one trunk two ways; on one trunk either objective spoils the other
+(docs/datasets.md). Trained apart and read side by side, one index answers both kinds of question, the Hamming
+distance being the sum of both parts' (a trade-off between the two jobs, measured in docs/datasets.md).
 A tower trained with data.eval_flip encodes each clip and its mirror inside the net (the mean of both, as the
 evaluation pipeline does), so the combined model's pipeline decodes plain clips and every tower keeps its own view.
 """
