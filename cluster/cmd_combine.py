@@ -20,8 +20,7 @@ def cmd_combine(args: argparse.Namespace) -> int:
     import torch
 
     from c3dhash.loaders.atomic import atomic_path
-    from c3dhash.model.load import from_state, read_checkpoint
-    from c3dhash.model.towers import combine_checkpoints
+    from c3dhash.model.load import combine_checkpoints, from_state, read_checkpoint
     state = combine_checkpoints([read_checkpoint(p) for p in args.checkpoint], list(args.checkpoint))
     m = from_state(state, source=args.out)  # builds and loads it: a checkpoint that cannot load is never written
     with atomic_path(args.out) as tmp:

@@ -12,8 +12,9 @@ _EXPORTS = {
                      "kinetics_norm", "resolve_weights"), "backbone"),
     "ModelConfig": "config",
     **dict.fromkeys(("HashNet", "build_from_config", "build_hash_net"), "hashnet"),
-    **dict.fromkeys(("ClipGeometry", "LoadedHashNet", "export_program", "load_hash_net"), "load"),
-    **dict.fromkeys(("Towers", "combine_checkpoints"), "towers"),
+    **dict.fromkeys(("ClipGeometry", "LoadedHashNet", "combine_checkpoints", "export_program", "load_hash_net"),
+                    "load"),
+    "Towers": "towers",
 }
 __all__ = sorted(_EXPORTS)
 

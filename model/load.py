@@ -10,10 +10,12 @@ Every c3dhash checkpoint (best.pt and the Ray Train checkpoints) holds "model" (
 stride, resize, crop, mean/std, clips per video) comes from config["data"], bits and backbone from
 config["model"]. A config passed by the caller may fill a checkpoint that carries none, and must agree with
 one that does: a model used with other clips or another code length gives wrong codes without any error.
-A combined checkpoint (`c3dhash combine`, model/towers.py) loads the same way; its net is a Towers.
+A combined checkpoint (`c3dhash combine`: combine_checkpoints) loads the same way; its net is a Towers
+(model/towers.py).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -93,6 +95,38 @@ def check_config(ckpt_config: dict[str, Any], given: dict[str, Any], where: str)
     if bad:
         raise ModelError(f"{where}: the given config disagrees with the checkpoint: {'; '.join(bad)}; "
                          f"drop --config (the checkpoint describes itself) or pass the training run's config")
+
+
+def combine_checkpoints(states: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+    """A checkpoint dict ({"model", "config"}) whose model is the towers (model/towers.py) of `states`, in order.
+
+    Every checkpoint must have the same backbone and clip geometry (the identity keys but bits and eval_flip): one
+    decoded clip feeds every tower. The config is the first checkpoint's with model.bits the sum, model.towers the
+    per-tower keys, and data.eval_flip off (each tower flips itself)."""
+    if len(states) < 2:
+        raise ModelError(f"combine needs two or more checkpoints, got {len(states)}")
+    ids = []
+    for s, src in zip(states, sources):
+        cfg = s.get("config") or {}
+        if not cfg:
+            raise ModelError(f"{src}: the checkpoint carries no config; combine best.pt files of c3dhash runs")
+        if (cfg.get("model") or {}).get("towers"):
+            raise ModelError(f"{src}: already a combined model; combine the checkpoints it was made of")
+        ids.append(_identity(cfg, src))
+    for ident, src in zip(ids[1:], sources[1:]):
+        bad = [f"{k}={ident[k]!r} vs {ids[0][k]!r}" for k in ids[0]
+               if k not in ("model.bits", "data.eval_flip") and ident[k] != ids[0][k]]
+        if bad:
+            raise ModelError(f"{src}: its clips differ from {sources[0]}'s ({'; '.join(bad)}); towers read the same "
+                             f"clips, so train them with one clip geometry")
+    towers = [{"bits": int(i["model.bits"]), "head_norm": bool(s["config"]["model"].get("head_norm", False)),
+               "eval_flip": bool(i["data.eval_flip"]), "source": src} for s, i, src in zip(states, ids, sources)]
+    config = copy.deepcopy(states[0]["config"])
+    config["model"] = {"bits": sum(t["bits"] for t in towers), "backbone": ids[0]["model.backbone"],
+                       "towers": towers}
+    config["data"]["eval_flip"] = False
+    model = {f"towers.{i}.{k}": v for i, s in enumerate(states) for k, v in s["model"].items()}
+    return {"model": model, "config": config}
 
 
 def fingerprint(state: dict[str, torch.Tensor], identity: dict[str, Any]) -> str:

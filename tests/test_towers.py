@@ -12,8 +12,9 @@ import torch
 from c3dhash.cluster.cli import main
 from c3dhash.eval.index.videos import encode_paths
 from c3dhash.model.backbone import ModelError
-from c3dhash.model.load import check_config, export_program, from_state, load_hash_net, read_checkpoint
-from c3dhash.model.towers import Towers, combine_checkpoints
+from c3dhash.model.load import (check_config, combine_checkpoints, export_program, from_state, load_hash_net,
+                                read_checkpoint)
+from c3dhash.model.towers import Towers
 from retrieval_helpers import lsh_checkpoint, make_videos
 
 
