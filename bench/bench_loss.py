@@ -86,7 +86,10 @@ def _run_child(method: str, b: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--sizes", str(b), "--dim", str(args.dim),
            "--classes", str(args.classes), "--margin", str(args.margin), "--repeats", str(args.repeats),
            "--device", args.device, "--threads", str(args.threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    # the child prints one JSON line; the results file is the parent's (a child writing one too would print
+    # its "results: <path>" line after the JSON)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env={**os.environ, "C3DHASH_BENCH_RESULTS": "off"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

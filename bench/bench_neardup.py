@@ -57,7 +57,7 @@ from c3dhash.loaders.splits import build_splits_for, load_split, manifest_path
 from c3dhash.loaders.synth import make_synth_dataset
 from c3dhash.model.hashnet import build_from_config
 from c3dhash.model.load import load_hash_net
-from c3dhash.bench.results import cpu
+from c3dhash.bench.results import cpu, default_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "synth-cpu.yaml"
@@ -83,7 +83,7 @@ class Setup:
     # "library" (train + the test originals, no labels: a library trains on itself, then uploads are searched)
     ssl_train: str = "train"
     work: str = "runs/bench_neardup"
-    out: str = str(ROOT / "bench" / "results")
+    out: str = dataclasses.field(default_factory=lambda: str(default_folder()))
 
 
 def load() -> float:
@@ -273,7 +273,7 @@ def parse(argv: list[str] | None) -> Setup:
                    help="self-supervised training videos: the train split, or the library (train + the copies' "
                         "originals, no labels)")
     p.add_argument("--work", default=Setup.work)
-    p.add_argument("--out", default=Setup.out)
+    p.add_argument("--out", default=str(default_folder()))
     a = p.parse_args(argv)
     return Setup(root=a.root, classes=a.classes, per_class=a.per_class, epochs=a.epochs, ssl_epochs=a.ssl_epochs,
                  overrides=tuple(a.set), ssl_config=a.ssl_config, ssl_overrides=tuple(a.ssl_set),

@@ -31,7 +31,7 @@ from c3dhash.distributed.trainer import Trainer
 from c3dhash.loaders import pipelines
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.synth import make_synth_dataset
-from c3dhash.bench.results import cpu
+from c3dhash.bench.results import cpu, default_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--per-class", type=int, default=8)
     p.add_argument("--serial", action="store_true", help="also measure the serial path before issue 29")
-    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--out-dir", default=str(default_folder()))
     run(p.parse_args())
 
 

@@ -10,7 +10,7 @@ Rows (written with the load average to bench/results/serve-<cpu>-<date>.md):
              (`c3dhash search --index DIR --query q.npz`, one query, wall time per process) and the in-process
              engine (SearchEngine.knn, no HTTP) on the same index.
   video      POST /search/video of an indexed clip (model warm) vs `c3dhash search --video` per process;
-             clip geometry: tests/retrieval_helpers.py (4 frames x 32 x 32, 2 clips per video, 64 bits).
+             clip geometry: bench/tiny_retrieval.py (4 frames x 32 x 32, 2 clips per video, 64 bits).
   faults     a search replica killed (SIGKILL) during load: served / retried / failed, the slowest request
              against the timeout, recovery; POST /reload during load (a rewritten index): failed must be 0;
              bad uploads (JPEG renamed .mp4, empty, oversized, truncated, path-traversal name): each a 4xx.
@@ -33,8 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "tests"))  # retrieval_helpers: the tiny model and videos of the tests
+from c3dhash.bench.results import default_folder
 
 
 def load_avg() -> str:
@@ -186,8 +185,7 @@ def serve_codes(args, index: Path, n: int, ingress: str, token: Path, rows: list
 
 
 def build_video_index(tmp: Path) -> tuple[Path, Path, Path]:
-    from retrieval_helpers import lsh_checkpoint, make_videos
-
+    from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
     from c3dhash.eval.index.folder import build_index
     from c3dhash.eval.index.videos import encode_paths
     root = tmp / "videos"
@@ -289,7 +287,7 @@ def main() -> int:
     p.add_argument("--video-requests", type=int, default=20)
     p.add_argument("--fault-seconds", type=float, default=8.0)
     p.add_argument("--no-video", action="store_true", help="code queries only (no model, no faults)")
-    p.add_argument("--out", default=str(BENCH / "results"))
+    p.add_argument("--out", default=str(default_folder()))
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     rows = ["| query | N | what | clients | QPS | p50 ms | p99 ms | failed | load avg |",

@@ -8,7 +8,8 @@ The file starts with what makes a figure comparable: the command line, the commi
 uncommitted changes), the CPU model, its flags that the kernels care about, the core count, and the load
 average before and after. Measurements live there, not in docstrings: a docstring keeps the invariant and the
 reason; a results file keeps the figure and the machine that produced it.
-C3DHASH_BENCH_RESULTS=DIR writes elsewhere; =off writes nothing (the test suite sets it).
+C3DHASH_BENCH_RESULTS=DIR writes elsewhere; =off writes nothing (the test suite sets it). An installed package
+(no source checkout around it) writes to ./bench/results/ under the working directory, not into site-packages.
 """
 from __future__ import annotations
 
@@ -23,9 +24,15 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # The flags that change which kernel runs or how fast (eval/kernels picks lanes and intrinsics by them).
 FLAGS = ("avx2", "bmi2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_bitalg", "popcnt")
+
+
+def default_folder() -> Path:
+    """A source checkout's bench/results/ (the figures are tracked beside the code); for an installed package,
+    bench/results/ under the working directory (its own folder is site-packages: read-only, or lost on upgrade)."""
+    here = Path(__file__).resolve().parent
+    return here / "results" if (here.parent / "setup.cfg").is_file() else Path.cwd() / "bench" / "results"
 
 
 def cpu() -> tuple[str, list[str]]:
@@ -89,7 +96,7 @@ def _load() -> str:
 @contextlib.contextmanager
 def recorded(topic: str, folder: str | Path | None = None) -> Iterator[Path | None]:
     """Tee stdout into bench/results/<topic>-<cpu>-<date>.md, written when the block ends (also on error)."""
-    target = folder or os.environ.get("C3DHASH_BENCH_RESULTS") or RESULTS_DIR
+    target = folder or os.environ.get("C3DHASH_BENCH_RESULTS") or default_folder()
     if str(target) == "off":
         yield None
         return

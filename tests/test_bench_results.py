@@ -1,6 +1,8 @@
 """bench/results.py: a benchmark's printout lands in bench/results/<topic>-<cpu>-<date>.md with what makes its
 figures comparable (commit, CPU flags, load)."""
 import datetime
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +58,22 @@ def test_off_writes_nothing(tmp_path, monkeypatch):
                                          ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "intel-core-i7-8700")])
 def test_cpu_slug(model, slug):
     assert results.cpu_slug(model) == slug
+
+
+def test_a_checkout_writes_to_its_own_bench_results():
+    assert results.default_folder() == Path(results.__file__).resolve().parent / "results"  # tracked with the code
+
+
+@pytest.mark.subprocess
+def test_bench_loss_writes_one_file_with_its_children_measuring_apart(tmp_path):
+    """bench loss measures each loss in a child process; the children print JSON and write no file of their own
+    (a child's "results:" line after its JSON had broken the parent whenever files were on)."""
+    out = subprocess.run([sys.executable, "-m", "c3dhash.cluster.cli", "bench", "loss", "--", "--sizes", "16",
+                          "--repeats", "1", "--naive-max-gib", "0.01"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "C3DHASH_BENCH_RESULTS": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    (written,) = tmp_path.iterdir()
+    assert f"results: {written}" in out.stdout and "| 16 |" in written.read_text()
 
 
 def recorded_in(folder):

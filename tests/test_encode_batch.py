@@ -14,7 +14,7 @@ from c3dhash.eval.index.videos import ChunkEncoder, encode_paths, product_data, 
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.model.load import from_state, read_checkpoint
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 ROUNDING = 1e-5  # |mean tanh output| below this: a sign a different summation order may flip
 

@@ -13,7 +13,7 @@ from c3dhash.eval.index.encode_ray import EncodeError, EncoderPool, chunk_size
 from c3dhash.eval.index.videos import SCRATCH_PREFIX, encode_paths
 from c3dhash.loaders.atomic import pid_alive
 from c3dhash.model.load import read_checkpoint
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 
 @pytest.fixture(scope="module")

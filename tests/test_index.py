@@ -11,7 +11,7 @@ from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import save_codes
 from c3dhash.eval.index.folder import load_index
 from c3dhash.loaders.videoio import write_video
-from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos, video_frames
 
 pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
 

@@ -17,7 +17,7 @@ from c3dhash.eval.codes import CodesError, save_codes
 from c3dhash.eval.index.folder import load_index
 from c3dhash.eval.search.sharded import open_codes
 from c3dhash.loaders.manifest import VideoRecord, write_manifest
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.pipelines import build_eval_loader
 from c3dhash.model import ModelError, load_hash_net
 from c3dhash.model.load import _identity, fingerprint
-from retrieval_helpers import GEOMETRY, lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import GEOMETRY, lsh_checkpoint, make_videos
 
 pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
 

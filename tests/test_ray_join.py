@@ -14,7 +14,7 @@ from c3dhash.eval import ray_session
 from c3dhash.eval.index import encode_ray
 from c3dhash.eval.index.videos import encode_paths
 from c3dhash.model.load import read_checkpoint
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 
 @pytest.mark.ray

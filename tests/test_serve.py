@@ -24,7 +24,7 @@ from c3dhash.eval.codes import Codes, save_codes, unpack_bits
 from c3dhash.eval.index.folder import load_index
 from c3dhash.eval.index.page import MARK_COLOURS
 from c3dhash.loaders.videoio import write_video
-from retrieval_helpers import lsh_checkpoint, make_videos, video_frames
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos, video_frames
 
 TOKEN = "test-token-0123456789abcdef"
 ODD = "class0/c0_<em>odd.webm"  # a path that would italicise the page if it were trusted as HTML

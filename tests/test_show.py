@@ -9,7 +9,7 @@ from c3dhash.cluster.cli import main
 from c3dhash.eval.codes import Codes, pack_bits, save_codes
 from c3dhash.eval.index.folder import load_index
 from c3dhash.eval.index.page import MARK_COLOURS
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 pytestmark = pytest.mark.slow  # model encoding of real videos, end to end
 

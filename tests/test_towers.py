@@ -15,7 +15,7 @@ from c3dhash.model.backbone import ModelError
 from c3dhash.model.load import (check_config, combine_checkpoints, export_program, from_state, load_hash_net,
                                 read_checkpoint)
 from c3dhash.model.towers import Towers
-from retrieval_helpers import lsh_checkpoint, make_videos
+from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
 
 def _with(state: dict, **data) -> dict:

@@ -18,7 +18,8 @@ from wheel_helpers import (FAKE_DASK, build_wheel, digests, fake_dask_wheel, fre
 pytestmark = pytest.mark.slow
 
 SHIPPED = {"c3dhash/configs/synth-cpu.yaml", "c3dhash/configs/ucf101-64bit.yaml", "c3dhash/bench/bench_loss.py",
-           "c3dhash/cluster/cli.py", "c3dhash/eval/index/folder.py"}
+           "c3dhash/cluster/cli.py", "c3dhash/eval/index/folder.py",
+           "c3dhash/bench/tiny_retrieval.py"}  # bench serve's tiny videos and model
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,10 @@ def test_user_modules_do_not_shadow_the_api(wheel, tmp_path):
     assert "usage: c3dhash" in run([python.parent / "c3dhash", "search", "--help"], cwd=work).stdout
 
 
-def test_demo_and_bench_run_from_an_empty_folder(wheel, tmp_path):
-    """The issue's Done-when: the wheel in a fresh venv runs `c3dhash demo` (shortened) with its shipped config."""
+def test_demo_and_bench_run_from_an_empty_folder(wheel, tmp_path, monkeypatch):
+    """The issue's Done-when: the wheel in a fresh venv runs `c3dhash demo` (shortened) with its shipped config;
+    a benchmark writes its results file under the working directory, not into site-packages."""
+    monkeypatch.delenv("C3DHASH_BENCH_RESULTS")  # the suite's "off": here the file is part of what is tested
     python = fresh_venv(tmp_path / "venv")
     pip_install(python, wheel)
     c3dhash = python.parent / "c3dhash"
@@ -97,3 +100,6 @@ def test_demo_and_bench_run_from_an_empty_folder(wheel, tmp_path):
     bench = run([c3dhash, "bench", "loss", "--", "--sizes", "16", "--repeats", "1", "--naive-max-gib", "0.01"],
                 cwd=work, timeout=300).stdout
     assert "16" in bench, bench
+    (written,) = (work / "bench" / "results").glob("loss-*.md")  # the parent's file only: its children write none
+    assert f"results: {written}" in bench and "| 16 |" in written.read_text()
+    assert not (site_packages(python) / "c3dhash" / "bench" / "results").exists()

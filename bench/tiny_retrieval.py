@@ -1,4 +1,5 @@
-"""Tiny videos and a fixed-weights model for the retrieval tests (index, search, show, export).
+"""Tiny videos and a fixed-weights model: `bench serve`'s video index, and the retrieval tests (index, search, show,
+export).
 
 Videos: class c has background brightness 40 + 70c and a bright square moving in direction c; every video has
 its own seeded noise texture, so no two codes are equal. Model: a seeded random r3d_18 trunk and a hash head
