@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import sys
 import tempfile
@@ -26,16 +27,17 @@ import ray
 import torch
 
 from c3dhash.cluster.config import config_to_dict, load_config
-from c3dhash.eval.index.encode_ray import EncoderPool, chunk_size, connect
+from c3dhash.eval.index.encode_ray import EncoderPool, chunk_size
+from c3dhash.eval.ray_session import join_or_start
 from c3dhash.loaders.synth import make_synth_dataset
-from c3dhash.model.hashnet import build_hash_net
+from c3dhash.model.hashnet import build_from_config
 
 
 def make_state(bits: int) -> dict:
-    cfg = load_config("synth-cpu",
-                      [f"model.bits={bits}"])
-    torch.manual_seed(0)
-    return {"model": build_hash_net(bits=bits).state_dict(), "config": config_to_dict(cfg)}
+    cfg = load_config("synth-cpu", [f"model.bits={bits}"])
+    torch.manual_seed(0)  # the net the config describes (its head norm too), so the checkpoint loads as a run's
+    net = build_from_config(dataclasses.replace(cfg.model, weights=None))
+    return {"model": net.state_dict(), "config": config_to_dict(cfg)}
 
 
 def timed(pool: EncoderPool, paths: list[str], workers: int) -> tuple[float, np.ndarray]:
@@ -57,7 +59,7 @@ def main() -> None:
                                progress=False)
         paths = [str(Path(tmp) / f) for f in s.files]
         state = make_state(args.bits)
-        connect(None, 2)
+        started = join_or_start(None, num_cpus=2)  # RAY_ADDRESS's cluster, else a local one of 2 CPUs
         try:
             # one pool of 2 actors (the local Ray has 2 CPUs) and a view of it holding only its first actor
             both = EncoderPool(state, workers=2)
@@ -72,7 +74,8 @@ def main() -> None:
                     rate, outputs[w] = timed(pool, paths, w)
                     best[w] = max(best[w], rate)
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
     load = os.getloadavg()
     d = state["config"]["data"]
     print(f"{len(paths)} videos ({args.frames} frames, 48x64 VP9), {d['num_frames']} x {d['crop'][0]} x "

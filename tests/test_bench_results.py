@@ -76,5 +76,32 @@ def test_bench_loss_writes_one_file_with_its_children_measuring_apart(tmp_path):
     assert f"results: {written}" in out.stdout and "| 16 |" in written.read_text()
 
 
+HELP_ALL = """
+import contextlib, io, sys
+from c3dhash.cluster.cli import main
+from c3dhash.cluster.cmd_bench import BENCHES
+for name in BENCHES:
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            main(["bench", name, "--", "--help"])
+        print(name, "returned without its help")
+    except SystemExit as exc:
+        print(name, exc.code, "usage:" in out.getvalue())
+    except Exception as exc:
+        print(name, repr(exc)[:300])
+"""
+
+
+@pytest.mark.subprocess
+def test_every_shipped_benchmark_imports_and_prints_its_help():
+    """`c3dhash bench NAME -- --help` for every NAME, in one process: a benchmark whose imports rotted (a renamed
+    function, a test helper the wheel does not ship) fails here, not on a user's machine."""
+    from c3dhash.cluster.cmd_bench import BENCHES
+    out = subprocess.run([sys.executable, "-c", HELP_ALL], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "C3DHASH_BENCH_RESULTS": "off"})
+    assert out.stdout.splitlines() == [f"{name} 0 True" for name in BENCHES], out.stdout + out.stderr[-2000:]
+
+
 def recorded_in(folder):
     return results.recorded("demo", folder)
