@@ -83,7 +83,7 @@ class Setup:
     # "library" (train + the test originals, no labels: a library trains on itself, then uploads are searched)
     ssl_train: str = "train"
     work: str = "runs/bench_neardup"
-    out: str = dataclasses.field(default_factory=lambda: str(default_folder()))
+    out: str = ""  # "" = bench/results.py default_folder()
 
 
 def load() -> float:
@@ -109,8 +109,7 @@ def train(job: JobConfig, given: str) -> tuple[torch.nn.Module, JobConfig, str]:
     included) with the job's bits and clip geometry replaced by its own; the job; a line saying which."""
     if given:
         m = load_hash_net(given)
-        geometry = {f.name: getattr(m.geometry, f.name) for f in dataclasses.fields(m.geometry)}
-        job = dataclasses.replace(job, data=dataclasses.replace(job.data, **geometry),
+        job = dataclasses.replace(job, data=dataclasses.replace(job.data, **dataclasses.asdict(m.geometry)),
                                   model=dataclasses.replace(job.model, bits=m.bits))
         return m.net, job, f"checkpoint {given} ({m.bits} bits)"
     net = build_model(job, torch.device("cpu"))
@@ -249,7 +248,7 @@ def report(setup: Setup, s: Sets, rows: dict, notes: dict, bits: int, *, minutes
     lines += ["", *(f"- {k}: {v}" for k, v in notes.items()), *recipe,
               f"- extra overrides: {' '.join(setup.overrides) or 'none'}"]
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")[:40]
-    path = Path(setup.out) / f"neardup-{slug}-{datetime.date.today()}.md"
+    path = Path(setup.out or default_folder()) / f"neardup-{slug}-{datetime.date.today()}.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     print("\n".join(lines) + f"\n\nwritten: {path}", flush=True)
     return lines
@@ -273,7 +272,7 @@ def parse(argv: list[str] | None) -> Setup:
                    help="self-supervised training videos: the train split, or the library (train + the copies' "
                         "originals, no labels)")
     p.add_argument("--work", default=Setup.work)
-    p.add_argument("--out", default=str(default_folder()))
+    p.add_argument("--out", default=Setup.out)
     a = p.parse_args(argv)
     return Setup(root=a.root, classes=a.classes, per_class=a.per_class, epochs=a.epochs, ssl_epochs=a.ssl_epochs,
                  overrides=tuple(a.set), ssl_config=a.ssl_config, ssl_overrides=tuple(a.ssl_set),
