@@ -64,11 +64,11 @@ def checkpoint_codes(args: argparse.Namespace):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from c3dhash.eval.codes import load_codes
-    from c3dhash.eval.metrics.exact import evaluate
     if args.address:  # fail in seconds, as `c3dhash train` does, not after ray.init's minutes of retries
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
     query, db = checkpoint_codes(args) if args.checkpoint else (load_codes(args.query), load_db(args.db))
+    from c3dhash.eval.metrics.exact import evaluate  # after the inputs: numba loads in seconds
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)
     if args.shards > 1 or args.address:

@@ -22,11 +22,11 @@ CARD_FILE = "c3dhash.json"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    path, config, _ = resolve_model(args)  # first: a config error answers before torch loads
     import torch
 
     from c3dhash.loaders.atomic import atomic_path
     from c3dhash.model.load import export_program, load_hash_net
-    path, config, _ = resolve_model(args)
     m = load_hash_net(path, config=config)
     program = export_program(m)
     card = {**m.card, "fingerprint": m.fingerprint, "input": "float clips [N, 3, T, H, W], normalised with "

@@ -32,14 +32,13 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True, default
 
 def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, Any]:
     """(checkpoint file, --config as a dict of sections or None, the JobConfig or None)."""
-    from c3dhash.cluster.config import config_to_dict, load_config
+    from c3dhash.cluster.config import config_to_dict, load_config, run_dir
     cfg = load_config(args.config, args.overrides) if args.config else None
     path = args.checkpoint
     if path in ("best", "latest"):
         if cfg is None:
             raise ConfigError(f"--checkpoint {path} needs --config (to find the run folder); or pass the file, "
                               f"e.g. --checkpoint runs/<name>/best.pt")
-        from c3dhash.cluster.driver import run_dir
         from c3dhash.distributed.checkpoint import resolve
         path = str(resolve(run_dir(cfg), path))
     return path, config_to_dict(cfg) if cfg else None, cfg
@@ -61,10 +60,13 @@ def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: 
 def failed_job(func):
     """A sharded encoding that could not finish (workers kept dying) is a failed job: exit 1, not 2."""
     def run(args: argparse.Namespace) -> int:
-        from c3dhash.eval.index.encode_ray import EncodeError
         try:
             return func(args)
-        except EncodeError as exc:
+        except Exception as exc:
+            # Not imported up front (it loads torch and Ray): an EncodeError exists only once a job has run.
+            encode_ray = sys.modules.get("c3dhash.eval.index.encode_ray")
+            if encode_ray is None or not isinstance(exc, encode_ray.EncodeError):
+                raise
             print(f"c3dhash {args.command}: failed: {exc}; nothing written", file=sys.stderr)
             return 1
     return run
@@ -79,8 +81,8 @@ def report_skips(skipped: list[tuple[str, str]], padded: list[str]) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    path, config, _ = resolve_model(args)  # first: a config error answers before torch loads
     from c3dhash.eval.index.folder import build_index
-    path, config, _ = resolve_model(args)
     s = build_index(checkpoint=path, out=args.out, encode=encoder(args, config), videos=args.videos,
                     manifest=args.manifest, root=args.root, add=args.add, config=config)
     report_skips(s["skipped"], s["padded"])
@@ -100,8 +102,8 @@ def encode_split(args: argparse.Namespace, split: str):
     from c3dhash.eval.codes import Codes, pack_bits
     from c3dhash.loaders.config import DataConfig
     from c3dhash.loaders.splits import load_split
+    path, config, cfg = resolve_model(args)  # first: a config error answers before torch loads
     from c3dhash.model.load import from_state, read_checkpoint
-    path, config, cfg = resolve_model(args)
     state = read_checkpoint(path)
     model = from_state(state, config=config, source=path)
     data = cfg.data if cfg else section_from_dict(DataConfig, model.config["data"], f"{path}: config data")

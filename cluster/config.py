@@ -212,6 +212,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(raw, where=str(path) if path is not None else "config")
 
 
+def run_dir(cfg: JobConfig) -> Path:
+    """The run's folder: checkpoints, best.pt, metrics and TensorBoard events."""
+    return Path(cfg.cluster.storage_path).expanduser().resolve() / cfg.cluster.name
+
+
 def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 

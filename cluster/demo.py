@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c3dhash.cluster.config import JobConfig, load_config
-from c3dhash.cluster.driver import run_dir, run_training
+from c3dhash.cluster.config import JobConfig, run_dir
+from c3dhash.cluster.driver import run_training
 from c3dhash.distributed import checkpoint as ckpt
 from c3dhash.eval.codes import Codes, save_codes
 from c3dhash.eval.index.encode import encode_loader, to_codes
@@ -88,11 +88,8 @@ def print_table(rows: dict[str, dict]) -> None:
         print(f"{name:<28}{r['map_all']:>9.4f}{r['map_at_k_rel'][100]:>9.4f}{r['precision_at_k'][10]:>8.4f}")
 
 
-def run_demo(*, config: str, overrides: list[str], data_root: str | None) -> int:
+def run_demo(cfg: JobConfig) -> int:
     t0 = time.time()
-    if data_root:
-        overrides = [*overrides, f"data.root={data_root}"]
-    cfg = load_config(config, overrides)
     root = Path(cfg.data.root)
     if cfg.data.dataset != "synth":  # your own videos (data.dataset=folder) or an official set: as prepared
         build_splits_for(cfg.data)

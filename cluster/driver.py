@@ -25,7 +25,7 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 
-from c3dhash.cluster.config import ConfigError, JobConfig, config_to_dict, save_config
+from c3dhash.cluster.config import ConfigError, JobConfig, config_to_dict, run_dir, save_config
 from c3dhash.cluster.connect import check_capacity, connect
 from c3dhash.cluster.fit import ProjectTrainer, fit
 from c3dhash.cluster.lock import run_lock
@@ -46,10 +46,6 @@ class MetricsLog(UserCallback):
         with open(self.path, "a") as f:
             nodes = [m.get("node") for m in metrics]  # where each rank ran
             f.write(json.dumps({"time": time.time(), **metrics[0], "nodes": nodes}) + "\n")
-
-
-def run_dir(cfg: JobConfig) -> Path:
-    return Path(cfg.cluster.storage_path).expanduser().resolve() / cfg.cluster.name
 
 
 def absolute_paths(cfg: JobConfig) -> JobConfig:

@@ -84,7 +84,8 @@ def parse_list(path: Path) -> tuple[list[Entry], list[str]]:
     if not path.is_file():
         raise DataError(f"{path}: list file not found; pass a CSV/TSV with one 'path,label' line per video")
     entries, problems = [], []
-    for n, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    # utf-8-sig: a spreadsheet's CSV often starts with a byte-order mark, which would hide the header line
+    for n, raw in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         line, where = raw.strip(), f"{path}:{n}"
         if not line or line.startswith("#"):
             continue
@@ -131,6 +132,9 @@ def usable_entries(entries: list[Entry], root: Path, check_files: bool) -> tuple
             continue
         seen[e.path] = e.where
         why = check_file(root, e.path) if check_files else None
+        if why and Path(e.where).is_dir():  # found by walking a class folder: the file is the thing to fix
+            problems.append(f"{root / e.path}: {why}; replace it or delete it")
+            continue
         if why:
             problems.append(f"{e.where}: {root / e.path}: {why}; fix the path (relative to {root}) or the file")
             continue

@@ -60,3 +60,38 @@ def test_version_prints_setup_cfg_version():
                          text=True, timeout=60)
     assert out.returncode == 0
     assert out.stdout.strip() == f"c3dhash {cfg.get('metadata', 'version')}"
+
+
+# Every command that reads a job config, given a bad key: it must answer (exit 2) before torch or Ray load.
+BAD_CONFIG = """
+import contextlib, io, json, sys
+from c3dhash.cluster.cli import main
+
+bad = ["--config", "synth-cpu", "--set", "train.no_such_key=1"]
+asked = {"train": [], "demo": [], "eval": ["--checkpoint", "best"], "check-data": [],
+         "encode": ["--split", "test", "-o", "o.npz"], "index": ["--checkpoint", "best", "--videos", ".", "-o", "o"],
+         "export": ["--checkpoint", "best", "-o", "o"]}
+codes, said = {}, {}
+for cmd, extra in asked.items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            codes[cmd] = main([cmd, *extra, *bad])
+        except SystemExit as e:
+            codes[cmd] = e.code
+    said[cmd] = err.getvalue()
+print(json.dumps({"codes": codes, "said": said, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_a_config_error_answers_before_any_heavy_package_loads(tmp_path):
+    out = subprocess.run([sys.executable, "-c", BAD_CONFIG], env=ENV, capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert set(got["codes"].values()) == {2}, got["codes"]
+    for cmd, said in got["said"].items():
+        assert "no_such_key" in said and "valid keys" in said, (cmd, said)
+    heavy = sorted(m for m in got["modules"] if m.split(".")[0] in HEAVY)
+    assert heavy == [], heavy[:20]
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -56,6 +56,16 @@ def test_class_folders_give_stratified_disjoint_splits(tmp_path, capsys):
     assert load_split(cfg, "test") == m["test"]
 
 
+def test_an_empty_video_in_a_class_folder_is_named_and_left_out(tmp_path, capsys):
+    root = make_folders(tmp_path / "mine", {"cats": 10, "dogs": 10})
+    touch(root / "dogs" / "broken.webm", b"")
+    rc, out, err = run_cli(capsys, "--dataset", "folder", "--root", str(root))
+    assert rc == 0
+    assert err.splitlines() == [f"warning: {root / 'dogs' / 'broken.webm'}: empty file; replace it or delete it"]
+    m = [r.path for s in ("train", "val", "test") for r in read_manifest(root / "manifests" / "split1" / f"{s}.tsv")]
+    assert len(m) == 20 and "dogs/broken.webm" not in m
+
+
 def test_split_is_deterministic_and_stable_when_videos_are_added(tmp_path):
     root = make_folders(tmp_path / "a", {"x": 12, "y": 12})
     first = build_folder_splits(root=root, list_file=None, manifest_dir=tmp_path / "m1").splits
@@ -93,6 +103,20 @@ def test_list_file_reports_bad_lines_and_missing_files_one_line_each(tmp_path, c
     recs = [r for s in ("train", "val", "test") for r in read_manifest(root / "manifests/split1" / f"{s}.tsv")]
     assert sorted(r.path for r in recs) == [f"v{i}.webm" for i in range(8)]
     assert {r.class_name: r.label for r in recs} == {"jump": 0, "run": 1}
+
+
+def test_a_spreadsheet_csv_with_bom_crlf_header_and_quoted_commas(tmp_path):
+    root = tmp_path / "lib"
+    rows = ["path,label"]
+    for i in range(8):
+        touch(root / f"v {i}.webm")  # a space in the name
+        label = "left, or west" if i < 4 else "up"  # a comma inside a quoted field
+        rows.append(f'"v {i}.webm","{label}"')
+    lst = root / "videos.csv"
+    lst.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")  # as spreadsheets save it
+    res = build_folder_splits(root=None, list_file=lst, manifest_dir=tmp_path / "m", val_per_class=1)
+    assert res.problems == [] and res.classes == ["left, or west", "up"]
+    assert sum(len(v) for v in res.splits.values()) == 8
 
 
 def test_tsv_list_with_integer_labels_and_absolute_paths(tmp_path):

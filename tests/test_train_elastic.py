@@ -27,8 +27,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import faults
 from c3dhash.cluster import driver
-from c3dhash.cluster.config import load_config
-from c3dhash.cluster.driver import run_dir, run_training
+from c3dhash.cluster.config import load_config, run_dir
+from c3dhash.cluster.driver import run_training
 from c3dhash.distributed import checkpoint as ckpt
 from train_helpers import make_tiny_dataset, read_metrics, tiny_overrides
 
