@@ -246,7 +246,10 @@ def build_folder_splits(*, root: str | Path | None, list_file: str | Path | None
     if not entries:
         where = list_file or base
         want = "path,label lines" if list_file else f"<root>/<class>/<video> files ({', '.join(VIDEO_EXTS)})"
-        raise DataError(f"{where}: no usable video ({len(problems)} problem(s)); expected {want}"
+        loose = [] if list_file else [p for p in base.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS]
+        hint = (f"; {len(loose)} video(s) lie directly in {base}: move them into one folder per class, or, "
+                f"unlabelled, into one folder (e.g. {base / 'all'}) for self-supervised training") if loose else ""
+        raise DataError(f"{where}: no usable video ({len(problems)} problem(s)); expected {want}{hint}"
                         + "".join(f"\n  {p}" for p in problems))
     first = relabel([VideoRecord(e.path, 0, e.class_name) for e in entries])
     splits, dropped = stratified_split(first, test_fraction=test_fraction, val_per_class=val_per_class,

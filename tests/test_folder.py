@@ -186,6 +186,19 @@ def test_nothing_usable_is_a_user_error_listing_every_problem(tmp_path, capsys):
     assert len(lines) == 4 and "gone1.webm: not found" in lines[1] and f"{lst}:3: expected" in lines[3]
 
 
+def test_videos_with_no_class_folder_are_counted_and_the_one_folder_layout_then_splits(tmp_path, capsys):
+    root = tmp_path / "flat"
+    for i in range(6):
+        touch(root / f"clip{i}.MP4")
+    rc, out, err = run_cli(capsys, "--dataset", "folder", "--root", str(root))
+    assert rc == 2 and f"6 video(s) lie directly in {root}" in err and str(root / "all") in err
+    for p in list(root.iterdir()):  # as the message says: one folder, for a library with no labels
+        touch(root / "all" / p.name)
+        p.unlink()
+    rc, out, err = run_cli(capsys, "--dataset", "folder", "--root", str(root))
+    assert rc == 0 and "1 classes" in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "folder"], "--root DIR is required (or --list FILE)"),
     (["--dataset", "synth", "--root", ".", "--list", "l.csv"], "--list/--group apply to --dataset folder only"),
