@@ -68,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
     query, db = checkpoint_codes(args) if args.checkpoint else (load_codes(args.query), load_db(args.db))
-    from c3dhash.eval.metrics.exact import evaluate  # after the inputs: numba loads in seconds
+    from c3dhash.eval.metrics.exact import evaluate  # after the inputs: a bad one answers before numba loads
     kw = dict(map_at_k_rel=args.map_at_k_rel, map_at_k=args.map_at_k, precision_at_k=args.precision_at_k,
               expected_ties=args.expected_ties, progress=True)
     if args.shards > 1 or args.address:

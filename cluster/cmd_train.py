@@ -25,7 +25,7 @@ JOB_HELP = """Run a command as a Ray job through the Jobs API (the dashboard's a
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)  # a config error answers before Ray and torch load (~4 s)
+    cfg = load_config(args.config, args.overrides)  # first: a config error answers before Ray and torch load
     from c3dhash.cluster.driver import run_training
     run_training(cfg, address=args.address)
     return 0
@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, *([f"data.root={args.data}"] if args.data else [])])
-    from c3dhash.cluster.demo import run_demo  # after the config check, which answers in well under a second
+    from c3dhash.cluster.demo import run_demo  # after the config check
     return run_demo(cfg)
 
 
