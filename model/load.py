@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from c3dhash.model.backbone import ModelError
 from c3dhash.model.hashnet import HashNet, build_hash_net
-from c3dhash.model.towers import TOWER_KEYS, Towers, build_towers
+from c3dhash.model.readout import fit_readout
+from c3dhash.model.towers import READOUT_KEYS, TOWER_KEYS, Towers, build_towers
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _identity(config: dict[str, Any], where: str) -> dict[str, Any]:
         out.update({f"{section}.{k}": _plain(values[k]) for k in keys})
     towers = (config.get("model") or {}).get("towers")
     if towers:  # a combined model (model/towers.py): what each tower's codes depend on beyond its weights
-        out["model.towers"] = [{k: t[k] for k in TOWER_KEYS} for t in towers]
+        out["model.towers"] = [{k: t[k] for k in (*TOWER_KEYS, *READOUT_KEYS) if k in t} for t in towers]
     return out
 
 
@@ -126,6 +128,28 @@ def combine_checkpoints(states: list[dict[str, Any]], sources: list[str]) -> dic
                        "towers": towers}
     config["data"]["eval_flip"] = False
     model = {f"towers.{i}.{k}": v for i, s in enumerate(states) for k, v in s["model"].items()}
+    return {"model": model, "config": config}
+
+
+def with_readouts(state: dict[str, Any], specs: list[str], outputs: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """A combined checkpoint (combine_checkpoints) with each tower's read-out `specs[i]` (model/readout.py) fitted
+    on `outputs`: that model's real outputs for a library's videos, one row each, towers side by side."""
+    towers = state["config"]["model"]["towers"]
+    if len(specs) != len(towers):
+        raise ModelError(f"{len(specs)} read-out(s) for {len(towers)} towers; give one per --checkpoint, in order")
+    if any(k in t for t in towers for k in READOUT_KEYS):
+        raise ModelError("the towers already have read-outs; fit them on the combination of the plain checkpoints")
+    config, model = copy.deepcopy(state["config"]), dict(state["model"])
+    start = 0
+    for i, (t, spec) in enumerate(zip(config["model"]["towers"], specs)):
+        fitted = fit_readout(spec, outputs[:, start:start + t["bits"]], seed=seed + i)
+        start += t["bits"]
+        if fitted is None:
+            continue
+        t.update(code_bits=int(fitted.matrix.shape[1]), readout=spec)
+        model[f"readouts.{i}.centre"] = torch.from_numpy(fitted.centre)
+        model[f"readouts.{i}.matrix"] = torch.from_numpy(fitted.matrix)
+    config["model"]["bits"] = sum(t.get("code_bits", t["bits"]) for t in config["model"]["towers"])
     return {"model": model, "config": config}
 
 

@@ -19,29 +19,37 @@ import torch
 from torch import nn
 
 from c3dhash.model.hashnet import HashNet, build_hash_net
+from c3dhash.model.readout import ReadOut
 
-# What a tower's codes depend on beyond its weights (part of the combined model's fingerprint).
+# What a tower's codes depend on beyond its weights (part of the combined model's fingerprint); code_bits only
+# where the tower has a read-out (model/readout.py), so older combined models keep their fingerprints.
 TOWER_KEYS = ("bits", "head_norm", "eval_flip")
+READOUT_KEYS = ("code_bits", "readout")
 
 
 class Towers(nn.Module):
-    """N x 3 x T x H x W clips -> N x sum(bits): each tower's tanh outputs, concatenated in tower order."""
+    """N x 3 x T x H x W clips -> N x sum(code bits): each tower's tanh outputs, through its read-out if it has
+    one, concatenated in tower order."""
 
-    def __init__(self, nets: list[HashNet], flips: list[bool]):
+    def __init__(self, nets: list[HashNet], flips: list[bool], code_bits: list[int | None] | None = None):
         super().__init__()
+        code_bits = code_bits or [None] * len(nets)
         self.towers = nn.ModuleList(nets)
         self.flips = tuple(bool(f) for f in flips)
-        self.bits = sum(n.bits for n in nets)
+        self.readouts = nn.ModuleList(nn.Identity() if c is None else ReadOut(n.bits, c)
+                                      for n, c in zip(nets, code_bits))
+        self.bits = sum(n.bits if c is None else c for n, c in zip(nets, code_bits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
-        for net, flip in zip(self.towers, self.flips):
+        for net, flip, readout in zip(self.towers, self.flips, self.readouts):
             h = net(x)
-            outs.append((h + net(x.flip(-1))) / 2 if flip else h)  # the left-right mirror of every clip
+            h = (h + net(x.flip(-1))) / 2 if flip else h  # the left-right mirror of every clip
+            outs.append(readout(h))
         return torch.cat(outs, 1)
 
 
 def build_towers(specs: list[dict[str, Any]], backbone: str) -> Towers:
     """Untrained towers for the specs of a combined checkpoint's model.towers (weights: load_state_dict)."""
     nets = [build_hash_net(bits=int(s["bits"]), backbone=backbone, head_norm=bool(s["head_norm"])) for s in specs]
-    return Towers(nets, [bool(s["eval_flip"]) for s in specs])
+    return Towers(nets, [bool(s["eval_flip"]) for s in specs], [s.get("code_bits") for s in specs])

@@ -13,7 +13,8 @@ from c3dhash.cluster.cli import main
 from c3dhash.eval.index.videos import encode_paths
 from c3dhash.model.backbone import ModelError
 from c3dhash.model.load import (check_config, combine_checkpoints, export_program, from_state, load_hash_net,
-                                read_checkpoint)
+                                read_checkpoint, with_readouts)
+from c3dhash.model.readout import fit_readout
 from c3dhash.model.towers import Towers
 from c3dhash.bench.tiny_retrieval import lsh_checkpoint, make_videos
 
@@ -106,3 +107,33 @@ def test_bench_neardup_measures_a_given_combined_model_with_its_own_bits_and_cli
     net, job, note = bn.train(job, str(tmp / "both-bench.pt"))
     assert isinstance(net, Towers) and job.model.bits == 32 and not job.data.eval_flip
     assert job.data.crop == tuple(a["config"]["data"]["crop"]) and "32 bits" in note
+
+
+def test_readouts_are_the_fitted_affine_map_of_each_towers_outputs(two):
+    """A tower's read-out applied per clip inside the net gives (video output - centre) @ matrix, exactly: the map
+    is affine, so it commutes with the mean over clips; the fit uses only the outputs (no labels)."""
+    _, paths, a, b = two
+    both = combine_checkpoints([a, b], ["a.pt", "b.pt"])
+    plain = encode_paths(both, paths, chunk=4, batch_videos=1).outputs
+    fitted = with_readouts(both, ["hyperplanes:40", "itq:3"], plain, seed=5)
+    m = from_state(fitted)
+    assert m.bits == 40 + 3 * 8 and [t.get("readout") for t in m.card["towers"]] == ["hyperplanes:40", "itq:3"]
+    got = encode_paths(fitted, paths, chunk=4, batch_videos=1).outputs
+    ro = [fit_readout(s, x, seed=5 + i) for i, (s, x) in enumerate([("hyperplanes:40", plain[:, :24]),
+                                                                   ("itq:3", plain[:, 24:])])]
+    want = np.concatenate([(plain[:, :24] - ro[0].centre) @ ro[0].matrix,
+                           (plain[:, 24:] - ro[1].centre) @ ro[1].matrix], 1)
+    assert np.allclose(got, want, atol=1e-4)
+    # ITQ: an orthogonal rotation, repeated; each tower keeps "sign" when asked
+    r = ro[1].matrix[:, :8]
+    assert np.allclose(r.T @ r, np.eye(8), atol=1e-5) and np.array_equal(ro[1].matrix[:, 8:16], r)
+    assert with_readouts(both, ["sign", "sign"], plain)["config"]["model"]["bits"] == 32
+    # the fingerprint covers the read-out; plain combined models keep theirs
+    assert m.fingerprint != from_state(both).fingerprint
+    assert m.fingerprint != from_state(with_readouts(both, ["hyperplanes:40", "itq:3"], plain, seed=6)).fingerprint
+
+
+@pytest.mark.parametrize("spec", ["hyperplanes", "itq:0", "pca:2", "hyperplanes:-3"])
+def test_a_bad_readout_names_the_forms(spec):
+    with pytest.raises(ModelError, match="hyperplanes:M"):
+        fit_readout(spec, np.zeros((4, 8)))
