@@ -5,6 +5,8 @@ tower's own outputs, in order, each with its own mirrored views (data.eval_flip)
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,22 @@ def test_readouts_are_the_fitted_affine_map_of_each_towers_outputs(two):
 def test_a_bad_readout_names_the_forms(spec):
     with pytest.raises(ModelError, match="hyperplanes:M"):
         fit_readout(spec, np.zeros((4, 8)))
+
+
+def test_cli_fits_read_outs_on_a_folder_and_the_index_reads_the_model(two, capsys):
+    tmp, paths, a, b = two
+    out = tmp / "fitted.pt"
+    videos = str(Path(paths[0]).parents[1])  # the class folders of make_videos
+    argv = ["combine", "--checkpoint", str(tmp / "a.pt"), "--checkpoint", str(tmp / "b.pt"), "-o", str(out)]
+    assert main([*argv, "--read-out", "hyperplanes:40"]) == 2  # one per checkpoint
+    assert "2 --checkpoint" in capsys.readouterr().err
+    assert main([*argv, "--read-out", "sign", "--read-out", "itq:2"]) == 2 and not out.exists()  # needs --fit
+    assert "--fit DIR" in capsys.readouterr().err
+    assert main([*argv, "--read-out", "hyperplanes:40", "--read-out", "itq:2", "--fit", videos]) == 0
+    said = capsys.readouterr().out
+    assert f"fitting read-outs on {len(paths)} videos" in said and "40 (hyperplanes:40) + 16 (itq:2) = 56 bits" in said
+    m = load_hash_net(out)
+    plain = encode_paths(combine_checkpoints([a, b], ["a", "b"]), paths, chunk=4, batch_videos=1).outputs
+    want = fit_readout("hyperplanes:40", plain[:, :24], seed=0)
+    got = encode_paths(read_checkpoint(out), paths, chunk=4, batch_videos=1).outputs
+    assert m.bits == 56 and np.allclose(got[:, :40], (plain[:, :24] - want.centre) @ want.matrix, atol=1e-4)
