@@ -119,7 +119,10 @@ def top_k(args: argparse.Namespace, n: int) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from c3dhash.cluster.config import ConfigError
     from c3dhash.cluster.results import drop_bad, format_text
+    if args.mirrored and not args.video:
+        raise ConfigError("--mirrored mirrors query videos: use it with --video (codes cannot be mirrored)")
     if args.video:  # query videos against an index folder: cluster/cmd_show.py
         from c3dhash.cluster.cmd_show import search_videos_json
         res = search_videos_json(args)
@@ -173,6 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="results per query (default 10; every item with --max-distance)")
     s.add_argument("-r", "--max-distance", type=non_negative, default=None, metavar="R",
                    help="radius search: only results within Hamming distance R; none is reported as no match")
+    s.add_argument("--mirrored", action="store_true",
+                   help="--video: also search each video mirrored left-right, a database video at the nearer "
+                        "distance (finds flipped copies with a model whose codes tell left from right)")
     s.add_argument("--skip-bad", action="store_true",
                    help="leave out query videos that cannot be decoded and exit 0 (default: list them with their "
                         "error and exit 1)")

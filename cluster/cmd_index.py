@@ -45,15 +45,15 @@ def resolve_model(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None,
 
 
 def encoder(args: argparse.Namespace, config: dict[str, Any] | None, *, static: bool = False):
-    """encode(state, paths) for the chosen workers (eval/index/encode_ray.py)."""
+    """encode(state, paths, mirror=False) for the chosen workers (eval/index/encode_ray.py)."""
     from c3dhash.eval.index.encode_ray import encode_files
     if args.address:  # a dead address or a refused token: one line in seconds, before any video is read
         from c3dhash.cluster.connect import probe
         args.address = probe(args.address)
 
-    def encode(state: dict[str, Any], paths: list[str]):
+    def encode(state: dict[str, Any], paths: list[str], mirror: bool = False):
         return encode_files(state, paths, workers=args.workers, device=args.device, num_threads=args.threads,
-                            address=args.address or None, config=config, static=static)
+                            address=args.address or None, config=config, static=static, mirror=mirror)
     return encode
 
 

@@ -22,7 +22,8 @@ def video_queries(args: argparse.Namespace, top=None):
     idx = load_index(args.index)
     top = top(len(idx)) if callable(top) else top
     state = index_model(idx, getattr(args, "checkpoint", None))
-    return idx, search_videos(idx, state, args.video, top=top, method=getattr(args, "method", "auto")), top
+    return idx, search_videos(idx, state, args.video, top=top, method=getattr(args, "method", "auto"),
+                              mirrored=getattr(args, "mirrored", False)), top
 
 
 def search_videos_json(args: argparse.Namespace) -> dict:

@@ -129,6 +129,23 @@ def test_a_query_dali_cannot_decode_here_is_transcoded_on_the_fly(lib, tmp_path,
     assert [r["class"] for r in got["results"]] == ["class1"] * 3  # lossy copy: its class, not bit-exact
 
 
+def test_mirrored_search_finds_the_original_of_a_flipped_copy(lib, tmp_path, capsys):
+    root, _, out = lib
+    flipped = write_video(tmp_path / "flipped.webm", video_frames(2, 1)[:, :, ::-1].copy(), codec="vp9")
+    argv = ["search", "--index", str(out), "--video", str(flipped), "--top", "9", "--json", "-"]
+    assert main(argv) == 0
+    (plain,) = json.loads(capsys.readouterr().out)["queries"]
+    assert main([*argv, "--mirrored"]) == 0
+    (both,) = json.loads(capsys.readouterr().out)["queries"]
+    first = both["results"][0]
+    nearer = {r["path"]: r["distance"] for r in plain["results"]}
+    assert first["path"] == "class2/c2_v01.webm" and first["distance"] <= 2  # re-encoded: near, not bit-exact
+    assert nearer[first["path"]] > 2 * first["distance"] + 4  # the codes tell left from right: the mirror finds it
+    assert all(r["distance"] <= nearer[r["path"]] for r in both["results"])  # never farther than plain
+    assert main(["search", "--index", str(out), "--query", str(out / "codes.npy"), "--mirrored"]) == 2
+    assert "use it with --video" in capsys.readouterr().err
+
+
 def test_search_an_index_with_a_codes_file(lib, tmp_path, capsys):
     _, _, out = lib
     save_codes(tmp_path / "q.npz", load_index(out).as_codes())

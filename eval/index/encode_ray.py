@@ -36,11 +36,11 @@ class _Encoder:
     """Ray actor body: one ChunkEncoder (model + DALI on this actor's device)."""
 
     def __init__(self, state: dict[str, Any], device: str, num_threads: int, amp: str,
-                 config: dict[str, Any] | None, static: bool):
+                 config: dict[str, Any] | None, static: bool, mirror: bool):
         import torch
         torch.set_num_threads(num_threads)
         self.enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config,
-                                static=static)
+                                static=static, mirror=mirror)
 
     def encode(self, k: int, paths: list[str]) -> tuple[int, Encoded]:
         return k, self.enc.encode(paths)
@@ -54,11 +54,12 @@ class EncoderPool:
     """`workers` encoder actors; `encode` deals chunks of videos to them and merges in input order."""
 
     def __init__(self, state: dict[str, Any], *, workers: int, use_gpu: bool = False, num_threads: int = 1,
-                 amp: str = "auto", config: dict[str, Any] | None = None, static: bool = False, max_redo: int = 3):
+                 amp: str = "auto", config: dict[str, Any] | None = None, static: bool = False, max_redo: int = 3,
+                 mirror: bool = False):
         import ray
         self.bits = int((state.get("config") or config or {}).get("model", {}).get("bits", 0))
         self.options = dict(num_cpus=num_threads, num_gpus=1 if use_gpu else 0, max_restarts=0)
-        self.args = (ray.put(state), "gpu" if use_gpu else "cpu", num_threads, amp, config, static)
+        self.args = (ray.put(state), "gpu" if use_gpu else "cpu", num_threads, amp, config, static, mirror)
         self.max_redo, self.replaced = max_redo, 0
         self.actors = [self._new() for _ in range(workers)]
 
@@ -169,19 +170,20 @@ def gpu_actors(device: str, workers: int, num_threads: int, *, timeout_s: float 
 
 def encode_files(state: dict[str, Any], paths: Sequence[str], *, workers: int = 1, device: str = "auto",
                  address: str | None = None, num_threads: int = 1, amp: str = "auto",
-                 config: dict[str, Any] | None = None, progress: bool = True, static: bool = False) -> Encoded:
+                 config: dict[str, Any] | None = None, progress: bool = True, static: bool = False,
+                 mirror: bool = False) -> Encoded:
     """`paths` encoded in this process (workers=1, no address) or over `workers` Ray actors: the same codes.
     device: auto (CUDA here / a GPU per actor where the Ray cluster has GPUs), gpu, or cpu."""
     import ray
     if workers <= 1 and not address:
         with tqdm(total=len(paths), desc="encode", unit="video", disable=not progress) as bar:
             return encode_paths(state, paths, chunk=DEFAULT_CHUNK, device=device, num_threads=num_threads,
-                                amp=amp, config=config, on_chunk=bar.update, static=static)
+                                amp=amp, config=config, on_chunk=bar.update, static=static, mirror=mirror)
     started = join_or_start(address, num_cpus=workers * num_threads)
     try:
         use_gpu = gpu_actors(device, workers, num_threads)
         pool = EncoderPool(state, workers=workers, use_gpu=use_gpu, num_threads=num_threads, amp=amp,
-                           config=config, static=static)
+                           config=config, static=static, mirror=mirror)
         try:
             return pool.encode(paths, chunk=chunk_size(len(paths), workers), progress=progress)
         finally:

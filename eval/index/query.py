@@ -82,17 +82,44 @@ def rank(idx: VideoIndex, codes: np.ndarray, top: int, method: str = "auto") -> 
     return Searcher(np.ascontiguousarray(idx.codes), idx.bits).knn(np.ascontiguousarray(codes), top, method=method)
 
 
+def rank_nearer(idx: VideoIndex, codes: np.ndarray, mirrored: np.ndarray, top: int,
+                method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Top `top` of each query by the nearer of its two codes (a video's and its mirror's), ties by database
+    index. Exact from the two top lists: a database video in the merged top is in the top of the code nearer
+    to it, at that distance, and a video seen at a farther distance cannot rank above the merged top."""
+    lists = [rank(idx, c, top, method) for c in (codes, mirrored)]
+    indices, dists = np.zeros((len(codes), top), np.int64), np.zeros((len(codes), top), np.int64)
+    for q in range(len(codes)):
+        i = np.concatenate([lists[0][0][q], lists[1][0][q]])
+        d = np.concatenate([lists[0][1][q], lists[1][1][q]])
+        order = np.lexsort((i, d))  # by distance, then index: an index's first appearance is its nearer one
+        first = order[np.unique(i[order], return_index=True)[1]]
+        keep = first[np.lexsort((i[first], d[first]))][:top]
+        indices[q], dists[q] = i[keep], d[keep]
+    return indices, dists
+
+
 def search_videos(idx: VideoIndex, state: dict[str, Any], videos: Sequence[str], *, top: int, method: str = "auto",
-                  encode: Callable[[dict, list[str]], Encoded] | None = None) -> list[Query]:
+                  encode: Callable[..., Encoded] | None = None, mirrored: bool = False) -> list[Query]:
     """Top `top` of each query video, in the given order; one that cannot be decoded is a Query with `error`
-    set and no results (the caller decides whether that fails the command)."""
+    set and no results (the caller decides whether that fails the command). `mirrored`: each video is also
+    searched left-right mirrored, a database video at the nearer distance (a flipped copy finds its original)."""
     missing = [v for v in videos if not Path(v).is_file()]
     if missing:
         raise VideoIndexError(f"--video {missing[0]}: file not found")
-    res = (encode or (lambda s, p: encode_paths(s, p)))(state, [str(Path(v).absolute()) for v in videos])
+    encode = encode or (lambda s, p, mirror=False: encode_paths(s, p, mirror=mirror))
+    paths = [str(Path(v).absolute()) for v in videos]
+    res = encode(state, paths)
     ok = res.ok
     empty = np.zeros(0, np.int64)
-    indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx), method) if ok.any() else (empty, empty)
+    if mirrored:
+        mirror = encode(state, paths, mirror=True)
+        ok = ok & mirror.ok
+        indices, dists = rank_nearer(idx, pack_bits(res.outputs[ok]), pack_bits(mirror.outputs[ok]),
+                                     clamp_top(top, idx), method) if ok.any() else (empty, empty)
+    else:
+        indices, dists = rank(idx, pack_bits(res.outputs[ok]), clamp_top(top, idx),
+                              method) if ok.any() else (empty, empty)
     rows = {i: row for row, i in enumerate(np.flatnonzero(ok).tolist())}
     out = []
     for i, video in enumerate(videos):

@@ -97,15 +97,28 @@ def videos_per_batch(requested: int, device: torch.device) -> int:
     return GPU_VIDEOS_PER_BATCH if device.type == "cuda" else 1
 
 
+class Mirrored(torch.nn.Module):
+    """The net on each clip's left-right mirror (`search --video --mirrored`: a flipped copy's original)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flip(-1))
+
+
 class ChunkEncoder:
     """Holds one model on one device (a Ray actor holds one of these); encodes lists of video files."""
 
     def __init__(self, state: dict[str, Any], *, device: str = "auto", num_threads: int = 1, amp: str = "auto",
-                 config: dict[str, Any] | None = None, static: bool = False, batch_videos: int = 0):
+                 config: dict[str, Any] | None = None, static: bool = False, batch_videos: int = 0,
+                 mirror: bool = False):
         self.model: LoadedHashNet = from_state(state, config=config)
         self.torch_device = default_device() if device != "cpu" else torch.device("cpu")
         self.device_id = self.torch_device.index if self.torch_device.type == "cuda" else None
-        self.net = self.model.net.to(self.torch_device)
+        net = self.model.net.to(self.torch_device)
+        self.net = Mirrored(net) if mirror else net  # a mirrored query: every clip flipped left-right first
         self.dali = decode_device(device, self.device_id)
         self.device_pref, self.num_threads, self.amp = device, num_threads, amp
         self.static = static  # the demo's motion-free baseline: each clip's first frame repeated
@@ -187,10 +200,10 @@ def merge(n: int, bits: int, parts: dict[int, tuple[tuple[int, int], Encoded]]) 
 def encode_paths(state: dict[str, Any], paths: Sequence[str], *, chunk: int = DEFAULT_CHUNK, device: str = "auto",
                  num_threads: int = 1, amp: str = "auto", config: dict[str, Any] | None = None,
                  on_chunk: Callable[[int], None] | None = None, static: bool = False,
-                 batch_videos: int = 0) -> Encoded:
+                 batch_videos: int = 0, mirror: bool = False) -> Encoded:
     """Every video of `paths` in this process, chunk by chunk (the single-process reference)."""
     enc = ChunkEncoder(state, device=device, num_threads=num_threads, amp=amp, config=config, static=static,
-                       batch_videos=batch_videos)
+                       batch_videos=batch_videos, mirror=mirror)
     parts = {}
     for k, (a, b) in enumerate(chunks(len(paths), chunk)):
         parts[k] = ((a, b), enc.encode(paths[a:b]))
