@@ -82,3 +82,22 @@ def test_the_library_protocol_trains_on_train_and_the_originals_and_keeps_valida
     assert read_manifest(out / "train.tsv") == split["train"] + split["test"]
     assert read_manifest(out / "val.tsv") == split["val"] and read_manifest(out / "test.tsv") == split["test"]
     assert bn.parse(["--ssl-train", "library"]).ssl_train == "library" and bn.parse([]).ssl_train == "train"
+
+
+def test_scores_count_a_mirrored_query_as_found_when_its_mirror_is_nearest_the_original():
+    """The bench's recall@1 with mirrored queries is the product's rank_nearer: a flipped copy whose mirror has
+    its original's code is found, at no cost to the copies found plainly; class mAP does not involve copies."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_neardup as bn
+    rng = np.random.default_rng(0)
+    test = [VideoRecord(f"C{i % 2}/t{i}.webm", i % 2, f"C{i % 2}") for i in range(6)]
+    train = [VideoRecord(f"C{i % 2}/r{i}.webm", i % 2, f"C{i % 2}") for i in range(10)]
+    copies = [VideoRecord(f"/copies/{i}.webm", i, test[i].class_name) for i in range(6)]
+    flipped = np.array([True, False] * 3)
+    feats = {"test": rng.standard_normal((6, 32)), "train": rng.standard_normal((10, 32))}
+    feats["copies"] = np.where(flipped[:, None], rng.standard_normal((6, 32)), feats["test"])  # a flip: lost
+    feats["copies_mirror"] = np.where(flipped[:, None], feats["test"], rng.standard_normal((6, 32)))
+    r = bn.scores(feats, bn.Sets(test, train, copies, flipped, "/data"), 32, None)
+    assert r["near_r1"] == 0.5 and r["flip_r1"] == 0.0 and r["mirrored_r1"] == 1.0
