@@ -10,6 +10,8 @@ alike (configs/motion-cpu.yaml) pull one trunk two ways; on one trunk either obj
 distance being the sum of both parts' (a trade-off between the two jobs, measured in docs/datasets.md).
 A tower trained with data.eval_flip encodes each clip and its mirror inside the net (the mean of both, as the
 evaluation pipeline does), so the combined model's pipeline decodes plain clips and every tower keeps its own view.
+A tower may have a read-out (model/readout.py, `combine --read-out ... --fit DIR`): a fitted affine map of its
+outputs, applied per clip, which gives the same code as applied to the video's mean output.
 """
 from __future__ import annotations
 
