@@ -10,8 +10,9 @@ Copies (loaders/neardup.py): every test video trimmed, cropped, rescaled, flippe
 re-encoded (VP9 -> MJPEG, else -> VP9). Queries = the copies; database = the test originals plus every train
 video as distractors (relevant: the copy's own original only, so mAP@all is the mean reciprocal rank and P@1
 is recall@1; Hamming ties broken by database index, the project's rule); "mirrored queries": recall@1 when each
-copy is also searched mirrored (`search --video --mirrored`, eval/index/query.rank_nearer). Class mAP@all is the demo's figure
-(test queries vs the train database, class labels), which the self-supervised model never saw in training.
+copy is also searched mirrored (`search --video --mirrored`, eval/index/query.rank_nearer). Class mAP@all is the
+demo's figure (test queries vs the train database, class labels), which the self-supervised model never saw in
+training.
 
 Methods: the supervised recipe (configs/synth-cpu.yaml), the self-supervised one (configs/library-cpu.yaml:
 data.sampler=video, P videos x K clips, positives = clips of the same video; each clip and its mirror at
