@@ -2,7 +2,7 @@
 
     ro = fit_readout("hyperplanes:192", outputs, seed=0)   # outputs: N videos x bits, the tower's real outputs
     ro = fit_readout("itq:4", outputs)                     # PCA + ITQ rotation, each bit counted 4 times
-    ReadOut(ro.centre, ro.matrix)                          # the module model/towers.py applies
+    ReadOut(bits, code_bits)                               # the module model/towers.py applies (buffers loaded)
 
 Why: a combined code (`c3dhash combine`) adds the Hamming distances of its parts, so how each part is binarised
 decides what the sum measures. A motion tower's 48 sign bits lose part of the angle between two videos' outputs;

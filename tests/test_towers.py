@@ -126,6 +126,8 @@ def test_readouts_are_the_fitted_affine_map_of_each_towers_outputs(two):
     want = np.concatenate([(plain[:, :24] - ro[0].centre) @ ro[0].matrix,
                            (plain[:, 24:] - ro[1].centre) @ ro[1].matrix], 1)
     assert np.allclose(got, want, atol=1e-4)
+    clips = torch.randn(2, 3, m.geometry.num_frames, *m.geometry.crop)
+    assert torch.allclose(export_program(m).module()(clips), m.net(clips), atol=1e-5)  # exports with it
     # ITQ: an orthogonal rotation, repeated; each tower keeps "sign" when asked
     r = ro[1].matrix[:, :8]
     assert np.allclose(r.T @ r, np.eye(8), atol=1e-5) and np.array_equal(ro[1].matrix[:, 8:16], r)
