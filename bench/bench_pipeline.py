@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import os
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from c3dhash.distributed.trainer import Trainer
 from c3dhash.loaders import pipelines
 from c3dhash.loaders.manifest import VideoRecord
 from c3dhash.loaders.synth import make_synth_dataset
-from c3dhash.bench.results import cpu, default_folder
+from c3dhash.bench.results import commit, cpu, default_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,17 +92,6 @@ def measure(records, root: Path, cfg, *, steps: int, step_s: float, read_s: floa
 
 def cpu_name() -> str:
     return cpu()[0]  # bench/results.py: /proc/cpuinfo's model name, or the platform's
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def loadavg() -> str:
