@@ -35,10 +35,17 @@ def two(tmp_path_factory):
     return tmp, paths, a, b
 
 
-def test_combined_outputs_equal_each_towers_own_outputs_side_by_side(two):
+@pytest.fixture(scope="module")
+def combined(two):
+    """The two combined (a, then b with its mirrored views) and its outputs for the videos, encoded once."""
     _, paths, a, b = two
     both = combine_checkpoints([a, b], ["a.pt", "b.pt"])
-    got = encode_paths(both, paths, chunk=4, batch_videos=1)
+    return both, encode_paths(both, paths, chunk=4, batch_videos=1)
+
+
+def test_combined_outputs_equal_each_towers_own_outputs_side_by_side(two, combined):
+    _, paths, a, b = two
+    got = combined[1]
     parts = [encode_paths(s, paths, chunk=4, batch_videos=1) for s in (a, b)]
     assert got.skipped == {} and got.outputs.shape == (len(paths), 32)
     assert np.allclose(got.outputs, np.concatenate([p.outputs for p in parts], 1), atol=1e-5)
@@ -111,12 +118,11 @@ def test_bench_neardup_measures_a_given_combined_model_with_its_own_bits_and_cli
     assert job.data.crop == tuple(a["config"]["data"]["crop"]) and "32 bits" in note
 
 
-def test_readouts_are_the_fitted_affine_map_of_each_towers_outputs(two):
+def test_readouts_are_the_fitted_affine_map_of_each_towers_outputs(two, combined):
     """A tower's read-out applied per clip inside the net gives (video output - centre) @ matrix, exactly: the map
     is affine, so it commutes with the mean over clips; the fit uses only the outputs (no labels)."""
     _, paths, a, b = two
-    both = combine_checkpoints([a, b], ["a.pt", "b.pt"])
-    plain = encode_paths(both, paths, chunk=4, batch_videos=1).outputs
+    both, plain = combined[0], combined[1].outputs
     fitted = with_readouts(both, ["hyperplanes:40", "itq:3"], plain, seed=5)
     m = from_state(fitted)
     assert m.bits == 40 + 3 * 8 and [t.get("readout") for t in m.card["towers"]] == ["hyperplanes:40", "itq:3"]
@@ -143,7 +149,7 @@ def test_a_bad_readout_names_the_forms(spec):
         fit_readout(spec, np.zeros((4, 8)))
 
 
-def test_cli_fits_read_outs_on_a_folder_and_the_index_reads_the_model(two, capsys):
+def test_cli_fits_read_outs_on_a_folder_and_the_index_reads_the_model(two, combined, capsys):
     tmp, paths, a, b = two
     out = tmp / "fitted.pt"
     videos = str(Path(paths[0]).parents[1])  # the class folders of make_videos
@@ -156,7 +162,7 @@ def test_cli_fits_read_outs_on_a_folder_and_the_index_reads_the_model(two, capsy
     said = capsys.readouterr().out
     assert f"fitting read-outs on {len(paths)} videos" in said and "40 (hyperplanes:40) + 16 (itq:2) = 56 bits" in said
     m = load_hash_net(out)
-    plain = encode_paths(combine_checkpoints([a, b], ["a", "b"]), paths, chunk=4, batch_videos=1).outputs
+    plain = combined[1].outputs  # the first tower's part is a.pt's whatever the second's views
     want = fit_readout("hyperplanes:40", plain[:, :24], seed=0)
     got = encode_paths(read_checkpoint(out), paths, chunk=4, batch_videos=1).outputs
     assert m.bits == 56 and np.allclose(got[:, :40], (plain[:, :24] - want.centre) @ want.matrix, atol=1e-4)
